@@ -1,0 +1,199 @@
+"""Meta-gradients of the adaptation core against answers derived another way.
+
+A tiny float64 network (2-3-1, tanh so that Hessians are informative) and one task. The
+meta-objective is F(θ) = L_query(φ(θ)) with φ the result of k inner SGD steps on L_support.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import pytest
+import torch
+from torch.func import functional_call
+
+from metarl.adaptation import adapt, params_of, reptile_gradient
+from metarl.supervised.meta import meta_gradient, mse_loss, task_losses
+from metarl.supervised.tasks import TaskBatch
+
+LR = 0.3
+
+
+def tiny_problem(seed: int = 0, num_tasks: int = 1):
+    gen = torch.Generator().manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Tanh(), torch.nn.Linear(3, 1))
+    model = model.double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float64))
+    params = params_of(model)
+    batch = TaskBatch(
+        torch.randn(num_tasks, 5, 2, generator=gen, dtype=torch.float64),
+        torch.randn(num_tasks, 5, 1, generator=gen, dtype=torch.float64),
+        torch.randn(num_tasks, 7, 2, generator=gen, dtype=torch.float64),
+        torch.randn(num_tasks, 7, 1, generator=gen, dtype=torch.float64),
+    )
+    return model, params, batch
+
+
+def flatten(params):
+    return torch.cat([p.reshape(-1) for p in params.values()])
+
+
+def unflatten(vector, like):
+    out, i = OrderedDict(), 0
+    for k, p in like.items():
+        out[k] = vector[i:i + p.numel()].view_as(p)
+        i += p.numel()
+    return out
+
+
+def losses_on(model, batch):
+    def support(p):
+        return mse_loss(functional_call(model, p, (batch.support_x[0],)), batch.support_y[0])
+
+    def query(p):
+        return mse_loss(functional_call(model, p, (batch.query_x[0],)), batch.query_y[0])
+
+    return support, query
+
+
+def plain_sgd(model, params, batch, steps):
+    """φ_0..φ_k by explicit, graph-free gradient descent on the support loss."""
+    support, _ = losses_on(model, batch)
+    phis = [flatten(params).detach()]
+    for _ in range(steps):
+        grad = torch.autograd.functional.jacobian(
+            lambda v: support(unflatten(v, params)), phis[-1])
+        phis.append(phis[-1] - LR * grad)
+    return phis
+
+
+def meta_objective(model, params, batch, steps):
+    support, query = losses_on(model, batch)
+
+    def objective(vector):
+        fast = adapt(unflatten(vector, params), support, steps=steps, lr=LR, mode="second_order")
+        return query(fast)
+
+    return objective
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+@pytest.mark.parametrize("vectorize", [False, True])
+def test_maml_gradient_matches_finite_differences(steps, vectorize):
+    model, params, batch = tiny_problem()
+    grads, _, _ = meta_gradient(model, params, batch, mse_loss, method="maml", steps=steps,
+                                lr=LR, vectorize=vectorize)
+    objective = meta_objective(model, params, batch, steps)
+    theta = flatten(params).detach()
+    eps = 1e-6
+    numeric = torch.stack([
+        (objective(theta + eps * e) - objective(theta - eps * e)) / (2 * eps)
+        for e in torch.eye(theta.numel(), dtype=torch.float64)
+    ])
+    torch.testing.assert_close(flatten(grads), numeric, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_maml_gradient_matches_explicit_hessian_formula(steps):
+    """∇F = (I − αH(φ_0)) ... (I − αH(φ_{k−1})) ∇L_query(φ_k), Hessians formed explicitly."""
+    model, params, batch = tiny_problem(seed=1)
+    support, query = losses_on(model, batch)
+    phis = plain_sgd(model, params, batch, steps)
+    vector = torch.autograd.functional.jacobian(lambda v: query(unflatten(v, params)), phis[-1])
+    identity = torch.eye(vector.numel(), dtype=torch.float64)
+    for phi in reversed(phis[:-1]):
+        hessian = torch.autograd.functional.hessian(lambda v: support(unflatten(v, params)), phi)
+        vector = (identity - LR * hessian) @ vector
+    grads, _, _ = meta_gradient(model, params, batch, mse_loss, method="maml", steps=steps,
+                                lr=LR, vectorize=False)
+    torch.testing.assert_close(flatten(grads), vector, rtol=1e-9, atol=1e-12)
+    # The Hessian term matters here: the first-order answer differs.
+    first_order = torch.autograd.functional.jacobian(
+        lambda v: query(unflatten(v, params)), phis[-1])
+    assert (flatten(grads) - first_order).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+@pytest.mark.parametrize("vectorize", [False, True])
+def test_first_order_gradient_is_query_gradient_at_fast_weights(steps, vectorize):
+    model, params, batch = tiny_problem(seed=2)
+    _, query = losses_on(model, batch)
+    phis = plain_sgd(model, params, batch, steps)
+    expected = torch.autograd.functional.jacobian(lambda v: query(unflatten(v, params)), phis[-1])
+    grads, _, _ = meta_gradient(model, params, batch, mse_loss, method="fomaml", steps=steps,
+                                lr=LR, vectorize=vectorize)
+    torch.testing.assert_close(flatten(grads), expected, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+@pytest.mark.parametrize("vectorize", [False, True])
+def test_reptile_gradient_is_parameter_difference(steps, vectorize):
+    model, params, batch = tiny_problem(seed=3)
+    phis = plain_sgd(model, params, batch, steps)
+    grads, _, _ = meta_gradient(model, params, batch, mse_loss, method="reptile", steps=steps,
+                                lr=LR, vectorize=vectorize)
+    torch.testing.assert_close(flatten(grads), flatten(params).detach() - phis[-1],
+                               rtol=1e-9, atol=1e-12)
+
+
+def test_meta_sgd_learning_rate_gradient_matches_finite_differences():
+    model, params, batch = tiny_problem(seed=4)
+    support, query = losses_on(model, batch)
+    lrs = OrderedDict((k, torch.full_like(v, LR).requires_grad_(True)) for k, v in params.items())
+    _, grad_lr, _ = meta_gradient(model, params, batch, mse_loss, method="maml", steps=2,
+                                  lr=lrs, vectorize=False)
+    assert grad_lr is not None
+
+    def objective(lr_vector):
+        fast = adapt(params, support, steps=2, lr=unflatten(lr_vector, params),
+                     mode="second_order")
+        return query(fast)
+
+    base = flatten(lrs).detach()
+    eps = 1e-6
+    numeric = torch.stack([
+        (objective(base + eps * e) - objective(base - eps * e)) / (2 * eps)
+        for e in torch.eye(base.numel(), dtype=torch.float64)
+    ])
+    torch.testing.assert_close(flatten(grad_lr), numeric.detach(), rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("method", ["maml", "fomaml", "reptile"])
+def test_vectorized_equals_per_task_loop_on_many_tasks(method):
+    model, params, batch = tiny_problem(seed=5, num_tasks=6)
+    loop = meta_gradient(model, params, batch, mse_loss, method=method, steps=2,
+                         lr=[LR, LR / 2], vectorize=False)
+    vmapped = meta_gradient(model, params, batch, mse_loss, method=method, steps=2,
+                            lr=[LR, LR / 2], vectorize=True)
+    torch.testing.assert_close(flatten(loop[0]), flatten(vmapped[0]), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(loop[2], vmapped[2], rtol=1e-10, atol=1e-12)
+
+
+def test_adapt_does_not_modify_inputs_and_zero_steps_is_identity():
+    model, params, batch = tiny_problem(seed=6)
+    support, _ = losses_on(model, batch)
+    before = {k: v.detach().clone() for k, v in params.items()}
+    fast = adapt(params, support, steps=3, lr=LR)
+    for k in params:
+        assert torch.equal(params[k], before[k])
+        assert not torch.equal(fast[k], before[k])
+    same = adapt(params, support, steps=0, lr=LR)
+    assert all(same[k] is params[k] for k in params)
+    with pytest.raises(ValueError, match="steps"):
+        adapt(params, support, steps=-1, lr=LR)
+
+
+def test_reptile_gradient_averages_over_tasks():
+    theta = OrderedDict(w=torch.tensor([1.0, 2.0]))
+    fast = OrderedDict(w=torch.tensor([[0.0, 0.0], [1.0, 1.0]]))
+    torch.testing.assert_close(reptile_gradient(theta, fast)["w"], torch.tensor([0.5, 1.5]))
+
+
+def test_task_losses_shapes():
+    model, params, batch = tiny_problem(seed=7, num_tasks=4)
+    losses, fast = task_losses(model, params, batch, mse_loss, steps=1, lr=LR,
+                               mode="second_order", vectorize=True)
+    assert losses.shape == (4,)
+    assert all(fast[k].shape == (4, *params[k].shape) for k in params)
