@@ -1,0 +1,220 @@
+"""``metarl train | evaluate | render | benchmark | demo | config`` (also ``python -m metarl``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+from metarl.config import ConfigError, dump_config
+from metarl.runner import TrainingStopped
+
+DEMO_CONFIG = "sine-quick"
+
+
+def builtin_configs() -> dict[str, Path]:
+    """Configs shipped with metarl, by file stem (``sine``, ``sine-quick``, ...)."""
+    root = resources.files("metarl.configs")
+    found: dict[str, Path] = {}
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        for child in node.iterdir():
+            if child.is_dir():
+                stack.append(child)
+            elif child.name.endswith(".yaml"):
+                found[child.name[: -len(".yaml")]] = Path(str(child))
+    return dict(sorted(found.items()))
+
+
+def resolve_config_path(text: str) -> Path:
+    """A config file path, or the name of a shipped config."""
+    path = Path(text)
+    if path.is_file():
+        return path
+    configs = builtin_configs()
+    if text in configs:
+        return configs[text]
+    raise ConfigError(f"config {text!r} is neither a file nor a shipped config; shipped "
+                      f"configs: {', '.join(configs)}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="metarl", description="Meta-learning and meta-RL: MAML, first-order MAML, Reptile.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="meta-train from a config (or resume a run)")
+    train.add_argument("config", nargs="?",
+                       help="YAML config file or shipped config name (see `metarl config`)")
+    train.add_argument("--set", dest="overrides", action="append", default=[],
+                       metavar="KEY=VALUE", help="override a config value, e.g. "
+                       "training.iterations=500 (repeatable)")
+    train.add_argument("--run-dir", type=Path, help="where the run is written "
+                       "(default: runs/<config>-<time>)")
+    train.add_argument("--seed", type=int, help="override the config's seed")
+    train.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                       help="continue the interrupted run in RUN_DIR")
+
+    evaluate = commands.add_parser("evaluate", help="adaptation curve of a trained run")
+    evaluate.add_argument("run_dir", type=Path)
+    evaluate.add_argument("--steps", type=int, help="evaluate after 0..STEPS gradient steps")
+    evaluate.add_argument("--tasks", type=int, help="number of test tasks")
+    evaluate.add_argument("--seed", type=int, help="seed of the test tasks")
+    evaluate.add_argument("--baselines", action="store_true",
+                          help="also evaluate the paper's baselines the same way")
+
+    render = commands.add_parser("render", help="pictures of a trained run adapting")
+    render.add_argument("run_dir", type=Path)
+    render.add_argument("--tasks", type=int, default=4, help="number of tasks to show")
+    render.add_argument("--steps", type=int, help="adaptation steps to show")
+    render.add_argument("--seed", type=int, help="seed of the shown tasks")
+    render.add_argument("--output", type=Path, help="output file (default: in RUN_DIR)")
+
+    benchmark = commands.add_parser("benchmark", help="speed figures, side by side")
+    benchmark.add_argument("name", nargs="?", default="all",
+                           help="which benchmark (default: all)")
+    benchmark.add_argument("--repeats", type=int, default=20,
+                           help="timed meta-iterations per configuration")
+
+    demo = commands.add_parser("demo", help="train, evaluate and render a small default run")
+    demo.add_argument("config", nargs="?", default=DEMO_CONFIG,
+                      help=f"config file or shipped name (default: {DEMO_CONFIG})")
+    demo.add_argument("--run-dir", type=Path, help="where the run is written")
+    demo.add_argument("--seed", type=int, help="override the config's seed")
+
+    config = commands.add_parser("config", help="list shipped configs, or print one resolved")
+    config.add_argument("config", nargs="?", help="config file or shipped name")
+    config.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a config value (repeatable)")
+    return parser
+
+
+def _check_positive(name: str, value: int | None, minimum: int = 1) -> None:
+    if value is not None and value < minimum:
+        raise ConfigError(f"--{name} = {value}: must be >= {minimum}")
+
+
+def _default_run_dir(config_path: Path) -> Path:
+    return Path("runs") / f"{config_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _train(args: argparse.Namespace) -> int:
+    from metarl.experiment import load_config
+    from metarl.runner import load_run, train_run
+
+    if args.resume is not None:
+        if args.config or args.overrides or args.seed is not None or args.run_dir:
+            raise ConfigError("--resume RUN_DIR continues a run with its saved config; "
+                              "give no CONFIG, --set, --seed or --run-dir with it")
+        experiment, config, _ = load_run(args.resume)
+        run_dir = args.resume
+    else:
+        if not args.config:
+            raise ConfigError("give a CONFIG to train, or --resume RUN_DIR")
+        config_path = resolve_config_path(args.config)
+        experiment, config = load_config(config_path, args.overrides, args.seed)
+        run_dir = args.run_dir or _default_run_dir(config_path)
+    print(f"metarl: {experiment.name} run in {run_dir}", file=sys.stderr)
+    checkpoint = train_run(experiment, config, run_dir, resume=args.resume is not None)
+    print(f"metarl: trained; checkpoint {checkpoint}", file=sys.stderr)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from metarl.experiment import EvaluateOptions
+    from metarl.runner import load_run
+
+    _check_positive("steps", args.steps, 0)
+    _check_positive("tasks", args.tasks, 2)
+    _check_positive("seed", args.seed, 0)
+    experiment, config, state = load_run(args.run_dir)
+    result = experiment.evaluate(config, state, args.run_dir, EvaluateOptions(
+        steps=args.steps, tasks=args.tasks, seed=args.seed, baselines=args.baselines))
+    print(result.get("table", ""))
+    print(f"metarl: wrote {args.run_dir / 'evaluation.json'}", file=sys.stderr)
+    return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    from metarl.experiment import RenderOptions
+    from metarl.runner import load_run
+
+    _check_positive("tasks", args.tasks)
+    _check_positive("steps", args.steps, 0)
+    experiment, config, state = load_run(args.run_dir)
+    paths = experiment.render(config, state, args.run_dir, RenderOptions(
+        tasks=args.tasks, steps=args.steps, seed=args.seed, output=args.output))
+    for path in paths:
+        print(f"metarl: wrote {path}", file=sys.stderr)
+    return 0
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    from metarl.benchmark import run_benchmarks
+
+    _check_positive("repeats", args.repeats)
+    run_benchmarks(args.name, repeats=args.repeats)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from metarl.experiment import EvaluateOptions, RenderOptions, load_config
+    from metarl.runner import load_run, train_run
+
+    config_path = resolve_config_path(args.config)
+    experiment, config = load_config(config_path, (), args.seed)
+    run_dir = args.run_dir or _default_run_dir(config_path)
+    print(f"metarl demo: 1/3 meta-training {experiment.name} in {run_dir}", file=sys.stderr)
+    train_run(experiment, config, run_dir)
+    _, config, state = load_run(run_dir)
+    print("metarl demo: 2/3 evaluating adaptation (with baselines)", file=sys.stderr)
+    result = experiment.evaluate(config, state, run_dir, EvaluateOptions(baselines=True))
+    print(result.get("table", ""))
+    print("metarl demo: 3/3 rendering", file=sys.stderr)
+    paths = experiment.render(config, state, run_dir, RenderOptions())
+    print(f"metarl demo: done. See {run_dir}/: evaluation.json, adaptation.png, "
+          f"learning_curve.png, {', '.join(p.name for p in paths)}; "
+          f"TensorBoard: tensorboard --logdir {run_dir}", file=sys.stderr)
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    from metarl.experiment import load_config
+
+    if not args.config:
+        for name, path in builtin_configs().items():
+            print(f"{name:<24} {path}")
+        return 0
+    _, config = load_config(resolve_config_path(args.config), args.overrides)
+    print(dump_config(config), end="")
+    return 0
+
+
+COMMANDS = {"train": _train, "evaluate": _evaluate, "render": _render,
+            "benchmark": _benchmark, "demo": _demo, "config": _config}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as error:
+        print(f"metarl: error: {error}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as error:
+        print(f"metarl: error: {error}", file=sys.stderr)
+        return 2
+    except TrainingStopped as error:
+        print(f"metarl: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("metarl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Summaries of adaptation curves: mean, standard error and 95% interval over tasks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metarl.checkpoint import atomic_write_text
+
+Z_95 = 1.959963984540054
+"""Two-sided 95% quantile of the normal distribution (interval = mean ± Z_95 · SEM)."""
+
+EVALUATION_NAME = "evaluation.json"
+
+
+def summarize(values: np.ndarray) -> dict[str, list[float]]:
+    """Per-column mean, standard error of the mean, and 95% half-width.
+
+    Args:
+        values: shape ``(T, S)``, one row per task, one column per number of adaptation steps.
+
+    Returns:
+        ``{"mean": [S], "sem": [S], "ci95": [S]}`` with SEM = std(ddof=1) / sqrt(T)
+        (0 when T = 1) and ci95 = 1.96 · SEM.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 2 or values.shape[0] == 0:
+        raise ValueError(f"expected values of shape (tasks, steps), got {values.shape}")
+    num_tasks = values.shape[0]
+    mean = values.mean(axis=0)
+    sem = (values.std(axis=0, ddof=1) / np.sqrt(num_tasks) if num_tasks > 1
+           else np.zeros_like(mean))
+    return {"mean": mean.tolist(), "sem": sem.tolist(), "ci95": (Z_95 * sem).tolist()}
+
+
+def write_evaluation(run_dir: str | Path, result: dict[str, Any]) -> Path:
+    path = Path(run_dir) / EVALUATION_NAME
+    atomic_write_text(path, json.dumps(result, indent=2) + "\n")
+    return path
+
+
+def format_table(curves: dict[str, dict[str, list[float]]], steps: list[int],
+                 metric: str) -> str:
+    """A plain-text table: one row per curve, ``mean ± ci95`` after each step count."""
+    name_width = max(len(name) for name in curves)
+    header = f"{metric:<{name_width}}" + "".join(f"{'step ' + str(s):>18}" for s in steps)
+    rows = [header]
+    for name, curve in curves.items():
+        cells = "".join(f"{m:>10.4g} ± {c:<5.2g}" for m, c in zip(curve["mean"], curve["ci95"],
+                                                                   strict=True))
+        rows.append(f"{name:<{name_width}}{cells}")
+    return "\n".join(rows)

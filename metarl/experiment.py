@@ -1,0 +1,111 @@
+"""The experiments metarl knows, and how a config file names one.
+
+Each experiment is a class with its typed config and the four things a user does with a run:
+train (via a :class:`Trainer`), evaluate, render and benchmark. The YAML's top-level
+``experiment:`` key picks the class.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from metarl.config import ConfigError, apply_overrides, from_dict, read_yaml
+
+EXPERIMENTS: dict[str, str] = {
+    "sine": "metarl.supervised.sine_experiment:SineExperiment",
+}
+
+
+class Trainer(Protocol):
+    """The state of one meta-training run, advanced one meta-iteration at a time."""
+
+    def train_iteration(self, iteration: int) -> dict[str, float]:
+        """Run meta-iteration ``iteration`` (0-based) and return its metrics.
+
+        Raises :class:`NonFiniteLossError` before changing any state if the loss is NaN/inf.
+        """
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: parameters, optimizer, random generators."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class NonFiniteLossError(RuntimeError):
+    """The meta-loss became NaN or infinite; the update was not applied."""
+
+
+@dataclass
+class EvaluateOptions:
+    """Command-line choices for ``metarl evaluate`` (None: the config's value)."""
+
+    steps: int | None = None
+    tasks: int | None = None
+    seed: int | None = None
+    baselines: bool = False
+
+
+@dataclass
+class RenderOptions:
+    """Command-line choices for ``metarl render``."""
+
+    tasks: int = 4
+    steps: int | None = None
+    seed: int | None = None
+    output: Path | None = None
+
+
+class Experiment(ABC):
+    """One benchmark family: its config class and what train/evaluate/render mean for it."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type]
+    metric: ClassVar[str]
+    shown_metrics: ClassVar[tuple[str, ...]] = ()
+
+    @abstractmethod
+    def make_trainer(self, config: Any) -> Trainer: ...
+
+    @abstractmethod
+    def evaluate(self, config: Any, state: dict[str, Any], run_dir: Path,
+                 options: EvaluateOptions) -> dict[str, Any]:
+        """Adaptation curve(s) of the trained meta-parameters; returns ``evaluation.json``."""
+
+    @abstractmethod
+    def render(self, config: Any, state: dict[str, Any], run_dir: Path,
+               options: RenderOptions) -> list[Path]:
+        """Pictures of what the trained model does; returns the written files."""
+
+
+def get_experiment(name: str) -> Experiment:
+    if name not in EXPERIMENTS:
+        raise ConfigError(f"experiment = {name!r}: known experiments are "
+                          + ", ".join(sorted(EXPERIMENTS)))
+    module_name, class_name = EXPERIMENTS[name].split(":")
+    return getattr(importlib.import_module(module_name), class_name)()
+
+
+def config_from_data(data: dict[str, Any]) -> tuple[Experiment, Any]:
+    """Pick the experiment named by ``data["experiment"]`` and build its validated config."""
+    name = data.get("experiment")
+    if name is None:
+        raise ConfigError("missing required key experiment; known experiments are "
+                          + ", ".join(sorted(EXPERIMENTS)))
+    experiment = get_experiment(name)
+    return experiment, from_dict(experiment.config_class, data)
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = (),
+                seed: int | None = None) -> tuple[Experiment, Any]:
+    """Read a YAML config, apply ``key=value`` overrides and ``seed``, and validate it all."""
+    data = apply_overrides(read_yaml(path), overrides)
+    if seed is not None:
+        data["seed"] = seed
+    return config_from_data(data)

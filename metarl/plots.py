@@ -1,0 +1,74 @@
+"""Pictures of a run: learning curves and adaptation curves with error bars (PNG)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from metarl.logging import read_metrics
+
+
+def plot_learning_curve(metrics_path: Path, output: Path, *, title: str = "",
+                        skip: Sequence[str] = ("iteration", "wall_time")) -> Path | None:
+    """One panel per metric of ``metrics.jsonl`` against the meta-iteration (smoothed)."""
+    records = read_metrics(metrics_path)
+    if not records:
+        return None
+    names = [k for k in records[-1] if k not in skip]
+    iterations = np.array([r["iteration"] for r in records])
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        values = np.array([r.get(name, np.nan) for r in records], dtype=float)
+        ax.plot(iterations, values, color="0.75", linewidth=0.8)
+        window = max(1, len(values) // 50)
+        if window > 1:
+            kernel = np.ones(window) / window
+            smooth = np.convolve(values, kernel, mode="valid")
+            ax.plot(iterations[window - 1:], smooth, color="C0", linewidth=1.6)
+        ax.set_xlabel("meta-iteration")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(output, dpi=110)
+    plt.close(fig)
+    return output
+
+
+def plot_adaptation_curves(curves: Mapping[str, Mapping[str, Sequence[float]]],
+                           steps: Sequence[int], output: Path, *, ylabel: str,
+                           title: str = "",
+                           reference: Mapping[str, Mapping[int, float]] | None = None,
+                           log_y: bool = False) -> Path:
+    """Mean ± 95% interval after each number of adaptation steps, one line per curve.
+
+    ``reference`` marks published numbers (name -> {steps: value}) with grey crosses.
+    """
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, (name, curve) in enumerate(curves.items()):
+        mean = np.asarray(curve["mean"])
+        ci = np.asarray(curve["ci95"])
+        ax.errorbar(steps, mean, yerr=ci, marker="o", capsize=3, label=name, color=f"C{i}")
+    for i, (name, values) in enumerate((reference or {}).items()):
+        ax.plot(list(values), list(values.values()), linestyle=":", color=f"{0.2 + 0.25 * i}",
+                marker="x", markersize=8, label=name)
+    ax.set_xlabel("gradient steps")
+    ax.set_ylabel(ylabel)
+    ax.set_xticks(list(steps))
+    if log_y:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(output, dpi=120)
+    plt.close(fig)
+    return output

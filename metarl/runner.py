@@ -1,0 +1,146 @@
+"""A meta-training run on disk: resolved config, checkpoints, logs, resume, clean stops.
+
+Layout of a run directory::
+
+    config.yaml        the resolved config (what ran, with every default written out)
+    checkpoint.pt      latest state, written atomically every ``run.checkpoint_every`` its
+    metrics.jsonl      one JSON object per meta-iteration
+    tensorboard/       TensorBoard event files
+    learning_curve.png the training metrics over iterations (at the end of training)
+    evaluation.json    after ``metarl evaluate``, with its adaptation-curve PNG
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import types
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from metarl import __version__
+from metarl.checkpoint import CHECKPOINT_NAME, atomic_write_text, load_checkpoint, save_checkpoint
+from metarl.config import ConfigError, dump_config, read_yaml, to_dict
+from metarl.experiment import Experiment, NonFiniteLossError, config_from_data
+from metarl.logging import METRICS_NAME, RunLogger
+
+CONFIG_NAME = "config.yaml"
+
+
+class TrainingStopped(RuntimeError):
+    """Training stopped early (interrupt or divergence); the run directory says where."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def load_run(run_dir: str | Path) -> tuple[Experiment, Any, dict[str, Any]]:
+    """The experiment, resolved config and latest checkpoint of a run directory."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_NAME).is_file():
+        raise ConfigError(f"{run_dir} is not a run directory: {CONFIG_NAME} is missing")
+    experiment, config = config_from_data(read_yaml(run_dir / CONFIG_NAME))
+    if not (run_dir / CHECKPOINT_NAME).is_file():
+        raise ConfigError(f"{run_dir} has no {CHECKPOINT_NAME} yet: train it first")
+    return experiment, config, load_checkpoint(run_dir / CHECKPOINT_NAME)
+
+
+@contextmanager
+def _deferred_interrupts() -> Iterator[list[int]]:
+    """Turn the first SIGINT/SIGTERM into a flag checked between meta-iterations.
+
+    A second signal interrupts at once (the last checkpoint stays valid either way).
+    """
+    received: list[int] = []
+
+    def handler(signum: int, frame: types.FrameType | None) -> None:
+        if received:
+            raise KeyboardInterrupt
+        received.append(signum)
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for s in previous:
+            signal.signal(s, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = {}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def train_run(experiment: Experiment, config: Any, run_dir: str | Path, *,
+              resume: bool = False) -> Path:
+    """Meta-train ``config`` in ``run_dir``, or continue the run there when ``resume``.
+
+    Returns the path of the final checkpoint. Raises :class:`TrainingStopped` when a signal
+    or a non-finite loss stops training; the last good checkpoint is kept in both cases.
+    """
+    run_dir = Path(run_dir)
+    checkpoint_path = run_dir / CHECKPOINT_NAME
+    trainer = experiment.make_trainer(config)
+    start = 0
+    if resume:
+        state = load_checkpoint(checkpoint_path)
+        trainer.load_state_dict(state["trainer"])
+        start = int(state["iteration"])
+    else:
+        if checkpoint_path.exists():
+            raise ConfigError(f"{run_dir} already holds a run; continue it with "
+                              f"`metarl train --resume {run_dir}` or choose another --run-dir")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / CONFIG_NAME, dump_config(
+            config, header=f"Resolved config of this run (metarl {__version__}).\n"
+                           f"Continue it with: metarl train --resume {run_dir}"))
+    total = config.training.iterations
+
+    def checkpoint(iteration: int) -> None:
+        save_checkpoint(checkpoint_path, {
+            "iteration": iteration, "experiment": experiment.name,
+            "config": to_dict(config), "trainer": trainer.state_dict(),
+            "metarl_version": __version__,
+        })
+
+    if start >= total:
+        return checkpoint_path
+    logger = RunLogger(run_dir, total, start=start, progress=config.run.progress,
+                       tensorboard=config.run.tensorboard, shown=experiment.shown_metrics,
+                       description=f"{experiment.name} meta-train")
+    last_saved = start
+    try:
+        with _deferred_interrupts() as signals:
+            for iteration in range(start, total):
+                try:
+                    metrics = trainer.train_iteration(iteration)
+                except NonFiniteLossError as error:
+                    raise TrainingStopped(
+                        f"stopped at meta-iteration {iteration + 1}: {error}. The last good "
+                        f"checkpoint (iteration {last_saved}) is kept in {checkpoint_path}",
+                        exit_code=1) from None
+                bad = [k for k, v in metrics.items() if not math.isfinite(float(v))]
+                if bad:
+                    raise TrainingStopped(
+                        f"stopped at meta-iteration {iteration + 1}: {bad[0]} is "
+                        f"{metrics[bad[0]]}. The last good checkpoint (iteration {last_saved}) "
+                        f"is kept in {checkpoint_path}", exit_code=1)
+                logger.log(iteration + 1, metrics)
+                done = iteration + 1
+                if done % config.run.checkpoint_every == 0 or done == total or signals:
+                    checkpoint(done)
+                    last_saved = done
+                if signals:
+                    raise TrainingStopped(
+                        f"interrupted after meta-iteration {done}; checkpoint saved. Continue "
+                        f"with: metarl train --resume {run_dir}", exit_code=130)
+    finally:
+        logger.close()
+    from metarl.plots import plot_learning_curve
+
+    plot_learning_curve(run_dir / METRICS_NAME, run_dir / "learning_curve.png",
+                        title=f"{experiment.name}: meta-training")
+    return checkpoint_path

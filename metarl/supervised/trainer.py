@@ -1,0 +1,106 @@
+"""Meta-training of a functional model on batches of supervised tasks (any meta-method)."""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from metarl.adaptation import LearningRate, Params, params_of
+from metarl.config import AdaptationConfig
+from metarl.experiment import NonFiniteLossError
+from metarl.supervised.meta import LossFn, meta_gradient
+from metarl.supervised.tasks import TaskBatch
+
+SampleBatch = Callable[[torch.Generator], TaskBatch]
+"""Draws one meta-batch of tasks from the given generator."""
+
+
+def make_outer_optimizer(kind: Literal["adam", "sgd"], tensors: list[torch.Tensor],
+                         lr: float) -> torch.optim.Optimizer:
+    if kind == "adam":
+        return torch.optim.Adam(tensors, lr=lr)
+    return torch.optim.SGD(tensors, lr=lr)
+
+
+class SupervisedMetaTrainer:
+    """θ (and Meta-SGD learning rates) updated from the meta-gradient of each task batch.
+
+    Args:
+        model: the network architecture; its own parameters are only the initial θ.
+        sample_batch: draws a meta-batch of tasks.
+        loss_fn: support and query loss.
+        adaptation: inner-loop settings (method, steps, learning rate, vectorization).
+        vectorize: resolved choice of the vmap path (True) or per-task loop (False).
+        outer_optimizer, outer_lr: the outer update of θ.
+        task_generator: the generator that every task batch is drawn from.
+    """
+
+    def __init__(self, model: nn.Module, sample_batch: SampleBatch, loss_fn: LossFn, *,
+                 adaptation: AdaptationConfig, vectorize: bool,
+                 outer_optimizer: Literal["adam", "sgd"], outer_lr: float,
+                 task_generator: torch.Generator) -> None:
+        self.model = model
+        self.params: Params = params_of(model)
+        self.inner_lr: Params | None = None
+        if adaptation.learn_inner_lr:
+            self.inner_lr = OrderedDict(
+                (k, torch.full_like(v, adaptation.inner_lr).requires_grad_(True))
+                for k, v in self.params.items())
+        self.sample_batch = sample_batch
+        self.loss_fn = loss_fn
+        self.adaptation = adaptation
+        self.vectorize = vectorize
+        self.task_generator = task_generator
+        tensors = list(self.params.values()) + list((self.inner_lr or {}).values())
+        self.optimizer = make_outer_optimizer(outer_optimizer, tensors, outer_lr)
+
+    @property
+    def learning_rate(self) -> LearningRate:
+        return self.inner_lr if self.inner_lr is not None else self.adaptation.inner_lr
+
+    def train_iteration(self, iteration: int) -> dict[str, float]:
+        batch = self.sample_batch(self.task_generator)
+        grads, grad_lr, losses = meta_gradient(
+            self.model, self.params, batch, self.loss_fn, method=self.adaptation.method,
+            steps=self.adaptation.inner_steps, lr=self.learning_rate, vectorize=self.vectorize)
+        query_loss = float(losses.mean())
+        if not math.isfinite(query_loss) or not all(
+                torch.isfinite(g).all() for g in grads.values()):
+            raise NonFiniteLossError(f"query loss {query_loss} or its gradient is not finite")
+        for name, tensor in self.params.items():
+            tensor.grad = grads[name]
+        if self.inner_lr is not None and grad_lr is not None:
+            for name, tensor in self.inner_lr.items():
+                tensor.grad = grad_lr[name]
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {"query_loss": query_loss}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "params": OrderedDict((k, v.detach().clone()) for k, v in self.params.items()),
+            "inner_lr": (None if self.inner_lr is None else
+                         OrderedDict((k, v.detach().clone()) for k, v in self.inner_lr.items())),
+            "optimizer": self.optimizer.state_dict(),
+            "task_generator": self.task_generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        with torch.no_grad():
+            for name, tensor in self.params.items():
+                tensor.copy_(state["params"][name])
+            if self.inner_lr is not None:
+                for name, tensor in self.inner_lr.items():
+                    tensor.copy_(state["inner_lr"][name])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.task_generator.set_state(state["task_generator"])
+
+
+def learned_or_fixed_lr(state: dict[str, Any], inner_lr: float) -> LearningRate:
+    """The inner learning rate to adapt with: Meta-SGD's learned tensors if the run has them."""
+    return state["inner_lr"] if state.get("inner_lr") is not None else inner_lr

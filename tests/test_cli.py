@@ -1,0 +1,67 @@
+"""The command line as a user runs it: exit codes, messages, the files a run leaves."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from metarl.cli import main
+
+FAST = ["--set", "training.iterations=12", "--set", "training.meta_batch_size=4",
+        "--set", "run.progress=false", "--set", "baseline.iterations=10"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["train", "sine", "--set", "training.outer_lr=-1"], "training.outer_lr = -1.0: must be > 0"),
+    (["train", "sine", "--set", "training.colour=red"], "unknown key training.colour"),
+    (["train", "no-such-config"], "neither a file nor a shipped config"),
+    (["train"], "give a CONFIG to train, or --resume RUN_DIR"),
+    (["evaluate", "/nonexistent/run"], "not a run directory"),
+    (["evaluate", "/nonexistent/run", "--tasks", "0"], "--tasks = 0: must be >= 2"),
+    (["benchmark", "chess"], "known benchmarks are"),
+])
+def test_bad_input_exits_2_with_the_reason(args, message, capsys, tmp_path):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_console_script_reports_config_errors_without_traceback(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("experiment: sine\ntraining:\n  meta_batch_size: 0\n")
+    done = subprocess.run([sys.executable, "-m", "metarl", "train", str(config),
+                           "--run-dir", str(tmp_path / "run")],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 2
+    assert "training.meta_batch_size = 0: must be >= 1" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "run").exists(), "nothing is written before the config is valid"
+
+
+def test_train_evaluate_render_resume(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "sine-quick", "--run-dir", str(run), "--seed", "3", *FAST]) == 0
+    assert main(["train", "--resume", str(run)]) == 0  # already complete: nothing to do
+    assert main(["evaluate", str(run), "--steps", "2", "--tasks", "20", "--baselines"]) == 0
+    result = json.loads((run / "evaluation.json").read_text())
+    assert result["metric"] == "mse" and result["steps"] == [0, 1, 2]
+    assert result["tasks"] == 20 and len(result["mean"]) == len(result["ci95"]) == 3
+    assert set(result["by_shots"]) == {"5", "10", "20"}
+    assert set(result["baselines"]["pretrained"]["by_shots"]) == {"5", "10", "20"}
+    assert (run / "adaptation.png").stat().st_size > 0
+    assert main(["render", str(run), "--tasks", "2"]) == 0
+    assert (run / "sine_fits.png").stat().st_size > 0
+    assert "seed: 3" in (run / "config.yaml").read_text()
+    out = capsys.readouterr().out
+    assert "maml, K=10" in out and "pretrained, K=10" in out
+
+
+def test_config_command_lists_and_resolves(capsys):
+    assert main(["config"]) == 0
+    assert "sine-quick" in capsys.readouterr().out
+    assert main(["config", "sine", "--set", "adaptation.inner_steps=5"]) == 0
+    assert "inner_steps: 5  #" in capsys.readouterr().out

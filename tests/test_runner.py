@@ -1,0 +1,154 @@
+"""Runs on disk: resume gives the uninterrupted numbers, divergence keeps the last good state."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from metarl.checkpoint import load_checkpoint, save_checkpoint
+from metarl.config import ConfigError, from_dict
+from metarl.runner import TrainingStopped, load_run, train_run
+from metarl.supervised.sine_experiment import SineConfig, SineExperiment
+from metarl.supervised.trainer import SupervisedMetaTrainer
+
+
+def small_config(**training):
+    return from_dict(SineConfig, {
+        "training": {"iterations": 24, "meta_batch_size": 5, **training},
+        "run": {"checkpoint_every": 5, "progress": False, "tensorboard": False},
+    })
+
+
+def metric_values(run_dir):
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [(r["iteration"], r["query_loss"]) for r in map(json.loads, lines)]
+
+
+def final_params(run_dir):
+    return load_checkpoint(run_dir / "checkpoint.pt")["trainer"]["params"]
+
+
+def assert_same_params(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_two_runs_with_one_seed_give_identical_numbers(tmp_path):
+    experiment = SineExperiment()
+    train_run(experiment, small_config(), tmp_path / "a")
+    train_run(experiment, small_config(), tmp_path / "b")
+    assert metric_values(tmp_path / "a") == metric_values(tmp_path / "b")
+    assert_same_params(final_params(tmp_path / "a"), final_params(tmp_path / "b"))
+    other = from_dict(SineConfig, {**{"seed": 1}, "training": {"iterations": 24,
+                                                               "meta_batch_size": 5},
+                                   "run": {"progress": False, "tensorboard": False}})
+    train_run(experiment, other, tmp_path / "c")
+    assert metric_values(tmp_path / "c") != metric_values(tmp_path / "a")
+
+
+def test_run_directory_holds_config_checkpoint_logs_and_curve(tmp_path):
+    config = from_dict(SineConfig, {"training": {"iterations": 6, "meta_batch_size": 3},
+                                    "run": {"checkpoint_every": 2, "progress": False}})
+    train_run(SineExperiment(), config, tmp_path / "run")
+    names = {p.name for p in (tmp_path / "run").iterdir()}
+    assert {"config.yaml", "checkpoint.pt", "metrics.jsonl", "tensorboard",
+            "learning_curve.png"} <= names
+    assert any(p.name.startswith("events.out.tfevents")
+               for p in (tmp_path / "run" / "tensorboard").iterdir())
+    _, loaded, state = load_run(tmp_path / "run")
+    assert loaded == config and state["iteration"] == 6
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train_run(SineExperiment(), config, tmp_path / "run")
+
+
+def test_interrupt_then_resume_reaches_the_uninterrupted_numbers(tmp_path, monkeypatch):
+    experiment = SineExperiment()
+    train_run(experiment, small_config(), tmp_path / "straight")
+
+    original = SupervisedMetaTrainer.train_iteration
+
+    def interrupted(self, iteration):
+        metrics = original(self, iteration)
+        if iteration == 12:  # Ctrl-C arrives during meta-iteration 13
+            signal.raise_signal(signal.SIGINT)
+        return metrics
+
+    monkeypatch.setattr(SupervisedMetaTrainer, "train_iteration", interrupted)
+    with pytest.raises(TrainingStopped, match="interrupted after meta-iteration 13") as stop:
+        train_run(experiment, small_config(), tmp_path / "resumed")
+    assert stop.value.exit_code == 130
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["iteration"] == 13
+    monkeypatch.setattr(SupervisedMetaTrainer, "train_iteration", original)
+
+    experiment, config, _ = load_run(tmp_path / "resumed")
+    train_run(experiment, config, tmp_path / "resumed", resume=True)
+    assert metric_values(tmp_path / "resumed") == metric_values(tmp_path / "straight")
+    assert_same_params(final_params(tmp_path / "resumed"), final_params(tmp_path / "straight"))
+
+
+def test_crash_then_resume_from_last_checkpoint_reaches_the_same_numbers(tmp_path, monkeypatch):
+    experiment = SineExperiment()
+    train_run(experiment, small_config(), tmp_path / "straight")
+    original = SupervisedMetaTrainer.train_iteration
+
+    def crashing(self, iteration):
+        if iteration == 17:
+            raise RuntimeError("power cut")
+        return original(self, iteration)
+
+    monkeypatch.setattr(SupervisedMetaTrainer, "train_iteration", crashing)
+    with pytest.raises(RuntimeError, match="power cut"):
+        train_run(experiment, small_config(), tmp_path / "crashed")
+    assert load_checkpoint(tmp_path / "crashed" / "checkpoint.pt")["iteration"] == 15
+    monkeypatch.setattr(SupervisedMetaTrainer, "train_iteration", original)
+    train_run(experiment, small_config(), tmp_path / "crashed", resume=True)
+    assert metric_values(tmp_path / "crashed") == metric_values(tmp_path / "straight")
+    assert_same_params(final_params(tmp_path / "crashed"), final_params(tmp_path / "straight"))
+
+
+def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    experiment = SineExperiment()
+    make_trainer = SineExperiment.make_trainer
+
+    def poisoned(self, config):
+        trainer = make_trainer(self, config)
+        sample, calls = trainer.sample_batch, []
+
+        def sample_with_nan(generator):
+            batch = sample(generator)
+            calls.append(1)
+            if len(calls) == 8:
+                batch.query_y[0, 0, 0] = float("nan")
+            return batch
+
+        trainer.sample_batch = sample_with_nan
+        return trainer
+
+    monkeypatch.setattr(SineExperiment, "make_trainer", poisoned)
+    with pytest.raises(TrainingStopped, match="meta-iteration 8: query loss nan") as stop:
+        train_run(experiment, small_config(), tmp_path / "run")
+    assert stop.value.exit_code == 1
+    assert "last good checkpoint (iteration 5)" in str(stop.value)
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert state["iteration"] == 5
+    assert all(torch.isfinite(v).all() for v in state["trainer"]["params"].values())
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"iteration": 1})
+
+    def failing_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, {"iteration": 2})
+    monkeypatch.undo()
+    assert load_checkpoint(path) == {"iteration": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
