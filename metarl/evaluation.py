@@ -42,14 +42,22 @@ def write_evaluation(run_dir: str | Path, result: dict[str, Any]) -> Path:
     return path
 
 
+def shown_steps(steps: list[int]) -> list[int]:
+    """The step counts a console table shows: all of up to 6, else 0-3, 5 and the last."""
+    if len(steps) <= 6:
+        return list(steps)
+    return sorted({s for s in steps if s in (0, 1, 2, 3, 5)} | {steps[-1]})
+
+
 def format_table(curves: dict[str, dict[str, list[float]]], steps: list[int],
                  metric: str) -> str:
-    """A plain-text table: one row per curve, ``mean ± ci95`` after each step count."""
-    name_width = max(len(name) for name in curves)
-    header = f"{metric:<{name_width}}" + "".join(f"{'step ' + str(s):>18}" for s in steps)
+    """A plain-text table: one row per curve, ``mean ± ci95`` after chosen step counts."""
+    columns = [steps.index(s) for s in shown_steps(steps)]
+    name_width = max(len(name) for name in [*curves, metric])
+    header = f"{metric:<{name_width}}" + "".join(f"{'step ' + str(steps[i]):>17}"
+                                                  for i in columns)
     rows = [header]
     for name, curve in curves.items():
-        cells = "".join(f"{m:>10.4g} ± {c:<5.2g}" for m, c in zip(curve["mean"], curve["ci95"],
-                                                                   strict=True))
+        cells = "".join(f"{curve['mean'][i]:>9.4g} ± {curve['ci95'][i]:<5.2g}" for i in columns)
         rows.append(f"{name:<{name_width}}{cells}")
     return "\n".join(rows)

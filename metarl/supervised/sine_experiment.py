@@ -60,6 +60,9 @@ class SineEvaluationConfig:
     query_points: int = param(100, "query points per task for the test MSE", ge=1)
     inner_lr: float | None = param(
         None, "adaptation learning rate at test time (null: adaptation.inner_lr)", gt=0)
+    later_lr_scale: float = param(
+        0.5, "learning rate of the steps after the first, as a fraction of inner_lr (0.5 as "
+        "in the MAML authors' evaluation protocol; 1.0 keeps one step size)", gt=0, le=1)
     seed: int = param(2017, "seed of the test tasks (independent of the training seed)", ge=0)
 
 
@@ -131,6 +134,19 @@ def pretrained_params(config: SineConfig, run_dir: Path) -> Params:
     return params
 
 
+def evaluation_lr(config: SineConfig, state: dict[str, Any], steps: int) -> LearningRate:
+    """Test-time inner learning rates: lr for the first step, lr · later_lr_scale after.
+
+    A Meta-SGD run adapts with its learned per-parameter rates at every step.
+    """
+    ev = config.evaluation
+    inner_lr = ev.inner_lr if ev.inner_lr is not None else config.adaptation.inner_lr
+    learned = learned_or_fixed_lr(state["trainer"], inner_lr)
+    if not isinstance(learned, float):
+        return learned
+    return [inner_lr] + [inner_lr * ev.later_lr_scale] * max(steps - 1, 0)
+
+
 class SineExperiment(Experiment):
     name = "sine"
     config_class = SineConfig
@@ -167,9 +183,8 @@ class SineExperiment(Experiment):
         steps = ev.steps if options.steps is None else options.steps
         tasks = ev.tasks if options.tasks is None else options.tasks
         seed = ev.seed if options.seed is None else options.seed
-        inner_lr = ev.inner_lr if ev.inner_lr is not None else config.adaptation.inner_lr
         params = state["trainer"]["params"]
-        lr = learned_or_fixed_lr(state["trainer"], inner_lr)
+        lr = evaluation_lr(config, state, steps)
         by_shots = {}
         for k in ev.shots:
             by_shots[str(k)] = summarize(self.curves(config, params, lr, shots=k, tasks=tasks,
@@ -179,7 +194,7 @@ class SineExperiment(Experiment):
         result: dict[str, Any] = {
             "experiment": self.name, "metric": "mse", "steps": list(range(steps + 1)),
             **by_shots[main_k], "tasks": tasks, "shots": int(main_k), "seed": seed,
-            "inner_lr": inner_lr if not isinstance(lr, dict) else "learned (Meta-SGD)",
+            "inner_lr": lr if not isinstance(lr, dict) else "learned (Meta-SGD)",
             "checkpoint_iteration": state["iteration"], "method": config.adaptation.method,
             "by_shots": by_shots, "baselines": {}, "published": {
                 name: {str(s): v for s, v in values.items()}
@@ -188,7 +203,8 @@ class SineExperiment(Experiment):
         curves = {f"{config.adaptation.method}, K={k}": v for k, v in by_shots.items()}
         if options.baselines:
             baseline = pretrained_params(config, run_dir)
-            pretrained = {str(k): summarize(self.curves(config, baseline, inner_lr, shots=k,
+            fixed_lr = evaluation_lr(config, {"trainer": {}}, steps)
+            pretrained = {str(k): summarize(self.curves(config, baseline, fixed_lr, shots=k,
                                                         tasks=tasks, steps=steps, seed=seed))
                           for k in ev.shots}
             result["baselines"]["pretrained"] = {"by_shots": pretrained}
@@ -208,9 +224,7 @@ class SineExperiment(Experiment):
         steps = options.steps if options.steps is not None else config.evaluation.steps
         seed = options.seed if options.seed is not None else config.evaluation.seed
         k = config.task.support_shots
-        inner_lr = (config.evaluation.inner_lr if config.evaluation.inner_lr is not None
-                    else config.adaptation.inner_lr)
-        lr = learned_or_fixed_lr(state["trainer"], inner_lr)
+        lr = evaluation_lr(config, state, steps)
         generator = torch_generator(seed, "render")
         tasks, batch = sample_sine_batch(config.task, options.tasks, generator,
                                          support_shots=k, query_shots=200)

@@ -1,0 +1,1 @@
+"""Meta-reinforcement learning: batched sampler, Gaussian policy, baseline, MAML-TRPO."""

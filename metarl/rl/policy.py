@@ -1,0 +1,66 @@
+"""Gaussian MLP policy with a learned, state-independent log standard deviation.
+
+The policy is a pure function of a parameter dict, so that every task can carry its own
+(adapted) parameters. Task-batched parameters have a leading task dimension T and act on
+observations ``(T, N, obs_dim)`` with batched matrix products (one matmul per layer for all
+tasks); shared parameters are broadcast by :func:`expand_params`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor
+from torch.distributions import Normal
+
+from metarl.adaptation import Params
+
+Activation = Literal["relu", "tanh"]
+
+
+def init_policy_params(obs_dim: int, action_dim: int, hidden_sizes: Sequence[int], *,
+                       init_std: float = 1.0, generator: torch.Generator) -> Params:
+    """θ for an MLP ``obs -> hidden... -> action mean`` plus ``log_std (action_dim,)``.
+
+    Weights follow PyTorch's Linear default (U(±1/√fan_in)) drawn from ``generator``; the
+    weight of layer i is stored as ``(fan_in, fan_out)`` so that ``x @ W`` applies it.
+    """
+    params: Params = OrderedDict()
+    sizes = [obs_dim, *hidden_sizes, action_dim]
+    for i in range(len(sizes) - 1):
+        bound = 1.0 / math.sqrt(sizes[i])
+        params[f"w{i}"] = (torch.rand(sizes[i], sizes[i + 1], generator=generator) * 2 - 1) * bound
+        params[f"b{i}"] = (torch.rand(sizes[i + 1], generator=generator) * 2 - 1) * bound
+    params["log_std"] = torch.full((action_dim,), math.log(init_std))
+    return OrderedDict((k, v.requires_grad_(True)) for k, v in params.items())
+
+
+def expand_params(params: Params, num_tasks: int) -> Params:
+    """θ broadcast to T tasks without copying: each tensor ``(T, *shape)``."""
+    return OrderedDict((k, v.unsqueeze(0).expand(num_tasks, *v.shape)) for k, v in params.items())
+
+
+def policy_distribution(params: Params, observations: Tensor,
+                        activation: Activation = "tanh") -> Normal:
+    """π(· | o) for task-batched parameters.
+
+    Args:
+        params: each tensor ``(T, *shape)`` (see :func:`init_policy_params` for shapes).
+        observations: ``(T, N, obs_dim)``.
+
+    Returns:
+        a Normal with mean ``(T, N, action_dim)`` and std broadcast from ``(T, 1, action_dim)``.
+    """
+    num_layers = sum(1 for k in params if k.startswith("w"))
+    act = torch.tanh if activation == "tanh" else torch.relu
+    x = observations
+    for i in range(num_layers):
+        x = torch.baddbmm(params[f"b{i}"].unsqueeze(1), x, params[f"w{i}"])
+        if i < num_layers - 1:
+            x = act(x)
+    std = params["log_std"].exp().unsqueeze(1).expand_as(x)
+    return Normal(x, std)

@@ -1,0 +1,41 @@
+"""Regenerate configs/ from the dataclasses: ``python scripts/write_configs.py``.
+
+Each preset is the dataclass defaults plus a few overrides, written as commented YAML, so
+the files always mirror every field with its meaning. tests/test_config.py checks they do.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from metarl.config import dump_config
+from metarl.experiment import config_from_data
+
+ROOT = Path(__file__).resolve().parent.parent / "configs"
+
+PRESETS: dict[str, tuple[str, dict]] = {
+    "sine/sine.yaml": (
+        "Sine-wave regression, the MAML paper protocol (section 5.1, Table 2, Figure 3).\n"
+        "K = 10 support and query points, one inner step with lr 0.01, meta-batch 25,\n"
+        "Adam 1e-3, 70,000 meta-iterations (about 6 minutes on 2 CPU cores).\n"
+        "Run: metarl train sine --run-dir runs/sine && metarl evaluate runs/sine --baselines",
+        {"experiment": "sine"}),
+    "sine/sine-quick.yaml": (
+        "Sine-wave regression, a quick default: the paper protocol with 3,000\n"
+        "meta-iterations instead of 70,000 and 200 test tasks; under a minute on 2 cores.",
+        {"experiment": "sine", "training": {"iterations": 3000}, "evaluation": {"tasks": 200},
+         "baseline": {"iterations": 2000}, "run": {"checkpoint_every": 500}}),
+}
+
+
+def main() -> None:
+    for relative, (header, data) in PRESETS.items():
+        _, config = config_from_data(data)
+        path = ROOT / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(dump_config(config, header=header))
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
