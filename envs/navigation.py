@@ -43,7 +43,8 @@ class Navigation2DEnv(gym.Env[np.ndarray, np.ndarray]):
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 10}
 
     def __init__(self, task: dict[str, Any] | None = None, render_mode: str | None = None):
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32)
+        # 100 steps of at most 0.1 per coordinate keep the position within [-10, 10]^2.
+        self.observation_space = gym.spaces.Box(-10.0, 10.0, shape=(2,), dtype=np.float32)
         self.action_space = gym.spaces.Box(-ACTION_BOUND, ACTION_BOUND, shape=(2,),
                                            dtype=np.float32)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:

@@ -16,6 +16,7 @@ from metarl.config import ConfigError
 
 BENCHMARKS: dict[str, str] = {
     "sine": "metarl.supervised.benchmarks:benchmark_sine",
+    "navigation": "metarl.rl.benchmarks:benchmark_navigation",
 }
 
 

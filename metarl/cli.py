@@ -12,7 +12,7 @@ from pathlib import Path
 from metarl.config import ConfigError, dump_config
 from metarl.runner import TrainingStopped
 
-DEMO_CONFIG = "sine-quick"
+DEMO_CONFIG = "navigation2d-quick"
 
 
 def builtin_configs() -> dict[str, Path]:

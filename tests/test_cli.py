@@ -65,3 +65,29 @@ def test_config_command_lists_and_resolves(capsys):
     assert "sine-quick" in capsys.readouterr().out
     assert main(["config", "sine", "--set", "adaptation.inner_steps=5"]) == 0
     assert "inner_steps: 5  #" in capsys.readouterr().out
+
+
+TINY_RL = ["--set", "policy.hidden_sizes=[16, 16]", "--set", "training.iterations=3",
+           "--set", "training.meta_batch_size=3", "--set", "training.episodes_per_task=4",
+           "--set", "evaluation.tasks=3", "--set", "evaluation.episodes_per_task=4",
+           "--set", "baselines.pretrained_iterations=2", "--set", "run.progress=false"]
+
+
+def test_navigation_train_evaluate_render(tmp_path, capsys):
+    run = tmp_path / "nav"
+    assert main(["train", "navigation2d", "--run-dir", str(run), *TINY_RL]) == 0
+    assert main(["evaluate", str(run), "--steps", "3", "--baselines"]) == 0
+    result = json.loads((run / "evaluation.json").read_text())
+    assert result["metric"] == "return" and result["steps"] == [0, 1, 2, 3]
+    assert result["tasks"] == 3 and len(result["sem"]) == 4
+    assert result["inner_lr"] == [0.1, 0.05, 0.05]
+    assert set(result["baselines"]) == {"random init", "pretrained"}
+    assert (run / "baselines" / "pretrained.pt").is_file()
+    assert main(["render", str(run), "--tasks", "2", "--steps", "1"]) == 0
+    assert (run / "trajectories.png").stat().st_size > 0
+    out = capsys.readouterr().out
+    assert "random init" in out and "pretrained" in out
+
+
+def test_meta_rl_config_rejects_reptile():
+    assert main(["train", "navigation2d", "--set", "adaptation.method=reptile"]) == 2

@@ -1,11 +1,15 @@
-"""Policy-gradient losses on padded episodes, per task.
+"""Policy-gradient losses on packed steps, per task.
 
-Every loss here averages over the valid (unmasked) steps of a task. The inner loss *sums*
-over tasks, so that its gradient with respect to task-batched parameters ``(T, ...)`` is each
-task's own gradient; the outer losses average over tasks.
+Losses work on :class:`StepBatch`: the steps episodes actually took, gathered per task and
+padded to the task with the most steps (no compute is spent on the padding after an episode
+ended). Every loss averages over the valid steps of a task. The inner loss *sums* over tasks,
+so that its gradient with respect to task-batched parameters ``(T, ...)`` is each task's own
+gradient; the outer losses average over tasks.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -15,41 +19,63 @@ from metarl.adaptation import Params
 from metarl.rl.episodes import Episodes, PolicyFn
 
 
+@dataclass(frozen=True)
+class StepBatch:
+    """The valid steps of T tasks' episodes, N per task (padded with mask 0).
+
+    Shapes: ``observations (T, N, obs_dim)``, ``actions (T, N, act_dim)``, and
+    ``advantages``, ``mask``, ``log_probs`` (behaviour policy) ``(T, N)``.
+    """
+
+    observations: Tensor
+    actions: Tensor
+    advantages: Tensor
+    mask: Tensor
+    log_probs: Tensor
+
+
+def pack_steps(episodes: Episodes, advantages: Tensor) -> StepBatch:
+    """Gather the valid steps of each task (in episode-then-time order) into a StepBatch."""
+    t_, e_, h_ = episodes.mask.shape
+    flat_mask = episodes.mask.reshape(t_, e_ * h_)
+    width = max(int(flat_mask.sum(dim=1).max()), 1)
+    # valid steps first, in their original order (a stable sort on "is padding")
+    order = torch.argsort((flat_mask == 0).to(torch.int8), dim=1, stable=True)[:, :width]
+
+    def gather(x: Tensor) -> Tensor:
+        flat = x.reshape(t_, e_ * h_, *x.shape[3:])
+        index = order.view(t_, width, *([1] * (flat.dim() - 2))).expand(t_, width,
+                                                                         *flat.shape[2:])
+        return torch.gather(flat, 1, index)
+
+    mask = gather(episodes.mask)
+    return StepBatch(gather(episodes.observations), gather(episodes.actions),
+                     gather(advantages) * mask, mask, gather(episodes.log_probs) * mask)
+
+
 def _task_mean(values: Tensor, mask: Tensor) -> Tensor:
-    """Mean over the valid steps of each task: ``(T, E, H) -> (T,)``."""
-    return (values * mask).sum(dim=(1, 2)) / mask.sum(dim=(1, 2)).clamp_min(1.0)
+    """Mean over the valid steps of each task: ``(T, N) -> (T,)``."""
+    return (values * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
 
 
-def action_distribution(policy: PolicyFn, params: Params, episodes: Episodes) -> Normal:
-    """π_params(· | o) at every step of the episodes: batch shape ``(T, E·H, act_dim)``."""
-    t_, e_, h_, obs_dim = episodes.observations.shape
-    return policy(params, episodes.observations.reshape(t_, e_ * h_, obs_dim))
+def log_probs(policy: PolicyFn, params: Params, steps: StepBatch) -> Tensor:
+    """log π_params(a | o) at every step, ``(T, N)``."""
+    return policy(params, steps.observations).log_prob(steps.actions).sum(-1)
 
 
-def log_probs(policy: PolicyFn, params: Params, episodes: Episodes) -> Tensor:
-    """log π_params(a_t | o_t), shape ``(T, E, H)``."""
-    t_, e_, h_, act_dim = episodes.actions.shape
-    dist = action_distribution(policy, params, episodes)
-    return dist.log_prob(episodes.actions.reshape(t_, e_ * h_, act_dim)).sum(-1).view(t_, e_, h_)
-
-
-def reinforce_loss(policy: PolicyFn, params: Params, episodes: Episodes,
-                   advantages: Tensor) -> Tensor:
+def reinforce_loss(policy: PolicyFn, params: Params, steps: StepBatch) -> Tensor:
     """Inner (adaptation) loss: Σ_tasks −mean_steps[log π(a|o) · A], a scalar."""
-    return -_task_mean(log_probs(policy, params, episodes) * advantages,
-                       episodes.mask).sum()
+    return -_task_mean(log_probs(policy, params, steps) * steps.advantages, steps.mask).sum()
 
 
-def surrogate_loss(policy: PolicyFn, params: Params, episodes: Episodes, advantages: Tensor,
+def surrogate_loss(policy: PolicyFn, params: Params, steps: StepBatch,
                    old_log_probs: Tensor) -> Tensor:
     """Outer TRPO surrogate: mean over tasks of −mean_steps[π/π_old · A], a scalar."""
-    ratio = torch.exp(log_probs(policy, params, episodes) - old_log_probs)
-    return -_task_mean(ratio * advantages, episodes.mask).mean()
+    ratio = torch.exp(log_probs(policy, params, steps) - old_log_probs)
+    return -_task_mean(ratio * steps.advantages, steps.mask).mean()
 
 
-def mean_kl(policy: PolicyFn, params: Params, episodes: Episodes, old: Normal) -> Tensor:
+def mean_kl(policy: PolicyFn, params: Params, steps: StepBatch, old: Normal) -> Tensor:
     """Mean over tasks and valid steps of KL(π_old ‖ π_params), a scalar."""
-    t_, e_, h_, _ = episodes.actions.shape
-    new = action_distribution(policy, params, episodes)
-    kl = kl_divergence(old, new).sum(-1).view(t_, e_, h_)
-    return _task_mean(kl, episodes.mask).mean()
+    kl = kl_divergence(old, policy(params, steps.observations)).sum(-1)
+    return _task_mean(kl, steps.mask).mean()

@@ -83,10 +83,13 @@ be computed without one (line search)."""
 
 def trpo_update(params: Sequence[Tensor], loss_and_kl: LossAndKL, *, max_kl: float,
                 cg_iterations: int = 10, cg_damping: float = 1e-5,
-                backtrack_ratio: float = 0.8, max_backtracks: int = 15) -> TRPOStep:
+                backtrack_ratio: float = 0.8, max_backtracks: int = 15,
+                fisher_product: Callable[[Tensor], Tensor] | None = None) -> TRPOStep:
     """One TRPO step on ``params`` (modified in place).
 
-    Direction: s = F⁻¹ g by conjugate gradient, with F the Hessian of the KL. Step size: the
+    Direction: s = F⁻¹ g by conjugate gradient, with F the Hessian of the KL (by default
+    differentiated twice from ``loss_and_kl``; ``fisher_product`` may supply v ↦ F v + damping
+    v computed another way, with the damping included). Step size: the
     largest β along s with ½ β² sᵀF s = max_kl, backtracked by ``backtrack_ratio`` until the
     loss improves and the mean KL is within ``max_kl``. If no step qualifies, the parameters
     are restored exactly and ``accepted`` is False.
@@ -95,10 +98,10 @@ def trpo_update(params: Sequence[Tensor], loss_and_kl: LossAndKL, *, max_kl: flo
     loss, kl = loss_and_kl(True)
     grads = torch.autograd.grad(loss, params, retain_graph=True)
     flat_grad = torch.cat([g.reshape(-1) for g in grads]).detach()
-    fisher = hessian_vector_product(kl, params, cg_damping)
+    fisher = fisher_product or hessian_vector_product(kl, params, cg_damping)
     direction = conjugate_gradient(fisher, flat_grad, cg_iterations)
     shs = 0.5 * (direction @ fisher(direction))
-    loss_before = float(loss)
+    loss_before = float(loss.detach())
     old = flat_parameters(params)
     if not torch.isfinite(shs) or shs <= 0:
         return TRPOStep(False, 0, loss_before, loss_before, 0.0, 0.0)

@@ -1,0 +1,113 @@
+"""Navigation speed: env steps/s of our batched sampler vs Gymnasium's SyncVectorEnv, and
+seconds per meta-iteration split into sampling, adaptation and TRPO."""
+
+from __future__ import annotations
+
+import time
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from metarl.benchmark import print_table
+from metarl.config import from_dict
+from metarl.envs import ENV_FAMILIES
+from metarl.envs.navigation import Navigation2DEnv
+from metarl.rl.episodes import sample_episodes
+from metarl.rl.experiment import MetaRLConfig, make_policy, make_trainer, new_policy_params
+from metarl.rl.policy import expand_params
+
+
+def _steps_per_second(run, steps: int, repeats: int) -> float:
+    run()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        run()
+    return steps * repeats / (time.perf_counter() - start)
+
+
+def benchmark_navigation(*, repeats: int) -> None:
+    """Paper protocol: 20 tasks x 20 episodes x 100 steps per batch."""
+    config = from_dict(MetaRLConfig, {"experiment": "meta_rl"})
+    family = ENV_FAMILIES["navigation2d"]
+    num_tasks, episodes, horizon = (config.training.meta_batch_size,
+                                    config.training.episodes_per_task, 100)
+    n = num_tasks * episodes
+    rng = np.random.default_rng(0)
+    tasks = family.sample_tasks(num_tasks, rng)
+    policy = make_policy(config)
+    params = new_policy_params(config, "benchmark")
+    batch_repeats = max(1, repeats // 4)
+
+    def sync_vector_env(with_policy: bool):
+        envs = gym.vector.SyncVectorEnv(
+            [lambda task=task: Navigation2DEnv(task) for task in tasks for _ in range(episodes)],
+            autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+        shared = expand_params({k: v.detach() for k, v in params.items()}, 1)
+
+        def run() -> None:
+            obs, _ = envs.reset(seed=0)
+            for _ in range(horizon):
+                if with_policy:
+                    with torch.no_grad():
+                        dist = policy(shared, torch.as_tensor(obs).view(1, n, 2))
+                        actions = dist.sample().view(n, 2).numpy()
+                else:
+                    actions = rng.uniform(-0.1, 0.1, size=(n, 2)).astype(np.float32)
+                obs, *_ = envs.step(actions)
+
+        return run
+
+    def batched_env():
+        env = family.make_batched(tasks, episodes)
+
+        def run() -> None:
+            env.reset()
+            for _ in range(horizon):
+                env.step(torch.empty(n, 2).uniform_(-0.1, 0.1))
+
+        return run
+
+    def our_sampler():
+        env = family.make_batched(tasks, episodes)
+        task_params = expand_params({k: v.detach() for k, v in params.items()}, num_tasks)
+        generator = torch.Generator().manual_seed(0)
+
+        def run() -> None:
+            sample_episodes(env, policy, task_params, num_tasks=num_tasks,
+                            episodes_per_task=episodes, max_steps=horizon, generator=generator)
+
+        return run
+
+    steps = n * horizon
+    rows = [
+        ["Gymnasium SyncVectorEnv, random actions", _steps_per_second(
+            sync_vector_env(False), steps, batch_repeats)],
+        ["Gymnasium SyncVectorEnv + policy", _steps_per_second(
+            sync_vector_env(True), steps, batch_repeats)],
+        ["metarl BatchedNavigation2D, random actions", _steps_per_second(
+            batched_env(), steps, batch_repeats)],
+        ["metarl sampler (policy per task in the loop)", _steps_per_second(
+            our_sampler(), steps, batch_repeats)],
+    ]
+    print_table(f"navigation env steps per second ({num_tasks} tasks x {episodes} episodes x "
+                f"{horizon} steps, full episodes)", ["stepping", "env steps/s"],
+                [[name, f"{value:,.0f}"] for name, value in rows])
+
+    iterations = max(2, min(repeats, 5))
+    split_rows = []
+    for method in ("maml", "fomaml"):
+        trainer = make_trainer(from_dict(MetaRLConfig, {"adaptation": {"method": method}}))
+        trainer.train_iteration(0)
+        totals = {"sampling": 0.0, "adaptation": 0.0, "trpo": 0.0}
+        start = time.perf_counter()
+        for i in range(1, iterations + 1):
+            trainer.train_iteration(i)
+            for key in totals:
+                totals[key] += trainer.last_timings.get(key, 0.0)
+        wall = (time.perf_counter() - start) / iterations
+        split_rows.append([method, *(totals[k] / iterations for k in totals), wall])
+    print_table(f"navigation seconds per meta-iteration (paper protocol, mean of iterations "
+                f"2-{iterations + 1} from initialization; episodes shorten as the policy "
+                f"learns)", ["method", "sampling s", "adaptation s", "TRPO s", "total s"],
+                split_rows)

@@ -1,0 +1,274 @@
+"""Meta-RL with MAML-TRPO on task-parameterized environments: config, evaluation, pictures."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from metarl.adaptation import Params
+from metarl.checkpoint import load_checkpoint, save_checkpoint
+from metarl.config import ConfigError, RunConfig, param, section, to_dict
+from metarl.envs import ENV_FAMILIES, EnvFamily
+from metarl.evaluation import format_table, summarize, write_evaluation
+from metarl.experiment import EvaluateOptions, Experiment, RenderOptions
+from metarl.plots import plot_adaptation_curves
+from metarl.rl.maml_trpo import (
+    MAMLTRPO,
+    AdvantageSettings,
+    Rollouts,
+    TRPOSettings,
+    rollouts_with_adaptation,
+)
+from metarl.rl.policy import init_policy_params, policy_distribution
+from metarl.seeding import numpy_generator, torch_generator
+
+PUBLISHED_RETURNS = {
+    # MAML paper, Figure 5 / Table 4 (returns after 0, 1, 2, 3 gradient steps).
+    "navigation2d": {"MAML paper": {0: -40.41, 1: -11.68, 2: -3.33, 3: -3.23},
+                     "paper: pretrained": {0: -40.81, 1: -19.73, 2: -11.72, 3: -8.47},
+                     "paper: random init": {0: -82.66, 1: -57.96, 2: -53.84, 3: -46.81}},
+}
+
+
+@dataclasses.dataclass
+class EnvConfig:
+    """The task-parameterized environment."""
+
+    name: Literal["navigation2d"] = param("navigation2d", "environment family")
+    max_episode_steps: int | None = param(
+        None, "episode length H (null: the family's, 100 for navigation2d)", ge=1)
+
+
+@dataclasses.dataclass
+class PolicyConfig:
+    """Gaussian MLP policy with a learned state-independent log standard deviation."""
+
+    hidden_sizes: list[int] = param([100, 100], "hidden layer widths", ge=1)
+    activation: Literal["relu", "tanh"] = param("relu", "hidden activation")
+    init_std: float = param(1.0, "initial action standard deviation", gt=0)
+
+
+@dataclasses.dataclass
+class RLAdaptationConfig:
+    """The inner loop: vanilla policy gradient with the linear feature baseline."""
+
+    method: Literal["maml", "fomaml"] = param(
+        "maml", "meta-gradient through the inner step: maml (second order) or fomaml")
+    inner_steps: int = param(1, "policy-gradient steps per task during meta-training", ge=1)
+    inner_lr: float = param(0.1, "inner-loop learning rate", gt=0)
+
+
+@dataclasses.dataclass
+class RLTrainingConfig:
+    """The outer loop: tasks, episodes, returns."""
+
+    iterations: int = param(500, "meta-iterations", ge=1)
+    meta_batch_size: int = param(20, "tasks per meta-iteration", ge=1)
+    episodes_per_task: int = param(20, "episodes per task for each inner step and for the "
+                                   "post-adaptation batch", ge=1)
+    discount: float = param(0.99, "discount factor γ", gt=0, le=1)
+    gae_lambda: float = param(1.0, "GAE λ (1: returns minus baseline)", ge=0, le=1)
+    normalize_advantages: bool = param(True, "standardize advantages per task")
+
+
+@dataclasses.dataclass
+class TRPOConfig:
+    """The outer TRPO step."""
+
+    max_kl: float = param(0.01, "mean KL bound δ of a step", gt=0)
+    cg_iterations: int = param(10, "conjugate-gradient iterations", ge=1)
+    cg_damping: float = param(1e-5, "damping added to the Fisher-vector product", ge=0)
+    backtrack_ratio: float = param(0.8, "line-search step shrink factor", gt=0, lt=1)
+    max_backtracks: int = param(15, "line-search attempts before the step is rejected", ge=1)
+
+
+@dataclasses.dataclass
+class RLEvaluationConfig:
+    """`metarl evaluate`: returns after 0..steps adaptation steps on new tasks."""
+
+    tasks: int = param(40, "number of test tasks", ge=2)
+    episodes_per_task: int = param(40, "episodes per task and step", ge=1)
+    steps: int = param(3, "evaluate after 0..steps gradient steps", ge=0)
+    inner_lr: float | None = param(None, "first-step learning rate (null: adaptation.inner_lr)",
+                                   gt=0)
+    later_lr_scale: float = param(0.5, "learning rate of later steps as a fraction of the "
+                                  "first (0.5 in the MAML authors' protocol)", gt=0, le=1)
+    seed: int = param(1_000_003, "seed of the test tasks (independent of training)", ge=0)
+
+
+@dataclasses.dataclass
+class RLBaselinesConfig:
+    """`metarl evaluate --baselines`: the paper's random-init and pretrained policies."""
+
+    pretrained_iterations: int = param(
+        200, "multi-task TRPO iterations (no adaptation) for the pretrained policy", ge=1)
+
+
+@dataclasses.dataclass
+class MetaRLConfig:
+    """Meta-RL with MAML-TRPO (Finn et al. 2017, section 5.3)."""
+
+    experiment: Literal["meta_rl"] = param("meta_rl", "which experiment this file configures")
+    seed: int = param(0, "seed of every random generator of the run", ge=0)
+    env: EnvConfig = section(EnvConfig, "environment")
+    policy: PolicyConfig = section(PolicyConfig, "policy")
+    adaptation: RLAdaptationConfig = section(RLAdaptationConfig, "inner loop")
+    training: RLTrainingConfig = section(RLTrainingConfig, "outer loop")
+    trpo: TRPOConfig = section(TRPOConfig, "TRPO")
+    evaluation: RLEvaluationConfig = section(RLEvaluationConfig, "metarl evaluate")
+    baselines: RLBaselinesConfig = section(RLBaselinesConfig, "metarl evaluate --baselines")
+    run: RunConfig = section(RunConfig, "checkpoints and logs")
+
+    def __post_init__(self) -> None:
+        if self.env.name not in ENV_FAMILIES:
+            raise ConfigError(f"env.name = {self.env.name!r}: known environments are "
+                              + ", ".join(ENV_FAMILIES))
+
+
+def family_of(config: MetaRLConfig) -> EnvFamily:
+    return ENV_FAMILIES[config.env.name]
+
+
+def episode_length(config: MetaRLConfig) -> int:
+    return config.env.max_episode_steps or family_of(config).max_episode_steps
+
+
+def make_policy(config: MetaRLConfig):
+    return functools.partial(policy_distribution, activation=config.policy.activation)
+
+
+def new_policy_params(config: MetaRLConfig, purpose: str) -> Params:
+    family = family_of(config)
+    return init_policy_params(family.observation_dim, family.action_dim,
+                              config.policy.hidden_sizes,
+                              init_std=config.policy.init_std,
+                              generator=torch_generator(config.seed, purpose))
+
+
+def make_trainer(config: MetaRLConfig, *, inner_steps: int | None = None,
+                 purpose: str = "") -> MAMLTRPO:
+    """MAML-TRPO for ``config`` (``inner_steps=0``: multi-task TRPO, the pretrained baseline)."""
+    family = family_of(config)
+    return MAMLTRPO(
+        policy=make_policy(config), params=new_policy_params(config, purpose + "init"),
+        sample_tasks=family.sample_tasks, make_env=family.make_batched,
+        num_tasks=config.training.meta_batch_size,
+        episodes_per_task=config.training.episodes_per_task, max_steps=episode_length(config),
+        inner_steps=config.adaptation.inner_steps if inner_steps is None else inner_steps,
+        inner_lr=config.adaptation.inner_lr, method=config.adaptation.method,
+        advantages=advantage_settings(config),
+        trpo=TRPOSettings(**to_dict(config.trpo)),
+        task_rng=numpy_generator(config.seed, purpose + "tasks"),
+        action_generator=torch_generator(config.seed, purpose + "actions"))
+
+
+def advantage_settings(config: MetaRLConfig) -> AdvantageSettings:
+    return AdvantageSettings(config.training.discount, config.training.gae_lambda,
+                             config.training.normalize_advantages)
+
+
+def evaluation_learning_rates(config: MetaRLConfig, steps: int) -> list[float]:
+    ev = config.evaluation
+    first = ev.inner_lr if ev.inner_lr is not None else config.adaptation.inner_lr
+    return [first] + [first * ev.later_lr_scale] * max(steps - 1, 0)
+
+
+def evaluation_rollouts(config: MetaRLConfig, params: Params, *, tasks: int, steps: int,
+                        seed: int, episodes_per_task: int | None = None,
+                        ) -> tuple[list[dict[str, Any]], Rollouts]:
+    """Test tasks from ``seed``, sampled before adaptation and after each of ``steps`` steps."""
+    family = family_of(config)
+    test_tasks = family.sample_tasks(tasks, numpy_generator(seed, "evaluate-tasks"))
+    episodes = episodes_per_task or config.evaluation.episodes_per_task
+    rollouts = rollouts_with_adaptation(
+        family.make_batched(test_tasks, episodes), make_policy(config), params,
+        num_tasks=tasks, episodes_per_task=episodes, max_steps=episode_length(config),
+        learning_rates=evaluation_learning_rates(config, steps),
+        advantages=advantage_settings(config),
+        generator=torch_generator(seed, "evaluate-actions"))
+    return test_tasks, rollouts
+
+
+def pretrained_params(config: MetaRLConfig, run_dir: Path) -> Params:
+    """The pretrained baseline: multi-task TRPO without adaptation, cached in baselines/."""
+    path = run_dir / "baselines" / "pretrained.pt"
+    wanted = {k: to_dict(getattr(config, k)) for k in
+              ("env", "policy", "training", "trpo", "baselines")} | {"seed": config.seed}
+    if path.is_file():
+        cached = load_checkpoint(path)
+        if cached.get("config") == wanted:
+            return cached["params"]
+    trainer = make_trainer(config, inner_steps=0, purpose="pretrained-")
+    from tqdm import trange
+
+    for i in trange(config.baselines.pretrained_iterations, desc="pretrained baseline",
+                    disable=not config.run.progress, mininterval=0.5):
+        trainer.train_iteration(i)
+    params = trainer.state_dict()["params"]
+    save_checkpoint(path, {"config": wanted, "params": params})
+    return params
+
+
+class MetaRLExperiment(Experiment):
+    name = "meta_rl"
+    config_class = MetaRLConfig
+    metric = "return"
+    shown_metrics = ("return_before", "return_after")
+
+    def make_trainer(self, config: MetaRLConfig) -> MAMLTRPO:
+        return make_trainer(config)
+
+    def evaluate(self, config: MetaRLConfig, state: dict[str, Any], run_dir: Path,
+                 options: EvaluateOptions) -> dict[str, Any]:
+        ev = config.evaluation
+        steps = ev.steps if options.steps is None else options.steps
+        tasks = ev.tasks if options.tasks is None else options.tasks
+        seed = ev.seed if options.seed is None else options.seed
+        policies = {config.adaptation.method: state["trainer"]["params"]}
+        if options.baselines:
+            policies["random init"] = new_policy_params(config, "random-baseline-init")
+            policies["pretrained"] = pretrained_params(config, run_dir)
+        curves = {}
+        for name, params in policies.items():
+            _, rollouts = evaluation_rollouts(config, params, tasks=tasks, steps=steps,
+                                              seed=seed)
+            per_task = torch.stack([e.episode_returns().mean(dim=1)
+                                    for e in rollouts.episodes], dim=1)
+            curves[name] = summarize(per_task.numpy())
+        main = curves[config.adaptation.method]
+        published = PUBLISHED_RETURNS.get(config.env.name, {})
+        result: dict[str, Any] = {
+            "experiment": self.name, "env": config.env.name, "metric": "return",
+            "steps": list(range(steps + 1)), **main, "tasks": tasks, "seed": seed,
+            "episodes_per_task": ev.episodes_per_task,
+            "inner_lr": evaluation_learning_rates(config, steps),
+            "checkpoint_iteration": state["iteration"], "method": config.adaptation.method,
+            "baselines": {k: v for k, v in curves.items() if k != config.adaptation.method},
+            "published": {name: {str(s): v for s, v in values.items()}
+                          for name, values in published.items()},
+        }
+        plot_adaptation_curves(curves, result["steps"], run_dir / "adaptation.png",
+                               ylabel="average return (mean ± 95% CI)",
+                               title=f"{config.env.name}: {tasks} test tasks",
+                               reference=published)
+        result["table"] = format_table(curves, result["steps"], "return")
+        write_evaluation(run_dir, result)
+        return result
+
+    def render(self, config: MetaRLConfig, state: dict[str, Any], run_dir: Path,
+               options: RenderOptions) -> list[Path]:
+        from metarl.rl.render import plot_navigation_trajectories
+
+        steps = config.evaluation.steps if options.steps is None else options.steps
+        seed = config.evaluation.seed if options.seed is None else options.seed
+        tasks, rollouts = evaluation_rollouts(config, state["trainer"]["params"],
+                                              tasks=options.tasks, steps=steps, seed=seed)
+        output = options.output or run_dir / "trajectories.png"
+        plot_navigation_trajectories(tasks, rollouts.episodes, output,
+                                     title=f"{config.adaptation.method}, iteration "
+                                           f"{state['iteration']}")
+        return [output]

@@ -1,0 +1,61 @@
+"""Trajectory plots of navigation tasks before and after each adaptation step."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from metarl.envs.navigation import ACTION_BOUND
+from metarl.rl.episodes import Episodes
+
+
+def episode_positions(episodes: Episodes, task: int, episode: int) -> np.ndarray:
+    """The positions visited by one navigation episode, origin first: ``(L + 1, 2)``."""
+    length = int(episodes.lengths[task, episode])
+    observations = episodes.observations[task, episode, :length].numpy()
+    last_move = np.clip(episodes.actions[task, episode, length - 1].numpy(), -ACTION_BOUND,
+                        ACTION_BOUND) if length else np.zeros(2)
+    final = observations[-1] + last_move if length else np.zeros(2)
+    return np.vstack([observations, final[None]])
+
+
+def plot_navigation_trajectories(tasks: list[dict[str, Any]], episodes_per_step: list[Episodes],
+                                 output: Path, *, episodes_shown: int = 3,
+                                 title: str = "") -> Path:
+    """One panel per task: the goal and a few trajectories after 0, 1, ... steps."""
+    num_tasks = len(tasks)
+    columns = min(num_tasks, 4)
+    rows = math.ceil(num_tasks / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.6 * rows), squeeze=False)
+    for t, ax in enumerate(axes.flat):
+        if t >= num_tasks:
+            ax.axis("off")
+            continue
+        for step, episodes in enumerate(episodes_per_step):
+            average = float(episodes.episode_returns()[t].mean())
+            for e in range(min(episodes_shown, episodes.observations.shape[1])):
+                path = episode_positions(episodes, t, e)
+                ax.plot(path[:, 0], path[:, 1], color=f"C{step}", alpha=0.8, linewidth=1.2,
+                        label=f"{step} step(s): return {average:.1f}" if e == 0 else None)
+        goal = tasks[t]["goal"]
+        ax.scatter([0], [0], color="black", marker="o", zorder=5)
+        ax.scatter([goal[0]], [goal[1]], color="red", marker="*", s=180, zorder=6,
+                   label="goal")
+        ax.set_xlim(-0.6, 0.6)
+        ax.set_ylim(-0.6, 0.6)
+        ax.set_aspect("equal")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, loc="lower left")
+    if title:
+        fig.suptitle(f"2D navigation: {title}")
+    fig.tight_layout()
+    fig.savefig(output, dpi=110)
+    plt.close(fig)
+    return output

@@ -1,0 +1,99 @@
+"""The 2D navigation environment: Gymnasium checks, REFERENCE.md dynamics, batched form."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+from metarl.envs import ENV_FAMILIES
+from metarl.envs.navigation import BatchedNavigation2D, Navigation2DEnv
+
+import metarl  # noqa: F401  (registers the environments)
+
+
+def test_passes_gymnasium_env_checker():
+    env = gym.make("metarl/Navigation2D-v0")
+    check_env(env.unwrapped, skip_render_check=False)
+
+
+def test_make_with_module_prefix_and_time_limit():
+    env = gym.make("metarl.envs:metarl/Navigation2D-v0")
+    assert env.spec.max_episode_steps == 100
+    env.reset(seed=0)
+    env.unwrapped.reset_task({"goal": np.array([5.0, 5.0])})  # unreachable: runs to the limit
+    steps = 0
+    while True:
+        _, _, terminated, truncated, _ = env.step(np.zeros(2, dtype=np.float32))
+        steps += 1
+        if terminated or truncated:
+            break
+    assert steps == 100 and truncated and not terminated
+
+
+def test_dynamics_and_reward_follow_the_reference():
+    env = Navigation2DEnv()
+    obs, _ = env.reset(seed=0, options={"task": {"goal": np.array([0.25, -0.1])}})
+    np.testing.assert_array_equal(obs, [0.0, 0.0])
+    obs, reward, terminated, _, _ = env.step(np.array([0.5, -0.05]))  # clipped to 0.1
+    np.testing.assert_allclose(obs, [0.1, -0.05], atol=1e-7)
+    assert reward == pytest.approx(-np.hypot(0.1 - 0.25, -0.05 + 0.1))  # L2, not squared
+    assert not terminated
+    env.step(np.array([0.1, -0.05]))
+    _, reward, terminated, _, _ = env.step(np.array([0.055, 0.0]))  # within 0.01 of goal
+    assert terminated and reward == pytest.approx(-0.005)
+
+
+def test_task_sampling_is_uniform_and_reproducible():
+    env = Navigation2DEnv()
+    env.reset(seed=3)
+    tasks = env.sample_tasks(2000)
+    goals = np.stack([t["goal"] for t in tasks])
+    assert goals.shape == (2000, 2) and goals.min() >= -0.5 and goals.max() <= 0.5
+    assert abs(goals.mean()) < 0.02 and abs(goals.std() - 1 / np.sqrt(12)) < 0.01
+    again = Navigation2DEnv()
+    again.reset(seed=3)
+    np.testing.assert_array_equal(goals[:5], np.stack([t["goal"]
+                                                       for t in again.sample_tasks(5)]))
+    rng_tasks = env.sample_tasks(3, np.random.default_rng(7))
+    np.testing.assert_array_equal(
+        np.stack([t["goal"] for t in rng_tasks]),
+        np.stack([t["goal"] for t in env.sample_tasks(3, np.random.default_rng(7))]))
+
+
+def test_batched_form_equals_gymnasium_form_step_by_step():
+    rng = np.random.default_rng(0)
+    family = ENV_FAMILIES["navigation2d"]
+    tasks = family.sample_tasks(3, rng)
+    tasks[1] = {"goal": np.array([0.02, 0.0])}  # reachable early: exercises termination
+    batched = family.make_batched(tasks, 2)
+    assert isinstance(batched, BatchedNavigation2D)
+    singles = [Navigation2DEnv(task) for task in tasks for _ in range(2)]
+    obs_b = batched.reset().numpy()
+    obs_s = np.stack([env.reset()[0] for env in singles])
+    np.testing.assert_array_equal(obs_b, obs_s)
+    done = np.zeros(6, dtype=bool)
+    for _ in range(100):
+        actions = rng.normal(0, 0.1, size=(6, 2))
+        actions[2:4] = [0.01, 0.0]
+        obs_b, rewards_b, terminated_b = (x.numpy() for x in batched.step(torch.tensor(actions)))
+        for i, env in enumerate(singles):
+            if done[i]:
+                assert rewards_b[i] == 0.0 and not terminated_b[i]
+                continue
+            obs, reward, terminated, _, _ = env.step(actions[i])
+            np.testing.assert_allclose(obs_b[i], obs, atol=1e-6)
+            assert rewards_b[i] == pytest.approx(reward, abs=1e-9)
+            assert terminated_b[i] == terminated
+            done[i] |= terminated
+    assert done[2] and done[3]
+
+
+def test_render_draws_goal_and_trail():
+    env = Navigation2DEnv({"goal": np.array([0.3, 0.3])}, render_mode="rgb_array")
+    env.reset()
+    env.step(np.array([0.1, 0.1]))
+    image = env.render()
+    assert image.shape == (200, 200, 3) and image.dtype == np.uint8
+    assert (image == [220, 40, 40]).all(axis=-1).any()
