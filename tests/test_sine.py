@@ -66,3 +66,20 @@ def test_short_meta_training_makes_one_step_adaptation_help(tmp_path):
                                   EvaluateOptions(steps=1, tasks=200, seed=5))
     _, a0 = result0["by_shots"]["10"]["mean"]
     assert after < a0
+
+
+def test_meta_sgd_learns_per_parameter_rates_and_evaluation_uses_them(tmp_path):
+    config = from_dict(SineConfig, {"adaptation": {"learn_inner_lr": True},
+                                    "training": {"iterations": 20, "meta_batch_size": 5},
+                                    "run": {"progress": False, "tensorboard": False}})
+    experiment = SineExperiment()
+    trainer = experiment.make_trainer(config)
+    for i in range(20):
+        trainer.train_iteration(i)
+    state = {"trainer": trainer.state_dict(), "iteration": 20}
+    rates = state["trainer"]["inner_lr"]
+    assert rates is not None and set(rates) == set(state["trainer"]["params"])
+    assert any(not torch.allclose(r, torch.full_like(r, 0.01)) for r in rates.values())
+    result = experiment.evaluate(config, state, tmp_path,
+                                 EvaluateOptions(steps=2, tasks=10, seed=1))
+    assert result["inner_lr"] == "learned (Meta-SGD)"
