@@ -28,12 +28,14 @@ class EnvFamily:
 
     ``sample_tasks(n, rng)`` draws n tasks; ``make_batched(tasks, episodes_per_task)``
     builds the batched form with ``len(tasks) · episodes_per_task`` environments, task-major.
+    ``action_bound`` is the largest action magnitude per dimension.
     """
 
     gym_id: str
     max_episode_steps: int
     observation_dim: int
     action_dim: int
+    action_bound: float
     sample_tasks: Callable[[int, np.random.Generator], list[Task]]
     make_batched: Callable[[list[Task], int], Any]
 
@@ -48,7 +50,7 @@ def _navigation_batched(tasks: list[Task], episodes_per_task: int) -> BatchedNav
 
 
 ENV_FAMILIES: dict[str, EnvFamily] = {
-    "navigation2d": EnvFamily("metarl/Navigation2D-v0", 100, 2, 2, _navigation_tasks,
+    "navigation2d": EnvFamily("metarl/Navigation2D-v0", 100, 2, 2, 0.1, _navigation_tasks,
                               _navigation_batched),
 }
 

@@ -31,7 +31,7 @@ PRESETS: dict[str, tuple[str, dict]] = {
         "TRPO with mean KL 0.01, 500 meta-iterations. Evaluation: 40 test tasks, 40 episodes\n"
         "per step, lr then lr/2. Run: metarl train navigation2d --run-dir runs/nav &&\n"
         "metarl evaluate runs/nav --baselines && metarl render runs/nav",
-        {"experiment": "meta_rl"}),
+        {"experiment": "meta_rl", "run": {"checkpoint_every": 25}}),
     "navigation/navigation2d-quick.yaml": (
         "2D navigation, a quick default (the `metarl demo` run): the paper protocol with\n"
         "10 tasks x 10 episodes per meta-iteration and 100 meta-iterations; a few minutes\n"

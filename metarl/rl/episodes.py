@@ -68,7 +68,7 @@ class Episodes:
 
 def sample_episodes(env: BatchedEnv, policy: PolicyFn, params: Params, *, num_tasks: int,
                     episodes_per_task: int, max_steps: int,
-                    generator: torch.Generator) -> Episodes:
+                    generator: torch.Generator, action_scale: float = 1.0) -> Episodes:
     """Roll out ``episodes_per_task`` episodes of each task with that task's parameters.
 
     Args:
@@ -77,6 +77,8 @@ def sample_episodes(env: BatchedEnv, policy: PolicyFn, params: Params, *, num_ta
             each tensor ``(T, *shape)``.
         max_steps: H, the time limit.
         generator: source of the action noise.
+        action_scale: the environment receives ``action_scale ·`` the policy's action (the
+            episodes keep the policy's own, unscaled actions).
     """
     t_, e_ = num_tasks, episodes_per_task
     n = t_ * e_
@@ -99,7 +101,7 @@ def sample_episodes(env: BatchedEnv, policy: PolicyFn, params: Params, *, num_ta
             actions[t] = action.view(n, act_dim)
             log_probs[t] = dist.log_prob(action).sum(-1).view(n)
             mask[t] = (~done).to(torch.float32)
-            obs, reward, terminated = env.step(actions[t])
+            obs, reward, terminated = env.step(actions[t] * action_scale)
             rewards[t] = reward.to(torch.float32)
             done = done | terminated
             steps_taken = t + 1

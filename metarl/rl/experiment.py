@@ -49,7 +49,10 @@ class PolicyConfig:
 
     hidden_sizes: list[int] = param([100, 100], "hidden layer widths", ge=1)
     activation: Literal["relu", "tanh"] = param("relu", "hidden activation")
-    init_std: float = param(1.0, "initial action standard deviation", gt=0)
+    init_std: float = param(1.0, "initial action standard deviation (policy units)", gt=0)
+    normalized_actions: bool = param(
+        False, "the policy acts in units of the environment's action bound (±1 is ±0.1 for "
+        "navigation), as the MAML authors' rllab normalize wrapper does")
 
 
 @dataclasses.dataclass
@@ -137,6 +140,10 @@ def episode_length(config: MetaRLConfig) -> int:
     return config.env.max_episode_steps or family_of(config).max_episode_steps
 
 
+def action_scale(config: MetaRLConfig) -> float:
+    return family_of(config).action_bound if config.policy.normalized_actions else 1.0
+
+
 def make_policy(config: MetaRLConfig):
     return functools.partial(policy_distribution, activation=config.policy.activation)
 
@@ -163,7 +170,8 @@ def make_trainer(config: MetaRLConfig, *, inner_steps: int | None = None,
         advantages=advantage_settings(config),
         trpo=TRPOSettings(**to_dict(config.trpo)),
         task_rng=numpy_generator(config.seed, purpose + "tasks"),
-        action_generator=torch_generator(config.seed, purpose + "actions"))
+        action_generator=torch_generator(config.seed, purpose + "actions"),
+        action_scale=action_scale(config))
 
 
 def advantage_settings(config: MetaRLConfig) -> AdvantageSettings:
@@ -189,7 +197,7 @@ def evaluation_rollouts(config: MetaRLConfig, params: Params, *, tasks: int, ste
         num_tasks=tasks, episodes_per_task=episodes, max_steps=episode_length(config),
         learning_rates=evaluation_learning_rates(config, steps),
         advantages=advantage_settings(config),
-        generator=torch_generator(seed, "evaluate-actions"))
+        generator=torch_generator(seed, "evaluate-actions"), action_scale=action_scale(config))
     return test_tasks, rollouts
 
 
@@ -269,6 +277,7 @@ class MetaRLExperiment(Experiment):
                                               tasks=options.tasks, steps=steps, seed=seed)
         output = options.output or run_dir / "trajectories.png"
         plot_navigation_trajectories(tasks, rollouts.episodes, output,
+                                     action_scale=action_scale(config),
                                      title=f"{config.adaptation.method}, iteration "
                                            f"{state['iteration']}")
         return [output]

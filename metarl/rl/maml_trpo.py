@@ -97,7 +97,7 @@ class Rollouts:
 def rollouts_with_adaptation(env: BatchedEnv, policy: PolicyFn, params: Params, *,
                              num_tasks: int, episodes_per_task: int, max_steps: int,
                              learning_rates: Sequence[float], advantages: AdvantageSettings,
-                             generator: torch.Generator,
+                             generator: torch.Generator, action_scale: float = 1.0,
                              timings: dict[str, float] | None = None) -> Rollouts:
     """Sample with θ, adapt, sample with φ_1, adapt, ... (len(learning_rates) steps).
 
@@ -111,7 +111,7 @@ def rollouts_with_adaptation(env: BatchedEnv, policy: PolicyFn, params: Params, 
         start = time.perf_counter()
         batch = sample_episodes(env, policy, fast, num_tasks=num_tasks,
                                 episodes_per_task=episodes_per_task, max_steps=max_steps,
-                                generator=generator)
+                                generator=generator, action_scale=action_scale)
         timings["sampling"] = timings.get("sampling", 0.0) + time.perf_counter() - start
         episodes.append(batch)
         if step == len(learning_rates):
@@ -244,6 +244,7 @@ class MAMLTRPO:
     trpo: TRPOSettings
     task_rng: np.random.Generator
     action_generator: torch.Generator
+    action_scale: float = 1.0
     last_timings: dict[str, float] = field(default_factory=dict)
 
     def train_iteration(self, iteration: int) -> dict[str, float]:
@@ -255,7 +256,7 @@ class MAMLTRPO:
             env, self.policy, self.params, num_tasks=self.num_tasks,
             episodes_per_task=self.episodes_per_task, max_steps=self.max_steps,
             learning_rates=lrs, advantages=self.advantages, generator=self.action_generator,
-            timings=timings)
+            action_scale=self.action_scale, timings=timings)
         start = time.perf_counter()
         valid = pack_steps(rollouts.episodes[-1],
                            compute_advantages(rollouts.episodes[-1], self.advantages))

@@ -16,18 +16,20 @@ from metarl.envs.navigation import ACTION_BOUND
 from metarl.rl.episodes import Episodes
 
 
-def episode_positions(episodes: Episodes, task: int, episode: int) -> np.ndarray:
+def episode_positions(episodes: Episodes, task: int, episode: int,
+                      action_scale: float = 1.0) -> np.ndarray:
     """The positions visited by one navigation episode, origin first: ``(L + 1, 2)``."""
     length = int(episodes.lengths[task, episode])
     observations = episodes.observations[task, episode, :length].numpy()
-    last_move = np.clip(episodes.actions[task, episode, length - 1].numpy(), -ACTION_BOUND,
-                        ACTION_BOUND) if length else np.zeros(2)
+    last_action = episodes.actions[task, episode, length - 1].numpy() * action_scale
+    last_move = np.clip(last_action, -ACTION_BOUND, ACTION_BOUND) if length else np.zeros(2)
     final = observations[-1] + last_move if length else np.zeros(2)
     return np.vstack([observations, final[None]])
 
 
 def plot_navigation_trajectories(tasks: list[dict[str, Any]], episodes_per_step: list[Episodes],
                                  output: Path, *, episodes_shown: int = 3,
+                                 action_scale: float = 1.0,
                                  title: str = "") -> Path:
     """One panel per task: the goal and a few trajectories after 0, 1, ... steps."""
     num_tasks = len(tasks)
@@ -41,7 +43,7 @@ def plot_navigation_trajectories(tasks: list[dict[str, Any]], episodes_per_step:
         for step, episodes in enumerate(episodes_per_step):
             average = float(episodes.episode_returns()[t].mean())
             for e in range(min(episodes_shown, episodes.observations.shape[1])):
-                path = episode_positions(episodes, t, e)
+                path = episode_positions(episodes, t, e, action_scale)
                 ax.plot(path[:, 0], path[:, 1], color=f"C{step}", alpha=0.8, linewidth=1.2,
                         label=f"{step} step(s): return {average:.1f}" if e == 0 else None)
         goal = tasks[t]["goal"]
