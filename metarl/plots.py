@@ -22,8 +22,13 @@ def plot_learning_curve(metrics_path: Path, output: Path, *, title: str = "",
         return None
     names = [k for k in records[-1] if k not in skip]
     iterations = np.array([r["iteration"] for r in records])
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
-    for ax, name in zip(axes[0], names, strict=True):
+    columns = min(len(names), 4)
+    rows = -(-len(names) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows),
+                             squeeze=False)
+    for ax in axes.flat[len(names):]:
+        ax.axis("off")
+    for ax, name in zip(axes.flat, names, strict=False):
         values = np.array([r.get(name, np.nan) for r in records], dtype=float)
         ax.plot(iterations, values, color="0.75", linewidth=0.8)
         window = max(1, len(values) // 50)
