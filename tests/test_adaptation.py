@@ -10,6 +10,7 @@ from collections import OrderedDict
 
 import pytest
 import torch
+from param_vectors import flatten, unflatten
 from torch.func import functional_call
 
 from metarl.adaptation import adapt, params_of, reptile_gradient
@@ -36,16 +37,6 @@ def tiny_problem(seed: int = 0, num_tasks: int = 1):
     return model, params, batch
 
 
-def flatten(params):
-    return torch.cat([p.reshape(-1) for p in params.values()])
-
-
-def unflatten(vector, like):
-    out, i = OrderedDict(), 0
-    for k, p in like.items():
-        out[k] = vector[i:i + p.numel()].view_as(p)
-        i += p.numel()
-    return out
 
 
 def losses_on(model, batch):

@@ -8,6 +8,7 @@ from collections import OrderedDict
 import pytest
 import torch
 from metarl.envs.navigation import BatchedNavigation2D
+from param_vectors import flatten, unflatten
 from torch.distributions import Normal
 
 from metarl.config import from_dict
@@ -37,16 +38,6 @@ def random_steps(seed, n=N):
                      torch.zeros(T, n, dtype=torch.float64))
 
 
-def flatten(params):
-    return torch.cat([p.reshape(-1) for p in params.values()])
-
-
-def unflatten(vector, like):
-    out, i = OrderedDict(), 0
-    for k, p in like.items():
-        out[k] = vector[i:i + p.numel()].view_as(p)
-        i += p.numel()
-    return out
 
 
 def problem(inner_steps, mode="second_order"):
