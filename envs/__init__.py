@@ -17,6 +17,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+
 from metarl.envs.navigation import BatchedNavigation2D, Navigation2DEnv, sample_goals
 
 Task = dict[str, Any]

@@ -10,12 +10,13 @@ from collections import OrderedDict
 
 import pytest
 import torch
-from param_vectors import flatten, unflatten
 from torch.func import functional_call
 
 from metarl.adaptation import adapt, params_of, reptile_gradient
 from metarl.supervised.meta import meta_gradient, mse_loss, task_losses
 from metarl.supervised.tasks import TaskBatch
+
+from param_vectors import flatten, unflatten
 
 LR = 0.3
 

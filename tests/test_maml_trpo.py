@@ -7,16 +7,17 @@ from collections import OrderedDict
 
 import pytest
 import torch
-from metarl.envs.navigation import BatchedNavigation2D
-from param_vectors import flatten, unflatten
 from torch.distributions import Normal
 
 from metarl.config import from_dict
+from metarl.envs.navigation import BatchedNavigation2D
 from metarl.rl.episodes import sample_episodes
 from metarl.rl.experiment import MetaRLConfig, make_trainer
 from metarl.rl.losses import StepBatch, mean_kl, pack_steps, surrogate_loss
 from metarl.rl.maml_trpo import adapt_policy, detached, meta_fisher_product
 from metarl.rl.policy import expand_params, init_policy_params, policy_distribution
+
+from param_vectors import flatten, unflatten
 
 POLICY = functools.partial(policy_distribution, activation="tanh")
 T, N = 2, 6

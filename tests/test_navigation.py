@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
-from metarl.envs import ENV_FAMILIES
-from metarl.envs.navigation import BatchedNavigation2D, Navigation2DEnv
 
 import metarl  # noqa: F401  (registers the environments)
+from metarl.envs import ENV_FAMILIES
+from metarl.envs.navigation import BatchedNavigation2D, Navigation2DEnv
 
 
 def test_passes_gymnasium_env_checker():
