@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,21 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_or_compute(path: str | Path, key: dict[str, Any], compute: Callable[[], Any]) -> Any:
+    """The value cached at ``path`` for ``key``, or ``compute()`` saved there for next time.
+
+    A cache written for another key (a changed config) is recomputed and replaced.
+    """
+    path = Path(path)
+    if path.is_file():
+        cached = load_checkpoint(path)
+        if cached.get("key") == key:
+            return cached["value"]
+    value = compute()
+    save_checkpoint(path, {"key": key, "value": value})
+    return value
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

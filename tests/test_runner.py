@@ -152,3 +152,20 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert load_checkpoint(path) == {"iteration": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+def test_load_or_compute_reuses_the_cache_only_for_the_same_key(tmp_path):
+    from metarl.checkpoint import load_or_compute
+
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"w": torch.tensor([float(len(calls))])}
+
+    path = tmp_path / "baselines" / "pretrained.pt"
+    first = load_or_compute(path, {"seed": 0}, compute)
+    again = load_or_compute(path, {"seed": 0}, compute)
+    assert len(calls) == 1 and torch.equal(first["w"], again["w"])
+    changed = load_or_compute(path, {"seed": 1}, compute)
+    assert len(calls) == 2 and float(changed["w"]) == 2.0

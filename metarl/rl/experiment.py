@@ -10,7 +10,7 @@ from typing import Any, Literal
 import torch
 
 from metarl.adaptation import Params
-from metarl.checkpoint import load_checkpoint, save_checkpoint
+from metarl.checkpoint import load_or_compute
 from metarl.config import ConfigError, RunConfig, param, section, to_dict
 from metarl.envs import ENV_FAMILIES, EnvFamily
 from metarl.evaluation import format_table, summarize, write_evaluation
@@ -203,22 +203,18 @@ def evaluation_rollouts(config: MetaRLConfig, params: Params, *, tasks: int, ste
 
 def pretrained_params(config: MetaRLConfig, run_dir: Path) -> Params:
     """The pretrained baseline: multi-task TRPO without adaptation, cached in baselines/."""
-    path = run_dir / "baselines" / "pretrained.pt"
-    wanted = {k: to_dict(getattr(config, k)) for k in
-              ("env", "policy", "training", "trpo", "baselines")} | {"seed": config.seed}
-    if path.is_file():
-        cached = load_checkpoint(path)
-        if cached.get("config") == wanted:
-            return cached["params"]
-    trainer = make_trainer(config, inner_steps=0, purpose="pretrained-")
     from tqdm import trange
 
-    for i in trange(config.baselines.pretrained_iterations, desc="pretrained baseline",
-                    disable=not config.run.progress, mininterval=0.5):
-        trainer.train_iteration(i)
-    params = trainer.state_dict()["params"]
-    save_checkpoint(path, {"config": wanted, "params": params})
-    return params
+    def train() -> Params:
+        trainer = make_trainer(config, inner_steps=0, purpose="pretrained-")
+        for i in trange(config.baselines.pretrained_iterations, desc="pretrained baseline",
+                        disable=not config.run.progress, mininterval=0.5):
+            trainer.train_iteration(i)
+        return trainer.state_dict()["params"]
+
+    key = {k: to_dict(getattr(config, k)) for k in
+           ("env", "policy", "training", "trpo", "baselines")} | {"seed": config.seed}
+    return load_or_compute(run_dir / "baselines" / "pretrained.pt", key, train)
 
 
 class MetaRLExperiment(Experiment):
@@ -250,7 +246,7 @@ class MetaRLExperiment(Experiment):
         main = curves[config.adaptation.method]
         published = PUBLISHED_RETURNS.get(config.env.name, {})
         result: dict[str, Any] = {
-            "experiment": self.name, "env": config.env.name, "metric": "return",
+            "experiment": self.name, "env": config.env.name, "metric": self.metric,
             "steps": list(range(steps + 1)), **main, "tasks": tasks, "seed": seed,
             "episodes_per_task": ev.episodes_per_task,
             "inner_lr": evaluation_learning_rates(config, steps),

@@ -13,7 +13,7 @@ import torch
 from torch.func import functional_call
 
 from metarl.adaptation import LearningRate, Params, params_of
-from metarl.checkpoint import load_checkpoint, save_checkpoint
+from metarl.checkpoint import load_or_compute
 from metarl.config import AdaptationConfig, RunConfig, param, section, to_dict
 from metarl.evaluation import format_table, summarize, write_evaluation
 from metarl.experiment import EvaluateOptions, Experiment, RenderOptions
@@ -22,7 +22,7 @@ from metarl.seeding import torch_generator
 from metarl.supervised.meta import adaptation_curve, mse_loss
 from metarl.supervised.models import make_mlp
 from metarl.supervised.sine import SineTaskConfig, sample_sine_batch
-from metarl.supervised.trainer import SupervisedMetaTrainer, learned_or_fixed_lr
+from metarl.supervised.trainer import SupervisedMetaTrainer
 
 PUBLISHED_MSE = {
     # MAML paper, Table 2 (trained with K = 10, tested with K = 5) and Figure 3 (K = 10).
@@ -122,28 +122,21 @@ def pretrain(config: SineConfig) -> Params:
 
 def pretrained_params(config: SineConfig, run_dir: Path) -> Params:
     """The pretrained baseline of this run, trained once and cached in ``baselines/``."""
-    path = run_dir / "baselines" / "pretrained.pt"
-    wanted = {"baseline": to_dict(config.baseline), "task": to_dict(config.task),
-              "model": to_dict(config.model), "seed": config.seed}
-    if path.is_file():
-        cached = load_checkpoint(path)
-        if cached.get("config") == wanted:
-            return cached["params"]
-    params = pretrain(config)
-    save_checkpoint(path, {"config": wanted, "params": params})
-    return params
+    key = {"baseline": to_dict(config.baseline), "task": to_dict(config.task),
+           "model": to_dict(config.model), "seed": config.seed}
+    return load_or_compute(run_dir / "baselines" / "pretrained.pt", key,
+                           lambda: pretrain(config))
 
 
-def evaluation_lr(config: SineConfig, state: dict[str, Any], steps: int) -> LearningRate:
+def evaluation_lr(config: SineConfig, learned: Params | None, steps: int) -> LearningRate:
     """Test-time inner learning rates: lr for the first step, lr · later_lr_scale after.
 
-    A Meta-SGD run adapts with its learned per-parameter rates at every step.
+    A Meta-SGD run (``learned`` per-parameter rates) adapts with those at every step.
     """
+    if learned is not None:
+        return learned
     ev = config.evaluation
     inner_lr = ev.inner_lr if ev.inner_lr is not None else config.adaptation.inner_lr
-    learned = learned_or_fixed_lr(state["trainer"], inner_lr)
-    if not isinstance(learned, float):
-        return learned
     return [inner_lr] + [inner_lr * ev.later_lr_scale] * max(steps - 1, 0)
 
 
@@ -184,7 +177,7 @@ class SineExperiment(Experiment):
         tasks = ev.tasks if options.tasks is None else options.tasks
         seed = ev.seed if options.seed is None else options.seed
         params = state["trainer"]["params"]
-        lr = evaluation_lr(config, state, steps)
+        lr = evaluation_lr(config, state["trainer"].get("inner_lr"), steps)
         by_shots = {}
         for k in ev.shots:
             by_shots[str(k)] = summarize(self.curves(config, params, lr, shots=k, tasks=tasks,
@@ -192,7 +185,7 @@ class SineExperiment(Experiment):
         main_k = str(config.task.support_shots if config.task.support_shots in ev.shots
                      else ev.shots[0])
         result: dict[str, Any] = {
-            "experiment": self.name, "metric": "mse", "steps": list(range(steps + 1)),
+            "experiment": self.name, "metric": self.metric, "steps": list(range(steps + 1)),
             **by_shots[main_k], "tasks": tasks, "shots": int(main_k), "seed": seed,
             "inner_lr": lr if not isinstance(lr, dict) else "learned (Meta-SGD)",
             "checkpoint_iteration": state["iteration"], "method": config.adaptation.method,
@@ -203,7 +196,7 @@ class SineExperiment(Experiment):
         curves = {f"{config.adaptation.method}, K={k}": v for k, v in by_shots.items()}
         if options.baselines:
             baseline = pretrained_params(config, run_dir)
-            fixed_lr = evaluation_lr(config, {"trainer": {}}, steps)
+            fixed_lr = evaluation_lr(config, None, steps)
             pretrained = {str(k): summarize(self.curves(config, baseline, fixed_lr, shots=k,
                                                         tasks=tasks, steps=steps, seed=seed))
                           for k in ev.shots}
@@ -224,7 +217,7 @@ class SineExperiment(Experiment):
         steps = options.steps if options.steps is not None else config.evaluation.steps
         seed = options.seed if options.seed is not None else config.evaluation.seed
         k = config.task.support_shots
-        lr = evaluation_lr(config, state, steps)
+        lr = evaluation_lr(config, state["trainer"].get("inner_lr"), steps)
         generator = torch_generator(seed, "render")
         tasks, batch = sample_sine_batch(config.task, options.tasks, generator,
                                          support_shots=k, query_shots=200)

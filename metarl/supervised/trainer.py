@@ -100,7 +100,3 @@ class SupervisedMetaTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.task_generator.set_state(state["task_generator"])
 
-
-def learned_or_fixed_lr(state: dict[str, Any], inner_lr: float) -> LearningRate:
-    """The inner learning rate to adapt with: Meta-SGD's learned tensors if the run has them."""
-    return state["inner_lr"] if state.get("inner_lr") is not None else inner_lr
