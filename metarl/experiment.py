@@ -19,6 +19,7 @@ from metarl.config import ConfigError, apply_overrides, from_dict, read_yaml
 EXPERIMENTS: dict[str, str] = {
     "sine": "metarl.supervised.sine_experiment:SineExperiment",
     "meta_rl": "metarl.rl.experiment:MetaRLExperiment",
+    "omniglot": "metarl.supervised.omniglot_experiment:OmniglotExperiment",
 }
 
 

@@ -15,3 +15,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def omniglot_cache(tmp_path_factory: pytest.TempPathFactory):
+    """One decoded-image cache for the whole test session (decoding takes ~10 s)."""
+    return tmp_path_factory.mktemp("omniglot-cache")
+
+
+@pytest.fixture(scope="session")
+def omniglot_images(omniglot_cache):
+    from omniglot_fixtures import OMNIGLOT_ROOT
+
+    from metarl.supervised.omniglot_data import load_omniglot
+
+    if OMNIGLOT_ROOT is None:
+        pytest.skip("offline Omniglot copy not found")
+    return load_omniglot(OMNIGLOT_ROOT, cache_dir=omniglot_cache)

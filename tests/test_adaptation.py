@@ -75,7 +75,7 @@ def meta_objective(model, params, batch, steps):
 @pytest.mark.parametrize("vectorize", [False, True])
 def test_maml_gradient_matches_finite_differences(steps, vectorize):
     model, params, batch = tiny_problem()
-    grads, _, _ = meta_gradient(model, params, batch, mse_loss, method="maml", steps=steps,
+    grads, *_ = meta_gradient(model, params, batch, mse_loss, method="maml", steps=steps,
                                 lr=LR, vectorize=vectorize)
     objective = meta_objective(model, params, batch, steps)
     theta = flatten(params).detach()
@@ -98,7 +98,7 @@ def test_maml_gradient_matches_explicit_hessian_formula(steps):
     for phi in reversed(phis[:-1]):
         hessian = torch.autograd.functional.hessian(lambda v: support(unflatten(v, params)), phi)
         vector = (identity - LR * hessian) @ vector
-    grads, _, _ = meta_gradient(model, params, batch, mse_loss, method="maml", steps=steps,
+    grads, *_ = meta_gradient(model, params, batch, mse_loss, method="maml", steps=steps,
                                 lr=LR, vectorize=False)
     torch.testing.assert_close(flatten(grads), vector, rtol=1e-9, atol=1e-12)
     # The Hessian term matters here: the first-order answer differs.
@@ -114,7 +114,7 @@ def test_first_order_gradient_is_query_gradient_at_fast_weights(steps, vectorize
     _, query = losses_on(model, batch)
     phis = plain_sgd(model, params, batch, steps)
     expected = torch.autograd.functional.jacobian(lambda v: query(unflatten(v, params)), phis[-1])
-    grads, _, _ = meta_gradient(model, params, batch, mse_loss, method="fomaml", steps=steps,
+    grads, *_ = meta_gradient(model, params, batch, mse_loss, method="fomaml", steps=steps,
                                 lr=LR, vectorize=vectorize)
     torch.testing.assert_close(flatten(grads), expected, rtol=1e-9, atol=1e-12)
 
@@ -124,7 +124,7 @@ def test_first_order_gradient_is_query_gradient_at_fast_weights(steps, vectorize
 def test_reptile_gradient_is_parameter_difference(steps, vectorize):
     model, params, batch = tiny_problem(seed=3)
     phis = plain_sgd(model, params, batch, steps)
-    grads, _, _ = meta_gradient(model, params, batch, mse_loss, method="reptile", steps=steps,
+    grads, *_ = meta_gradient(model, params, batch, mse_loss, method="reptile", steps=steps,
                                 lr=LR, vectorize=vectorize)
     torch.testing.assert_close(flatten(grads), flatten(params).detach() - phis[-1],
                                rtol=1e-9, atol=1e-12)
@@ -134,7 +134,7 @@ def test_meta_sgd_learning_rate_gradient_matches_finite_differences():
     model, params, batch = tiny_problem(seed=4)
     support, query = losses_on(model, batch)
     lrs = OrderedDict((k, torch.full_like(v, LR).requires_grad_(True)) for k, v in params.items())
-    _, grad_lr, _ = meta_gradient(model, params, batch, mse_loss, method="maml", steps=2,
+    _, grad_lr, *_ = meta_gradient(model, params, batch, mse_loss, method="maml", steps=2,
                                   lr=lrs, vectorize=False)
     assert grad_lr is not None
 
@@ -185,7 +185,7 @@ def test_reptile_gradient_averages_over_tasks():
 
 def test_task_losses_shapes():
     model, params, batch = tiny_problem(seed=7, num_tasks=4)
-    losses, fast = task_losses(model, params, batch, mse_loss, steps=1, lr=LR,
+    losses, fast, _ = task_losses(model, params, batch, mse_loss, steps=1, lr=LR,
                                mode="second_order", vectorize=True)
     assert losses.shape == (4,)
     assert all(fast[k].shape == (4, *params[k].shape) for k in params)

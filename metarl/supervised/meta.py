@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -64,42 +64,56 @@ def _stack(items: list[Any]) -> Any:
 
 
 def task_losses(model: nn.Module, params: Params, batch: TaskBatch, loss_fn: LossFn, *,
-                steps: int, lr: LearningRate, mode: AdaptMode,
-                vectorize: bool) -> tuple[Tensor, Params]:
+                steps: int, lr: LearningRate, mode: AdaptMode, vectorize: bool,
+                metric_fn: LossFn | None = None) -> tuple[Tensor, Params, Tensor | None]:
     """Adapt to each task on its support set, then score the fast weights on its query set.
 
     Returns:
         query losses of shape ``(T,)`` (differentiable w.r.t. ``params`` as ``mode`` says),
-        and the fast weights stacked over tasks, each of shape ``(T, *param_shape)``.
+        the fast weights stacked over tasks, each of shape ``(T, *param_shape)``, and the
+        detached query ``metric_fn`` (e.g. accuracy) of shape ``(T,)`` if one is given.
     """
 
     def one_task(sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor,
-                 functional: bool) -> tuple[Tensor, Params]:
+                 functional: bool) -> tuple[Tensor, Params, Tensor]:
         def support_loss(p: Params) -> Tensor:
             return loss_fn(functional_call(model, p, (sx,)), sy)
 
         fast = adapt(params, support_loss, steps=steps, lr=lr, mode=mode, functional=functional)
-        return loss_fn(functional_call(model, fast, (qx,)), qy), fast
+        prediction = functional_call(model, fast, (qx,))
+        metric = (metric_fn(prediction.detach(), qy) if metric_fn is not None
+                  else prediction.new_zeros(()))
+        return loss_fn(prediction, qy), fast, metric
 
-    return map_tasks(one_task, batch, vectorize=vectorize)
+    losses, fast, metrics = map_tasks(one_task, batch, vectorize=vectorize)
+    return losses, fast, (metrics if metric_fn is not None else None)
+
+
+class MetaGradient(NamedTuple):
+    """What :func:`meta_gradient` returns.
+
+    ``params``: the gradient for each entry of θ (for Reptile the pseudo-gradient θ − mean φ,
+    see :func:`reptile_gradient`); ``lr``: for Meta-SGD (``lr`` a mapping of tensors that
+    require grad) the gradient for each learning-rate tensor, else None; ``query_losses``:
+    the detached post-adaptation query losses ``(T,)``; ``query_metric``: the post-adaptation
+    query metric ``(T,)`` when a ``metric_fn`` was given, else None.
+    """
+
+    params: Params
+    lr: Params | None
+    query_losses: Tensor
+    query_metric: Tensor | None
 
 
 def meta_gradient(model: nn.Module, params: Params, batch: TaskBatch, loss_fn: LossFn, *,
-                  method: MetaMethod, steps: int, lr: LearningRate,
-                  vectorize: bool) -> tuple[Params, Params | None, Tensor]:
-    """Outer gradient of the mean query loss over the batch's tasks.
-
-    Returns:
-        ``(grad_params, grad_lr, query_losses)``: the gradient for each entry of ``params``;
-        for Meta-SGD (``lr`` a mapping of tensors that require grad) the gradient for each
-        learning-rate tensor, else None; the detached post-adaptation query losses ``(T,)``.
-        For Reptile the "gradient" is θ − mean φ (see :func:`reptile_gradient`).
-    """
+                  method: MetaMethod, steps: int, lr: LearningRate, vectorize: bool,
+                  metric_fn: LossFn | None = None) -> MetaGradient:
+    """Outer gradient of the mean query loss over the batch's tasks (see :class:`MetaGradient`)."""
     mode = MODE_OF_METHOD[method]
-    losses, fast = task_losses(model, params, batch, loss_fn, steps=steps, lr=lr, mode=mode,
-                               vectorize=vectorize)
+    losses, fast, metrics = task_losses(model, params, batch, loss_fn, steps=steps, lr=lr,
+                                        mode=mode, vectorize=vectorize, metric_fn=metric_fn)
     if method == "reptile":
-        return reptile_gradient(params, fast), None, losses.detach()
+        return MetaGradient(reptile_gradient(params, fast), None, losses.detach(), metrics)
     learned_lr = isinstance(lr, Mapping) and any(v.requires_grad for v in lr.values())
     inputs = list(params.values()) + (list(lr.values()) if learned_lr else [])  # type: ignore[union-attr]
     grads = torch.autograd.grad(losses.mean(), inputs, allow_unused=True)
@@ -107,7 +121,7 @@ def meta_gradient(model: nn.Module, params: Params, batch: TaskBatch, loss_fn: L
     grad_params = OrderedDict(zip(params, grads[: len(params)], strict=True))
     grad_lr = (OrderedDict(zip(lr, grads[len(params):], strict=True))  # type: ignore[arg-type]
                if learned_lr else None)
-    return grad_params, grad_lr, losses.detach()
+    return MetaGradient(grad_params, grad_lr, losses.detach(), metrics)
 
 
 def adaptation_curve(model: nn.Module, params: Params, batch: TaskBatch, loss_fn: LossFn,

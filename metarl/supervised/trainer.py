@@ -38,12 +38,15 @@ class SupervisedMetaTrainer:
         vectorize: resolved choice of the vmap path (True) or per-task loop (False).
         outer_optimizer, outer_lr: the outer update of θ.
         task_generator: the generator that every task batch is drawn from.
+        metric: optional ``(name, fn)`` of a query metric (e.g. accuracy) reported after
+            adaptation next to the query loss.
     """
 
     def __init__(self, model: nn.Module, sample_batch: SampleBatch, loss_fn: LossFn, *,
                  adaptation: AdaptationConfig, vectorize: bool,
                  outer_optimizer: Literal["adam", "sgd"], outer_lr: float,
-                 task_generator: torch.Generator) -> None:
+                 task_generator: torch.Generator,
+                 metric: tuple[str, LossFn] | None = None) -> None:
         self.model = model
         self.params: Params = params_of(model)
         self.inner_lr: Params | None = None
@@ -56,6 +59,7 @@ class SupervisedMetaTrainer:
         self.adaptation = adaptation
         self.vectorize = vectorize
         self.task_generator = task_generator
+        self.metric = metric
         tensors = list(self.params.values()) + list((self.inner_lr or {}).values())
         self.optimizer = make_outer_optimizer(outer_optimizer, tensors, outer_lr)
 
@@ -65,9 +69,10 @@ class SupervisedMetaTrainer:
 
     def train_iteration(self, iteration: int) -> dict[str, float]:
         batch = self.sample_batch(self.task_generator)
-        grads, grad_lr, losses = meta_gradient(
+        grads, grad_lr, losses, metric = meta_gradient(
             self.model, self.params, batch, self.loss_fn, method=self.adaptation.method,
-            steps=self.adaptation.inner_steps, lr=self.learning_rate, vectorize=self.vectorize)
+            steps=self.adaptation.inner_steps, lr=self.learning_rate, vectorize=self.vectorize,
+            metric_fn=self.metric[1] if self.metric is not None else None)
         query_loss = float(losses.mean())
         if not math.isfinite(query_loss) or not all(
                 torch.isfinite(g).all() for g in grads.values()):
@@ -79,7 +84,10 @@ class SupervisedMetaTrainer:
                 tensor.grad = grad_lr[name]
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return {"query_loss": query_loss}
+        metrics = {"query_loss": query_loss}
+        if self.metric is not None and metric is not None:
+            metrics[f"query_{self.metric[0]}"] = float(metric.mean())
+        return metrics
 
     def state_dict(self) -> dict[str, Any]:
         return {

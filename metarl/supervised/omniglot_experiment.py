@@ -1,0 +1,386 @@
+"""Omniglot N-way K-shot classification (MAML paper, section 5.2): config, training,
+evaluation on 600 test tasks, pictures of adapted predictions."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch.func import functional_call
+
+from metarl.adaptation import LearningRate, Params, adapt, step_learning_rate
+from metarl.checkpoint import atomic_write_text
+from metarl.config import AdaptationConfig, ConfigError, RunConfig, param, section
+from metarl.evaluation import format_table, summarize, write_evaluation
+from metarl.experiment import EvaluateOptions, Experiment, RenderOptions
+from metarl.plots import plot_adaptation_curves
+from metarl.seeding import torch_generator
+from metarl.supervised.meta import adaptation_curve
+from metarl.supervised.omniglot import (
+    CharacterSplit,
+    Conv4,
+    accuracy,
+    class_pool,
+    cross_entropy,
+    reset_conv4,
+    sample_omniglot_batch,
+    split_characters,
+)
+from metarl.supervised.omniglot_data import OmniglotImages, load_omniglot
+from metarl.supervised.tasks import TaskBatch
+from metarl.supervised.trainer import SupervisedMetaTrainer
+
+PUBLISHED_ACCURACY = {
+    # ways, shots -> method -> accuracy % (MAML paper Table 1; Reptile paper Table 1 for the
+    # first-order MAML and Reptile numbers). All transductive (batch statistics of the batch).
+    (5, 1): {"MAML": 98.7, "first-order MAML": 98.3, "Reptile": 97.68},
+    (5, 5): {"MAML": 99.9, "first-order MAML": 99.2, "Reptile": 99.48},
+    (20, 1): {"MAML": 95.8, "first-order MAML": 89.4, "Reptile": 89.43},
+    (20, 5): {"MAML": 98.9, "first-order MAML": 97.9, "Reptile": 97.12},
+}
+SPLIT_NAME = "omniglot_split.json"
+DATA_ENV = "METARL_OMNIGLOT"
+DEFAULT_ROOTS = ("data/omniglot", "../shared/data/omniglot")
+"""Relative to the working directory, then (for a source checkout) to the repository root."""
+CHECKOUT = Path(__file__).resolve().parents[2]
+VMAP_MAX_IMAGES_PER_TASK = 20
+"""``vectorize: auto`` uses vmap up to this many images per task, the loop above (measured
+by ``metarl benchmark omniglot``: vmap wins at 10 images per task, the loop from 30)."""
+
+
+@dataclasses.dataclass
+class OmniglotDataConfig:
+    """Where the images come from and how characters are split and augmented."""
+
+    root: str | None = param(
+        None, "folder with images_background.zip and images_evaluation.zip (or their unpacked "
+        f"folders); null: ${DATA_ENV}, else the first of {', '.join(DEFAULT_ROOTS)} that exists "
+        "under the working directory or the source checkout")
+    download: bool = param(
+        False, "download the canonical archives into root when missing (needs internet)")
+    cache_dir: str | None = param(
+        None, "where the decoded image array is cached (null: ~/.cache/metarl/omniglot)")
+    image_size: int = param(28, "images are resized to image_size x image_size pixels", ge=8)
+    train_characters: int = param(
+        1200, "characters for meta-training; the other 1623 - n are test characters",
+        ge=20, le=1603)
+    split_seed: int = param(0, "seed of the character split (fixed: same split in every run)",
+                            ge=0)
+    rotations: bool = param(
+        True, "rotations by 90/180/270 degrees make new classes (MAML protocol)")
+
+
+@dataclasses.dataclass
+class OmniglotTaskConfig:
+    """One N-way K-shot task."""
+
+    ways: int = param(5, "classes per task (N)", ge=2)
+    shots: int = param(1, "support images per class (K)", ge=1, le=19)
+    queries: int = param(
+        1, "query images per class in meta-training (MAML's code: as many as shots)",
+        ge=1, le=19)
+
+
+@dataclasses.dataclass
+class Conv4Config:
+    """The classifier: 4 x [3x3 conv, batch norm, ReLU], then linear."""
+
+    filters: int = param(64, "channels of every convolution", ge=1)
+    downsample: Literal["stride", "maxpool"] = param(
+        "stride", "stride-2 convolutions (MAML's Omniglot net) or 2x2 max-pooling")
+
+
+@dataclasses.dataclass
+class OmniglotAdaptationConfig(AdaptationConfig):
+    """How a task's fast weights are computed (MAML paper: 5-way lr 0.4, 20-way lr 0.1)."""
+
+    inner_lr: float = param(0.4, "inner-loop (adaptation) learning rate", gt=0)
+
+
+@dataclasses.dataclass
+class OmniglotTrainingConfig:
+    """The outer loop."""
+
+    iterations: int = param(60_000, "meta-iterations (one meta-batch of tasks each)", ge=1)
+    meta_batch_size: int = param(32, "tasks per meta-iteration", ge=1)
+    outer_optimizer: Literal["adam", "sgd"] = param(
+        "adam", "optimizer of the meta-parameters (sgd with reptile is classic Reptile)")
+    outer_lr: float = param(1e-3, "outer (meta) learning rate", gt=0)
+
+
+@dataclasses.dataclass
+class OmniglotEvaluationConfig:
+    """`metarl evaluate`: tasks of the test characters, accuracy after 0..steps steps."""
+
+    tasks: int = param(600, "number of test tasks", ge=2)
+    steps: int = param(3, "evaluate after 0..steps gradient steps", ge=0)
+    queries: int | None = param(
+        None, "query images per class of a test task (null: task.queries; the MAML paper "
+        "scored as many queries as shots)", ge=1, le=19)
+    inner_lr: float | None = param(
+        None, "adaptation learning rate at test time (null: adaptation.inner_lr)", gt=0)
+    later_lr_scale: float = param(
+        1.0, "learning rate of the steps after the first, as a fraction of inner_lr (1.0: one "
+        "step size, as in the MAML paper's Omniglot evaluation)", gt=0, le=1)
+    chunk_tasks: int = param(100, "test tasks adapted together (memory vs speed)", ge=1)
+    seed: int = param(2017, "seed of the test tasks (independent of the training seed)", ge=0)
+
+
+@dataclasses.dataclass
+class OmniglotConfig:
+    """Omniglot few-shot classification with MAML, first-order MAML, Reptile or Meta-SGD."""
+
+    experiment: Literal["omniglot"] = param("omniglot", "which experiment this file configures")
+    seed: int = param(0, "seed of every random generator of the run", ge=0)
+    data: OmniglotDataConfig = section(OmniglotDataConfig, "images and character split")
+    task: OmniglotTaskConfig = section(OmniglotTaskConfig, "N-way K-shot tasks")
+    model: Conv4Config = section(Conv4Config, "network")
+    adaptation: OmniglotAdaptationConfig = section(OmniglotAdaptationConfig, "inner loop")
+    training: OmniglotTrainingConfig = section(OmniglotTrainingConfig, "outer loop")
+    evaluation: OmniglotEvaluationConfig = section(OmniglotEvaluationConfig, "metarl evaluate")
+    run: RunConfig = section(RunConfig, "checkpoints and logs")
+
+    def __post_init__(self) -> None:
+        if self.task.shots + self.task.queries > 20:
+            raise ConfigError(f"task.shots + task.queries = {self.task.shots + self.task.queries}"
+                              ": a character has only 20 drawings")
+
+
+def resolve_root(setting: str | None, *, download: bool = False) -> Path:
+    """The Omniglot folder a config means (see ``OmniglotDataConfig.root``)."""
+    if setting is not None:
+        return Path(setting).expanduser()
+    if os.environ.get(DATA_ENV):
+        return Path(os.environ[DATA_ENV]).expanduser()
+    for candidate in [Path(c) for c in DEFAULT_ROOTS] + [CHECKOUT / c for c in DEFAULT_ROOTS]:
+        if candidate.is_dir():
+            return candidate
+    if download:
+        return Path(DEFAULT_ROOTS[0])
+    raise ConfigError(f"data.root = null and no Omniglot folder found (${DATA_ENV} unset; "
+                      f"looked for {', '.join(DEFAULT_ROOTS)}): set data.root to the folder "
+                      "with images_background.zip and images_evaluation.zip, or set "
+                      "data.download: true when online")
+
+
+def load_images(config: OmniglotConfig) -> OmniglotImages:
+    data = config.data
+    return load_omniglot(resolve_root(data.root, download=data.download),
+                         image_size=data.image_size, download=data.download,
+                         cache_dir=data.cache_dir)
+
+
+def character_split(config: OmniglotConfig, images: OmniglotImages) -> CharacterSplit:
+    return split_characters(images.characters, config.data.train_characters,
+                            config.data.split_seed)
+
+
+def make_model(config: OmniglotConfig, generator: torch.Generator | None = None) -> Conv4:
+    model = Conv4(config.task.ways, filters=config.model.filters,
+                  image_size=config.data.image_size, downsample=config.model.downsample)
+    if generator is not None:
+        reset_conv4(model, generator)
+    return model
+
+
+def resolve_vectorize(setting: str, ways: int, images_per_class: int) -> bool:
+    if setting != "auto":
+        return setting == "vmap"
+    return ways * images_per_class <= VMAP_MAX_IMAGES_PER_TASK
+
+
+def percent_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return 100.0 * accuracy(logits, labels)
+
+
+def evaluation_lr(config: OmniglotConfig, learned: Params | None, steps: int) -> LearningRate:
+    """Test-time inner learning rates (Meta-SGD runs use their learned rates)."""
+    if learned is not None:
+        return learned
+    ev = config.evaluation
+    inner_lr = ev.inner_lr if ev.inner_lr is not None else config.adaptation.inner_lr
+    return [inner_lr] + [inner_lr * ev.later_lr_scale] * max(steps - 1, 0)
+
+
+class OmniglotTrainer(SupervisedMetaTrainer):
+    """The supervised meta-trainer plus the character split it trains on (kept in checkpoints)."""
+
+    def __init__(self, *args: Any, split: dict[str, list[str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.split = split
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "split": self.split}
+
+
+class OmniglotExperiment(Experiment):
+    name = "omniglot"
+    config_class = OmniglotConfig
+    metric = "accuracy"
+    shown_metrics = ("query_loss", "query_accuracy")
+
+    def make_trainer(self, config: OmniglotConfig) -> OmniglotTrainer:
+        images = load_images(config)
+        split = character_split(config, images)
+        pool = class_pool(images, split.train, config.data.rotations)
+        task = config.task
+        model = make_model(config, torch_generator(config.seed, "init"))
+
+        def sample(generator: torch.Generator) -> TaskBatch:
+            return sample_omniglot_batch(pool, config.training.meta_batch_size, task.ways,
+                                         task.shots, task.queries, generator)
+
+        return OmniglotTrainer(
+            model, sample, cross_entropy, adaptation=config.adaptation,
+            vectorize=resolve_vectorize(config.adaptation.vectorize, task.ways,
+                                        task.shots + task.queries),
+            outer_optimizer=config.training.outer_optimizer,
+            outer_lr=config.training.outer_lr,
+            task_generator=torch_generator(config.seed, "tasks"),
+            metric=("accuracy", percent_accuracy),
+            split=split.to_json(images.characters))
+
+    def test_pool(self, config: OmniglotConfig, state: dict[str, Any],
+                  run_dir: Path) -> tuple[torch.Tensor, OmniglotImages]:
+        """The test classes of the run, after checking the split is the one it trained with."""
+        images = load_images(config)
+        split = character_split(config, images)
+        as_json = split.to_json(images.characters)
+        if "split" in state["trainer"] and state["trainer"]["split"] != as_json:
+            raise ConfigError(f"the character split of {run_dir} differs from the one computed "
+                              "now from data.split_seed: the data folder changed")
+        path = run_dir / SPLIT_NAME
+        if not path.exists():
+            atomic_write_text(path, json.dumps(as_json, indent=1) + "\n")
+        return class_pool(images, split.test, config.data.rotations), images
+
+    def test_tasks(self, config: OmniglotConfig, pool: torch.Tensor, tasks: int,
+                   seed: int) -> TaskBatch:
+        queries = config.evaluation.queries or config.task.queries
+        return sample_omniglot_batch(pool, tasks, config.task.ways, config.task.shots, queries,
+                                     torch_generator(seed, "evaluate"))
+
+    def evaluate(self, config: OmniglotConfig, state: dict[str, Any], run_dir: Path,
+                 options: EvaluateOptions) -> dict[str, Any]:
+        ev, task = config.evaluation, config.task
+        steps = ev.steps if options.steps is None else options.steps
+        tasks = ev.tasks if options.tasks is None else options.tasks
+        seed = ev.seed if options.seed is None else options.seed
+        if options.baselines:
+            print("omniglot: no baselines are defined (the MAML paper compares published "
+                  "methods); evaluating the run alone", file=sys.stderr)
+        pool, _ = self.test_pool(config, state, run_dir)
+        batch = self.test_tasks(config, pool, tasks, seed)
+        queries = batch.query_x.shape[1] // task.ways
+        vectorize = resolve_vectorize(config.adaptation.vectorize, task.ways,
+                                      task.shots + queries)
+        lr = evaluation_lr(config, state["trainer"].get("inner_lr"), steps)
+        model = make_model(config)
+        params = state["trainer"]["params"]
+        chunks = [adaptation_curve(model, params, _slice(batch, start, ev.chunk_tasks),
+                                   cross_entropy, percent_accuracy, steps=steps, lr=lr,
+                                   vectorize=vectorize)
+                  for start in range(0, tasks, ev.chunk_tasks)]
+        curve = summarize(torch.cat(chunks).numpy())
+        label = f"{config.adaptation.method}, {task.ways}-way {task.shots}-shot"
+        published = PUBLISHED_ACCURACY.get((task.ways, task.shots), {})
+        result: dict[str, Any] = {
+            "experiment": self.name, "metric": "accuracy (%)", "steps": list(range(steps + 1)),
+            **curve, "tasks": tasks, "ways": task.ways, "shots": task.shots,
+            "queries_per_class": queries, "seed": seed,
+            "inner_lr": lr if not isinstance(lr, dict) else "learned (Meta-SGD)",
+            "checkpoint_iteration": state["iteration"], "method": config.adaptation.method,
+            "test_characters": len(pool), "baselines": {}, "published": published,
+        }
+        plot_adaptation_curves(
+            {label: curve}, result["steps"], run_dir / "adaptation.png",
+            ylabel="test accuracy % (mean ± 95% CI)",
+            title=f"Omniglot {task.ways}-way {task.shots}-shot, {tasks} test tasks",
+            reference={f"{name} (paper, {ev.steps} steps)": {ev.steps: value}
+                       for name, value in published.items()}
+            if published and ev.steps <= steps else None)
+        result["table"] = format_table({label: curve}, result["steps"], "accuracy %")
+        write_evaluation(run_dir, result)
+        return result
+
+    def render(self, config: OmniglotConfig, state: dict[str, Any], run_dir: Path,
+               options: RenderOptions) -> list[Path]:
+        import matplotlib.pyplot as plt
+
+        steps = options.steps if options.steps is not None else config.evaluation.steps
+        seed = options.seed if options.seed is not None else config.evaluation.seed
+        pool, _ = self.test_pool(config, state, run_dir)
+        task = config.task
+        batch = sample_omniglot_batch(pool, options.tasks, task.ways, task.shots,
+                                      max(task.queries, 2), torch_generator(seed, "render"))
+        lr = evaluation_lr(config, state["trainer"].get("inner_lr"), steps)
+        before, after = _predictions(make_model(config), state["trainer"]["params"], batch, lr,
+                                     steps)
+        shown_classes = min(task.ways, 10)
+        shown_queries = min(batch.query_x.shape[1], 10)
+        rows_per_task = 3
+        fig, axes = plt.subplots(rows_per_task * options.tasks, max(shown_classes, shown_queries),
+                                 figsize=(1.2 * max(shown_classes, shown_queries),
+                                          1.45 * rows_per_task * options.tasks), squeeze=False)
+        for ax in axes.flat:
+            ax.axis("off")
+        query_order = torch.randperm(batch.query_x.shape[1],
+                                     generator=torch_generator(seed, "render-queries"))
+        for t in range(options.tasks):
+            top = rows_per_task * t
+            for c in range(shown_classes):
+                ax = axes[top, c]
+                ax.imshow(batch.support_x[t, c * task.shots, 0].numpy(), cmap="gray_r")
+                ax.set_title(f"class {c}", fontsize=8)
+            axes[top, 0].text(-0.3, 0.5, f"task {t}\nsupport", transform=axes[top, 0].transAxes,
+                              ha="right", va="center", fontsize=8)
+            for row, (name, predicted) in enumerate((("before", before), (f"after {steps}",
+                                                                          after)), start=1):
+                for j in range(shown_queries):
+                    q = int(query_order[j])
+                    ax = axes[top + row, j]
+                    truth, guess = int(batch.query_y[t, q]), int(predicted[t, q])
+                    ax.imshow(batch.query_x[t, q, 0].numpy(), cmap="gray_r")
+                    ax.set_title(f"{guess} (true {truth})", fontsize=7,
+                                 color="green" if guess == truth else "red")
+                axes[top + row, 0].text(-0.3, 0.5, f"{name}\nstep(s)",
+                                        transform=axes[top + row, 0].transAxes, ha="right",
+                                        va="center", fontsize=8)
+        fig.suptitle(f"Omniglot {task.ways}-way {task.shots}-shot test tasks, "
+                     f"{config.adaptation.method}, iteration {state['iteration']}: predicted "
+                     "class of query images (green right, red wrong)", fontsize=9)
+        fig.tight_layout()
+        output = options.output or run_dir / "omniglot_predictions.png"
+        fig.savefig(output, dpi=110)
+        plt.close(fig)
+        return [output]
+
+
+def _slice(batch: TaskBatch, start: int, size: int) -> TaskBatch:
+    s = slice(start, start + size)
+    return TaskBatch(batch.support_x[s], batch.support_y[s], batch.query_x[s], batch.query_y[s])
+
+
+def _predictions(model: torch.nn.Module, params: Params, batch: TaskBatch, lr: LearningRate,
+                 steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predicted query labels ``(T, N*Q)`` before adaptation and after ``steps`` steps."""
+    before, after = [], []
+    for t in range(batch.num_tasks):
+        def support_loss(p: Params, t: int = t) -> torch.Tensor:
+            return cross_entropy(functional_call(model, p, (batch.support_x[t],)),
+                                 batch.support_y[t])
+
+        fast = OrderedDict((k, v.detach()) for k, v in params.items())
+        before.append(functional_call(model, fast, (batch.query_x[t],)).argmax(-1))
+        for s in range(steps):
+            fast = adapt(fast, support_loss, steps=1, lr=step_learning_rate(lr, s),
+                         mode="detached")
+        after.append(functional_call(model, fast, (batch.query_x[t],)).argmax(-1))
+    return torch.stack(before), torch.stack(after)
+

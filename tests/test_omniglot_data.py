@@ -1,0 +1,109 @@
+"""The Omniglot loader: the offline copy decodes to the right array, bad archives fail clearly,
+downloads are checked against their MD5 (with a fake server: nothing touches the network)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from metarl.supervised import omniglot_data
+from metarl.supervised.omniglot_data import (
+    OmniglotDataError,
+    download_omniglot,
+    load_omniglot,
+)
+from omniglot_fixtures import OMNIGLOT_ROOT, needs_omniglot
+
+
+@needs_omniglot
+def test_offline_copy_decodes_to_all_characters_and_is_cached(omniglot_images, omniglot_cache):
+    images = omniglot_images
+    assert images.images.shape == (1623, 20, 28, 28) and images.images.dtype == np.uint8
+    assert len(images.characters) == len(set(images.characters)) == 1623
+    assert sum(c.startswith("images_background/") for c in images.characters) == 964
+    assert images.characters[0] == "images_background/Alphabet_of_the_Magi/character01"
+    # ink is bright on a dark background: a stroke covers a minority of the pixels
+    ink = (images.images > 127).mean()
+    assert 0.03 < ink < 0.3
+    assert (images.images.reshape(1623 * 20, -1).max(axis=1) > 100).all()  # no blank image
+    cached = list(Path(omniglot_cache).glob("omniglot-28px-*.npz"))
+    assert len(cached) == 1
+    again = load_omniglot(OMNIGLOT_ROOT, cache_dir=omniglot_cache)
+    assert np.array_equal(again.images, images.images) and again.characters == images.characters
+
+
+def test_missing_archives_say_what_is_expected_and_where(tmp_path):
+    with pytest.raises(OmniglotDataError, match=r"images_background\.zip.*964 characters"):
+        load_omniglot(tmp_path, cache_dir=tmp_path / "cache")
+
+
+@needs_omniglot
+def test_truncated_archive_is_reported(tmp_path):
+    data = (OMNIGLOT_ROOT / "images_background.zip").read_bytes()
+    (tmp_path / "images_background.zip").write_bytes(data[: len(data) // 2])
+    shutil.copy(OMNIGLOT_ROOT / "images_evaluation.zip", tmp_path)
+    with pytest.raises(OmniglotDataError, match="truncated"):
+        load_omniglot(tmp_path, cache_dir=tmp_path / "cache")
+
+
+@needs_omniglot
+def test_checksum_list_beside_the_archives_is_enforced(tmp_path):
+    for name in ("images_background.zip", "images_evaluation.zip"):
+        shutil.copy(OMNIGLOT_ROOT / name, tmp_path)
+    (tmp_path / "SHA256SUMS").write_text(f"{'0' * 64}  images_background.zip\n")
+    with pytest.raises(OmniglotDataError, match="SHA-256"):
+        load_omniglot(tmp_path, cache_dir=tmp_path / "cache")
+
+
+def _png() -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("1", (105, 105), 1).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_wrong_archive_contents_are_reported(tmp_path):
+    with zipfile.ZipFile(tmp_path / "images_background.zip", "w") as zf:
+        for drawer in range(1, 21):
+            zf.writestr(f"images_background/Latin/character01/0001_{drawer:02d}.png", _png())
+    with pytest.raises(OmniglotDataError, match="found 1 characters.*expected|Expected"):
+        load_omniglot(tmp_path, cache_dir=tmp_path / "cache")
+
+
+class _FakeResponse(io.BytesIO):
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def test_download_checks_the_md5_and_keeps_nothing_bad(tmp_path, monkeypatch):
+    payload = b"not the omniglot archive"
+    requested = []
+
+    def fake_urlopen(url, timeout):
+        requested.append(url)
+        return _FakeResponse(payload)
+
+    monkeypatch.setattr(omniglot_data.urllib.request, "urlopen", fake_urlopen)
+    with pytest.raises(OmniglotDataError, match="MD5"):
+        download_omniglot(tmp_path)
+    assert requested == ["https://raw.githubusercontent.com/brendenlake/omniglot/master/python/"
+                         "images_background.zip"]
+    assert list(tmp_path.iterdir()) == []  # no partial or wrong file left behind
+
+    good = {name: {**info, "md5": hashlib.md5(payload).hexdigest()}
+            for name, info in omniglot_data.ARCHIVES.items()}
+    monkeypatch.setattr(omniglot_data, "ARCHIVES", good)
+    download_omniglot(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images_background.zip",
+                                                          "images_evaluation.zip"]
+    assert (tmp_path / "images_background.zip").read_bytes() == payload
