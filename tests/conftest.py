@@ -25,9 +25,9 @@ def omniglot_cache(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def omniglot_images(omniglot_cache):
-    from omniglot_fixtures import OMNIGLOT_ROOT
-
     from metarl.supervised.omniglot_data import load_omniglot
+
+    from omniglot_fixtures import OMNIGLOT_ROOT
 
     if OMNIGLOT_ROOT is None:
         pytest.skip("offline Omniglot copy not found")

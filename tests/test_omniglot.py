@@ -11,8 +11,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from omniglot_fixtures import needs_omniglot
-from param_vectors import flatten
 
 from metarl.adaptation import params_of
 from metarl.cli import main
@@ -27,6 +25,9 @@ from metarl.supervised.omniglot import (
     split_characters,
 )
 from metarl.supervised.omniglot_data import OmniglotImages
+
+from omniglot_fixtures import needs_omniglot
+from param_vectors import flatten
 
 
 def test_character_split_is_fixed_by_its_seed_and_disjoint():
@@ -162,7 +163,8 @@ def test_maml_meta_gradient_through_batch_norm_matches_finite_differences(vector
     for _ in range(4):
         direction = torch.randn(base.shape, dtype=torch.float64, generator=generator)
         eps = 1e-5
-        numeric = (meta_loss(base + eps * direction) - meta_loss(base - eps * direction)) / (2 * eps)
+        numeric = (meta_loss(base + eps * direction)
+                   - meta_loss(base - eps * direction)) / (2 * eps)
         torch.testing.assert_close(flatten(grads) @ direction, numeric, rtol=1e-5, atol=1e-9)
         # the check can tell: dropping the second-order term is far off
         assert abs(flatten(first_order) @ direction - numeric) > 1e-3 * abs(numeric)

@@ -68,7 +68,6 @@ def sample_omniglot_batch(pool: Tensor, num_tasks: int, ways: int, shots: int, q
     if shots + queries > DRAWERS:
         raise ValueError(f"shots + queries = {shots + queries} exceeds the {DRAWERS} drawings "
                          f"of a character")
-    size = pool.shape[-1]
     characters = torch.rand(num_tasks, num_characters, generator=generator).argsort(1)[:, :ways]
     rotation = torch.randint(num_rotations, (num_tasks, ways), generator=generator)
     drawers = torch.rand(num_tasks, ways, DRAWERS, generator=generator).argsort(-1)
@@ -152,7 +151,7 @@ class Conv4(nn.Module):
 
 
 def reset_conv4(model: Conv4, generator: torch.Generator) -> None:
-    """Glorot-uniform weights (as MAML's code), zero biases, batch-norm scale 1, from ``generator``."""
+    """Glorot-uniform weights (as in MAML's code) and zero biases, drawn from ``generator``."""
     with torch.no_grad():
         for layer in model.modules():
             if isinstance(layer, nn.Conv2d | nn.Linear):
