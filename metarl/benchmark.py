@@ -17,6 +17,7 @@ from metarl.config import ConfigError
 BENCHMARKS: dict[str, str] = {
     "sine": "metarl.supervised.benchmarks:benchmark_sine",
     "navigation": "metarl.rl.benchmarks:benchmark_navigation",
+    "omniglot": "metarl.supervised.benchmarks:benchmark_omniglot",
 }
 
 

@@ -32,3 +32,14 @@ def omniglot_images(omniglot_cache):
     if OMNIGLOT_ROOT is None:
         pytest.skip("offline Omniglot copy not found")
     return load_omniglot(OMNIGLOT_ROOT, cache_dir=omniglot_cache)
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing downloads at test time: any urlopen fails the test."""
+    import urllib.request
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a test tried to use the network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)

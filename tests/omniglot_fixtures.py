@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from metarl.config import ConfigError
@@ -18,6 +20,9 @@ def _offline_root():
 
 
 OMNIGLOT_ROOT = _offline_root()
+if OMNIGLOT_ROOT is None and os.environ.get("METARL_REQUIRE_OMNIGLOT"):
+    raise RuntimeError("METARL_REQUIRE_OMNIGLOT is set but no Omniglot copy was found (set "
+                       "METARL_OMNIGLOT to the folder with the two archives)")
 needs_omniglot = pytest.mark.skipif(
     OMNIGLOT_ROOT is None, reason="offline Omniglot copy not found (set METARL_OMNIGLOT to the "
                                   "folder with images_background.zip and images_evaluation.zip)")

@@ -18,6 +18,7 @@ from metarl.supervised.meta import meta_gradient
 from metarl.supervised.omniglot import (
     BatchStatNorm,
     Conv4,
+    accuracy,
     class_pool,
     cross_entropy,
     reset_conv4,
@@ -139,6 +140,12 @@ def test_vmap_path_equals_per_task_loop_for_conv4_with_batch_norm(method):
     torch.testing.assert_close(flatten(vmapped.params), flatten(loop.params),
                                rtol=1e-9, atol=1e-11)
     torch.testing.assert_close(vmapped.query_losses, loop.query_losses)
+    assert vmapped.query_metric is None and loop.query_metric is None
+    with_metric = [meta_gradient(model, params, batch, cross_entropy, method=method, steps=1,
+                                 lr=0.4, vectorize=v, metric_fn=accuracy).query_metric
+                   for v in (False, True)]
+    torch.testing.assert_close(with_metric[0], with_metric[1])
+    assert with_metric[0].shape == (4,)
 
 
 @pytest.mark.parametrize("vectorize", [False, True])
@@ -190,3 +197,11 @@ def test_train_evaluate_render_through_the_cli(tmp_path, omniglot_images, omnigl
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["iteration"] for m in metrics] == [1, 2, 3]
     assert all(0 <= m["query_accuracy"] <= 100 for m in metrics)
+
+
+def test_missing_data_exits_2_naming_the_archives(tmp_path, capsys):
+    code = main(["train", "omniglot-5w1s", "--run-dir", str(tmp_path / "run"),
+                 "--set", f"data.root={tmp_path / 'nowhere'}"])
+    assert code == 2
+    assert "images_background.zip" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()

@@ -117,10 +117,12 @@ Downsample = Literal["stride", "maxpool"]
 class Conv4(nn.Module):
     """Four blocks of [3x3 conv, batch norm (batch statistics), ReLU], then a linear layer.
 
-    ``downsample="stride"`` uses stride-2 convolutions (MAML's Omniglot network: 28 -> 14 ->
+    ``downsample="stride"`` uses stride-2 convolutions as MAML's Omniglot network (28 -> 14 ->
     7 -> 4 -> 2), ``"maxpool"`` stride-1 convolutions each followed by 2x2 max-pooling
-    (28 -> 14 -> 7 -> 3 -> 1). Convolutions carry no bias: a per-channel constant before batch
-    norm is removed by its mean subtraction, so the bias would have zero gradient.
+    (28 -> 14 -> 7 -> 3 -> 1). The final feature map is flattened into the linear layer
+    (MAML's code averages it over space instead; flattening keeps the spatial layout).
+    Convolutions carry no bias: a per-channel constant before batch norm is removed by its
+    mean subtraction, so the bias would have zero gradient.
 
     Input ``(B, 1, S, S)`` in [0, 1]; output logits ``(B, ways)``.
     """
@@ -130,6 +132,8 @@ class Conv4(nn.Module):
         super().__init__()
         if downsample not in ("stride", "maxpool"):
             raise ValueError(f"downsample must be stride or maxpool, got {downsample!r}")
+        if downsample == "maxpool" and image_size < 16:
+            raise ValueError(f"maxpool downsampling needs image_size >= 16, got {image_size}")
         self.downsample = downsample
         blocks: list[nn.Module] = []
         channels, size = in_channels, image_size

@@ -13,16 +13,20 @@ cache file, so that sampling tasks is array indexing rather than file reads.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
 import json
 import os
 import tempfile
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from metarl.config import ConfigError
 
 ARCHIVES: dict[str, dict[str, int | str]] = {
     # Canonical upstream archives (brendenlake/omniglot, folder python/).
@@ -37,8 +41,9 @@ TOTAL_CHARACTERS = sum(int(a["characters"]) for a in ARCHIVES.values())
 CACHE_FORMAT = 1
 
 
-class OmniglotDataError(RuntimeError):
-    """The Omniglot archives are missing, truncated or not what they should be."""
+class OmniglotDataError(ConfigError):
+    """The Omniglot archives are missing, truncated or not what they should be (bad input:
+    the CLI reports it and exits with code 2)."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,7 @@ def download_omniglot(root: str | Path, *, url_template: str = DOWNLOAD_URL) -> 
     root.mkdir(parents=True, exist_ok=True)
     for name, info in ARCHIVES.items():
         target = root / f"{name}.zip"
-        if target.exists():
+        if target.exists() or (root / name).is_dir():
             continue
         url = url_template.format(name=name)
         fd, tmp_name = tempfile.mkstemp(dir=root, prefix=f".{name}.", suffix=".part")
@@ -104,8 +109,8 @@ def download_omniglot(root: str | Path, *, url_template: str = DOWNLOAD_URL) -> 
                     f"downloaded {url} has MD5 {digest}, expected {info['md5']}; nothing was "
                     f"saved (retry, or place {name}.zip in {root} yourself)")
             tmp.replace(target)
-        except OSError as error:
-            raise OmniglotDataError(f"could not download {url}: {error}. Without internet, "
+        except (OSError, http.client.HTTPException) as error:
+            raise OmniglotDataError(f"could not download {url}: {error!r}. Without internet, "
                                     f"put {name}.zip (or its unpacked folder) in {root}") from error
         finally:
             tmp.unlink(missing_ok=True)
@@ -129,7 +134,8 @@ def _check_sha256(path: Path, expected: str) -> None:
     if digest != expected:
         raise OmniglotDataError(
             f"{path} has SHA-256 {digest}, but {path.parent / 'SHA256SUMS'} lists {expected}: "
-            f"the archive is truncated or replaced. Expected {_expected(path.stem)}")
+            f"the archive is truncated or replaced. Restore it (or delete it and download the "
+            f"upstream {path.name} with data.download: true)")
 
 
 def _character_of(member: str) -> str:
@@ -155,7 +161,9 @@ def _png_members(name: str, root: Path) -> tuple[str, list[str] | Path]:
             members = sorted(n for n in zf.namelist() if n.endswith(".png"))
     except zipfile.BadZipFile as error:
         raise OmniglotDataError(f"{archive} is not a readable zip ({error}): truncated or not "
-                                f"the right file. Expected {_expected(name)}") from error
+                                f"the right file. Expected {_expected(name)}. Delete it and "
+                                "copy it again (or download it with data.download: true)"
+                                ) from error
     return "zip", members
 
 
@@ -213,14 +221,19 @@ def _decode_archive(name: str, root: Path, size: int) -> tuple[np.ndarray, list[
 
 
 def _source_key(root: Path, size: int) -> dict[str, object]:
-    """What the cache depends on: the image size and each archive's name, size and mtime."""
+    """What the cache depends on: the image size and, for each archive, the source the loader
+    reads (the unpacked folder before the zip): the zip's size and mtime, or the folder's
+    PNG count, total size and newest mtime."""
     key: dict[str, object] = {"format": CACHE_FORMAT, "size": size}
     for name in ARCHIVES:
-        for candidate in (root / f"{name}.zip", root / name):
-            if candidate.exists():
-                stat = candidate.stat()
-                key[name] = [candidate.name, stat.st_size, int(stat.st_mtime)]
-                break
+        folder, archive = root / name, root / f"{name}.zip"
+        if folder.is_dir():
+            stats = [p.stat() for p in folder.glob("*/*/*.png")]
+            key[name] = ["dir", len(stats), sum(s.st_size for s in stats),
+                         max((int(s.st_mtime) for s in stats), default=0)]
+        elif archive.is_file():
+            stat = archive.stat()
+            key[name] = ["zip", stat.st_size, int(stat.st_mtime)]
     return key
 
 
@@ -249,10 +262,11 @@ def load_omniglot(root: str | Path, *, image_size: int = 28, download: bool = Fa
     if cache_file.is_file():
         try:
             with np.load(cache_file) as stored:
-                if json.loads(str(stored["key"])) == key:
-                    return OmniglotImages(stored["images"],
-                                          tuple(str(c) for c in stored["characters"]))
-        except (OSError, ValueError, KeyError):
+                images = stored["images"]
+                shape_ok = images.shape == (TOTAL_CHARACTERS, DRAWERS, image_size, image_size)
+                if json.loads(str(stored["key"])) == key and shape_ok:
+                    return OmniglotImages(images, tuple(str(c) for c in stored["characters"]))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
             pass  # an unreadable cache is rebuilt below
     parts, names = [], []
     for name in ARCHIVES:
@@ -265,12 +279,20 @@ def load_omniglot(root: str | Path, *, image_size: int = 28, download: bool = Fa
 
 
 def _write_cache(path: Path, data: OmniglotImages, key: dict[str, object]) -> None:
+    """Write the decoded array atomically; a read-only cache location only costs the
+    decoding time next run."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".omniglot.", suffix=".npz")
+    except OSError:
+        return
+    tmp = Path(tmp_name)
+    try:
         with os.fdopen(fd, "wb") as file:
             np.savez(file, images=data.images, characters=np.array(data.characters),
                      key=np.array(json.dumps(key)))
-        Path(tmp_name).replace(path)
+        tmp.replace(path)
     except OSError:
-        pass  # a read-only cache location only costs the decoding time next run
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
