@@ -55,9 +55,10 @@ DEFAULT_ROOTS = ("data/omniglot", "../shared/data/omniglot")
 """Relative to the working directory, then (for a source checkout) to the repository root."""
 CHECKOUT = Path(__file__).resolve().parents[2]
 VMAP_MAX_IMAGES_PER_TASK = 20
-"""``vectorize: auto`` uses vmap up to this many images per task and the loop above: measured
-on 2 CPU cores, vmap is 1.7x faster at 10 images per task (5-way 1-shot, 1 query), the loop
-1.2-1.5x faster at 30 images and more (``metarl benchmark omniglot``)."""
+"""``vectorize: auto`` uses vmap up to this many images per task and the loop above. Measured
+on 2 CPU cores (``metarl benchmark omniglot``, docs/BENCHMARKS.md): vmap is 2.3-2.6x faster at
+10 images per task (5-way 1-shot, 1 query); at 30 (5-way 1-shot, 5 queries) the loop was
+1.2-2x faster; at 40 (20-way 1-shot) they are within 1.0-1.3x."""
 
 
 @dataclasses.dataclass
