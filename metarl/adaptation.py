@@ -58,6 +58,12 @@ def step_learning_rate(lr: LearningRate, step: int) -> float | Mapping[str, Tens
     return float(lr[step])
 
 
+def test_time_learning_rates(first_lr: float, later_scale: float, steps: int) -> list[float]:
+    """Per-step test-time rates: ``first_lr`` for the first step, ``first_lr · later_scale`` after
+    (the MAML authors' evaluation uses later_scale 0.5 in RL)."""
+    return [first_lr] + [first_lr * later_scale] * max(steps - 1, 0)
+
+
 def sgd_update(params: Params, grads: Mapping[str, Tensor],
                lr: float | Mapping[str, Tensor]) -> Params:
     """φ = θ − lr · g, per parameter (``lr`` a float or a tensor per parameter)."""

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from metarl.adaptation import params_of
 from metarl.cli import main
-from metarl.supervised.meta import meta_gradient
+from metarl.supervised.meta import adaptation_curve, meta_gradient, query_predictions
 from metarl.supervised.omniglot import (
     BatchStatNorm,
     Conv4,
@@ -205,3 +205,15 @@ def test_missing_data_exits_2_naming_the_archives(tmp_path, capsys):
     assert code == 2
     assert "images_background.zip" in capsys.readouterr().err
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_query_predictions_agree_with_the_adaptation_curve():
+    model, params, batch = _tiny_conv_problem(seed=3, num_tasks=3)
+    outputs = query_predictions(model, params, batch, cross_entropy, steps=2, lr=[0.4, 0.2])
+    assert outputs.shape == (3, 3, batch.query_x.shape[1], 3)
+    curve = adaptation_curve(model, params, batch, cross_entropy, cross_entropy, steps=2,
+                             lr=[0.4, 0.2], vectorize=False)
+    from_outputs = torch.stack([torch.stack([cross_entropy(outputs[t, s], batch.query_y[t])
+                                             for s in range(3)]) for t in range(3)])
+    torch.testing.assert_close(from_outputs, curve)
+    assert not torch.allclose(curve[:, 0], curve[:, 2])  # the steps change the outputs

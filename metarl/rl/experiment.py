@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import torch
 
-from metarl.adaptation import Params
+from metarl.adaptation import Params, test_time_learning_rates
 from metarl.checkpoint import load_or_compute
 from metarl.config import ConfigError, RunConfig, param, section, to_dict
 from metarl.envs import ENV_FAMILIES, EnvFamily
@@ -182,7 +182,7 @@ def advantage_settings(config: MetaRLConfig) -> AdvantageSettings:
 def evaluation_learning_rates(config: MetaRLConfig, steps: int) -> list[float]:
     ev = config.evaluation
     first = ev.inner_lr if ev.inner_lr is not None else config.adaptation.inner_lr
-    return [first] + [first * ev.later_lr_scale] * max(steps - 1, 0)
+    return test_time_learning_rates(first, ev.later_lr_scale, steps)
 
 
 def evaluation_rollouts(config: MetaRLConfig, params: Params, *, tasks: int, steps: int,

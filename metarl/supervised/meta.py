@@ -146,3 +146,27 @@ def adaptation_curve(model: nn.Module, params: Params, batch: TaskBatch, loss_fn
         return torch.stack(values)
 
     return map_tasks(one_task, batch, vectorize=vectorize)
+
+
+def query_predictions(model: nn.Module, params: Params, batch: TaskBatch, loss_fn: LossFn, *,
+                      steps: int, lr: LearningRate) -> Tensor:
+    """Model outputs on each task's query inputs before and after each of ``steps`` inner steps.
+
+    Returns a detached tensor of shape ``(T, steps + 1, N_q, *out)``; index s along the second
+    dimension is the output after s steps on the support set (for pictures, not training).
+    """
+    start = OrderedDict((k, v.detach()) for k, v in params.items())
+
+    def one_task(sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor, functional: bool) -> Tensor:
+        def support_loss(p: Params) -> Tensor:
+            return loss_fn(functional_call(model, p, (sx,)), sy)
+
+        fast = start
+        outputs = [functional_call(model, fast, (qx,)).detach()]
+        for step in range(steps):
+            fast = adapt(fast, support_loss, steps=1, lr=step_learning_rate(lr, step),
+                         mode="detached", functional=functional)
+            outputs.append(functional_call(model, fast, (qx,)).detach())
+        return torch.stack(outputs)
+
+    return map_tasks(one_task, batch, vectorize=False)

@@ -7,21 +7,19 @@ import dataclasses
 import json
 import os
 import sys
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from torch.func import functional_call
 
-from metarl.adaptation import LearningRate, Params, adapt, step_learning_rate
+from metarl.adaptation import LearningRate, Params, test_time_learning_rates
 from metarl.checkpoint import atomic_write_text
 from metarl.config import AdaptationConfig, ConfigError, RunConfig, param, section
 from metarl.evaluation import format_table, summarize, write_evaluation
 from metarl.experiment import EvaluateOptions, Experiment, RenderOptions
 from metarl.plots import plot_adaptation_curves
 from metarl.seeding import torch_generator
-from metarl.supervised.meta import adaptation_curve
+from metarl.supervised.meta import adaptation_curve, query_predictions
 from metarl.supervised.omniglot import (
     CharacterSplit,
     Conv4,
@@ -223,7 +221,7 @@ def evaluation_lr(config: OmniglotConfig, learned: Params | None, steps: int) ->
         return learned
     ev = config.evaluation
     inner_lr = ev.inner_lr if ev.inner_lr is not None else config.adaptation.inner_lr
-    return [inner_lr] + [inner_lr * ev.later_lr_scale] * max(steps - 1, 0)
+    return test_time_learning_rates(inner_lr, ev.later_lr_scale, steps)
 
 
 class OmniglotTrainer(SupervisedMetaTrainer):
@@ -307,7 +305,7 @@ class OmniglotExperiment(Experiment):
         lr = evaluation_lr(config, state["trainer"].get("inner_lr"), steps)
         model = make_model(config)
         params = state["trainer"]["params"]
-        chunks = [adaptation_curve(model, params, _slice(batch, start, ev.chunk_tasks),
+        chunks = [adaptation_curve(model, params, batch.tasks(start, start + ev.chunk_tasks),
                                    cross_entropy, percent_accuracy, steps=steps, lr=lr,
                                    vectorize=vectorize)
                   for start in range(0, tasks, ev.chunk_tasks)]
@@ -345,8 +343,9 @@ class OmniglotExperiment(Experiment):
                                       min(max(task.queries, 2), DRAWERS - task.shots),
                                       torch_generator(seed, "render"))
         lr = evaluation_lr(config, state["trainer"].get("inner_lr"), steps)
-        before, after = _predictions(make_model(config), state["trainer"]["params"], batch, lr,
-                                     steps)
+        outputs = query_predictions(make_model(config), state["trainer"]["params"], batch,
+                                    cross_entropy, steps=steps, lr=lr)
+        before, after = outputs[:, 0].argmax(-1), outputs[:, -1].argmax(-1)
         shown_classes = min(task.ways, 10)
         shown_queries = min(batch.query_x.shape[1], 10)
         rows_per_task = 3
@@ -385,27 +384,4 @@ class OmniglotExperiment(Experiment):
         fig.savefig(output, dpi=110)
         plt.close(fig)
         return [output]
-
-
-def _slice(batch: TaskBatch, start: int, size: int) -> TaskBatch:
-    s = slice(start, start + size)
-    return TaskBatch(batch.support_x[s], batch.support_y[s], batch.query_x[s], batch.query_y[s])
-
-
-def _predictions(model: torch.nn.Module, params: Params, batch: TaskBatch, lr: LearningRate,
-                 steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Predicted query labels ``(T, N*Q)`` before adaptation and after ``steps`` steps."""
-    before, after = [], []
-    for t in range(batch.num_tasks):
-        def support_loss(p: Params, t: int = t) -> torch.Tensor:
-            return cross_entropy(functional_call(model, p, (batch.support_x[t],)),
-                                 batch.support_y[t])
-
-        fast = OrderedDict((k, v.detach()) for k, v in params.items())
-        before.append(functional_call(model, fast, (batch.query_x[t],)).argmax(-1))
-        for s in range(steps):
-            fast = adapt(fast, support_loss, steps=1, lr=step_learning_rate(lr, s),
-                         mode="detached")
-        after.append(functional_call(model, fast, (batch.query_x[t],)).argmax(-1))
-    return torch.stack(before), torch.stack(after)
 

@@ -12,14 +12,14 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
-from metarl.adaptation import LearningRate, Params, params_of
+from metarl.adaptation import LearningRate, Params, params_of, test_time_learning_rates
 from metarl.checkpoint import load_or_compute
 from metarl.config import AdaptationConfig, RunConfig, param, section, to_dict
 from metarl.evaluation import format_table, summarize, write_evaluation
 from metarl.experiment import EvaluateOptions, Experiment, RenderOptions
 from metarl.plots import plot_adaptation_curves
 from metarl.seeding import torch_generator
-from metarl.supervised.meta import adaptation_curve, mse_loss
+from metarl.supervised.meta import adaptation_curve, mse_loss, query_predictions
 from metarl.supervised.models import make_mlp
 from metarl.supervised.sine import SineTaskConfig, sample_sine_batch
 from metarl.supervised.trainer import SupervisedMetaTrainer
@@ -137,7 +137,7 @@ def evaluation_lr(config: SineConfig, learned: Params | None, steps: int) -> Lea
         return learned
     ev = config.evaluation
     inner_lr = ev.inner_lr if ev.inner_lr is not None else config.adaptation.inner_lr
-    return [inner_lr] + [inner_lr * ev.later_lr_scale] * max(steps - 1, 0)
+    return test_time_learning_rates(inner_lr, ev.later_lr_scale, steps)
 
 
 class SineExperiment(Experiment):
@@ -226,8 +226,8 @@ class SineExperiment(Experiment):
                                     query_y=tasks(grid.expand(options.tasks, 200, 1)))
         model = make_model(config)
         shown_steps = sorted({0, 1, steps} if steps >= 1 else {0})
-        predictions = _predictions_after(model, state["trainer"]["params"], batch, lr,
-                                         max(shown_steps))
+        predictions = query_predictions(model, state["trainer"]["params"], batch, mse_loss,
+                                        steps=max(shown_steps), lr=lr).transpose(0, 1)
         columns = min(options.tasks, 4)
         rows = math.ceil(options.tasks / columns)
         fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.2 * rows),
@@ -255,23 +255,3 @@ class SineExperiment(Experiment):
         plt.close(fig)
         return [output]
 
-
-def _predictions_after(model: torch.nn.Module, params: Params, batch: Any, lr: LearningRate,
-                       steps: int) -> list[torch.Tensor]:
-    """Predictions on ``batch.query_x`` after 0..steps steps on each task's support set."""
-    from metarl.adaptation import adapt, step_learning_rate
-
-    outputs = []
-    for t in range(batch.num_tasks):
-        def support_loss(p: Params, t: int = t) -> torch.Tensor:
-            return mse_loss(functional_call(model, p, (batch.support_x[t],)), batch.support_y[t])
-
-        fast = OrderedDict((k, v.detach()) for k, v in params.items())
-        per_step = [functional_call(model, fast, (batch.query_x[t],)).detach()]
-        for s in range(steps):
-            fast = adapt(fast, support_loss, steps=1, lr=step_learning_rate(lr, s),
-                         mode="detached")
-            per_step.append(functional_call(model, fast, (batch.query_x[t],)).detach())
-        outputs.append(per_step)
-    return [torch.stack([outputs[t][s] for t in range(batch.num_tasks)])
-            for s in range(steps + 1)]
