@@ -2,7 +2,10 @@
 
 ``import metarl`` registers the Gymnasium forms:
 
-- ``metarl/Navigation2D-v0``: 2D navigation to a goal ~ U[-0.5, 0.5]^2 (100-step limit).
+- ``metarl/Navigation2D-v0``: 2D navigation to a goal ~ U[-0.5, 0.5]^2 (100-step limit);
+- ``metarl/HalfCheetahVel-v0``: half-cheetah running at a target velocity ~ U[0, 2] m/s;
+- ``metarl/HalfCheetahDir-v0``: half-cheetah running forward or backward
+  (both 200 steps; ``gymnasium.make(..., max_episode_steps=100)`` for the peers' length).
 
 Each family also has a batched form that the sampler steps for all (task, episode) pairs at
 once; :data:`ENV_FAMILIES` maps a family's config name to both.
@@ -27,9 +30,10 @@ Task = dict[str, Any]
 class EnvFamily:
     """A task-parameterized environment in both forms.
 
-    ``sample_tasks(n, rng)`` draws n tasks; ``make_batched(tasks, episodes_per_task)``
-    builds the batched form with ``len(tasks) · episodes_per_task`` environments, task-major.
-    ``action_bound`` is the largest action magnitude per dimension.
+    ``sample_tasks(n, rng)`` draws n tasks; ``make_batched(tasks, episodes_per_task, rng)``
+    builds the batched form with ``len(tasks) · episodes_per_task`` environments, task-major,
+    drawing any reset noise from ``rng``. ``action_bound`` is the largest action magnitude
+    per dimension; ``mujoco`` says whether the family renders with MuJoCo.
     """
 
     gym_id: str
@@ -38,30 +42,55 @@ class EnvFamily:
     action_dim: int
     action_bound: float
     sample_tasks: Callable[[int, np.random.Generator], list[Task]]
-    make_batched: Callable[[list[Task], int], Any]
+    make_batched: Callable[[list[Task], int, np.random.Generator], Any]
+    mujoco: bool = False
 
 
 def _navigation_tasks(num_tasks: int, rng: np.random.Generator) -> list[Task]:
     return [{"goal": goal} for goal in sample_goals(num_tasks, rng)]
 
 
-def _navigation_batched(tasks: list[Task], episodes_per_task: int) -> BatchedNavigation2D:
+def _navigation_batched(tasks: list[Task], episodes_per_task: int,
+                        rng: np.random.Generator) -> BatchedNavigation2D:
+    del rng  # navigation starts every episode at the origin
     goals = torch.as_tensor(np.stack([t["goal"] for t in tasks]), dtype=torch.float64)
     return BatchedNavigation2D(goals.repeat_interleave(episodes_per_task, dim=0))
+
+
+def _cheetah_family(kind: str, gym_id: str) -> EnvFamily:
+    def sample_tasks(num_tasks: int, rng: np.random.Generator) -> list[Task]:
+        from metarl.envs.half_cheetah import sample_targets
+
+        return [{kind: float(v)} for v in sample_targets(kind, num_tasks, rng)]
+
+    def make_batched(tasks: list[Task], episodes_per_task: int, rng: np.random.Generator):
+        from metarl.envs.half_cheetah import BatchedHalfCheetah
+
+        targets = np.repeat(np.array([float(t[kind]) for t in tasks]), episodes_per_task)
+        return BatchedHalfCheetah(kind, targets, rng)
+
+    return EnvFamily(gym_id, 200, 17, 6, 1.0, sample_tasks, make_batched, mujoco=True)
 
 
 ENV_FAMILIES: dict[str, EnvFamily] = {
     "navigation2d": EnvFamily("metarl/Navigation2D-v0", 100, 2, 2, 0.1, _navigation_tasks,
                               _navigation_batched),
+    "half_cheetah_vel": _cheetah_family("velocity", "metarl/HalfCheetahVel-v0"),
+    "half_cheetah_dir": _cheetah_family("direction", "metarl/HalfCheetahDir-v0"),
+}
+
+_ENTRY_POINTS = {
+    "metarl/Navigation2D-v0": ("metarl.envs.navigation:Navigation2DEnv", 100),
+    "metarl/HalfCheetahVel-v0": ("metarl.envs.half_cheetah:HalfCheetahVelEnv", 200),
+    "metarl/HalfCheetahDir-v0": ("metarl.envs.half_cheetah:HalfCheetahDirEnv", 200),
 }
 
 
 def register_envs() -> None:
-    """Register the Gymnasium forms (idempotent)."""
-    if "metarl/Navigation2D-v0" not in gym.registry:
-        gym.register(id="metarl/Navigation2D-v0",
-                     entry_point="metarl.envs.navigation:Navigation2DEnv",
-                     max_episode_steps=100)
+    """Register the Gymnasium forms (idempotent; MuJoCo is imported only on make)."""
+    for env_id, (entry_point, steps) in _ENTRY_POINTS.items():
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point=entry_point, max_episode_steps=steps)
 
 
 register_envs()

@@ -17,6 +17,7 @@ from metarl.config import ConfigError
 BENCHMARKS: dict[str, str] = {
     "sine": "metarl.supervised.benchmarks:benchmark_sine",
     "navigation": "metarl.rl.benchmarks:benchmark_navigation",
+    "cheetah": "metarl.rl.benchmarks:benchmark_cheetah",
     "omniglot": "metarl.supervised.benchmarks:benchmark_omniglot",
 }
 

@@ -73,6 +73,12 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--steps", type=int, help="adaptation steps to show")
     render.add_argument("--seed", type=int, help="seed of the shown tasks")
     render.add_argument("--output", type=Path, help="output file (default: in RUN_DIR)")
+    render.add_argument("--video", type=Path, metavar="FILE.mp4|FILE.gif",
+                        help="MuJoCo environments: a video of one task's episodes before "
+                        "adaptation and after each step, side by side")
+    render.add_argument("--task", metavar="INDEX|KEY=VALUE",
+                        help="the task of --video: a test-task index (default 0) or e.g. "
+                        "velocity=1.5, direction=-1")
 
     benchmark = commands.add_parser("benchmark", help="speed figures, side by side")
     benchmark.add_argument("name", nargs="?", default="all",
@@ -147,7 +153,8 @@ def _render(args: argparse.Namespace) -> int:
     _check_positive("steps", args.steps, 0)
     experiment, config, state = load_run(args.run_dir)
     paths = experiment.render(config, state, args.run_dir, RenderOptions(
-        tasks=args.tasks, steps=args.steps, seed=args.seed, output=args.output))
+        tasks=args.tasks, steps=args.steps, seed=args.seed, output=args.output,
+        video=args.video, task=args.task))
     for path in paths:
         print(f"metarl: wrote {path}", file=sys.stderr)
     return 0

@@ -62,6 +62,8 @@ class RenderOptions:
     steps: int | None = None
     seed: int | None = None
     output: Path | None = None
+    video: Path | None = None
+    task: str | None = None
 
 
 class Experiment(ABC):

@@ -42,6 +42,38 @@ PRESETS: dict[str, tuple[str, dict]] = {
          "run": {"checkpoint_every": 25}}),
 }
 
+def _cheetah(kind: str, header: str, steps: int | None = None, **sections: dict) -> tuple:
+    env = {"name": f"half_cheetah_{kind}", "max_episode_steps": steps}
+    return header, {"experiment": "meta_rl", "env": env,
+                    "training": {"meta_batch_size": 40, **sections.pop("training", {})},
+                    "evaluation": {"episodes_per_task": 20}, "run": {"checkpoint_every": 10},
+                    **sections}
+
+
+CHEETAH_PAPER = (
+    "Policy 2 x 100 ReLU, one policy-gradient step with lr 0.1, 40 tasks x 20 episodes,\n"
+    "TRPO with mean KL 0.01, 500 meta-iterations. Evaluation: 40 test tasks, 20 episodes\n"
+    "per step, lr then lr/2.")
+PRESETS.update({
+    "half_cheetah/half-cheetah-vel.yaml": _cheetah("vel", (
+        "Half-cheetah velocity with MAML-TRPO, the MAML paper protocol (section 5.3,\n"
+        "Figure 5): target velocity ~ U[0, 2] m/s, 200-step episodes.\n" + CHEETAH_PAPER
+        + "\nRun: metarl train half-cheetah-vel --run-dir runs/vel && metarl evaluate runs/vel"
+        "\n&& metarl render runs/vel --video runs/vel/adaptation.mp4")),
+    "half_cheetah/half-cheetah-dir.yaml": _cheetah("dir", (
+        "Half-cheetah direction with MAML-TRPO, the MAML paper protocol (section 5.3,\n"
+        "Figure 5): run forward or backward, 200-step episodes.\n" + CHEETAH_PAPER
+        + "\nRun: metarl train half-cheetah-dir --run-dir runs/dir && metarl evaluate runs/dir"
+        "\n&& metarl render runs/dir --video runs/dir/adaptation.mp4")),
+    "half_cheetah/half-cheetah-vel-100.yaml": _cheetah("vel", (
+        "Half-cheetah velocity with 100-step episodes, the length most reimplementations use\n"
+        "(returns on about half the paper's scale); otherwise the paper protocol."), steps=100),
+    "half_cheetah/half-cheetah-dir-100.yaml": _cheetah("dir", (
+        "Half-cheetah direction with 100-step episodes, the length most reimplementations\n"
+        "use (returns on about half the paper's scale); otherwise the paper protocol."),
+        steps=100),
+})
+
 OMNIGLOT_20_WAY = {"task": {"ways": 20}, "adaptation": {"inner_lr": 0.1, "inner_steps": 5},
                    "training": {"meta_batch_size": 16}, "evaluation": {"steps": 5}}
 

@@ -67,7 +67,7 @@ def test_batched_form_equals_gymnasium_form_step_by_step():
     family = ENV_FAMILIES["navigation2d"]
     tasks = family.sample_tasks(3, rng)
     tasks[1] = {"goal": np.array([0.02, 0.0])}  # reachable early: exercises termination
-    batched = family.make_batched(tasks, 2)
+    batched = family.make_batched(tasks, 2, np.random.default_rng(0))
     assert isinstance(batched, BatchedNavigation2D)
     singles = [Navigation2DEnv(task) for task in tasks for _ in range(2)]
     obs_b = batched.reset().numpy()

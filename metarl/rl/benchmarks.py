@@ -1,8 +1,10 @@
-"""Navigation speed: env steps/s of our batched sampler vs Gymnasium's SyncVectorEnv, and
-seconds per meta-iteration split into sampling, adaptation and TRPO."""
+"""Meta-RL speed: env steps/s of our batched samplers vs Gymnasium's SyncVectorEnv (and raw
+``mujoco.batch`` for the half-cheetah), and seconds per meta-iteration split into sampling,
+adaptation and TRPO."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import gymnasium as gym
@@ -59,7 +61,7 @@ def benchmark_navigation(*, repeats: int) -> None:
         return run
 
     def batched_env():
-        env = family.make_batched(tasks, episodes)
+        env = family.make_batched(tasks, episodes, np.random.default_rng(0))
 
         def run() -> None:
             env.reset()
@@ -69,7 +71,7 @@ def benchmark_navigation(*, repeats: int) -> None:
         return run
 
     def our_sampler():
-        env = family.make_batched(tasks, episodes)
+        env = family.make_batched(tasks, episodes, np.random.default_rng(0))
         task_params = expand_params({k: v.detach() for k, v in params.items()}, num_tasks)
         generator = torch.Generator().manual_seed(0)
 
@@ -94,10 +96,15 @@ def benchmark_navigation(*, repeats: int) -> None:
                 f"{horizon} steps, full episodes)", ["stepping", "env steps/s"],
                 [[name, f"{value:,.0f}"] for name, value in rows])
 
-    iterations = max(2, min(repeats, 5))
+    print_iteration_split("navigation", {}, iterations=max(2, min(repeats, 5)))
+
+
+def print_iteration_split(name: str, overrides: dict, *, iterations: int) -> None:
+    """Seconds per meta-iteration (sampling, adaptation, TRPO) for maml and fomaml."""
     split_rows = []
     for method in ("maml", "fomaml"):
-        trainer = make_trainer(from_dict(MetaRLConfig, {"adaptation": {"method": method}}))
+        config = from_dict(MetaRLConfig, {**overrides, "adaptation": {"method": method}})
+        trainer = make_trainer(config)
         trainer.train_iteration(0)
         totals = {"sampling": 0.0, "adaptation": 0.0, "trpo": 0.0}
         start = time.perf_counter()
@@ -107,7 +114,87 @@ def benchmark_navigation(*, repeats: int) -> None:
                 totals[key] += trainer.last_timings.get(key, 0.0)
         wall = (time.perf_counter() - start) / iterations
         split_rows.append([method, *(totals[k] / iterations for k in totals), wall])
-    print_table(f"navigation seconds per meta-iteration (paper protocol, mean of iterations "
-                f"2-{iterations + 1} from initialization; episodes shorten as the policy "
-                f"learns)", ["method", "sampling s", "adaptation s", "TRPO s", "total s"],
-                split_rows)
+    config = from_dict(MetaRLConfig, overrides)
+    print_table(f"{name} seconds per meta-iteration ({config.training.meta_batch_size} tasks x "
+                f"{config.training.episodes_per_task} episodes, mean of iterations "
+                f"2-{iterations + 1} from initialization)",
+                ["method", "sampling s", "adaptation s", "TRPO s", "total s"], split_rows)
+
+
+def benchmark_cheetah(*, repeats: int) -> None:
+    """Paper protocol: 40 tasks x 20 episodes x 200 steps of half-cheetah velocity."""
+    from metarl.envs.half_cheetah import FRAME_SKIP, BatchedHalfCheetah, HalfCheetahVelEnv
+
+    overrides = {"env": {"name": "half_cheetah_vel"}, "training": {"meta_batch_size": 40}}
+    config = from_dict(MetaRLConfig, overrides)
+    family = ENV_FAMILIES["half_cheetah_vel"]
+    num_tasks, episodes, horizon = 40, config.training.episodes_per_task, 200
+    n = num_tasks * episodes
+    rng = np.random.default_rng(0)
+    tasks = family.sample_tasks(num_tasks, rng)
+    policy = make_policy(config)
+    params = new_policy_params(config, "benchmark")
+    batch_repeats = max(1, repeats // 10)
+    sync_envs = num_tasks  # Gymnasium steps one env at a time: its rate does not depend on N
+
+    def sync_vector_env():
+        envs = gym.vector.SyncVectorEnv(
+            [lambda task=task: HalfCheetahVelEnv(task) for task in tasks[:sync_envs]],
+            autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+        envs.reset(seed=0)
+
+        def run() -> None:
+            for _ in range(horizon):
+                envs.step(rng.uniform(-1, 1, size=(sync_envs, 6)))
+
+        return run
+
+    def raw_batch():
+        env = BatchedHalfCheetah("velocity", np.ones(n), rng)
+        env.reset()
+        ctrl = env.batch.bind("ctrl")
+        controls = rng.uniform(-1, 1, size=(n, 6))
+
+        def run() -> None:
+            for _ in range(horizon):
+                ctrl[:] = controls
+                env.batch.step(nstep=FRAME_SKIP)
+
+        return run
+
+    def batched_env():
+        env = family.make_batched(tasks, episodes, rng)
+        actions = torch.empty(n, 6).uniform_(-1, 1)
+
+        def run() -> None:
+            env.reset()
+            for _ in range(horizon):
+                env.step(actions)
+
+        return run
+
+    def our_sampler():
+        env = family.make_batched(tasks, episodes, rng)
+        task_params = expand_params({k: v.detach() for k, v in params.items()}, num_tasks)
+        generator = torch.Generator().manual_seed(0)
+
+        def run() -> None:
+            sample_episodes(env, policy, task_params, num_tasks=num_tasks,
+                            episodes_per_task=episodes, max_steps=horizon, generator=generator)
+
+        return run
+
+    rows = [
+        [f"Gymnasium SyncVectorEnv ({sync_envs} envs), random actions",
+         _steps_per_second(sync_vector_env(), sync_envs * horizon, batch_repeats)],
+        [f"raw mujoco.batch ({n} sims, 5 substeps)",
+         _steps_per_second(raw_batch(), n * horizon, batch_repeats)],
+        ["metarl BatchedHalfCheetah (rewards, observations)",
+         _steps_per_second(batched_env(), n * horizon, batch_repeats)],
+        ["metarl sampler (policy per task in the loop)",
+         _steps_per_second(our_sampler(), n * horizon, batch_repeats)],
+    ]
+    print_table(f"half-cheetah env steps per second ({num_tasks} tasks x {episodes} episodes x "
+                f"{horizon} steps; MuJoCo threads: {len(os.sched_getaffinity(0))})",
+                ["stepping", "env steps/s"], [[name, f"{value:,.0f}"] for name, value in rows])
+    print_iteration_split("half-cheetah velocity", overrides, iterations=max(1, repeats // 10))

@@ -7,6 +7,7 @@ import functools
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from metarl.adaptation import Params, test_time_learning_rates
@@ -31,6 +32,12 @@ PUBLISHED_RETURNS = {
     "navigation2d": {"MAML paper": {0: -40.41, 1: -11.68, 2: -3.33, 3: -3.23},
                      "paper: pretrained": {0: -40.81, 1: -19.73, 2: -11.72, 3: -8.47},
                      "paper: random init": {0: -82.66, 1: -57.96, 2: -53.84, 3: -46.81}},
+    # Figure 5 / Table 5, 200-step episodes.
+    "half_cheetah_vel": {"MAML paper": {0: -129.53, 1: -78.57, 2: -66.62, 3: -60.78},
+                         "paper: pretrained": {0: -158.00, 1: -135.39, 2: -128.47,
+                                               3: -133.61}},
+    "half_cheetah_dir": {"MAML paper": {0: -50.69, 1: 293.19, 2: 313.48, 3: 315.65},
+                         "paper: pretrained": {0: -43.03, 1: -24.75, 2: -12.85, 3: 19.57}},
 }
 
 
@@ -38,9 +45,11 @@ PUBLISHED_RETURNS = {
 class EnvConfig:
     """The task-parameterized environment."""
 
-    name: Literal["navigation2d"] = param("navigation2d", "environment family")
+    name: Literal["navigation2d", "half_cheetah_vel", "half_cheetah_dir"] = param(
+        "navigation2d", "environment family")
     max_episode_steps: int | None = param(
-        None, "episode length H (null: the family's, 100 for navigation2d)", ge=1)
+        None, "episode length H (null: the family's: 100 for navigation2d, 200 for the "
+        "half-cheetahs)", ge=1)
 
 
 @dataclasses.dataclass
@@ -193,7 +202,8 @@ def evaluation_rollouts(config: MetaRLConfig, params: Params, *, tasks: int, ste
     test_tasks = family.sample_tasks(tasks, numpy_generator(seed, "evaluate-tasks"))
     episodes = episodes_per_task or config.evaluation.episodes_per_task
     rollouts = rollouts_with_adaptation(
-        family.make_batched(test_tasks, episodes), make_policy(config), params,
+        family.make_batched(test_tasks, episodes, numpy_generator(seed, "evaluate-resets")),
+        make_policy(config), params,
         num_tasks=tasks, episodes_per_task=episodes, max_steps=episode_length(config),
         learning_rates=evaluation_learning_rates(config, steps),
         advantages=advantage_settings(config),
@@ -244,7 +254,9 @@ class MetaRLExperiment(Experiment):
                                     for e in rollouts.episodes], dim=1)
             curves[name] = summarize(per_task.numpy())
         main = curves[config.adaptation.method]
-        published = PUBLISHED_RETURNS.get(config.env.name, {})
+        # The paper's returns are sums over its episode length; other lengths are not comparable.
+        published = (PUBLISHED_RETURNS.get(config.env.name, {})
+                     if episode_length(config) == family_of(config).max_episode_steps else {})
         result: dict[str, Any] = {
             "experiment": self.name, "env": config.env.name, "metric": self.metric,
             "steps": list(range(steps + 1)), **main, "tasks": tasks, "seed": seed,
@@ -265,15 +277,88 @@ class MetaRLExperiment(Experiment):
 
     def render(self, config: MetaRLConfig, state: dict[str, Any], run_dir: Path,
                options: RenderOptions) -> list[Path]:
-        from metarl.rl.render import plot_navigation_trajectories
-
         steps = config.evaluation.steps if options.steps is None else options.steps
         seed = config.evaluation.seed if options.seed is None else options.seed
-        tasks, rollouts = evaluation_rollouts(config, state["trainer"]["params"],
-                                              tasks=options.tasks, steps=steps, seed=seed)
+        params = state["trainer"]["params"]
+        title = f"{config.adaptation.method}, iteration {state['iteration']}"
+        if options.video is not None:
+            return [render_video(config, params, options.video, task=options.task, steps=steps,
+                                 seed=seed, title=title)]
+        if options.task is not None:
+            raise ConfigError("--task picks the task of a --video; the pictures show "
+                              "--tasks N test tasks")
+        tasks, rollouts = evaluation_rollouts(config, params, tasks=options.tasks, steps=steps,
+                                              seed=seed)
+        if family_of(config).mujoco:
+            from metarl.rl.render import plot_cheetah_velocities
+
+            output = options.output or run_dir / "velocities.png"
+            return [plot_cheetah_velocities(tasks, rollouts.episodes, output,
+                                            title=f"{config.env.name}: {title}")]
+        from metarl.rl.render import plot_navigation_trajectories
+
         output = options.output or run_dir / "trajectories.png"
         plot_navigation_trajectories(tasks, rollouts.episodes, output,
-                                     action_scale=action_scale(config),
-                                     title=f"{config.adaptation.method}, iteration "
-                                           f"{state['iteration']}")
+                                     action_scale=action_scale(config), title=title)
         return [output]
+
+
+def parse_task(config: MetaRLConfig, text: str | None, seed: int) -> dict[str, Any]:
+    """``--task``: an index into the test tasks of ``seed`` (default 0), or ``key=value``
+    (``velocity=1.5``, ``direction=-1``, ``goal=0.3,-0.2``)."""
+    family = family_of(config)
+    if text is None or "=" not in text:
+        try:
+            index = int(text) if text is not None else 0
+        except ValueError:
+            raise ConfigError(f"--task {text!r}: give a test-task index or key=value, e.g. "
+                              f"velocity=1.5, direction=-1, goal=0.3,-0.2") from None
+        if index < 0:
+            raise ConfigError(f"--task {index}: the index must be >= 0")
+        tasks = family.sample_tasks(index + 1, numpy_generator(seed, "evaluate-tasks"))
+        return tasks[index]
+    key, _, value = text.partition("=")
+    example = family.sample_tasks(1, numpy_generator(0, "example"))[0]
+    if key not in example:
+        raise ConfigError(f"--task {text!r}: {config.env.name} tasks have the key "
+                          f"{', '.join(example)}")
+    try:
+        numbers = [float(v) for v in value.split(",")]
+    except ValueError:
+        raise ConfigError(f"--task {text!r}: {value!r} is not a number") from None
+    task = {key: numbers[0] if len(numbers) == 1 else np.array(numbers)}
+    shape = np.shape(example[key])
+    if np.shape(task[key]) != shape:
+        raise ConfigError(f"--task {text!r}: {key} takes {max(1, int(np.prod(shape)))} "
+                          "number(s)")
+    if key == "direction" and task[key] not in (-1.0, 1.0):
+        raise ConfigError(f"--task {text!r}: direction is +1 or -1")
+    return task
+
+
+def render_video(config: MetaRLConfig, params: Params, output: Path, *, task: str | None,
+                 steps: int, seed: int, title: str) -> Path:
+    """A video of one task's episode before adaptation and after each step, side by side."""
+    from metarl.rl.video import VIDEO_SUFFIXES, check_rendering, record_adaptation_video
+
+    family = family_of(config)
+    if not family.mujoco:
+        raise ConfigError(f"--video renders the MuJoCo environments; {config.env.name} draws "
+                          f"its trajectories: metarl render RUN_DIR")
+    if output.suffix.lower() not in VIDEO_SUFFIXES:
+        raise ConfigError(f"--video {output}: the file name must end in "
+                          + " or ".join(VIDEO_SUFFIXES))
+    chosen = parse_task(config, task, seed)
+    check_rendering(family.gym_id, chosen)
+    # Adapt on the chosen task as `metarl evaluate` does, keeping the weights of every step.
+    rollouts = rollouts_with_adaptation(
+        family.make_batched([chosen], config.evaluation.episodes_per_task,
+                            numpy_generator(seed, "video-resets")),
+        make_policy(config), params, num_tasks=1,
+        episodes_per_task=config.evaluation.episodes_per_task,
+        max_steps=episode_length(config), learning_rates=evaluation_learning_rates(config, steps),
+        advantages=advantage_settings(config), generator=torch_generator(seed, "video-actions"),
+        action_scale=action_scale(config))
+    return record_adaptation_video(
+        family.gym_id, chosen, make_policy(config), rollouts.weights, output,
+        episode_steps=episode_length(config), seed=seed, title=f"{config.env.name}, {title}")

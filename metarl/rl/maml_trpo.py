@@ -87,11 +87,20 @@ def detached(params: Params) -> Params:
 
 @dataclass
 class Rollouts:
-    """Episodes sampled before adaptation and after each inner step, per task."""
+    """Episodes sampled before adaptation and after each inner step, per task.
+
+    ``weights[s]`` are the task-batched parameters (detached) that sampled ``episodes[s]``:
+    θ for s = 0, the fast weights after s steps otherwise.
+    """
 
     episodes: list[Episodes]
     support: list[StepBatch]
-    fast: Params
+    weights: list[Params]
+
+    @property
+    def fast(self) -> Params:
+        """The final fast weights."""
+        return self.weights[-1]
 
 
 def rollouts_with_adaptation(env: BatchedEnv, policy: PolicyFn, params: Params, *,
@@ -106,8 +115,9 @@ def rollouts_with_adaptation(env: BatchedEnv, policy: PolicyFn, params: Params, 
     """
     timings = timings if timings is not None else {}
     fast = expand_params(detached(params), num_tasks)
-    episodes, support = [], []
+    episodes, support, weights = [], [], []
     for step in range(len(learning_rates) + 1):
+        weights.append(fast)
         start = time.perf_counter()
         batch = sample_episodes(env, policy, fast, num_tasks=num_tasks,
                                 episodes_per_task=episodes_per_task, max_steps=max_steps,
@@ -121,7 +131,7 @@ def rollouts_with_adaptation(env: BatchedEnv, policy: PolicyFn, params: Params, 
         fast = detached(adapt_policy(policy, fast, support[-1:], [learning_rates[step]],
                                      "detached"))
         timings["adaptation"] = timings.get("adaptation", 0.0) + time.perf_counter() - start
-    return Rollouts(episodes, support, fast)
+    return Rollouts(episodes, support, weights)
 
 
 def _leaf_copy(params: Params) -> Params:
@@ -225,7 +235,8 @@ class TRPOSettings:
 
 @dataclass
 class MAMLTRPO:
-    """The state of a MAML-TRPO run: θ and the generators of tasks and action noise.
+    """The state of a MAML-TRPO run: θ and the generators of tasks (and reset noise) and of
+    action noise.
 
     ``inner_steps = 0`` gives plain multi-task TRPO (the paper's "pretrained" baseline).
     """
@@ -233,7 +244,7 @@ class MAMLTRPO:
     policy: PolicyFn
     params: Params
     sample_tasks: Callable[[int, np.random.Generator], list[dict[str, Any]]]
-    make_env: Callable[[list[dict[str, Any]], int], BatchedEnv]
+    make_env: Callable[[list[dict[str, Any]], int, np.random.Generator], BatchedEnv]
     num_tasks: int
     episodes_per_task: int
     max_steps: int
@@ -250,7 +261,7 @@ class MAMLTRPO:
     def train_iteration(self, iteration: int) -> dict[str, float]:
         timings: dict[str, float] = {}
         tasks = self.sample_tasks(self.num_tasks, self.task_rng)
-        env = self.make_env(tasks, self.episodes_per_task)
+        env = self.make_env(tasks, self.episodes_per_task, self.task_rng)
         lrs = [self.inner_lr] * self.inner_steps
         rollouts = rollouts_with_adaptation(
             env, self.policy, self.params, num_tasks=self.num_tasks,

@@ -1,4 +1,5 @@
-"""Trajectory plots of navigation tasks before and after each adaptation step."""
+"""Pictures of tasks before and after each adaptation step: navigation trajectories and
+half-cheetah forward velocities."""
 
 from __future__ import annotations
 
@@ -57,6 +58,51 @@ def plot_navigation_trajectories(tasks: list[dict[str, Any]], episodes_per_step:
         ax.legend(fontsize=6, loc="lower left")
     if title:
         fig.suptitle(f"2D navigation: {title}")
+    fig.tight_layout()
+    fig.savefig(output, dpi=110)
+    plt.close(fig)
+    return output
+
+
+CHEETAH_FORWARD_VELOCITY = 8  # observation index of qvel[0], the torso's forward velocity
+
+
+def plot_cheetah_velocities(tasks: list[dict[str, Any]], episodes_per_step: list[Episodes],
+                            output: Path, *, smoothing: int = 10, title: str = "") -> Path:
+    """One panel per task: the torso's forward velocity (m/s) over an episode, averaged over
+    the task's episodes and over ``smoothing`` time steps, after 0, 1, ... adaptation steps,
+    with the target velocity (velocity tasks) or the direction to run (direction tasks)."""
+    num_tasks = len(tasks)
+    columns = min(num_tasks, 4)
+    rows = math.ceil(num_tasks / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
+    kernel = np.ones(smoothing) / smoothing
+    for t, ax in enumerate(axes.flat):
+        if t >= num_tasks:
+            ax.axis("off")
+            continue
+        for step, episodes in enumerate(episodes_per_step):
+            average = float(episodes.episode_returns()[t].mean())
+            mask = episodes.mask[t].numpy()  # (E, H)
+            velocity = episodes.observations[t, :, :, CHEETAH_FORWARD_VELOCITY].numpy()
+            mean_velocity = (velocity * mask).sum(0) / np.maximum(mask.sum(0), 1)
+            smooth = np.convolve(mean_velocity, kernel, mode="valid")
+            ax.plot(np.arange(len(smooth)) + smoothing - 1, smooth, color=f"C{step}",
+                    linewidth=1.5, label=f"{step} step(s): return {average:.1f}")
+        task = tasks[t]
+        if "velocity" in task:
+            ax.axhline(float(task["velocity"]), color="black", linestyle="--", label="target")
+            ax.set_title(f"target {float(task['velocity']):.2f} m/s", fontsize=9)
+        else:
+            ax.axhline(0.0, color="gray", linewidth=0.8)
+            ax.set_title("run " + ("forward" if float(task["direction"]) > 0 else "backward"),
+                         fontsize=9)
+        ax.set_xlabel(f"time step (0.05 s); mean of {smoothing}")
+        ax.set_ylabel("forward velocity (m/s)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, loc="best")
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(output, dpi=110)
     plt.close(fig)

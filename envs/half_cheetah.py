@@ -1,0 +1,259 @@
+"""Half-cheetah velocity and direction tasks of the MAML paper (section 5.3), on MuJoCo.
+
+The model, frame skip (5 MuJoCo steps of 0.01 s: dt = 0.05 s), reset noise and the 17-number
+observation (joint positions without the torso's x, then all velocities) are those of
+Gymnasium's HalfCheetah-v5. The reward follows the task:
+
+- velocity: ``-|v_x - v_goal| - 0.05 ‖a‖²`` with ``v_goal ~ U[0, 2]`` (m/s);
+- direction: ``direction · v_x - 0.05 ‖a‖²`` with ``direction = ±1``, each with p = 1/2;
+
+where ``v_x`` is the torso's x displacement over the control step divided by dt. Actions are
+the 6 joint torques, clipped to [-1, 1] before they are applied and costed (as the MAML
+authors' action normalization does). Episodes last 200 steps (a parameter; peers use 100);
+nothing terminates them earlier.
+
+Two forms share these dynamics:
+
+- :class:`HalfCheetahVelEnv` / :class:`HalfCheetahDirEnv`, Gymnasium environments
+  (``metarl/HalfCheetahVel-v0``, ``metarl/HalfCheetahDir-v0``);
+- :class:`BatchedHalfCheetah`, all (task, episode) simulations stepped together on threads
+  with ``mujoco.batch``, for the sampler.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor
+
+from metarl.config import ConfigError
+
+GL_HELP = ("Headless MuJoCo rendering needs an OpenGL backend: MUJOCO_GL=egl with Mesa's EGL "
+           "(Debian: apt install libegl1 libgl1-mesa-dri), or MUJOCO_GL=osmesa after "
+           "apt install libosmesa6; with a display, MUJOCO_GL=glfw.")
+
+
+class MujocoUnavailableError(ConfigError):
+    """MuJoCo (or its OpenGL backend) could not be loaded."""
+
+
+try:
+    from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
+except (ImportError, RuntimeError) as _error:  # MuJoCo reads MUJOCO_GL on import
+    raise MujocoUnavailableError(
+        f"MuJoCo could not be loaded (MUJOCO_GL={os.environ.get('MUJOCO_GL', 'unset')}): "
+        f"{type(_error).__name__}: {_error}. "
+        + (GL_HELP if isinstance(_error, RuntimeError) else
+           "Install it with pip install 'mujoco>=4' 'gymnasium[mujoco]'.")) from _error
+
+TaskKind = Literal["velocity", "direction"]
+VELOCITY_LOW, VELOCITY_HIGH = 0.0, 2.0
+CONTROL_COST_WEIGHT = 0.05
+ACTION_BOUND = 1.0
+FRAME_SKIP = 5
+RESET_NOISE_SCALE = 0.1
+MAX_EPISODE_STEPS = 200
+OBSERVATION_DIM = 17
+ACTION_DIM = 6
+
+
+def model_path() -> Path:
+    """Gymnasium's half-cheetah MJCF file (the model of HalfCheetah-v5)."""
+    import gymnasium.envs.mujoco as gym_mujoco
+
+    return Path(gym_mujoco.__file__).parent / "assets" / "half_cheetah.xml"
+
+
+def sample_targets(kind: TaskKind, num_tasks: int, rng: np.random.Generator) -> np.ndarray:
+    """Target velocities ~ U[0, 2] or directions ±1 (p = 1/2 each), shape ``(num_tasks,)``."""
+    if kind == "velocity":
+        return rng.uniform(VELOCITY_LOW, VELOCITY_HIGH, size=num_tasks)
+    return np.where(rng.random(num_tasks) < 0.5, -1.0, 1.0)
+
+
+def task_key(kind: TaskKind) -> str:
+    return kind  # tasks are {"velocity": v} or {"direction": ±1}
+
+
+def task_rewards(kind: TaskKind, targets: np.ndarray, x_velocity: np.ndarray,
+                 actions: np.ndarray) -> np.ndarray:
+    """Rewards ``(N,)`` for targets and velocities ``(N,)`` (m/s) and clipped actions ``(N, 6)``."""
+    control_cost = CONTROL_COST_WEIGHT * np.sum(np.square(actions), axis=-1)
+    if kind == "velocity":
+        return -np.abs(x_velocity - targets) - control_cost
+    return targets * x_velocity - control_cost
+
+
+def _check_target(kind: TaskKind, task: dict[str, Any]) -> float:
+    key = task_key(kind)
+    if key not in task:
+        raise ValueError(f"a half-cheetah {kind} task is {{'{key}': float}}, got {task!r}")
+    value = float(task[key])
+    if kind == "direction" and value not in (-1.0, 1.0):
+        raise ValueError(f"task direction must be +1 or -1, got {value}")
+    return value
+
+
+class _HalfCheetahTaskEnv(HalfCheetahEnv):
+    """HalfCheetah-v5 with a task-dependent reward; see the module docstring.
+
+    Task interface: :meth:`sample_tasks`, :meth:`reset_task`; a task can also be given to the
+    constructor or as ``reset(options={"task": task})``.
+    """
+
+    kind: ClassVar[TaskKind]
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array", "depth_array",
+                                                            "rgbd_tuple"], "render_fps": 20}
+
+    def __init__(self, task: dict[str, Any] | None = None, render_mode: str | None = None,
+                 width: int = 480, height: int = 480, **kwargs: Any) -> None:
+        super().__init__(ctrl_cost_weight=CONTROL_COST_WEIGHT, frame_skip=FRAME_SKIP,
+                         reset_noise_scale=RESET_NOISE_SCALE, render_mode=render_mode,
+                         width=width, height=height, **kwargs)
+        self.metadata = type(self).metadata
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(OBSERVATION_DIM,),
+                                                dtype=np.float64)
+        self._target = 1.0
+        self.reset_task(task if task is not None else self.sample_tasks(1)[0])
+
+    def sample_tasks(self, num_tasks: int,
+                     rng: np.random.Generator | None = None) -> list[dict[str, float]]:
+        """``num_tasks`` tasks drawn from ``rng`` (default: the environment's generator,
+        seeded by ``reset(seed=...)``)."""
+        targets = sample_targets(self.kind, num_tasks, rng if rng is not None
+                                 else self.np_random)
+        return [{task_key(self.kind): float(t)} for t in targets]
+
+    def reset_task(self, task: dict[str, Any]) -> None:
+        self._target = _check_target(self.kind, task)
+
+    @property
+    def task(self) -> dict[str, float]:
+        return {task_key(self.kind): self._target}
+
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        if options and "task" in options:
+            self.reset_task(options["task"])
+        observation, info = super().reset(seed=seed)
+        return observation, {**info, "task": self.task}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        action = np.clip(np.asarray(action, dtype=np.float64), -ACTION_BOUND, ACTION_BOUND)
+        x_before = self.data.qpos[0]
+        self.do_simulation(action, self.frame_skip)
+        x_velocity = (self.data.qpos[0] - x_before) / self.dt
+        reward = float(task_rewards(self.kind, np.array([self._target]), np.array([x_velocity]),
+                                    action[None])[0])
+        info = {"x_position": self.data.qpos[0], "x_velocity": x_velocity, "task": self.task}
+        return self._get_obs(), reward, False, False, info
+
+
+class HalfCheetahVelEnv(_HalfCheetahTaskEnv):
+    """Run at a target velocity ``{"velocity": v}``, v ~ U[0, 2] m/s."""
+
+    kind = "velocity"
+
+
+class HalfCheetahDirEnv(_HalfCheetahTaskEnv):
+    """Run forward or backward, ``{"direction": +1 or -1}``."""
+
+    kind = "direction"
+
+
+class BatchedHalfCheetah:
+    """N half-cheetah simulations stepped together with ``mujoco.batch`` (N = tasks x episodes).
+
+    Args:
+        kind: ``"velocity"`` or ``"direction"``.
+        targets: the task of each simulation, ``(N,)``.
+        rng: source of the reset noise (Gymnasium's: U(±0.1) on positions, 0.1·N(0, 1) on
+            velocities).
+        threads: MuJoCo threads (default: the CPUs this process may use).
+    """
+
+    observation_dim = OBSERVATION_DIM
+    action_dim = ACTION_DIM
+
+    def __init__(self, kind: TaskKind, targets: np.ndarray, rng: np.random.Generator, *,
+                 threads: int | None = None) -> None:
+        import mujoco
+        import mujoco.batch
+
+        targets = np.asarray(targets, dtype=np.float64)
+        if targets.ndim != 1:
+            raise ValueError(f"targets must have shape (N,), got {targets.shape}")
+        self.kind = kind
+        self.targets = targets
+        self.rng = rng
+        self.model = _load_model()
+        self.dt = self.model.opt.timestep * FRAME_SKIP
+        threads = threads or len(os.sched_getaffinity(0))
+        self.batch = mujoco.batch.Batch(self.model, len(targets), nthread=threads,
+                                        persistent=True)
+        self._qpos = self.batch.bind("qpos")
+        self._qvel = self.batch.bind("qvel")
+        self._ctrl = self.batch.bind("ctrl")
+        self.init_qpos = self.model.qpos0.copy()
+        self.init_qvel = np.zeros(self.model.nv)
+
+    @property
+    def num_envs(self) -> int:
+        return len(self.targets)
+
+    def reset(self, qpos: np.ndarray | None = None, qvel: np.ndarray | None = None) -> Tensor:
+        """Start every simulation from the default pose plus reset noise drawn from ``rng``
+        (or from the given states ``(N, 9)``); returns observations ``(N, 17)`` float32."""
+        n, nq, nv = self.num_envs, self.model.nq, self.model.nv
+        if qpos is None:
+            qpos = self.init_qpos + self.rng.uniform(-RESET_NOISE_SCALE, RESET_NOISE_SCALE,
+                                                     size=(n, nq))
+        if qvel is None:
+            qvel = self.init_qvel + RESET_NOISE_SCALE * self.rng.standard_normal((n, nv))
+        self.batch.reset(stage=0)
+        self._qpos[:] = qpos
+        self._qvel[:] = qvel
+        self.batch.forward()
+        return self.observations()
+
+    def observations(self) -> Tensor:
+        return torch.from_numpy(np.concatenate([self._qpos[:, 1:], self._qvel], axis=1)
+                                ).to(torch.float32)
+
+    def x_positions(self) -> np.ndarray:
+        return self._qpos[:, 0].copy()
+
+    def step(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Apply torques ``(N, 6)`` (clipped to [-1, 1]) for one control step (5 MuJoCo steps).
+
+        Returns:
+            observations ``(N, 17)`` float32, rewards ``(N,)`` float64, terminated ``(N,)``
+            (always False).
+        """
+        clipped = np.clip(actions.detach().numpy().astype(np.float64), -ACTION_BOUND,
+                          ACTION_BOUND)
+        x_before = self._qpos[:, 0].copy()
+        self._ctrl[:] = clipped
+        self.batch.step(nstep=FRAME_SKIP)
+        x_velocity = (self._qpos[:, 0] - x_before) / self.dt
+        rewards = task_rewards(self.kind, self.targets, x_velocity, clipped)
+        return (self.observations(), torch.from_numpy(rewards),
+                torch.zeros(self.num_envs, dtype=torch.bool))
+
+
+_MODEL = None
+
+
+def _load_model():
+    """The half-cheetah MjModel, compiled once per process (its compiler warns on stderr)."""
+    global _MODEL
+    if _MODEL is None:
+        import mujoco
+
+        _MODEL = mujoco.MjModel.from_xml_path(str(model_path()))
+    return _MODEL

@@ -1,0 +1,189 @@
+"""Videos of MuJoCo tasks before and after adaptation (``metarl render RUN_DIR --video``).
+
+Each panel is one episode of the Gymnasium form of the environment, run with the policy of
+one adaptation step (before adaptation, after 1 step, ...), panels side by side; the task,
+the step, the time and the return so far are written on the frames. Rendering is headless
+through MuJoCo's OpenGL backends: EGL (Mesa) by default when no display is set, or OSMesa.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from metarl.adaptation import Params
+from metarl.config import ConfigError
+from metarl.envs.half_cheetah import GL_HELP
+from metarl.rl.episodes import PolicyFn
+
+VIDEO_SUFFIXES = (".mp4", ".gif")
+PANEL_WIDTH, PANEL_HEIGHT = 320, 240
+
+class RenderBackendError(ConfigError):
+    """MuJoCo could not create an OpenGL context to render with."""
+
+
+def choose_gl_backend() -> str:
+    """``MUJOCO_GL`` as set, or ``egl`` when there is no display (set for this process)."""
+    if "MUJOCO_GL" not in os.environ and not (os.environ.get("DISPLAY")
+                                              or os.environ.get("WAYLAND_DISPLAY")):
+        os.environ["MUJOCO_GL"] = "egl"
+    return os.environ.get("MUJOCO_GL", "glfw")
+
+
+def _render_failure(error: Exception) -> RenderBackendError:
+    backend = os.environ.get("MUJOCO_GL", "glfw")
+    return RenderBackendError(f"MuJoCo could not render with MUJOCO_GL={backend}: "
+                              f"{type(error).__name__}: {error}. {GL_HELP}")
+
+
+def make_render_env(gym_id: str, task: dict[str, Any], *, episode_steps: int) -> gym.Env:
+    """The Gymnasium form of ``gym_id`` rendering ``PANEL_WIDTH x PANEL_HEIGHT`` frames
+    (the half-cheetah through its tracking camera)."""
+    choose_gl_backend()
+    extra = {"camera_name": "track"} if "Cheetah" in gym_id else {}
+    try:
+        return gym.make(gym_id, task=task, render_mode="rgb_array", width=PANEL_WIDTH,
+                        height=PANEL_HEIGHT, max_episode_steps=episode_steps, **extra)
+    except Exception as error:  # an unknown MUJOCO_GL fails on import of the GL context
+        raise _render_failure(error) from error
+
+
+def check_rendering(gym_id: str, task: dict[str, Any]) -> None:
+    """Render one frame, so that a missing OpenGL backend fails before any other work."""
+    env = make_render_env(gym_id, task, episode_steps=1)
+    try:
+        env.reset(seed=0)
+        _first_frame(env)
+    finally:
+        env.close()
+
+
+def _first_frame(env: gym.Env) -> np.ndarray:
+    try:
+        frame = env.render()
+    except Exception as error:  # each backend fails in its own way (ImportError, FatalError...)
+        raise _render_failure(error) from error
+    if frame is None:
+        raise _render_failure(RuntimeError("no frame"))
+    return frame
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has one bitmap size
+        return ImageFont.load_default()
+
+
+def describe_task(task: dict[str, Any]) -> str:
+    """``velocity 1.50 m/s``, ``direction forward``, ``goal (0.30, -0.20)``."""
+    if "velocity" in task:
+        return f"target velocity {float(task['velocity']):.2f} m/s"
+    if "direction" in task:
+        return "run " + ("forward" if float(task["direction"]) > 0 else "backward")
+    return ", ".join(f"{k} {np.round(np.asarray(v), 2).tolist()}" for k, v in task.items())
+
+
+def annotate(frame: np.ndarray, lines: Sequence[str]) -> np.ndarray:
+    """The frame ``(H, W, 3)`` uint8 with ``lines`` written on a dark band at the top."""
+    image = Image.fromarray(frame)
+    draw = ImageDraw.Draw(image, "RGBA")
+    font = _font(13)
+    draw.rectangle([0, 0, image.width, 8 + 16 * len(lines)], fill=(0, 0, 0, 150))
+    for i, line in enumerate(lines):
+        draw.text((6, 4 + 16 * i), line, fill=(255, 255, 255), font=font)
+    return np.asarray(image)
+
+
+def run_episode(env: gym.Env, policy: PolicyFn, params: Params, *, steps: int, seed: int,
+                generator: torch.Generator) -> tuple[list[np.ndarray], np.ndarray]:
+    """One episode of ``env`` with actions sampled from the policy (task-batched ``params``
+    with T = 1); returns the frames after reset and after each step, and the rewards."""
+    observation, _ = env.reset(seed=seed)
+    frames = [_first_frame(env)]
+    rewards = []
+    for _ in range(steps):
+        with torch.no_grad():
+            obs = torch.as_tensor(observation, dtype=torch.float32).view(1, 1, -1)
+            dist = policy(params, obs)
+            action = dist.mean + dist.stddev * torch.randn(dist.mean.shape, generator=generator)
+        observation, reward, terminated, truncated, _ = env.step(action.view(-1).numpy())
+        rewards.append(reward)
+        frames.append(env.render())
+        if terminated or truncated:
+            break
+    return frames, np.asarray(rewards)
+
+
+def record_adaptation_video(gym_id: str, task: dict[str, Any], policy: PolicyFn,
+                            weights_per_step: Sequence[Params], output: Path, *,
+                            episode_steps: int, seed: int, title: str = "",
+                            task_index: int = 0) -> Path:
+    """Write ``output`` (.mp4 or .gif): one episode per adaptation step, side by side.
+
+    Args:
+        weights_per_step: task-batched parameters before adaptation and after each step;
+            row ``task_index`` is used.
+        episode_steps: the episode length (frames per panel, plus the initial one).
+    """
+    panels = []
+    fps = 20
+    for step, weights in enumerate(weights_per_step):
+        params = {k: v[task_index:task_index + 1] for k, v in weights.items()}
+        env = make_render_env(gym_id, task, episode_steps=episode_steps)
+        fps = round(1.0 / env.unwrapped.dt) if hasattr(env.unwrapped, "dt") else fps
+        try:
+            frames, rewards = run_episode(env, policy, params, steps=episode_steps,
+                                          seed=seed, generator=torch.Generator().manual_seed(
+                                              seed + step))
+        finally:
+            env.close()
+        label = "before adaptation" if step == 0 else f"after {step} step{'s' * (step > 1)}"
+        returns_so_far = np.concatenate([[0.0], np.cumsum(rewards)])
+        panels.append([annotate(frame, [f"{describe_task(task)}, {label}",
+                                        f"t = {i:3d}   return {returns_so_far[i]:8.1f}"])
+                       for i, frame in enumerate(frames)])
+    length = max(len(p) for p in panels)
+    video = []
+    for i in range(length):
+        row = np.concatenate([p[min(i, len(p) - 1)] for p in panels], axis=1)
+        if title:
+            row = np.concatenate([annotate(np.full((24, row.shape[1], 3), 30, np.uint8),
+                                           [title]), row], axis=0)
+        video.append(row)
+    write_video(video, output, fps=fps)
+    return output
+
+
+def write_video(frames: Sequence[np.ndarray], output: Path, *, fps: int) -> None:
+    """Frames ``(H, W, 3)`` uint8 to an .mp4 (imageio-ffmpeg) or .gif (Pillow)."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    suffix = output.suffix.lower()
+    if suffix == ".gif":
+        images = [Image.fromarray(f) for f in frames]
+        images[0].save(output, save_all=True, append_images=images[1:], loop=0,
+                       duration=round(1000 / fps), optimize=True)
+        return
+    if suffix != ".mp4":
+        raise ConfigError(f"video {output}: the file name must end in .mp4 or .gif")
+    try:
+        import imageio.v2 as imageio
+    except ImportError as error:
+        raise ConfigError("writing .mp4 needs imageio and imageio-ffmpeg: "
+                          "pip install imageio imageio-ffmpeg (or write a .gif)") from error
+    height, width = frames[0].shape[:2]
+    pad = ((0, -height % 16), (0, -width % 16), (0, 0))  # H.264 wants multiples of 16
+    tmp = output.with_name(output.name + ".tmp.mp4")
+    with imageio.get_writer(tmp, fps=fps, codec="libx264", quality=8,
+                            macro_block_size=16, ffmpeg_log_level="error") as writer:
+        for frame in frames:
+            writer.append_data(np.pad(frame, pad))
+    os.replace(tmp, output)

@@ -1,0 +1,251 @@
+"""Half-cheetah velocity and direction: Gymnasium checks, REFERENCE.md rewards on the
+HalfCheetah-v5 model and observation, and the mujoco.batch form equal to the Gymnasium form."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+import metarl  # noqa: F401  (registers the environments)
+from metarl.envs import ENV_FAMILIES
+from metarl.envs.half_cheetah import (
+    BatchedHalfCheetah,
+    HalfCheetahDirEnv,
+    HalfCheetahVelEnv,
+    sample_targets,
+)
+from metarl.rl.episodes import sample_episodes
+from metarl.rl.policy import expand_params, init_policy_params, policy_distribution
+
+ENV_IDS = ["metarl/HalfCheetahVel-v0", "metarl/HalfCheetahDir-v0"]
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_passes_gymnasium_env_checker(env_id):
+    env = gym.make(env_id)
+    assert env.spec.max_episode_steps == 200
+    check_env(env.unwrapped, skip_render_check=True)
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_episode_length_is_a_parameter(env_id):
+    env = gym.make(env_id, max_episode_steps=100)
+    env.reset(seed=0)
+    for step in range(1, 101):
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        assert not terminated and truncated == (step == 100)
+
+
+def test_observation_and_dynamics_are_half_cheetah_v5():
+    ours = HalfCheetahVelEnv({"velocity": 1.0})
+    reference = gym.make("HalfCheetah-v5").unwrapped
+    obs, _ = ours.reset(seed=4)
+    ref_obs, _ = reference.reset(seed=4)
+    np.testing.assert_array_equal(obs, ref_obs)
+    assert obs.shape == (17,) and ours.dt == pytest.approx(0.05)
+    actions = np.random.default_rng(0).uniform(-1, 1, size=(20, 6))
+    for action in actions:
+        obs, *_ = ours.step(action)
+        ref_obs, *_ = reference.step(action)
+        np.testing.assert_array_equal(obs, ref_obs)
+
+
+@pytest.mark.parametrize("kind", ["velocity", "direction"])
+def test_rewards_follow_the_reference(kind):
+    env_class = HalfCheetahVelEnv if kind == "velocity" else HalfCheetahDirEnv
+    target = 1.3 if kind == "velocity" else -1.0
+    env = env_class({kind: target})
+    env.reset(seed=1)
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        action = rng.uniform(-1.6, 1.6, size=6)  # partly out of range: clipped, then costed
+        x_before = env.data.qpos[0]
+        _, reward, terminated, _, info = env.step(action)
+        x_velocity = (env.data.qpos[0] - x_before) / 0.05
+        assert info["x_velocity"] == pytest.approx(x_velocity)
+        cost = 0.05 * np.sum(np.clip(action, -1, 1) ** 2)
+        expected = (-abs(x_velocity - target) if kind == "velocity" else target * x_velocity)
+        assert reward == pytest.approx(expected - cost)
+        np.testing.assert_array_equal(env.data.ctrl, np.clip(action, -1, 1))
+        assert not terminated
+
+
+def test_task_interface_and_sampling():
+    env = HalfCheetahVelEnv()
+    env.reset(seed=2)
+    tasks = env.sample_tasks(4000)
+    velocities = np.array([t["velocity"] for t in tasks])
+    assert velocities.min() >= 0.0 and velocities.max() <= 2.0
+    assert abs(velocities.mean() - 1.0) < 0.05
+    again = HalfCheetahVelEnv()
+    again.reset(seed=2)
+    assert again.sample_tasks(3) == tasks[:3]
+    directions = sample_targets("direction", 4000, np.random.default_rng(0))
+    assert set(np.unique(directions)) == {-1.0, 1.0}
+    assert abs(directions.mean()) < 0.05
+    env.reset_task({"velocity": 0.4})
+    assert env.task == {"velocity": 0.4}
+    _, info = env.reset(options={"task": {"velocity": 1.5}})
+    assert info["task"] == {"velocity": 1.5}
+    with pytest.raises(ValueError, match="direction"):
+        HalfCheetahDirEnv({"direction": 0.5})
+    with pytest.raises(ValueError, match="velocity"):
+        env.reset_task({"goal": 1.0})
+
+
+@pytest.mark.parametrize("kind", ["velocity", "direction"])
+def test_batched_form_equals_gymnasium_form(kind):
+    env_class = HalfCheetahVelEnv if kind == "velocity" else HalfCheetahDirEnv
+    targets = np.array([0.3, 1.7, 1.0]) if kind == "velocity" else np.array([1.0, -1.0, 1.0])
+    envs = [env_class({kind: float(t)}) for t in targets]
+    starts = [env.reset(seed=10 + i) for i, env in enumerate(envs)]
+    batched = BatchedHalfCheetah(kind, targets, np.random.default_rng(0), threads=2)
+    obs = batched.reset(np.stack([env.data.qpos for env in envs]),
+                        np.stack([env.data.qvel for env in envs]))
+    np.testing.assert_allclose(obs.numpy(), np.stack([s[0] for s in starts]), rtol=0,
+                               atol=1e-6)
+    rng = np.random.default_rng(3)
+    for _ in range(60):
+        actions = rng.uniform(-1.5, 1.5, size=(3, 6))
+        obs, rewards, terminated = batched.step(torch.from_numpy(actions))
+        for i, env in enumerate(envs):
+            env_obs, env_reward, *_ = env.step(actions[i])
+            np.testing.assert_allclose(obs[i].numpy(), env_obs, rtol=1e-6, atol=1e-5)
+            assert float(rewards[i]) == pytest.approx(env_reward, rel=1e-9, abs=1e-9)
+        assert not terminated.any()
+
+
+def test_batched_reset_noise_is_gymnasiums_and_seeded():
+    targets = np.ones(2000)
+    batched = BatchedHalfCheetah("velocity", targets, np.random.default_rng(5), threads=1)
+    obs = batched.reset().numpy().astype(np.float64)
+    reference = gym.make("HalfCheetah-v5").unwrapped
+    init_qpos = reference.init_qpos[1:]
+    position_noise, velocity_noise = obs[:, :8] - init_qpos, obs[:, 8:]
+    assert np.abs(position_noise).max() <= 0.1 + 1e-6
+    assert abs(position_noise.std() - 0.2 / np.sqrt(12)) < 0.003  # U(-0.1, 0.1)
+    assert abs(velocity_noise.std() - 0.1) < 0.003  # 0.1 · N(0, 1)
+    again = BatchedHalfCheetah("velocity", targets, np.random.default_rng(5), threads=1)
+    np.testing.assert_array_equal(again.reset().numpy(), obs.astype(np.float32))
+
+
+def test_family_and_sampler_roll_out_full_episodes():
+    family = ENV_FAMILIES["half_cheetah_vel"]
+    tasks = family.sample_tasks(2, np.random.default_rng(0))
+    env = family.make_batched(tasks, 3, np.random.default_rng(1))
+    np.testing.assert_array_equal(env.targets, np.repeat([t["velocity"] for t in tasks], 3))
+    params = init_policy_params(17, 6, [8], generator=torch.Generator().manual_seed(0))
+    episodes = sample_episodes(env, policy_distribution, expand_params(params, 2),
+                               num_tasks=2, episodes_per_task=3, max_steps=25,
+                               generator=torch.Generator().manual_seed(0))
+    assert episodes.observations.shape == (2, 3, 25, 17)
+    assert episodes.actions.shape == (2, 3, 25, 6)
+    assert bool((episodes.lengths == 25).all())
+    assert bool((episodes.rewards < 0).all())  # -|v - v_goal| - cost
+
+
+TINY_CHEETAH = ["--set", "policy.hidden_sizes=[16, 16]", "--set", "training.iterations=1",
+                "--set", "training.meta_batch_size=3", "--set", "training.episodes_per_task=3",
+                "--set", "evaluation.tasks=3", "--set", "evaluation.episodes_per_task=3",
+                "--set", "run.progress=false"]
+
+
+@pytest.fixture(scope="module")
+def cheetah_run(tmp_path_factory):
+    from metarl.cli import main
+
+    run = tmp_path_factory.mktemp("cheetah") / "vel"
+    assert main(["train", "half-cheetah-vel", "--run-dir", str(run), *TINY_CHEETAH]) == 0
+    return run
+
+
+def test_cheetah_train_evaluate_render(cheetah_run, capsys):
+    import json
+
+    from metarl.cli import main
+
+    assert main(["evaluate", str(cheetah_run), "--steps", "2"]) == 0
+    result = json.loads((cheetah_run / "evaluation.json").read_text())
+    assert result["env"] == "half_cheetah_vel" and result["steps"] == [0, 1, 2]
+    assert result["published"]["MAML paper"]["1"] == -78.57  # 200-step episodes: comparable
+    assert all(-2 * 200 < m < 0 for m in result["mean"])
+    assert main(["render", str(cheetah_run), "--tasks", "2", "--steps", "1"]) == 0
+    assert (cheetah_run / "velocities.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("suffix", [".gif", ".mp4"])
+def test_render_video(cheetah_run, suffix, capsys):
+    from metarl.cli import main
+
+    video = cheetah_run / f"adaptation{suffix}"
+    code = main(["render", str(cheetah_run), "--video", str(video), "--steps", "1",
+                 "--task", "velocity=1.5"])
+    err = capsys.readouterr().err
+    if code == 2 and "could not render" in err:
+        pytest.skip(f"no OpenGL backend for MuJoCo here: {err}")
+    assert code == 0, err
+    import imageio.v2 as imageio
+
+    with imageio.get_reader(video) as reader:
+        frames = [np.asarray(frame) for frame in reader.iter_data()]
+    assert len(frames) == 201  # the reset frame and one per step
+    height, width = frames[0].shape[:2]
+    assert width >= 2 * 320 and height >= 240  # two panels side by side, and a title band
+    assert np.asarray(frames[-1]).std() > 10  # a picture, not a blank frame
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--video", "out.avi"], "must end in .mp4 or .gif"),
+    (["--video", "out.gif", "--task", "velocity=fast"], "is not a number"),
+    (["--video", "out.gif", "--task", "goal=0.1,0.2"], "tasks have the key velocity"),
+    (["--video", "out.gif", "--task", "-3"], "must be >= 0"),
+    (["--task", "2"], "--task picks the task of a --video"),
+])
+def test_render_rejects_bad_video_options(cheetah_run, args, message, capsys):
+    from metarl.cli import main
+
+    assert main(["render", str(cheetah_run), *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_gl_backend_is_a_clear_error(cheetah_run, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MUJOCO_GL": "no-such-backend"}
+    done = subprocess.run([sys.executable, "-m", "metarl", "render", str(cheetah_run),
+                           "--video", str(tmp_path / "v.gif"), "--steps", "0"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2
+    assert "MuJoCo could not be loaded (MUJOCO_GL=no-such-backend)" in done.stderr
+    assert "libosmesa6" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "v.gif").exists()
+
+
+def test_video_of_navigation_is_refused(tmp_path, capsys):
+    from metarl.cli import main
+
+    run = tmp_path / "nav"
+    assert main(["train", "navigation2d", "--run-dir", str(run), *TINY_CHEETAH]) == 0
+    assert main(["render", str(run), "--video", str(tmp_path / "nav.gif")]) == 2
+    assert "--video renders the MuJoCo environments" in capsys.readouterr().err
+
+
+def test_failing_gl_context_is_a_clear_error(cheetah_run, tmp_path, monkeypatch, capsys):
+    from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
+
+    from metarl.cli import main
+
+    def no_context(self):
+        raise RuntimeError("an OpenGL platform library has not been loaded")
+
+    monkeypatch.setattr(MujocoEnv, "render", no_context)
+    monkeypatch.setenv("MUJOCO_GL", "osmesa")
+    assert main(["render", str(cheetah_run), "--video", str(tmp_path / "v.mp4")]) == 2
+    err = capsys.readouterr().err
+    assert "MuJoCo could not render with MUJOCO_GL=osmesa" in err and "libosmesa6" in err
+    assert not (tmp_path / "v.mp4").exists()
