@@ -162,6 +162,17 @@ def cheetah_run(tmp_path_factory):
     return run
 
 
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    """A run with 30-step episodes, for quick videos."""
+    from metarl.cli import main
+
+    run = tmp_path_factory.mktemp("cheetah") / "dir"
+    assert main(["train", "half-cheetah-dir", "--run-dir", str(run), *TINY_CHEETAH,
+                 "--set", "env.max_episode_steps=30"]) == 0
+    return run
+
+
 def test_cheetah_train_evaluate_render(cheetah_run, capsys):
     import json
 
@@ -177,12 +188,12 @@ def test_cheetah_train_evaluate_render(cheetah_run, capsys):
 
 
 @pytest.mark.parametrize("suffix", [".gif", ".mp4"])
-def test_render_video(cheetah_run, suffix, capsys):
+def test_render_video(short_run, suffix, capsys):
     from metarl.cli import main
 
-    video = cheetah_run / f"adaptation{suffix}"
-    code = main(["render", str(cheetah_run), "--video", str(video), "--steps", "1",
-                 "--task", "velocity=1.5"])
+    video = short_run / f"adaptation{suffix}"
+    code = main(["render", str(short_run), "--video", str(video), "--steps", "1",
+                 "--task", "direction=-1"])
     err = capsys.readouterr().err
     if code == 2 and "could not render" in err:
         pytest.skip(f"no OpenGL backend for MuJoCo here: {err}")
@@ -191,7 +202,7 @@ def test_render_video(cheetah_run, suffix, capsys):
 
     with imageio.get_reader(video) as reader:
         frames = [np.asarray(frame) for frame in reader.iter_data()]
-    assert len(frames) == 201  # the reset frame and one per step
+    assert len(frames) == 31  # the reset frame and one per step
     height, width = frames[0].shape[:2]
     assert width >= 2 * 320 and height >= 240  # two panels side by side, and a title band
     assert np.asarray(frames[-1]).std() > 10  # a picture, not a blank frame
@@ -199,25 +210,26 @@ def test_render_video(cheetah_run, suffix, capsys):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--video", "out.avi"], "must end in .mp4 or .gif"),
-    (["--video", "out.gif", "--task", "velocity=fast"], "is not a number"),
-    (["--video", "out.gif", "--task", "goal=0.1,0.2"], "tasks have the key velocity"),
+    (["--video", "out.gif", "--task", "direction=fast"], "is not a number"),
+    (["--video", "out.gif", "--task", "goal=0.1,0.2"], "tasks have the key direction"),
+    (["--video", "out.gif", "--task", "direction=0.5"], "direction is +1 or -1"),
     (["--video", "out.gif", "--task", "-3"], "must be >= 0"),
     (["--task", "2"], "--task picks the task of a --video"),
 ])
-def test_render_rejects_bad_video_options(cheetah_run, args, message, capsys):
+def test_render_rejects_bad_video_options(short_run, args, message, capsys):
     from metarl.cli import main
 
-    assert main(["render", str(cheetah_run), *args]) == 2
+    assert main(["render", str(short_run), *args]) == 2
     assert message in capsys.readouterr().err
 
 
-def test_missing_gl_backend_is_a_clear_error(cheetah_run, tmp_path):
+def test_missing_gl_backend_is_a_clear_error(short_run, tmp_path):
     import os
     import subprocess
     import sys
 
     env = {**os.environ, "MUJOCO_GL": "no-such-backend"}
-    done = subprocess.run([sys.executable, "-m", "metarl", "render", str(cheetah_run),
+    done = subprocess.run([sys.executable, "-m", "metarl", "render", str(short_run),
                            "--video", str(tmp_path / "v.gif"), "--steps", "0"],
                           capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 2
@@ -235,7 +247,7 @@ def test_video_of_navigation_is_refused(tmp_path, capsys):
     assert "--video renders the MuJoCo environments" in capsys.readouterr().err
 
 
-def test_failing_gl_context_is_a_clear_error(cheetah_run, tmp_path, monkeypatch, capsys):
+def test_failing_gl_context_is_a_clear_error(short_run, tmp_path, monkeypatch, capsys):
     from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 
     from metarl.cli import main
@@ -245,7 +257,7 @@ def test_failing_gl_context_is_a_clear_error(cheetah_run, tmp_path, monkeypatch,
 
     monkeypatch.setattr(MujocoEnv, "render", no_context)
     monkeypatch.setenv("MUJOCO_GL", "osmesa")
-    assert main(["render", str(cheetah_run), "--video", str(tmp_path / "v.mp4")]) == 2
+    assert main(["render", str(short_run), "--video", str(tmp_path / "v.mp4")]) == 2
     err = capsys.readouterr().err
     assert "MuJoCo could not render with MUJOCO_GL=osmesa" in err and "libosmesa6" in err
     assert not (tmp_path / "v.mp4").exists()
