@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -57,13 +57,14 @@ def _navigation_batched(tasks: list[Task], episodes_per_task: int,
     return BatchedNavigation2D(goals.repeat_interleave(episodes_per_task, dim=0))
 
 
-def _cheetah_family(kind: str, gym_id: str) -> EnvFamily:
+def _cheetah_family(kind: Literal["velocity", "direction"], gym_id: str) -> EnvFamily:
     def sample_tasks(num_tasks: int, rng: np.random.Generator) -> list[Task]:
         from metarl.envs.half_cheetah import sample_targets
 
         return [{kind: float(v)} for v in sample_targets(kind, num_tasks, rng)]
 
-    def make_batched(tasks: list[Task], episodes_per_task: int, rng: np.random.Generator):
+    def make_batched(tasks: list[Task], episodes_per_task: int,
+                     rng: np.random.Generator) -> Any:
         from metarl.envs.half_cheetah import BatchedHalfCheetah
 
         targets = np.repeat(np.array([float(t[kind]) for t in tasks]), episodes_per_task)

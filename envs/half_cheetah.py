@@ -44,12 +44,15 @@ class MujocoUnavailableError(ConfigError):
 
 try:
     from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
-except (ImportError, RuntimeError) as _error:  # MuJoCo reads MUJOCO_GL on import
+except (ImportError, RuntimeError, gym.error.DependencyNotInstalled) as _error:
+    # MuJoCo reads MUJOCO_GL on import and fails there on a value it does not know.
     raise MujocoUnavailableError(
         f"MuJoCo could not be loaded (MUJOCO_GL={os.environ.get('MUJOCO_GL', 'unset')}): "
         f"{type(_error).__name__}: {_error}. "
         + (GL_HELP if isinstance(_error, RuntimeError) else
            "Install it with pip install 'mujoco>=4' 'gymnasium[mujoco]'.")) from _error
+
+from gymnasium import utils  # noqa: E402  (after the guarded MuJoCo import)
 
 TaskKind = Literal["velocity", "direction"]
 VELOCITY_LOW, VELOCITY_HIGH = 0.0, 2.0
@@ -107,19 +110,21 @@ class _HalfCheetahTaskEnv(HalfCheetahEnv):
     """
 
     kind: ClassVar[TaskKind]
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array", "depth_array",
-                                                            "rgbd_tuple"], "render_fps": 20}
+    default_target: ClassVar[float] = 1.0  # the task until one is set
 
     def __init__(self, task: dict[str, Any] | None = None, render_mode: str | None = None,
                  width: int = 480, height: int = 480, **kwargs: Any) -> None:
         super().__init__(ctrl_cost_weight=CONTROL_COST_WEIGHT, frame_skip=FRAME_SKIP,
                          reset_noise_scale=RESET_NOISE_SCALE, render_mode=render_mode,
                          width=width, height=height, **kwargs)
-        self.metadata = type(self).metadata
+        # Pickling and deep copies rebuild the env from these arguments (HalfCheetahEnv
+        # recorded its own).
+        utils.EzPickle.__init__(self, task, render_mode, width, height, **kwargs)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(OBSERVATION_DIM,),
                                                 dtype=np.float64)
-        self._target = 1.0
-        self.reset_task(task if task is not None else self.sample_tasks(1)[0])
+        self._target = self.default_target
+        if task is not None:
+            self.reset_task(task)
 
     def sample_tasks(self, num_tasks: int,
                      rng: np.random.Generator | None = None) -> list[dict[str, float]]:
@@ -175,6 +180,10 @@ class BatchedHalfCheetah:
         rng: source of the reset noise (Gymnasium's: U(±0.1) on positions, 0.1·N(0, 1) on
             velocities).
         threads: MuJoCo threads (default: the CPUs this process may use).
+
+    The reset noise has Gymnasium's distribution but is drawn for all simulations at once
+    (positions, then velocities), so a seed does not reproduce Gymnasium's per-env resets;
+    :meth:`reset` also takes explicit states.
     """
 
     observation_dim = OBSERVATION_DIM
@@ -193,7 +202,7 @@ class BatchedHalfCheetah:
         self.rng = rng
         self.model = _load_model()
         self.dt = self.model.opt.timestep * FRAME_SKIP
-        threads = threads or len(os.sched_getaffinity(0))
+        threads = threads or available_cpus()
         self.batch = mujoco.batch.Batch(self.model, len(targets), nthread=threads,
                                         persistent=True)
         self._qpos = self.batch.bind("qpos")
@@ -246,11 +255,18 @@ class BatchedHalfCheetah:
                 torch.zeros(self.num_envs, dtype=torch.bool))
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (all CPUs where affinity is not supported)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 _MODEL = None
 
 
 def _load_model():
-    """The half-cheetah MjModel, compiled once per process (its compiler warns on stderr)."""
+    """The half-cheetah MjModel, compiled once per process."""
     global _MODEL
     if _MODEL is None:
         import mujoco

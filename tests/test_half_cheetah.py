@@ -213,7 +213,9 @@ def test_render_video(short_run, suffix, capsys):
     (["--video", "out.gif", "--task", "direction=fast"], "is not a number"),
     (["--video", "out.gif", "--task", "goal=0.1,0.2"], "tasks have the key direction"),
     (["--video", "out.gif", "--task", "direction=0.5"], "direction is +1 or -1"),
-    (["--video", "out.gif", "--task", "-3"], "must be >= 0"),
+    (["--video", "out.gif", "--task", "-3"], "must be >= 0 and < 3"),
+    (["--video", "out.gif", "--task", "3"], "must be >= 0 and < 3"),
+    (["--video", "out.gif", "--output", "x.png"], "give no --output with it"),
     (["--task", "2"], "--task picks the task of a --video"),
 ])
 def test_render_rejects_bad_video_options(short_run, args, message, capsys):
@@ -261,3 +263,88 @@ def test_failing_gl_context_is_a_clear_error(short_run, tmp_path, monkeypatch, c
     err = capsys.readouterr().err
     assert "MuJoCo could not render with MUJOCO_GL=osmesa" in err and "libosmesa6" in err
     assert not (tmp_path / "v.mp4").exists()
+
+
+def test_resumed_cheetah_run_reaches_the_straight_run(tmp_path):
+    """The reset noise comes from the checkpointed task generator: resume is exact."""
+    from metarl.checkpoint import load_checkpoint
+    from metarl.cli import main
+
+    tiny = [*TINY_CHEETAH, "--set", "env.max_episode_steps=20", "--set",
+            "run.checkpoint_every=1"]
+    assert main(["train", "half-cheetah-dir", "--run-dir", str(tmp_path / "straight"),
+                 *tiny, "--set", "training.iterations=2"]) == 0
+    assert main(["train", "half-cheetah-dir", "--run-dir", str(tmp_path / "resumed"),
+                 *tiny, "--set", "training.iterations=1"]) == 0
+    config_file = tmp_path / "resumed" / "config.yaml"
+    config_file.write_text(config_file.read_text().replace("iterations: 1 ",
+                                                           "iterations: 2 "))
+    assert main(["train", "--resume", str(tmp_path / "resumed")]) == 0
+    straight = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")["trainer"]["params"]
+    resumed = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["trainer"]["params"]
+    for name in straight:
+        assert torch.equal(straight[name], resumed[name]), name
+
+
+def test_rollouts_keep_the_weights_of_every_step():
+    from metarl.rl.maml_trpo import AdvantageSettings, rollouts_with_adaptation
+
+    family = ENV_FAMILIES["half_cheetah_dir"]
+    tasks = [{"direction": 1.0}, {"direction": -1.0}]
+    params = init_policy_params(17, 6, [8], generator=torch.Generator().manual_seed(0))
+    rollouts = rollouts_with_adaptation(
+        family.make_batched(tasks, 2, np.random.default_rng(0)), policy_distribution, params,
+        num_tasks=2, episodes_per_task=2, max_steps=10, learning_rates=[0.1, 0.05],
+        advantages=AdvantageSettings(), generator=torch.Generator().manual_seed(0))
+    assert len(rollouts.weights) == len(rollouts.episodes) == 3
+    for name, value in params.items():
+        assert torch.equal(rollouts.weights[0][name], value.detach().expand_as(
+            rollouts.weights[0][name]))
+        assert not torch.equal(rollouts.weights[1][name], rollouts.weights[2][name])
+    assert rollouts.fast is rollouts.weights[-1]
+
+
+def test_video_panels_use_the_weights_of_their_step(tmp_path, monkeypatch):
+    import metarl.rl.video as video
+
+    class FakeEnv:
+        unwrapped = type("U", (), {"dt": 0.05})()
+
+        def close(self):
+            pass
+
+    used = []
+
+    def fake_episode(env, policy, params, *, steps, seed, generator, action_scale):
+        used.append(float(params["b0"][0, 0]))
+        frame = np.full((video.PANEL_HEIGHT, video.PANEL_WIDTH, 3), 100, np.uint8)
+        return [frame] * (steps + 1), np.ones(steps)
+
+    monkeypatch.setattr(video, "make_render_env", lambda *a, **k: FakeEnv())
+    monkeypatch.setattr(video, "run_episode", fake_episode)
+    weights = [{"b0": torch.tensor([[10.0 * s], [10.0 * s + 1]])} for s in range(3)]
+    output = video.record_adaptation_video(
+        "metarl/HalfCheetahDir-v0", {"direction": 1.0}, policy_distribution, weights,
+        tmp_path / "v.gif", episode_steps=4, seed=0, task_index=1)
+    assert used == [1.0, 11.0, 21.0]  # row task_index of each step's weights
+    from PIL import Image
+
+    with Image.open(output) as gif:
+        assert gif.n_frames == 5 and gif.size[0] == 3 * video.PANEL_WIDTH
+
+
+@pytest.mark.parametrize("suffix", [".gif", ".mp4"])
+def test_write_video_is_atomic(tmp_path, suffix, monkeypatch):
+    from metarl.rl.video import write_video
+
+    frames = [np.full((50, 70, 3), i * 20, np.uint8) for i in range(6)]
+    write_video(frames, tmp_path / f"ok{suffix}", fps=20)
+    import imageio.v2 as imageio
+
+    with imageio.get_reader(tmp_path / f"ok{suffix}") as reader:
+        read = [np.asarray(f) for f in reader.iter_data()]
+    assert len(read) == 6 and read[0].shape[:2] == ((50, 70) if suffix == ".gif" else (64, 80))
+    broken = [*frames[:3], np.zeros((50, 70, 3))]  # float, not uint8
+    with pytest.raises(ValueError, match="uint8"):
+        write_video(broken, tmp_path / f"bad{suffix}", fps=20)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"ok{suffix}"]

@@ -143,3 +143,18 @@ def test_assign_flat_parameters_round_trip():
     a, b = torch.zeros(2, 2), torch.zeros(3)
     assign_flat_parameters([a, b], torch.arange(7.0))
     torch.testing.assert_close(flat_parameters([a, b]), torch.arange(7.0))
+
+
+def test_policy_initializations():
+    from metarl.rl.policy import init_policy_params
+
+    xavier = init_policy_params(17, 6, [100, 100], init_std=0.5, scheme="xavier",
+                                generator=torch.Generator().manual_seed(0))
+    bound = (6 / (100 + 100)) ** 0.5
+    assert float(xavier["w1"].abs().max()) <= bound
+    assert float(xavier["w1"].abs().max()) > 0.95 * bound
+    assert all(float(xavier[f"b{i}"].abs().max()) == 0.0 for i in range(3))
+    assert torch.allclose(xavier["log_std"].exp(), torch.full((6,), 0.5))
+    default = init_policy_params(17, 6, [100, 100], generator=torch.Generator().manual_seed(0))
+    assert float(default["b0"].abs().max()) > 0.0
+    assert float(default["w0"].abs().max()) <= 1 / 17**0.5

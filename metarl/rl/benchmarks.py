@@ -4,7 +4,6 @@ adaptation and TRPO."""
 
 from __future__ import annotations
 
-import os
 import time
 
 import gymnasium as gym
@@ -123,7 +122,12 @@ def print_iteration_split(name: str, overrides: dict, *, iterations: int) -> Non
 
 def benchmark_cheetah(*, repeats: int) -> None:
     """Paper protocol: 40 tasks x 20 episodes x 200 steps of half-cheetah velocity."""
-    from metarl.envs.half_cheetah import FRAME_SKIP, BatchedHalfCheetah, HalfCheetahVelEnv
+    from metarl.envs.half_cheetah import (
+        FRAME_SKIP,
+        BatchedHalfCheetah,
+        HalfCheetahVelEnv,
+        available_cpus,
+    )
 
     overrides = {"env": {"name": "half_cheetah_vel"}, "training": {"meta_batch_size": 40}}
     config = from_dict(MetaRLConfig, overrides)
@@ -195,6 +199,6 @@ def benchmark_cheetah(*, repeats: int) -> None:
          _steps_per_second(our_sampler(), n * horizon, batch_repeats)],
     ]
     print_table(f"half-cheetah env steps per second ({num_tasks} tasks x {episodes} episodes x "
-                f"{horizon} steps; MuJoCo threads: {len(os.sched_getaffinity(0))})",
+                f"{horizon} steps; MuJoCo threads: {available_cpus()})",
                 ["stepping", "env steps/s"], [[name, f"{value:,.0f}"] for name, value in rows])
     print_iteration_split("half-cheetah velocity", overrides, iterations=max(1, repeats // 10))

@@ -59,6 +59,9 @@ class PolicyConfig:
     hidden_sizes: list[int] = param([100, 100], "hidden layer widths", ge=1)
     activation: Literal["relu", "tanh"] = param("relu", "hidden activation")
     init_std: float = param(1.0, "initial action standard deviation (policy units)", gt=0)
+    init: Literal["xavier", "torch"] = param(
+        "xavier", "weight initialization: xavier (Glorot-uniform weights, zero biases, as rllab "
+        "and the MAML authors) or torch (PyTorch's Linear default)")
     normalized_actions: bool = param(
         False, "the policy acts in units of the environment's action bound (±1 is ±0.1 for "
         "navigation), as the MAML authors' rllab normalize wrapper does")
@@ -161,7 +164,7 @@ def new_policy_params(config: MetaRLConfig, purpose: str) -> Params:
     family = family_of(config)
     return init_policy_params(family.observation_dim, family.action_dim,
                               config.policy.hidden_sizes,
-                              init_std=config.policy.init_std,
+                              init_std=config.policy.init_std, scheme=config.policy.init,
                               generator=torch_generator(config.seed, purpose))
 
 
@@ -282,6 +285,8 @@ class MetaRLExperiment(Experiment):
         params = state["trainer"]["params"]
         title = f"{config.adaptation.method}, iteration {state['iteration']}"
         if options.video is not None:
+            if options.output is not None:
+                raise ConfigError("--video names the video file; give no --output with it")
             return [render_video(config, params, options.video, task=options.task, steps=steps,
                                  seed=seed, title=title)]
         if options.task is not None:
@@ -313,8 +318,9 @@ def parse_task(config: MetaRLConfig, text: str | None, seed: int) -> dict[str, A
         except ValueError:
             raise ConfigError(f"--task {text!r}: give a test-task index or key=value, e.g. "
                               f"velocity=1.5, direction=-1, goal=0.3,-0.2") from None
-        if index < 0:
-            raise ConfigError(f"--task {index}: the index must be >= 0")
+        if not 0 <= index < config.evaluation.tasks:
+            raise ConfigError(f"--task {index}: a test-task index must be >= 0 and < "
+                              f"{config.evaluation.tasks} (evaluation.tasks)")
         tasks = family.sample_tasks(index + 1, numpy_generator(seed, "evaluate-tasks"))
         return tasks[index]
     key, _, value = text.partition("=")
@@ -361,4 +367,5 @@ def render_video(config: MetaRLConfig, params: Params, output: Path, *, task: st
         action_scale=action_scale(config))
     return record_adaptation_video(
         family.gym_id, chosen, make_policy(config), rollouts.weights, output,
-        episode_steps=episode_length(config), seed=seed, title=f"{config.env.name}, {title}")
+        episode_steps=episode_length(config), seed=seed, title=f"{config.env.name}, {title}",
+        action_scale=action_scale(config))

@@ -22,19 +22,31 @@ from metarl.adaptation import Params
 Activation = Literal["relu", "tanh"]
 
 
+InitScheme = Literal["xavier", "torch"]
+
+
 def init_policy_params(obs_dim: int, action_dim: int, hidden_sizes: Sequence[int], *,
-                       init_std: float = 1.0, generator: torch.Generator) -> Params:
+                       init_std: float = 1.0, generator: torch.Generator,
+                       scheme: InitScheme = "torch") -> Params:
     """θ for an MLP ``obs -> hidden... -> action mean`` plus ``log_std (action_dim,)``.
 
-    Weights follow PyTorch's Linear default (U(±1/√fan_in)) drawn from ``generator``; the
-    weight of layer i is stored as ``(fan_in, fan_out)`` so that ``x @ W`` applies it.
+    ``scheme``: ``"torch"``, PyTorch's Linear default (weights and biases U(±1/√fan_in));
+    ``"xavier"``, Glorot-uniform weights (U(±√(6 / (fan_in + fan_out)))) and zero biases, as
+    rllab and the MAML authors' policies. Drawn from ``generator``; the weight of layer i is
+    stored as ``(fan_in, fan_out)`` so that ``x @ W`` applies it.
     """
     params: Params = OrderedDict()
     sizes = [obs_dim, *hidden_sizes, action_dim]
     for i in range(len(sizes) - 1):
-        bound = 1.0 / math.sqrt(sizes[i])
-        params[f"w{i}"] = (torch.rand(sizes[i], sizes[i + 1], generator=generator) * 2 - 1) * bound
-        params[f"b{i}"] = (torch.rand(sizes[i + 1], generator=generator) * 2 - 1) * bound
+        fan_in, fan_out = sizes[i], sizes[i + 1]
+        uniform = torch.rand(fan_in, fan_out, generator=generator) * 2 - 1
+        if scheme == "xavier":
+            params[f"w{i}"] = uniform * math.sqrt(6.0 / (fan_in + fan_out))
+            params[f"b{i}"] = torch.zeros(fan_out)
+        else:
+            bound = 1.0 / math.sqrt(fan_in)
+            params[f"w{i}"] = uniform * bound
+            params[f"b{i}"] = (torch.rand(fan_out, generator=generator) * 2 - 1) * bound
     params["log_std"] = torch.full((action_dim,), math.log(init_std))
     return OrderedDict((k, v.requires_grad_(True)) for k, v in params.items())
 

@@ -52,7 +52,8 @@ def make_render_env(gym_id: str, task: dict[str, Any], *, episode_steps: int) ->
     try:
         return gym.make(gym_id, task=task, render_mode="rgb_array", width=PANEL_WIDTH,
                         height=PANEL_HEIGHT, max_episode_steps=episode_steps, **extra)
-    except Exception as error:  # an unknown MUJOCO_GL fails on import of the GL context
+    except (ImportError, RuntimeError, OSError, gym.error.DependencyNotInstalled) as error:
+        # A GL backend that cannot load fails here, on import of the GL context.
         raise _render_failure(error) from error
 
 
@@ -104,9 +105,11 @@ def annotate(frame: np.ndarray, lines: Sequence[str]) -> np.ndarray:
 
 
 def run_episode(env: gym.Env, policy: PolicyFn, params: Params, *, steps: int, seed: int,
-                generator: torch.Generator) -> tuple[list[np.ndarray], np.ndarray]:
+                generator: torch.Generator,
+                action_scale: float = 1.0) -> tuple[list[np.ndarray], np.ndarray]:
     """One episode of ``env`` with actions sampled from the policy (task-batched ``params``
-    with T = 1); returns the frames after reset and after each step, and the rewards."""
+    with T = 1) and multiplied by ``action_scale``; returns the frames after reset and after
+    each step, and the rewards."""
     observation, _ = env.reset(seed=seed)
     frames = [_first_frame(env)]
     rewards = []
@@ -115,7 +118,8 @@ def run_episode(env: gym.Env, policy: PolicyFn, params: Params, *, steps: int, s
             obs = torch.as_tensor(observation, dtype=torch.float32).view(1, 1, -1)
             dist = policy(params, obs)
             action = dist.mean + dist.stddev * torch.randn(dist.mean.shape, generator=generator)
-        observation, reward, terminated, truncated, _ = env.step(action.view(-1).numpy())
+        observation, reward, terminated, truncated, _ = env.step(
+            action.view(-1).numpy() * action_scale)
         rewards.append(reward)
         frames.append(env.render())
         if terminated or truncated:
@@ -126,7 +130,7 @@ def run_episode(env: gym.Env, policy: PolicyFn, params: Params, *, steps: int, s
 def record_adaptation_video(gym_id: str, task: dict[str, Any], policy: PolicyFn,
                             weights_per_step: Sequence[Params], output: Path, *,
                             episode_steps: int, seed: int, title: str = "",
-                            task_index: int = 0) -> Path:
+                            task_index: int = 0, action_scale: float = 1.0) -> Path:
     """Write ``output`` (.mp4 or .gif): one episode per adaptation step, side by side.
 
     Args:
@@ -142,8 +146,8 @@ def record_adaptation_video(gym_id: str, task: dict[str, Any], policy: PolicyFn,
         fps = round(1.0 / env.unwrapped.dt) if hasattr(env.unwrapped, "dt") else fps
         try:
             frames, rewards = run_episode(env, policy, params, steps=episode_steps,
-                                          seed=seed, generator=torch.Generator().manual_seed(
-                                              seed + step))
+                                          seed=seed, action_scale=action_scale,
+                                          generator=torch.Generator().manual_seed(seed + step))
         finally:
             env.close()
         label = "before adaptation" if step == 0 else f"after {step} step{'s' * (step > 1)}"
@@ -164,26 +168,40 @@ def record_adaptation_video(gym_id: str, task: dict[str, Any], policy: PolicyFn,
 
 
 def write_video(frames: Sequence[np.ndarray], output: Path, *, fps: int) -> None:
-    """Frames ``(H, W, 3)`` uint8 to an .mp4 (imageio-ffmpeg) or .gif (Pillow)."""
-    output.parent.mkdir(parents=True, exist_ok=True)
+    """Frames ``(H, W, 3)`` uint8 to an .mp4 (imageio-ffmpeg) or .gif (Pillow).
+
+    The file appears only when complete: it is written beside ``output`` and renamed.
+    """
     suffix = output.suffix.lower()
-    if suffix == ".gif":
-        images = [Image.fromarray(f) for f in frames]
-        images[0].save(output, save_all=True, append_images=images[1:], loop=0,
-                       duration=round(1000 / fps), optimize=True)
-        return
-    if suffix != ".mp4":
+    if suffix not in VIDEO_SUFFIXES:
         raise ConfigError(f"video {output}: the file name must end in .mp4 or .gif")
+    if suffix == ".mp4":
+        try:
+            import imageio.v2 as imageio
+        except ImportError as error:
+            raise ConfigError("writing .mp4 needs imageio and imageio-ffmpeg: "
+                              "pip install imageio imageio-ffmpeg (or write a .gif)") from error
+    # Checked first: a writer failing mid-way may leave ffmpeg writing after it is closed.
+    frames = [np.asarray(frame) for frame in frames]
+    shape = frames[0].shape if frames else None
+    if not frames or any(f.shape != shape or f.dtype != np.uint8 for f in frames) or (
+            len(shape) != 3 or shape[2] != 3):
+        raise ValueError("video frames must be uint8 arrays (H, W, 3) of one size")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp{suffix}")
     try:
-        import imageio.v2 as imageio
-    except ImportError as error:
-        raise ConfigError("writing .mp4 needs imageio and imageio-ffmpeg: "
-                          "pip install imageio imageio-ffmpeg (or write a .gif)") from error
-    height, width = frames[0].shape[:2]
-    pad = ((0, -height % 16), (0, -width % 16), (0, 0))  # H.264 wants multiples of 16
-    tmp = output.with_name(output.name + ".tmp.mp4")
-    with imageio.get_writer(tmp, fps=fps, codec="libx264", quality=8,
-                            macro_block_size=16, ffmpeg_log_level="error") as writer:
-        for frame in frames:
-            writer.append_data(np.pad(frame, pad))
-    os.replace(tmp, output)
+        if suffix == ".gif":
+            images = [Image.fromarray(f) for f in frames]
+            images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], loop=0,
+                           duration=round(1000 / fps), optimize=True)
+        else:
+            height, width = frames[0].shape[:2]
+            pad = ((0, -height % 16), (0, -width % 16), (0, 0))  # H.264 macroblocks of 16
+            with imageio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", quality=8,
+                                    macro_block_size=16, ffmpeg_log_level="error") as writer:
+                for frame in frames:
+                    writer.append_data(np.pad(frame, pad))
+        os.replace(tmp, output)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
