@@ -32,6 +32,16 @@ PRESETS: dict[str, tuple[str, dict]] = {
         "per step, lr then lr/2. Run: metarl train navigation2d --run-dir runs/nav &&\n"
         "metarl evaluate runs/nav --baselines && metarl render runs/nav",
         {"experiment": "meta_rl", "run": {"checkpoint_every": 25}}),
+    "navigation/navigation2d-authors.yaml": (
+        "2D navigation with the settings of the MAML authors' code (cbfinn/maml_rl,\n"
+        "maml_trpo_point.py): the policy acts in units of the action bound (rllab's normalize\n"
+        "wrapper), inner lr 0.5, 40 tasks x 20 episodes; otherwise the paper protocol (TRPO\n"
+        "with mean KL 0.01, 500 meta-iterations, about 70 min on 2 cores). Evaluation: lr 0.5\n"
+        "then 0.25. Run: metarl train navigation2d-authors --run-dir runs/nav-authors &&\n"
+        "metarl evaluate runs/nav-authors --baselines && metarl render runs/nav-authors",
+        {"experiment": "meta_rl", "policy": {"normalized_actions": True},
+         "adaptation": {"inner_lr": 0.5}, "training": {"meta_batch_size": 40},
+         "run": {"checkpoint_every": 50}}),
     "navigation/navigation2d-quick.yaml": (
         "2D navigation, a quick default (the `metarl demo` run): the paper protocol with\n"
         "10 tasks x 10 episodes per meta-iteration and 100 meta-iterations; a few minutes\n"
