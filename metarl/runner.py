@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import signal
+import sys
 import types
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -139,8 +140,17 @@ def train_run(experiment: Experiment, config: Any, run_dir: str | Path, *,
                         f"with: metarl train --resume {run_dir}", exit_code=130)
     finally:
         logger.close()
+        _plot_learning_curve(experiment, run_dir)  # also when interrupted or stopped
+    return checkpoint_path
+
+
+def _plot_learning_curve(experiment: Experiment, run_dir: Path) -> None:
     from metarl.plots import plot_learning_curve
 
-    plot_learning_curve(run_dir / METRICS_NAME, run_dir / "learning_curve.png",
-                        title=f"{experiment.name}: meta-training")
-    return checkpoint_path
+    if not (run_dir / METRICS_NAME).is_file():
+        return
+    try:
+        plot_learning_curve(run_dir / METRICS_NAME, run_dir / "learning_curve.png",
+                            title=f"{experiment.name}: meta-training")
+    except Exception as error:  # a picture must not hide why training stopped
+        print(f"metarl: could not draw learning_curve.png: {error}", file=sys.stderr)

@@ -83,6 +83,7 @@ def test_interrupt_then_resume_reaches_the_uninterrupted_numbers(tmp_path, monke
         train_run(experiment, small_config(), tmp_path / "resumed")
     assert stop.value.exit_code == 130
     assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["iteration"] == 13
+    assert (tmp_path / "resumed" / "learning_curve.png").stat().st_size > 0  # so far
     monkeypatch.setattr(SupervisedMetaTrainer, "train_iteration", original)
 
     experiment, config, _ = load_run(tmp_path / "resumed")
