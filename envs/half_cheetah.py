@@ -79,10 +79,6 @@ def sample_targets(kind: TaskKind, num_tasks: int, rng: np.random.Generator) -> 
     return np.where(rng.random(num_tasks) < 0.5, -1.0, 1.0)
 
 
-def task_key(kind: TaskKind) -> str:
-    return kind  # tasks are {"velocity": v} or {"direction": ±1}
-
-
 def task_rewards(kind: TaskKind, targets: np.ndarray, x_velocity: np.ndarray,
                  actions: np.ndarray) -> np.ndarray:
     """Rewards ``(N,)`` for targets and velocities ``(N,)`` (m/s) and clipped actions ``(N, 6)``."""
@@ -93,10 +89,9 @@ def task_rewards(kind: TaskKind, targets: np.ndarray, x_velocity: np.ndarray,
 
 
 def _check_target(kind: TaskKind, task: dict[str, Any]) -> float:
-    key = task_key(kind)
-    if key not in task:
-        raise ValueError(f"a half-cheetah {kind} task is {{'{key}': float}}, got {task!r}")
-    value = float(task[key])
+    if kind not in task:  # tasks are {"velocity": v} or {"direction": ±1}
+        raise ValueError(f"a half-cheetah {kind} task is {{'{kind}': float}}, got {task!r}")
+    value = float(task[kind])
     if kind == "direction" and value not in (-1.0, 1.0):
         raise ValueError(f"task direction must be +1 or -1, got {value}")
     return value
@@ -114,6 +109,7 @@ class _HalfCheetahTaskEnv(HalfCheetahEnv):
 
     def __init__(self, task: dict[str, Any] | None = None, render_mode: str | None = None,
                  width: int = 480, height: int = 480, **kwargs: Any) -> None:
+        kwargs.setdefault("camera_name", "track")  # follow the torso rather than a fixed view
         super().__init__(ctrl_cost_weight=CONTROL_COST_WEIGHT, frame_skip=FRAME_SKIP,
                          reset_noise_scale=RESET_NOISE_SCALE, render_mode=render_mode,
                          width=width, height=height, **kwargs)
@@ -132,14 +128,14 @@ class _HalfCheetahTaskEnv(HalfCheetahEnv):
         seeded by ``reset(seed=...)``)."""
         targets = sample_targets(self.kind, num_tasks, rng if rng is not None
                                  else self.np_random)
-        return [{task_key(self.kind): float(t)} for t in targets]
+        return [{self.kind: float(t)} for t in targets]
 
     def reset_task(self, task: dict[str, Any]) -> None:
         self._target = _check_target(self.kind, task)
 
     @property
     def task(self) -> dict[str, float]:
-        return {task_key(self.kind): self._target}
+        return {self.kind: self._target}
 
     def reset(self, *, seed: int | None = None,
               options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
@@ -233,9 +229,6 @@ class BatchedHalfCheetah:
     def observations(self) -> Tensor:
         return torch.from_numpy(np.concatenate([self._qpos[:, 1:], self._qvel], axis=1)
                                 ).to(torch.float32)
-
-    def x_positions(self) -> np.ndarray:
-        return self._qpos[:, 0].copy()
 
     def step(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Apply torques ``(N, 6)`` (clipped to [-1, 1]) for one control step (5 MuJoCo steps).

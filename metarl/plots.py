@@ -14,6 +14,29 @@ import numpy as np
 from metarl.logging import read_metrics
 
 
+def panel_grid(panels: int, *, width: float, height: float,
+               max_columns: int = 4) -> tuple[plt.Figure, list[plt.Axes]]:
+    """A figure with ``panels`` axes in rows of at most ``max_columns`` (sizes in inches per
+    panel); unused axes of the last row are hidden. Returns the figure and the used axes."""
+    columns = max(1, min(panels, max_columns))
+    rows = max(1, -(-panels // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows),
+                             squeeze=False)
+    for ax in axes.flat[panels:]:
+        ax.axis("off")
+    return fig, list(axes.flat[:panels])
+
+
+def save_figure(fig: plt.Figure, output: Path, *, title: str = "", dpi: int = 110) -> Path:
+    """Give ``fig`` an overall title (if any), lay it out, write it to ``output`` and close it."""
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(output, dpi=dpi)
+    plt.close(fig)
+    return output
+
+
 def plot_learning_curve(metrics_path: Path, output: Path, *, title: str = "",
                         skip: Sequence[str] = ("iteration", "wall_time")) -> Path | None:
     """One panel per metric of ``metrics.jsonl`` against the meta-iteration (smoothed)."""
@@ -22,13 +45,8 @@ def plot_learning_curve(metrics_path: Path, output: Path, *, title: str = "",
         return None
     names = [k for k in records[-1] if k not in skip]
     iterations = np.array([r["iteration"] for r in records])
-    columns = min(len(names), 4)
-    rows = -(-len(names) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows),
-                             squeeze=False)
-    for ax in axes.flat[len(names):]:
-        ax.axis("off")
-    for ax, name in zip(axes.flat, names, strict=False):
+    fig, axes = panel_grid(len(names), width=4.2, height=3.2)
+    for ax, name in zip(axes, names, strict=True):
         values = np.array([r.get(name, np.nan) for r in records], dtype=float)
         ax.plot(iterations, values, color="0.75", linewidth=0.8)
         window = max(1, len(values) // 50)
@@ -39,12 +57,7 @@ def plot_learning_curve(metrics_path: Path, output: Path, *, title: str = "",
         ax.set_xlabel("meta-iteration")
         ax.set_title(name)
         ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(output, dpi=110)
-    plt.close(fig)
-    return output
+    return save_figure(fig, output, title=title)
 
 
 def plot_adaptation_curves(curves: Mapping[str, Mapping[str, Sequence[float]]],
@@ -73,7 +86,4 @@ def plot_adaptation_curves(curves: Mapping[str, Mapping[str, Sequence[float]]],
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(output, dpi=120)
-    plt.close(fig)
-    return output
+    return save_figure(fig, output, dpi=120)

@@ -5,6 +5,7 @@ adaptation and TRPO."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import gymnasium as gym
 import numpy as np
@@ -25,6 +26,20 @@ def _steps_per_second(run, steps: int, repeats: int) -> float:
     for _ in range(repeats):
         run()
     return steps * repeats / (time.perf_counter() - start)
+
+
+def _sampler_run(env, policy, params: dict[str, torch.Tensor], num_tasks: int, episodes: int,
+                 horizon: int) -> Callable[[], None]:
+    """One call samples ``episodes`` full episodes for each of ``num_tasks`` tasks with our
+    sampler, the policy in the loop (shared initial parameters expanded per task)."""
+    task_params = expand_params({k: v.detach() for k, v in params.items()}, num_tasks)
+    generator = torch.Generator().manual_seed(0)
+
+    def run() -> None:
+        sample_episodes(env, policy, task_params, num_tasks=num_tasks,
+                        episodes_per_task=episodes, max_steps=horizon, generator=generator)
+
+    return run
 
 
 def benchmark_navigation(*, repeats: int) -> None:
@@ -69,17 +84,6 @@ def benchmark_navigation(*, repeats: int) -> None:
 
         return run
 
-    def our_sampler():
-        env = family.make_batched(tasks, episodes, np.random.default_rng(0))
-        task_params = expand_params({k: v.detach() for k, v in params.items()}, num_tasks)
-        generator = torch.Generator().manual_seed(0)
-
-        def run() -> None:
-            sample_episodes(env, policy, task_params, num_tasks=num_tasks,
-                            episodes_per_task=episodes, max_steps=horizon, generator=generator)
-
-        return run
-
     steps = n * horizon
     rows = [
         ["Gymnasium SyncVectorEnv, random actions", _steps_per_second(
@@ -89,7 +93,8 @@ def benchmark_navigation(*, repeats: int) -> None:
         ["metarl BatchedNavigation2D, random actions", _steps_per_second(
             batched_env(), steps, batch_repeats)],
         ["metarl sampler (policy per task in the loop)", _steps_per_second(
-            our_sampler(), steps, batch_repeats)],
+            _sampler_run(family.make_batched(tasks, episodes, np.random.default_rng(0)), policy,
+                         params, num_tasks, episodes, horizon), steps, batch_repeats)],
     ]
     print_table(f"navigation env steps per second ({num_tasks} tasks x {episodes} episodes x "
                 f"{horizon} steps, full episodes)", ["stepping", "env steps/s"],
@@ -177,17 +182,6 @@ def benchmark_cheetah(*, repeats: int) -> None:
 
         return run
 
-    def our_sampler():
-        env = family.make_batched(tasks, episodes, rng)
-        task_params = expand_params({k: v.detach() for k, v in params.items()}, num_tasks)
-        generator = torch.Generator().manual_seed(0)
-
-        def run() -> None:
-            sample_episodes(env, policy, task_params, num_tasks=num_tasks,
-                            episodes_per_task=episodes, max_steps=horizon, generator=generator)
-
-        return run
-
     rows = [
         [f"Gymnasium SyncVectorEnv ({sync_envs} envs), random actions",
          _steps_per_second(sync_vector_env(), sync_envs * horizon, batch_repeats)],
@@ -196,7 +190,9 @@ def benchmark_cheetah(*, repeats: int) -> None:
         ["metarl BatchedHalfCheetah (rewards, observations)",
          _steps_per_second(batched_env(), n * horizon, batch_repeats)],
         ["metarl sampler (policy per task in the loop)",
-         _steps_per_second(our_sampler(), n * horizon, batch_repeats)],
+         _steps_per_second(_sampler_run(family.make_batched(tasks, episodes, rng), policy, params,
+                                        num_tasks, episodes, horizon),
+                           n * horizon, batch_repeats)],
     ]
     print_table(f"half-cheetah env steps per second ({num_tasks} tasks x {episodes} episodes x "
                 f"{horizon} steps; MuJoCo threads: {available_cpus()})",

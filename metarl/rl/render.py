@@ -3,17 +3,13 @@ half-cheetah forward velocities."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
 from metarl.envs.navigation import ACTION_BOUND
+from metarl.plots import panel_grid, save_figure
 from metarl.rl.episodes import Episodes
 
 
@@ -33,14 +29,8 @@ def plot_navigation_trajectories(tasks: list[dict[str, Any]], episodes_per_step:
                                  action_scale: float = 1.0,
                                  title: str = "") -> Path:
     """One panel per task: the goal and a few trajectories after 0, 1, ... steps."""
-    num_tasks = len(tasks)
-    columns = min(num_tasks, 4)
-    rows = math.ceil(num_tasks / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.6 * rows), squeeze=False)
-    for t, ax in enumerate(axes.flat):
-        if t >= num_tasks:
-            ax.axis("off")
-            continue
+    fig, axes = panel_grid(len(tasks), width=3.6, height=3.6)
+    for t, ax in enumerate(axes):
         for step, episodes in enumerate(episodes_per_step):
             average = float(episodes.episode_returns()[t].mean())
             for e in range(min(episodes_shown, episodes.observations.shape[1])):
@@ -56,12 +46,7 @@ def plot_navigation_trajectories(tasks: list[dict[str, Any]], episodes_per_step:
         ax.set_aspect("equal")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, loc="lower left")
-    if title:
-        fig.suptitle(f"2D navigation: {title}")
-    fig.tight_layout()
-    fig.savefig(output, dpi=110)
-    plt.close(fig)
-    return output
+    return save_figure(fig, output, title=f"2D navigation: {title}" if title else "")
 
 
 CHEETAH_FORWARD_VELOCITY = 8  # observation index of qvel[0], the torso's forward velocity
@@ -72,15 +57,9 @@ def plot_cheetah_velocities(tasks: list[dict[str, Any]], episodes_per_step: list
     """One panel per task: the torso's forward velocity (m/s) over an episode, averaged over
     the task's episodes and over ``smoothing`` time steps, after 0, 1, ... adaptation steps,
     with the target velocity (velocity tasks) or the direction to run (direction tasks)."""
-    num_tasks = len(tasks)
-    columns = min(num_tasks, 4)
-    rows = math.ceil(num_tasks / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
+    fig, axes = panel_grid(len(tasks), width=4.2, height=3.2)
     kernel = np.ones(smoothing) / smoothing
-    for t, ax in enumerate(axes.flat):
-        if t >= num_tasks:
-            ax.axis("off")
-            continue
+    for t, ax in enumerate(axes):
         for step, episodes in enumerate(episodes_per_step):
             average = float(episodes.episode_returns()[t].mean())
             mask = episodes.mask[t].numpy()  # (E, H)
@@ -101,9 +80,4 @@ def plot_cheetah_velocities(tasks: list[dict[str, Any]], episodes_per_step: list
         ax.set_ylabel("forward velocity (m/s)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, loc="best")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(output, dpi=110)
-    plt.close(fig)
-    return output
+    return save_figure(fig, output, title=title)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import imageio.v2 as imageio
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
@@ -45,13 +46,11 @@ def _render_failure(error: Exception) -> RenderBackendError:
 
 
 def make_render_env(gym_id: str, task: dict[str, Any], *, episode_steps: int) -> gym.Env:
-    """The Gymnasium form of ``gym_id`` rendering ``PANEL_WIDTH x PANEL_HEIGHT`` frames
-    (the half-cheetah through its tracking camera)."""
+    """The Gymnasium form of ``gym_id`` rendering ``PANEL_WIDTH x PANEL_HEIGHT`` frames."""
     choose_gl_backend()
-    extra = {"camera_name": "track"} if "Cheetah" in gym_id else {}
     try:
         return gym.make(gym_id, task=task, render_mode="rgb_array", width=PANEL_WIDTH,
-                        height=PANEL_HEIGHT, max_episode_steps=episode_steps, **extra)
+                        height=PANEL_HEIGHT, max_episode_steps=episode_steps)
     except (ImportError, RuntimeError, OSError, gym.error.DependencyNotInstalled) as error:
         # A GL backend that cannot load fails here, on import of the GL context.
         raise _render_failure(error) from error
@@ -175,12 +174,6 @@ def write_video(frames: Sequence[np.ndarray], output: Path, *, fps: int) -> None
     suffix = output.suffix.lower()
     if suffix not in VIDEO_SUFFIXES:
         raise ConfigError(f"video {output}: the file name must end in .mp4 or .gif")
-    if suffix == ".mp4":
-        try:
-            import imageio.v2 as imageio
-        except ImportError as error:
-            raise ConfigError("writing .mp4 needs imageio and imageio-ffmpeg: "
-                              "pip install imageio imageio-ffmpeg (or write a .gif)") from error
     # Checked first: a writer failing mid-way may leave ffmpeg writing after it is closed.
     frames = [np.asarray(frame) for frame in frames]
     shape = frames[0].shape if frames else None
