@@ -137,6 +137,13 @@ class BatchedNavigation2D:
         self.done.zero_()
         return self.positions.to(torch.float32)
 
+    def restart(self, where: Tensor) -> Tensor:
+        """Start new episodes (at the origin) where ``where`` ``(N,)`` is True; returns all
+        observations ``(N, 2)`` float32."""
+        self.positions[where] = 0.0
+        self.done[where] = False
+        return self.positions.to(torch.float32)
+
     def step(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Move the running environments.
 

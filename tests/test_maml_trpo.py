@@ -10,7 +10,7 @@ import torch
 from torch.distributions import Normal
 
 from metarl.config import from_dict
-from metarl.envs.navigation import BatchedNavigation2D
+from metarl.envs.navigation import BatchedNavigation2D, Navigation2DEnv
 from metarl.rl.episodes import sample_episodes
 from metarl.rl.experiment import MetaRLConfig, make_trainer
 from metarl.rl.losses import StepBatch, mean_kl, pack_steps, surrogate_loss
@@ -121,6 +121,87 @@ def test_sampler_masks_after_termination_and_is_reproducible():
         .log_prob(episodes.actions[1:].reshape(1, 60, 2)).sum(-1).view(3, 20))
 
 
+def budget_episodes(step_budget: bool, goals, *, max_steps=20, std=0.01, mean_action=0.05,
+                    seed=1):
+    """3 slots per task; a policy of mean action ``mean_action`` and std ``std``."""
+    goals = torch.tensor(goals, dtype=torch.float64)
+    env = BatchedNavigation2D(goals.repeat_interleave(3, dim=0))
+    params = expand_params(init_policy_params(2, 2, [8], init_std=std,
+                                              generator=torch.Generator().manual_seed(0)),
+                           len(goals))
+    with torch.no_grad():
+        params["w1"].zero_()
+        params["b1"].fill_(mean_action)
+    return sample_episodes(env, POLICY, params, num_tasks=len(goals), episodes_per_task=3,
+                           max_steps=max_steps, generator=torch.Generator().manual_seed(seed),
+                           step_budget=step_budget)
+
+
+def test_step_budget_restarts_episodes_that_end_early_and_keeps_whole_episodes():
+    # Task 0's goal is one step away (most episodes end at once); task 1's is never reached.
+    episodes = budget_episodes(True, [[0.05, 0.05], [0.4, 0.4]])
+    budget = 3 * 20
+    steps = episodes.mask.sum(dim=(1, 2))
+    assert steps[1] == budget and episodes.lengths[1, :3].tolist() == [20] * 3
+    assert episodes.num_episodes().tolist()[1] == 3
+    # Task 0 gets many more, shorter episodes; new ones start only while under budget.
+    assert episodes.num_episodes()[0] > 10
+    assert budget <= steps[0] < budget + 3 * 20
+    lengths = episodes.lengths[0][episodes.exists[0]]
+    assert bool((lengths < 20).any()) and bool((lengths == 1).any())
+    # Rows past a task's episodes are empty, and the mean return ignores them.
+    assert not episodes.exists[1, 3:].any() and (episodes.mask[1, 3:] == 0).all()
+    returns = episodes.episode_returns()
+    torch.testing.assert_close(episodes.task_returns(),
+                               torch.stack([returns[0].mean(), returns[1, :3].mean()]))
+    # Every recorded episode is a whole episode of the Gymnasium form, from its start.
+    for t, goal in enumerate([[0.05, 0.05], [0.4, 0.4]]):
+        env = Navigation2DEnv({"goal": goal})
+        for e in range(int(episodes.num_episodes()[t])):
+            length = int(episodes.lengths[t, e])
+            observation, _ = env.reset()
+            for step in range(length):
+                torch.testing.assert_close(episodes.observations[t, e, step],
+                                           torch.as_tensor(observation), atol=1e-6, rtol=0)
+                observation, reward, terminated, _, _ = env.step(
+                    episodes.actions[t, e, step].numpy())
+                assert episodes.rewards[t, e, step].item() == pytest.approx(reward, abs=1e-6)
+                assert not terminated or step == length - 1  # it ends where the record does
+            assert terminated or length == 20  # at the goal, or at the time limit
+
+
+def test_step_budget_equals_fixed_episodes_when_none_ends_early():
+    far = [[0.5, -0.5], [-0.5, 0.5]]
+    fixed = budget_episodes(False, far, max_steps=5, std=0.5)
+    budgeted = budget_episodes(True, far, max_steps=5, std=0.5)
+    for name in ("observations", "actions", "rewards", "mask", "log_probs"):
+        torch.testing.assert_close(getattr(budgeted, name), getattr(fixed, name))
+
+
+def test_step_budget_needs_an_env_that_can_restart():
+    class NoRestart:
+        observation_dim = action_dim = 2
+
+        def __init__(self):
+            self.inner = BatchedNavigation2D(torch.zeros(2, 2, dtype=torch.float64))
+
+        def reset(self):
+            return self.inner.reset()
+
+        def step(self, actions):
+            return self.inner.step(actions)
+
+    params = expand_params(init_policy_params(2, 2, [4], init_std=1e-4,
+                                              generator=torch.Generator().manual_seed(0)), 1)
+    with torch.no_grad():
+        params["w1"].zero_()
+        params["b1"].zero_()  # the goal is the origin: every episode ends at its first step
+    with pytest.raises(TypeError, match="cannot restart"):
+        sample_episodes(NoRestart(), POLICY, params, num_tasks=1, episodes_per_task=2,
+                        max_steps=5, generator=torch.Generator().manual_seed(0),
+                        step_budget=True)
+
+
 def small_config(**training):
     return from_dict(MetaRLConfig, {
         "policy": {"hidden_sizes": [16, 16]},
@@ -129,8 +210,9 @@ def small_config(**training):
         "run": {"progress": False, "tensorboard": False}})
 
 
-def test_meta_iteration_is_deterministic_and_accepted_steps_keep_kl_bound():
-    config = small_config()
+@pytest.mark.parametrize("sampling", ["episodes", "steps"])
+def test_meta_iteration_is_deterministic_and_accepted_steps_keep_kl_bound(sampling):
+    config = small_config(sampling=sampling)
     a, b = make_trainer(config), make_trainer(config)
     for i in range(3):
         ma, mb = a.train_iteration(i), b.train_iteration(i)

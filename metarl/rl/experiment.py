@@ -85,6 +85,10 @@ class RLTrainingConfig:
     meta_batch_size: int = param(20, "tasks per meta-iteration", ge=1)
     episodes_per_task: int = param(20, "episodes per task for each inner step and for the "
                                    "post-adaptation batch", ge=1)
+    sampling: Literal["episodes", "steps"] = param(
+        "episodes", "episodes: exactly episodes_per_task episodes per task and step; steps: a "
+        "budget of episodes_per_task x H steps per task, restarting episodes that end early "
+        "(at the goal), as the MAML authors' samplers. Applies to evaluation too")
     discount: float = param(0.99, "discount factor γ", gt=0, le=1)
     gae_lambda: float = param(1.0, "GAE λ (1: returns minus baseline)", ge=0, le=1)
     normalize_advantages: bool = param(True, "standardize advantages per task")
@@ -183,7 +187,11 @@ def make_trainer(config: MetaRLConfig, *, inner_steps: int | None = None,
         trpo=TRPOSettings(**to_dict(config.trpo)),
         task_rng=numpy_generator(config.seed, purpose + "tasks"),
         action_generator=torch_generator(config.seed, purpose + "actions"),
-        action_scale=action_scale(config))
+        action_scale=action_scale(config), step_budget=step_budget(config))
+
+
+def step_budget(config: MetaRLConfig) -> bool:
+    return config.training.sampling == "steps"
 
 
 def advantage_settings(config: MetaRLConfig) -> AdvantageSettings:
@@ -210,7 +218,8 @@ def evaluation_rollouts(config: MetaRLConfig, params: Params, *, tasks: int, ste
         num_tasks=tasks, episodes_per_task=episodes, max_steps=episode_length(config),
         learning_rates=evaluation_learning_rates(config, steps),
         advantages=advantage_settings(config),
-        generator=torch_generator(seed, "evaluate-actions"), action_scale=action_scale(config))
+        generator=torch_generator(seed, "evaluate-actions"), action_scale=action_scale(config),
+        step_budget=step_budget(config))
     return test_tasks, rollouts
 
 
@@ -253,8 +262,7 @@ class MetaRLExperiment(Experiment):
         for name, params in policies.items():
             _, rollouts = evaluation_rollouts(config, params, tasks=tasks, steps=steps,
                                               seed=seed)
-            per_task = torch.stack([e.episode_returns().mean(dim=1)
-                                    for e in rollouts.episodes], dim=1)
+            per_task = torch.stack([e.task_returns() for e in rollouts.episodes], dim=1)
             curves[name] = summarize(per_task.numpy())
         main = curves[config.adaptation.method]
         # The paper's returns are sums over its episode length; other lengths are not comparable.
@@ -364,7 +372,7 @@ def render_video(config: MetaRLConfig, params: Params, output: Path, *, task: st
         episodes_per_task=config.evaluation.episodes_per_task,
         max_steps=episode_length(config), learning_rates=evaluation_learning_rates(config, steps),
         advantages=advantage_settings(config), generator=torch_generator(seed, "video-actions"),
-        action_scale=action_scale(config))
+        action_scale=action_scale(config), step_budget=step_budget(config))
     return record_adaptation_video(
         family.gym_id, chosen, make_policy(config), rollouts.weights, output,
         episode_steps=episode_length(config), seed=seed, title=f"{config.env.name}, {title}",

@@ -107,8 +107,12 @@ def rollouts_with_adaptation(env: BatchedEnv, policy: PolicyFn, params: Params, 
                              num_tasks: int, episodes_per_task: int, max_steps: int,
                              learning_rates: Sequence[float], advantages: AdvantageSettings,
                              generator: torch.Generator, action_scale: float = 1.0,
+                             step_budget: bool = False,
                              timings: dict[str, float] | None = None) -> Rollouts:
     """Sample with θ, adapt, sample with φ_1, adapt, ... (len(learning_rates) steps).
+
+    ``step_budget``: sample ``episodes_per_task · max_steps`` steps per task rather than
+    ``episodes_per_task`` episodes (see :func:`sample_episodes`).
 
     Returns every sampled batch of episodes (``len(learning_rates) + 1`` of them), the
     support batches used for the steps, and the final fast weights (detached).
@@ -121,7 +125,8 @@ def rollouts_with_adaptation(env: BatchedEnv, policy: PolicyFn, params: Params, 
         start = time.perf_counter()
         batch = sample_episodes(env, policy, fast, num_tasks=num_tasks,
                                 episodes_per_task=episodes_per_task, max_steps=max_steps,
-                                generator=generator, action_scale=action_scale)
+                                generator=generator, action_scale=action_scale,
+                                step_budget=step_budget)
         timings["sampling"] = timings.get("sampling", 0.0) + time.perf_counter() - start
         episodes.append(batch)
         if step == len(learning_rates):
@@ -256,6 +261,7 @@ class MAMLTRPO:
     task_rng: np.random.Generator
     action_generator: torch.Generator
     action_scale: float = 1.0
+    step_budget: bool = False
     last_timings: dict[str, float] = field(default_factory=dict)
 
     def train_iteration(self, iteration: int) -> dict[str, float]:
@@ -267,7 +273,7 @@ class MAMLTRPO:
             env, self.policy, self.params, num_tasks=self.num_tasks,
             episodes_per_task=self.episodes_per_task, max_steps=self.max_steps,
             learning_rates=lrs, advantages=self.advantages, generator=self.action_generator,
-            action_scale=self.action_scale, timings=timings)
+            action_scale=self.action_scale, step_budget=self.step_budget, timings=timings)
         start = time.perf_counter()
         valid = pack_steps(rollouts.episodes[-1],
                            compute_advantages(rollouts.episodes[-1], self.advantages))
@@ -299,8 +305,9 @@ class MAMLTRPO:
         if not np.isfinite(step.loss_before):
             raise NonFiniteLossError(f"surrogate loss {step.loss_before} is not finite")
         self.last_timings = timings
-        returns = [float(e.episode_returns().mean()) for e in rollouts.episodes]
+        returns = [float(e.task_returns().mean()) for e in rollouts.episodes]
         metrics = {"return_before": returns[0], "return_after": returns[-1],
+                   "episodes_after": float(rollouts.episodes[-1].num_episodes().float().mean()),
                    "surrogate_before": step.loss_before, "surrogate_after": step.loss_after,
                    "kl": step.kl, "backtracks": float(step.backtracks),
                    "step_accepted": float(step.accepted)}

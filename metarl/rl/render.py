@@ -32,7 +32,7 @@ def plot_navigation_trajectories(tasks: list[dict[str, Any]], episodes_per_step:
     fig, axes = panel_grid(len(tasks), width=3.6, height=3.6)
     for t, ax in enumerate(axes):
         for step, episodes in enumerate(episodes_per_step):
-            average = float(episodes.episode_returns()[t].mean())
+            average = float(episodes.task_returns()[t])
             for e in range(min(episodes_shown, episodes.observations.shape[1])):
                 path = episode_positions(episodes, t, e, action_scale)
                 ax.plot(path[:, 0], path[:, 1], color=f"C{step}", alpha=0.8, linewidth=1.2,
@@ -61,7 +61,7 @@ def plot_cheetah_velocities(tasks: list[dict[str, Any]], episodes_per_step: list
     kernel = np.ones(smoothing) / smoothing
     for t, ax in enumerate(axes):
         for step, episodes in enumerate(episodes_per_step):
-            average = float(episodes.episode_returns()[t].mean())
+            average = float(episodes.task_returns()[t])
             mask = episodes.mask[t].numpy()  # (E, H)
             velocity = episodes.observations[t, :, :, CHEETAH_FORWARD_VELOCITY].numpy()
             mean_velocity = (velocity * mask).sum(0) / np.maximum(mask.sum(0), 1)
