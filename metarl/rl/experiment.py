@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +23,7 @@ from metarl.rl.maml_trpo import (
     TRPOSettings,
     rollouts_with_adaptation,
 )
-from metarl.rl.policy import init_policy_params, policy_distribution
+from metarl.rl.policy import GaussianMLPPolicy, init_policy_params
 from metarl.seeding import numpy_generator, torch_generator
 
 PUBLISHED_RETURNS = {
@@ -160,8 +159,8 @@ def action_scale(config: MetaRLConfig) -> float:
     return family_of(config).action_bound if config.policy.normalized_actions else 1.0
 
 
-def make_policy(config: MetaRLConfig):
-    return functools.partial(policy_distribution, activation=config.policy.activation)
+def make_policy(config: MetaRLConfig) -> GaussianMLPPolicy:
+    return GaussianMLPPolicy(config.policy.activation)
 
 
 def new_policy_params(config: MetaRLConfig, purpose: str) -> Params:
