@@ -13,6 +13,10 @@ from metarl.experiment import config_from_data
 
 ROOT = Path(__file__).resolve().parent.parent / "configs"
 
+# The navigation settings of the MAML authors' code: normalized actions, lr 0.5, step budget.
+NAVIGATION_AUTHORS = {"policy": {"normalized_actions": True}, "adaptation": {"inner_lr": 0.5},
+                      "training": {"sampling": "steps"}}
+
 PRESETS: dict[str, tuple[str, dict]] = {
     "sine/sine.yaml": (
         "Sine-wave regression, the MAML paper protocol (section 5.1, Table 2, Figure 3).\n"
@@ -26,31 +30,32 @@ PRESETS: dict[str, tuple[str, dict]] = {
         {"experiment": "sine", "training": {"iterations": 3000}, "evaluation": {"tasks": 200},
          "baseline": {"iterations": 2000}, "run": {"checkpoint_every": 500}}),
     "navigation/navigation2d.yaml": (
-        "2D navigation with MAML-TRPO, the MAML paper protocol (section 5.3, Figure 5).\n"
-        "Policy 2 x 100 ReLU, one policy-gradient step with lr 0.1, 20 tasks x 20 episodes,\n"
-        "TRPO with mean KL 0.01, 500 meta-iterations. Evaluation: 40 test tasks, 40 episodes\n"
-        "per step, lr then lr/2. Run: metarl train navigation2d --run-dir runs/nav &&\n"
+        "2D navigation with MAML-TRPO, the MAML paper protocol (section 5.3, Figure 5) as the\n"
+        "authors ran it (cbfinn/maml_rl: maml_trpo_point.py and the policy test_maml_point.py\n"
+        "evaluates): policy 2 x 100 ReLU acting in units of the action bound (rllab's normalize\n"
+        "wrapper: +-1 is +-0.1), one policy-gradient step with lr 0.5, 20 tasks x 20 episodes'\n"
+        "worth of steps (2,000 per task; an episode that reaches the goal restarts, as in the\n"
+        "authors' sampler), TRPO with mean KL 0.01, 500 meta-iterations (about 30 min on 2\n"
+        "cores). Evaluation: 40 test tasks, 40 episodes' worth of steps per step, lr 0.5 then\n"
+        "0.25. Run: metarl train navigation2d --run-dir runs/nav &&\n"
         "metarl evaluate runs/nav --baselines && metarl render runs/nav",
+        {"experiment": "meta_rl", **NAVIGATION_AUTHORS, "run": {"checkpoint_every": 25}}),
+    "navigation/navigation2d-paper-text.yaml": (
+        "2D navigation with the MAML paper's text read literally: inner lr 0.1 on raw actions\n"
+        "(bound 0.1), exactly 20 episodes per task, 20 tasks, TRPO with mean KL 0.01, 500\n"
+        "meta-iterations. It adapts less than navigation2d (docs/BENCHMARKS.md).",
         {"experiment": "meta_rl", "run": {"checkpoint_every": 25}}),
-    "navigation/navigation2d-authors.yaml": (
-        "2D navigation with the settings of the MAML authors' code (cbfinn/maml_rl,\n"
-        "maml_trpo_point.py): the policy acts in units of the action bound (rllab's normalize\n"
-        "wrapper), inner lr 0.5, 40 tasks x 20 episodes; otherwise the paper protocol (TRPO\n"
-        "with mean KL 0.01, 500 meta-iterations, about 70 min on 2 cores). Evaluation: lr 0.5\n"
-        "then 0.25. Run: metarl train navigation2d-authors --run-dir runs/nav-authors &&\n"
-        "metarl evaluate runs/nav-authors --baselines && metarl render runs/nav-authors",
-        {"experiment": "meta_rl", "policy": {"normalized_actions": True},
-         "adaptation": {"inner_lr": 0.5}, "training": {"meta_batch_size": 40},
-         "run": {"checkpoint_every": 50}}),
     "navigation/navigation2d-quick.yaml": (
-        "2D navigation, a quick default (the `metarl demo` run): the paper protocol with\n"
-        "10 tasks x 10 episodes per meta-iteration and 100 meta-iterations; a few minutes\n"
-        "on 2 cores, enough to see adaptation help.",
-        {"experiment": "meta_rl", "training": {"iterations": 100, "meta_batch_size": 10,
-                                               "episodes_per_task": 10},
+        "2D navigation, a quick default (the `metarl demo` run): navigation2d with 10 tasks x\n"
+        "10 episodes' worth of steps per meta-iteration and 100 meta-iterations; a few\n"
+        "minutes on 2 cores, enough to see adaptation help.",
+        {"experiment": "meta_rl", **NAVIGATION_AUTHORS,
+         "training": {**NAVIGATION_AUTHORS["training"], "iterations": 100,
+                      "meta_batch_size": 10, "episodes_per_task": 10},
          "evaluation": {"episodes_per_task": 20}, "baselines": {"pretrained_iterations": 50},
          "run": {"checkpoint_every": 25}}),
 }
+
 
 def _cheetah(kind: str, header: str, steps: int | None = None, **sections: dict) -> tuple:
     env = {"name": f"half_cheetah_{kind}", "max_episode_steps": steps}

@@ -80,7 +80,10 @@ def test_navigation_train_evaluate_render(tmp_path, capsys):
     result = json.loads((run / "evaluation.json").read_text())
     assert result["metric"] == "return" and result["steps"] == [0, 1, 2, 3]
     assert result["tasks"] == 3 and len(result["sem"]) == 4
-    assert result["inner_lr"] == [0.1, 0.05, 0.05]
+    assert result["inner_lr"] == [0.5, 0.25, 0.25]  # navigation2d: the authors' lr 0.5
+    # a step budget of 4 episodes' worth per task: at least 4 whole episodes
+    assert result["sampling"] == "steps" and len(result["episodes_sampled"]) == 4
+    assert all(count >= 4 for count in result["episodes_sampled"])
     assert set(result["baselines"]) == {"random init", "pretrained"}
     assert (run / "baselines" / "pretrained.pt").is_file()
     assert main(["render", str(run), "--tasks", "2", "--steps", "1"]) == 0

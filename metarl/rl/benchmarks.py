@@ -12,11 +12,17 @@ import numpy as np
 import torch
 
 from metarl.benchmark import print_table
-from metarl.config import from_dict
+from metarl.config import from_dict, read_yaml
 from metarl.envs import ENV_FAMILIES
 from metarl.envs.navigation import Navigation2DEnv
 from metarl.rl.episodes import sample_episodes
-from metarl.rl.experiment import MetaRLConfig, make_policy, make_trainer, new_policy_params
+from metarl.rl.experiment import (
+    MetaRLConfig,
+    episode_length,
+    make_policy,
+    make_trainer,
+    new_policy_params,
+)
 from metarl.rl.policy import expand_params
 
 
@@ -42,9 +48,18 @@ def _sampler_run(env, policy, params: dict[str, torch.Tensor], num_tasks: int, e
     return run
 
 
+def _shipped(name: str) -> dict:
+    """The data of a shipped config (``configs/**/<name>.yaml``)."""
+    from metarl.cli import builtin_configs
+
+    return read_yaml(builtin_configs()[name])
+
+
 def benchmark_navigation(*, repeats: int) -> None:
-    """Paper protocol: 20 tasks x 20 episodes x 100 steps per batch."""
-    config = from_dict(MetaRLConfig, {"experiment": "meta_rl"})
+    """Paper protocol (configs/navigation/navigation2d.yaml): 20 tasks x 20 episodes x 100
+    steps per batch."""
+    shipped = _shipped("navigation2d")
+    config = from_dict(MetaRLConfig, shipped)
     family = ENV_FAMILIES["navigation2d"]
     num_tasks, episodes, horizon = (config.training.meta_batch_size,
                                     config.training.episodes_per_task, 100)
@@ -100,14 +115,17 @@ def benchmark_navigation(*, repeats: int) -> None:
                 f"{horizon} steps, full episodes)", ["stepping", "env steps/s"],
                 [[name, f"{value:,.0f}"] for name, value in rows])
 
-    print_iteration_split("navigation", {}, iterations=max(2, min(repeats, 5)))
+    print_iteration_split("navigation (navigation2d)", shipped,
+                          iterations=max(2, min(repeats, 5)))
 
 
-def print_iteration_split(name: str, overrides: dict, *, iterations: int) -> None:
-    """Seconds per meta-iteration (sampling, adaptation, TRPO) for maml and fomaml."""
+def print_iteration_split(name: str, data: dict, *, iterations: int) -> None:
+    """Seconds per meta-iteration (sampling, adaptation, TRPO) for maml and fomaml, for the
+    config ``data``."""
     split_rows = []
     for method in ("maml", "fomaml"):
-        config = from_dict(MetaRLConfig, {**overrides, "adaptation": {"method": method}})
+        config = from_dict(MetaRLConfig, {
+            **data, "adaptation": {**data.get("adaptation", {}), "method": method}})
         trainer = make_trainer(config)
         trainer.train_iteration(0)
         totals = {"sampling": 0.0, "adaptation": 0.0, "trpo": 0.0}
@@ -118,7 +136,7 @@ def print_iteration_split(name: str, overrides: dict, *, iterations: int) -> Non
                 totals[key] += trainer.last_timings.get(key, 0.0)
         wall = (time.perf_counter() - start) / iterations
         split_rows.append([method, *(totals[k] / iterations for k in totals), wall])
-    config = from_dict(MetaRLConfig, overrides)
+    config = from_dict(MetaRLConfig, data)
     print_table(f"{name} seconds per meta-iteration ({config.training.meta_batch_size} tasks x "
                 f"{config.training.episodes_per_task} episodes, mean of iterations "
                 f"2-{iterations + 1} from initialization)",
@@ -126,7 +144,8 @@ def print_iteration_split(name: str, overrides: dict, *, iterations: int) -> Non
 
 
 def benchmark_cheetah(*, repeats: int) -> None:
-    """Paper protocol: 40 tasks x 20 episodes x 200 steps of half-cheetah velocity."""
+    """Paper protocol (configs/half_cheetah/half-cheetah-vel.yaml): 40 tasks x 20 episodes x
+    200 steps of half-cheetah velocity."""
     from metarl.envs.half_cheetah import (
         FRAME_SKIP,
         BatchedHalfCheetah,
@@ -134,10 +153,11 @@ def benchmark_cheetah(*, repeats: int) -> None:
         available_cpus,
     )
 
-    overrides = {"env": {"name": "half_cheetah_vel"}, "training": {"meta_batch_size": 40}}
-    config = from_dict(MetaRLConfig, overrides)
+    shipped = _shipped("half-cheetah-vel")
+    config = from_dict(MetaRLConfig, shipped)
     family = ENV_FAMILIES["half_cheetah_vel"]
-    num_tasks, episodes, horizon = 40, config.training.episodes_per_task, 200
+    num_tasks, episodes = config.training.meta_batch_size, config.training.episodes_per_task
+    horizon = episode_length(config)
     n = num_tasks * episodes
     rng = np.random.default_rng(0)
     tasks = family.sample_tasks(num_tasks, rng)
@@ -197,4 +217,5 @@ def benchmark_cheetah(*, repeats: int) -> None:
     print_table(f"half-cheetah env steps per second ({num_tasks} tasks x {episodes} episodes x "
                 f"{horizon} steps; MuJoCo threads: {available_cpus()})",
                 ["stepping", "env steps/s"], [[name, f"{value:,.0f}"] for name, value in rows])
-    print_iteration_split("half-cheetah velocity", overrides, iterations=max(1, repeats // 10))
+    print_iteration_split("half-cheetah velocity (half-cheetah-vel)", shipped,
+                          iterations=max(1, repeats // 10))

@@ -257,12 +257,15 @@ class MetaRLExperiment(Experiment):
         if options.baselines:
             policies["random init"] = new_policy_params(config, "random-baseline-init")
             policies["pretrained"] = pretrained_params(config, run_dir)
-        curves = {}
+        curves, episodes_sampled = {}, []
         for name, params in policies.items():
             _, rollouts = evaluation_rollouts(config, params, tasks=tasks, steps=steps,
                                               seed=seed)
             per_task = torch.stack([e.task_returns() for e in rollouts.episodes], dim=1)
             curves[name] = summarize(per_task.numpy())
+            if name == config.adaptation.method:
+                episodes_sampled = [float(e.num_episodes().float().mean())
+                                    for e in rollouts.episodes]
         main = curves[config.adaptation.method]
         # The paper's returns are sums over its episode length; other lengths are not comparable.
         published = (PUBLISHED_RETURNS.get(config.env.name, {})
@@ -270,7 +273,8 @@ class MetaRLExperiment(Experiment):
         result: dict[str, Any] = {
             "experiment": self.name, "env": config.env.name, "metric": self.metric,
             "steps": list(range(steps + 1)), **main, "tasks": tasks, "seed": seed,
-            "episodes_per_task": ev.episodes_per_task,
+            "episodes_per_task": ev.episodes_per_task, "sampling": config.training.sampling,
+            "episodes_sampled": episodes_sampled,
             "inner_lr": evaluation_learning_rates(config, steps),
             "checkpoint_iteration": state["iteration"], "method": config.adaptation.method,
             "baselines": {k: v for k, v in curves.items() if k != config.adaptation.method},
