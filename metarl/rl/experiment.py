@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,7 +24,7 @@ from metarl.rl.maml_trpo import (
     TRPOSettings,
     rollouts_with_adaptation,
 )
-from metarl.rl.policy import GaussianMLPPolicy, init_policy_params
+from metarl.rl.policy import init_policy_params, policy_distribution
 from metarl.seeding import numpy_generator, torch_generator
 
 PUBLISHED_RETURNS = {
@@ -159,8 +160,8 @@ def action_scale(config: MetaRLConfig) -> float:
     return family_of(config).action_bound if config.policy.normalized_actions else 1.0
 
 
-def make_policy(config: MetaRLConfig) -> GaussianMLPPolicy:
-    return GaussianMLPPolicy(config.policy.activation)
+def make_policy(config: MetaRLConfig):
+    return functools.partial(policy_distribution, activation=config.policy.activation)
 
 
 def new_policy_params(config: MetaRLConfig, purpose: str) -> Params:

@@ -13,7 +13,6 @@ One meta-iteration (Finn et al. 2017, Algorithm 3):
 
 from __future__ import annotations
 
-import functools
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -37,8 +36,7 @@ from metarl.rl.losses import (
     reinforce_loss,
     surrogate_loss,
 )
-from metarl.rl.mlp_products import MeanKLFisher, PolicyGradientHessian
-from metarl.rl.policy import GaussianMLPPolicy, expand_params
+from metarl.rl.policy import expand_params
 from metarl.rl.returns import discounted_returns, generalized_advantages, normalize_per_task
 from metarl.rl.trpo import TRPOStep, trpo_update
 
@@ -155,8 +153,7 @@ def meta_fisher_product(policy: PolicyFn, params: Params, support: Sequence[Step
     valid steps) and J = ∂φ/∂θ = Π_s (I − α_s H_s), H_s the Hessian of inner step s's loss
     (J = I for first-order adaptation). Each product costs two inner Hessian-vector
     products per inner step and one Fisher-vector product, instead of differentiating the
-    whole adaptation three times. For a :class:`GaussianMLPPolicy` these products are the
-    hand-written ones of :mod:`metarl.rl.mlp_products`; for any other policy, autograd's.
+    whole adaptation three times.
 
     Args:
         params: θ (shared by all tasks), each tensor of shape S.
@@ -166,71 +163,36 @@ def meta_fisher_product(policy: PolicyFn, params: Params, support: Sequence[Step
     num_tasks = valid.observations.shape[0]
     names = list(params)
     second_order = mode == "second_order"
-    analytic = isinstance(policy, GaussianMLPPolicy)
-    # The inner Hessian product of each step, at the (old) fast weights before the step.
-    hessians: list[Callable[[list[Tensor]], list[Tensor]]] = []
+    # Inner gradients at the (old) fast weights before each step, kept for Hessian products.
+    points: list[Params] = []
+    inner_grads: list[tuple[Tensor, ...]] = []
     fast = expand_params(detached(params), num_tasks)
     for batch, lr in zip(support, learning_rates, strict=True):
         point = _leaf_copy(fast)
-        exact = second_order and not analytic
         grads = torch.autograd.grad(reinforce_loss(policy, point, batch),
-                                    list(point.values()), create_graph=exact)
-        if second_order and analytic:
-            hessians.append(PolicyGradientHessian(point, batch, policy.activation).product)
-        elif exact:
-            hessians.append(functools.partial(_autograd_hessian_product, grads, point))
+                                    list(point.values()), create_graph=second_order)
+        points.append(point)
+        inner_grads.append(grads)
         fast = OrderedDict((k, (point[k] - lr * g).detach())
                            for k, g in zip(names, grads, strict=True))
-    if analytic:
-        fisher = MeanKLFisher(fast, valid, policy.activation).product
-    else:
-        fisher = _autograd_fisher(policy, fast, valid)
-
-    def jacobian_step(step: int, vector: list[Tensor]) -> list[Tensor]:
-        if not second_order:
-            return vector
-        hv = hessians[step](vector)
-        return [v - learning_rates[step] * h for v, h in zip(vector, hv, strict=True)]
-
-    def product(flat_vector: Tensor) -> Tensor:
-        pieces, offset = [], 0
-        for k in names:
-            n = params[k].numel()
-            piece = flat_vector[offset:offset + n].view_as(params[k])
-            pieces.append(piece.unsqueeze(0).expand(num_tasks, *piece.shape))
-            offset += n
-        vector = pieces
-        for step in range(len(support)):
-            vector = jacobian_step(step, vector)
-        vector = fisher(vector)
-        for step in reversed(range(len(support))):
-            vector = jacobian_step(step, vector)
-        flat = torch.cat([v.sum(dim=0).reshape(-1) for v in vector])
-        return flat.detach() + damping * flat_vector
-
-    return product
-
-
-def _autograd_hessian_product(grads: tuple[Tensor, ...], point: Params,
-                              vector: list[Tensor]) -> list[Tensor]:
-    """H v by differentiating ``grads`` (built with ``create_graph``) at ``point``."""
-    return list(torch.autograd.grad(grads, list(point.values()), grad_outputs=vector,
-                                    retain_graph=True))
-
-
-def _autograd_fisher(policy: PolicyFn, fast: Params, valid: StepBatch,
-                     ) -> Callable[[list[Tensor]], list[Tensor]]:
-    """v ↦ F v at the task-batched ``fast`` weights, F the Fisher of mean_t mean_i KL: 1/σ²
-    on the action mean, 2 on log σ, per task weight 1/T (a jvp and a vjp through μ)."""
-    num_tasks = valid.observations.shape[0]
-    names = list(fast)
     final = _leaf_copy(fast)
     mean = policy(final, valid.observations).mean
     std = final["log_std"].detach().exp()  # (T, act_dim)
     count = valid.mask.sum(dim=1).clamp_min(1.0)  # (T,)
+    # Fisher of mean_t mean_i KL: 1/σ² on the action mean, 2 on log σ, per task weight.
     mean_weight = (valid.mask / (count[:, None] * num_tasks))[:, :, None] / std[:, None, :] ** 2
     has_steps = (valid.mask.sum(dim=1) > 0).to(std.dtype)[:, None]
     mean_params = [k for k in names if k != "log_std"]
+
+    def hessian_product(step: int, vector: list[Tensor]) -> list[Tensor]:
+        return list(torch.autograd.grad(inner_grads[step], list(points[step].values()),
+                                        grad_outputs=vector, retain_graph=True))
+
+    def jacobian_step(step: int, vector: list[Tensor]) -> list[Tensor]:
+        if not second_order:
+            return vector
+        hv = hessian_product(step, vector)
+        return [v - learning_rates[step] * h for v, h in zip(vector, hv, strict=True)]
 
     def fisher(vector: list[Tensor]) -> list[Tensor]:
         tangents = dict(zip(names, vector, strict=True))
@@ -248,7 +210,23 @@ def _autograd_fisher(policy: PolicyFn, fast: Params, valid: StepBatch,
         out["log_std"] = 2.0 * tangents["log_std"] * has_steps / num_tasks
         return [out[k] for k in names]
 
-    return fisher
+    def product(flat_vector: Tensor) -> Tensor:
+        pieces, offset = [], 0
+        for k in names:
+            n = params[k].numel()
+            piece = flat_vector[offset:offset + n].view_as(params[k])
+            pieces.append(piece.unsqueeze(0).expand(num_tasks, *piece.shape))
+            offset += n
+        vector = pieces
+        for step in range(len(points)):
+            vector = jacobian_step(step, vector)
+        vector = fisher(vector)
+        for step in reversed(range(len(points))):
+            vector = jacobian_step(step, vector)
+        flat = torch.cat([v.sum(dim=0).reshape(-1) for v in vector])
+        return flat.detach() + damping * flat_vector
+
+    return product
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -55,18 +54,6 @@ def init_policy_params(obs_dim: int, action_dim: int, hidden_sizes: Sequence[int
 def expand_params(params: Params, num_tasks: int) -> Params:
     """θ broadcast to T tasks without copying: each tensor ``(T, *shape)``."""
     return OrderedDict((k, v.unsqueeze(0).expand(num_tasks, *v.shape)) for k, v in params.items())
-
-
-@dataclass(frozen=True)
-class GaussianMLPPolicy:
-    """The policy function (params, observations) -> Normal of :func:`policy_distribution`
-    with a fixed activation; TRPO recognizes it and uses the hand-written curvature products
-    of :mod:`metarl.rl.mlp_products`."""
-
-    activation: Activation = "tanh"
-
-    def __call__(self, params: Params, observations: Tensor) -> Normal:
-        return policy_distribution(params, observations, self.activation)
 
 
 def policy_distribution(params: Params, observations: Tensor,
