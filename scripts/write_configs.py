@@ -35,11 +35,14 @@ PRESETS: dict[str, tuple[str, dict]] = {
         "evaluates): policy 2 x 100 ReLU acting in units of the action bound (rllab's normalize\n"
         "wrapper: +-1 is +-0.1), one policy-gradient step with lr 0.5, 20 tasks x 20 episodes'\n"
         "worth of steps (2,000 per task; an episode that reaches the goal restarts, as in the\n"
-        "authors' sampler), TRPO with mean KL 0.01, 500 meta-iterations (about 30 min on 2\n"
-        "cores). Evaluation: 40 test tasks, 40 episodes' worth of steps per step, lr 0.5 then\n"
-        "0.25. Run: metarl train navigation2d --run-dir runs/nav &&\n"
+        "authors' sampler), TRPO with mean KL 0.01, 100 meta-iterations as in the authors'\n"
+        "script (about 7 min on 2 cores; the returns after 2-3 steps fall with longer\n"
+        "training, docs/BENCHMARKS.md). Evaluation: 40 test tasks, 40 episodes' worth of steps\n"
+        "per step, lr 0.5 then 0.25. Run: metarl train navigation2d --run-dir runs/nav &&\n"
         "metarl evaluate runs/nav --baselines && metarl render runs/nav",
-        {"experiment": "meta_rl", **NAVIGATION_AUTHORS, "run": {"checkpoint_every": 25}}),
+        {"experiment": "meta_rl", **NAVIGATION_AUTHORS,
+         "training": {**NAVIGATION_AUTHORS["training"], "iterations": 100},
+         "baselines": {"pretrained_iterations": 100}, "run": {"checkpoint_every": 25}}),
     "navigation/navigation2d-paper-text.yaml": (
         "2D navigation with the MAML paper's text read literally: inner lr 0.1 on raw actions\n"
         "(bound 0.1), exactly 20 episodes per task, 20 tasks, TRPO with mean KL 0.01, 500\n"
