@@ -109,7 +109,8 @@ class _HalfCheetahTaskEnv(HalfCheetahEnv):
 
     def __init__(self, task: dict[str, Any] | None = None, render_mode: str | None = None,
                  width: int = 480, height: int = 480, **kwargs: Any) -> None:
-        kwargs.setdefault("camera_name", "track")  # follow the torso rather than a fixed view
+        if "camera_id" not in kwargs:  # follow the torso rather than a fixed view
+            kwargs.setdefault("camera_name", "track")
         super().__init__(ctrl_cost_weight=CONTROL_COST_WEIGHT, frame_skip=FRAME_SKIP,
                          reset_noise_scale=RESET_NOISE_SCALE, render_mode=render_mode,
                          width=width, height=height, **kwargs)

@@ -73,6 +73,12 @@ def test_rewards_follow_the_reference(kind):
         assert not terminated
 
 
+def test_tracking_camera_is_the_default_and_camera_id_still_works():
+    assert HalfCheetahVelEnv({"velocity": 1.0}).camera_name == "track"
+    chosen = HalfCheetahVelEnv({"velocity": 1.0}, camera_id=0)
+    assert chosen.camera_id == 0 and chosen.camera_name is None
+
+
 def test_task_interface_and_sampling():
     env = HalfCheetahVelEnv()
     env.reset(seed=2)
