@@ -149,7 +149,7 @@ def test_family_and_sampler_roll_out_full_episodes():
                                generator=torch.Generator().manual_seed(0))
     assert episodes.observations.shape == (2, 3, 25, 17)
     assert episodes.actions.shape == (2, 3, 25, 6)
-    assert bool((episodes.lengths == 25).all())
+    assert bool((episodes.mask == 1).all()) and episodes.num_episodes().tolist() == [3, 3]
     assert bool((episodes.rewards < 0).all())  # -|v - v_goal| - cost
 
 

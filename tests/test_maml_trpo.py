@@ -11,10 +11,16 @@ from torch.distributions import Normal
 
 from metarl.config import from_dict
 from metarl.envs.navigation import BatchedNavigation2D, Navigation2DEnv
-from metarl.rl.episodes import sample_episodes
+from metarl.rl.episodes import Episodes, sample_episodes
 from metarl.rl.experiment import MetaRLConfig, make_trainer
 from metarl.rl.losses import StepBatch, mean_kl, pack_steps, surrogate_loss
-from metarl.rl.maml_trpo import adapt_policy, detached, meta_fisher_product
+from metarl.rl.maml_trpo import (
+    AdvantageSettings,
+    adapt_policy,
+    compute_advantages,
+    detached,
+    meta_fisher_product,
+)
 from metarl.rl.policy import expand_params, init_policy_params, policy_distribution
 
 from param_vectors import flatten, unflatten
@@ -105,7 +111,10 @@ def test_sampler_masks_after_termination_and_is_reproducible():
     episodes = sample_episodes(env, POLICY, params, num_tasks=2, episodes_per_task=3,
                                max_steps=20, generator=torch.Generator().manual_seed(1))
     assert episodes.observations.shape == (2, 3, 20, 2)
-    assert episodes.lengths[0].tolist() == [1, 1, 1] and episodes.lengths[1].tolist() == [20] * 3
+    assert episodes.mask.sum(-1)[0].tolist() == [1, 1, 1]
+    assert episodes.mask.sum(-1)[1].tolist() == [20] * 3
+    assert episodes.num_episodes().tolist() == [3, 3]
+    assert episodes.times[1, 0].tolist() == list(range(20)) and bool(episodes.ends[0, :, 0].all())
     assert (episodes.rewards[0, :, 1:] == 0).all() and (episodes.mask[0, :, 1:] == 0).all()
     again = sample_episodes(env, POLICY, params, num_tasks=2, episodes_per_task=3,
                             max_steps=20, generator=torch.Generator().manual_seed(1))
@@ -142,39 +151,87 @@ def test_step_budget_restarts_episodes_that_end_early_and_keeps_whole_episodes()
     episodes = budget_episodes(True, [[0.05, 0.05], [0.4, 0.4]])
     budget = 3 * 20
     steps = episodes.mask.sum(dim=(1, 2))
-    assert steps[1] == budget and episodes.lengths[1, :3].tolist() == [20] * 3
-    assert episodes.num_episodes().tolist()[1] == 3
-    # Task 0 gets many more, shorter episodes; new ones start only while under budget.
+    assert steps[1] == budget and episodes.num_episodes().tolist()[1] == 3
+    assert [length for _, _, length in episodes.episode_spans(1)] == [20] * 3
+    # Task 0 gets many more, shorter episodes, back to back in its 3 slots; new ones start
+    # only while under budget, so no slot runs past 2H steps.
     assert episodes.num_episodes()[0] > 10
     assert budget <= steps[0] < budget + 3 * 20
-    lengths = episodes.lengths[0][episodes.exists[0]]
+    assert episodes.mask.shape == (2, 3, episodes.mask.shape[2]) and episodes.mask.shape[2] < 40
+    spans = episodes.episode_spans(0)
+    lengths = torch.tensor([length for _, _, length in spans])
     assert bool((lengths < 20).any()) and bool((lengths == 1).any())
-    # Rows past a task's episodes are empty, and the mean return ignores them.
-    assert not episodes.exists[1, 3:].any() and (episodes.mask[1, 3:] == 0).all()
+    assert int(lengths.sum()) == steps[0]
+    # Episodes are numbered by first step, then slot; each step carries its episode's number.
+    assert [(slot, first) for slot, first, _ in spans] == sorted(
+        [(slot, first) for slot, first, _ in spans], key=lambda span: (span[1], span[0]))
+    ids = episodes.episode_ids()
+    for number, (slot, first, length) in enumerate(spans):
+        assert ids[0, slot, first:first + length].tolist() == [number] * length
+        assert episodes.times[0, slot, first:first + length].tolist() == list(range(length))
+    assert bool((ids[episodes.mask == 0] == -1).all())
+    # The losses see each task's steps packed in episode-then-time order.
+    packed = pack_steps(episodes, episodes.rewards)
+    in_order = torch.cat([episodes.observations[0, slot, first:first + length]
+                          for slot, first, length in spans])
+    torch.testing.assert_close(packed.observations[0, :len(in_order)], in_order, rtol=0, atol=0)
+    assert packed.mask[0].sum() == len(in_order)
+    # Per-episode returns, and the mean return over only the episodes each task has.
     returns = episodes.episode_returns()
+    for number, (slot, first, length) in enumerate(spans):
+        torch.testing.assert_close(returns[0, number],
+                                   episodes.rewards[0, slot, first:first + length].sum())
+    assert bool((returns[1, 3:] == 0).all())
     torch.testing.assert_close(episodes.task_returns(),
                                torch.stack([returns[0].mean(), returns[1, :3].mean()]))
     # Every recorded episode is a whole episode of the Gymnasium form, from its start.
     for t, goal in enumerate([[0.05, 0.05], [0.4, 0.4]]):
         env = Navigation2DEnv({"goal": goal})
-        for e in range(int(episodes.num_episodes()[t])):
-            length = int(episodes.lengths[t, e])
+        for slot, first, length in episodes.episode_spans(t):
             observation, _ = env.reset()
-            for step in range(length):
-                torch.testing.assert_close(episodes.observations[t, e, step],
+            for step in range(first, first + length):
+                torch.testing.assert_close(episodes.observations[t, slot, step],
                                            torch.as_tensor(observation), atol=1e-6, rtol=0)
                 observation, reward, terminated, _, _ = env.step(
-                    episodes.actions[t, e, step].numpy())
-                assert episodes.rewards[t, e, step].item() == pytest.approx(reward, abs=1e-6)
-                assert not terminated or step == length - 1  # it ends where the record does
+                    episodes.actions[t, slot, step].numpy())
+                assert episodes.rewards[t, slot, step].item() == pytest.approx(reward, abs=1e-6)
+                assert not terminated or step == first + length - 1  # ends where the record does
+                assert bool(episodes.ends[t, slot, step]) == (step == first + length - 1)
             assert terminated or length == 20  # at the goal, or at the time limit
+
+
+def one_episode_per_row(episodes: Episodes, values: list[torch.Tensor], horizon: int):
+    """The same episodes laid out one per row, ``(T, K, horizon)``, as are ``values``."""
+    t_, k_ = episodes.num_tasks, int(episodes.num_episodes().max())
+    out = [v.new_zeros(t_, k_, horizon, *v.shape[3:]) for v in values]
+    for t in range(t_):
+        for k, (slot, first, length) in enumerate(episodes.episode_spans(t)):
+            for target, source in zip(out, values, strict=True):
+                target[t, k, :length] = source[t, slot, first:first + length]
+    return out
+
+
+def test_advantages_of_back_to_back_episodes_equal_those_of_one_episode_per_row():
+    episodes = budget_episodes(True, [[0.05, 0.05], [0.04, 0.06]])
+    assert int(episodes.num_episodes().min()) > 3  # both tasks restart episodes
+    rows = Episodes(*one_episode_per_row(episodes, [
+        episodes.observations, episodes.actions, episodes.rewards, episodes.mask,
+        episodes.log_probs, episodes.times], 20))
+    settings = AdvantageSettings(discount=0.9, gae_lambda=0.7, normalize=True)
+    slotted = compute_advantages(episodes, settings)
+    (expected,) = one_episode_per_row(episodes, [slotted], 20)
+    torch.testing.assert_close(compute_advantages(rows, settings), expected,
+                               atol=1e-5, rtol=1e-5)
+    assert float(expected.abs().sum()) > 1.0
+    torch.testing.assert_close(rows.task_returns(), episodes.task_returns())
+    torch.testing.assert_close(rows.episode_returns(), episodes.episode_returns())
 
 
 def test_step_budget_equals_fixed_episodes_when_none_ends_early():
     far = [[0.5, -0.5], [-0.5, 0.5]]
     fixed = budget_episodes(False, far, max_steps=5, std=0.5)
     budgeted = budget_episodes(True, far, max_steps=5, std=0.5)
-    for name in ("observations", "actions", "rewards", "mask", "log_probs"):
+    for name in ("observations", "actions", "rewards", "mask", "log_probs", "times"):
         torch.testing.assert_close(getattr(budgeted, name), getattr(fixed, name))
 
 

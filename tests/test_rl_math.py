@@ -45,6 +45,40 @@ def test_gae_with_lambda_one_is_returns_minus_values():
     torch.testing.assert_close(generalized_advantages(r, v, mask, 0.99, 1.0), expected)
 
 
+def test_returns_and_gae_restart_at_episode_ends_within_a_row():
+    # One row holding two episodes back to back (2 steps, then 2 steps), then padding.
+    gamma, lam = 0.9, 0.5
+    r = torch.tensor([[1.0, 2.0, 3.0, 4.0, 0.0]])
+    v = torch.tensor([[0.5, 0.2, -0.3, 0.1, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 1.0, 0.0]])
+    ends = torch.tensor([[False, True, False, True, False]])
+    expected_returns = torch.tensor([[1 + gamma * 2, 2.0, 3 + gamma * 4, 4.0, 0.0]])
+    torch.testing.assert_close(discounted_returns(r, mask, gamma, ends), expected_returns)
+    d = [1 + gamma * 0.2 - 0.5, 2 - 0.2, 3 + gamma * 0.1 + 0.3, 4 - 0.1]
+    expected = torch.tensor([[d[0] + gamma * lam * d[1], d[1], d[2] + gamma * lam * d[3], d[3],
+                              0.0]])
+    torch.testing.assert_close(generalized_advantages(r, v, mask, gamma, lam, ends), expected)
+    # Split into one row per episode, the same numbers come out.
+    rows_r = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    rows_v = torch.tensor([[0.5, 0.2], [-0.3, 0.1]])
+    ones = torch.ones(2, 2)
+    torch.testing.assert_close(discounted_returns(rows_r, ones, gamma),
+                               expected_returns[:, :4].view(2, 2))
+    torch.testing.assert_close(generalized_advantages(rows_r, rows_v, ones, gamma, lam),
+                               expected[:, :4].view(2, 2))
+
+
+def test_baseline_time_feature_counts_steps_within_each_episode():
+    obs = torch.zeros(1, 1, 4, 2)
+    mask = torch.tensor([[[1.0, 1.0, 1.0, 0.0]]])
+    times = torch.tensor([[[0, 1, 0, 0]]])  # two episodes in one row
+    features = baseline_features(obs, mask, times)
+    torch.testing.assert_close(features[0, 0, :, 4],
+                               torch.tensor([0.0, 0.01, 0.0, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(baseline_features(obs, mask)[0, 0, :, 4],
+                               torch.tensor([0.0, 0.01, 0.02, 0.0], dtype=torch.float64))
+
+
 def test_normalize_per_task_ignores_padding():
     values = torch.tensor([[[1.0, 3.0, 100.0]], [[2.0, 2.0, 4.0]]])
     mask = torch.tensor([[[1.0, 1.0, 0.0]], [[1.0, 1.0, 1.0]]])

@@ -10,12 +10,17 @@ import torch
 from torch import Tensor
 
 
-def baseline_features(observations: Tensor, mask: Tensor) -> Tensor:
-    """Features ``(..., H, 2·obs_dim + 4)`` of observations ``(..., H, obs_dim)``."""
+def baseline_features(observations: Tensor, mask: Tensor, times: Tensor | None = None) -> Tensor:
+    """Features ``(..., H, 2·obs_dim + 4)`` of observations ``(..., H, obs_dim)``.
+
+    ``times`` ``(..., H)``: each step's index within its episode (default: its position along
+    H, one episode per row).
+    """
     obs = observations.to(torch.float64).clamp(-10.0, 10.0)
-    horizon = observations.shape[-2]
-    time = (torch.arange(horizon, dtype=torch.float64) / 100.0).expand(*obs.shape[:-1])
-    time = time.unsqueeze(-1)
+    if times is None:
+        horizon = observations.shape[-2]
+        times = torch.arange(horizon).expand(*obs.shape[:-1])
+    time = (times.to(torch.float64) / 100.0).unsqueeze(-1)
     ones = torch.ones_like(time)
     features = torch.cat([obs, obs**2, time, time**2, time**3, ones], dim=-1)
     return features * mask.unsqueeze(-1).to(torch.float64)
@@ -26,7 +31,7 @@ def fit_linear_baseline(features: Tensor, returns: Tensor, mask: Tensor,
     """Per-task ridge regression of returns on features.
 
     Args:
-        features: ``(T, E, H, F)``; returns, mask: ``(T, E, H)``.
+        features: ``(T, S, L, F)``; returns, mask: ``(T, S, L)``.
         reg: initial ridge coefficient, multiplied by 10 (up to 5 times) while the normal
             equations are singular.
 
@@ -48,5 +53,5 @@ def fit_linear_baseline(features: Tensor, returns: Tensor, mask: Tensor,
 
 
 def predict_baseline(features: Tensor, coefficients: Tensor) -> Tensor:
-    """Values ``(T, E, H)`` from features ``(T, E, H, F)`` and coefficients ``(T, F)``."""
+    """Values ``(T, S, L)`` from features ``(T, S, L, F)`` and coefficients ``(T, F)``."""
     return torch.einsum("tehf,tf->teh", features, coefficients)

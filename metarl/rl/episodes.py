@@ -49,11 +49,21 @@ PolicyFn = Callable[[Params, Tensor], Normal]
 
 @dataclass(frozen=True)
 class Episodes:
-    """E episodes of each of T tasks, padded to H steps.
+    """The episodes of T tasks in S slots per task, padded to L steps.
 
-    Shapes: ``observations (T, E, H, obs_dim)`` (the observation each action was taken in),
-    ``actions (T, E, H, act_dim)``, ``rewards (T, E, H)`` (float32), ``mask (T, E, H)``
-    (1.0 on steps taken, 0.0 on padding), ``log_probs (T, E, H)`` (behaviour policy).
+    A slot is one environment of the batch. With a fixed number of episodes per task, each
+    slot holds one episode (S = E, L = H, the time limit). With a step budget, a slot whose
+    episode ends starts the next one right after it while its task is under budget, so a
+    slot holds one or more episodes back to back (L < 2H): memory stays O(T·E·H) however
+    short the episodes get.
+
+    Shapes: ``observations (T, S, L, obs_dim)`` (the observation each action was taken in),
+    ``actions (T, S, L, act_dim)``, ``rewards (T, S, L)`` (float32), ``mask (T, S, L)``
+    (1.0 on steps taken, 0.0 on padding), ``log_probs (T, S, L)`` (behaviour policy) and
+    ``times (T, S, L)`` (int64: each step's index within its episode, 0 where one starts).
+
+    Episodes are numbered per task in order of their first step, then of their slot; with
+    one episode per slot, episode k is slot k.
     """
 
     observations: Tensor
@@ -61,34 +71,64 @@ class Episodes:
     rewards: Tensor
     mask: Tensor
     log_probs: Tensor
+    times: Tensor
 
     @property
     def num_tasks(self) -> int:
         return self.observations.shape[0]
 
     @property
-    def lengths(self) -> Tensor:
-        """Steps taken by each episode, ``(T, E)``."""
-        return self.mask.sum(dim=-1).long()
+    def starts(self) -> Tensor:
+        """``(T, S, L)`` bool: True on the first step of each episode."""
+        return (self.mask > 0) & (self.times == 0)
 
     @property
-    def exists(self) -> Tensor:
-        """``(T, E)`` bool: False for the empty rows that pad a task with fewer episodes than
-        another (step-budget sampling)."""
-        return self.lengths > 0
-
-    def episode_returns(self) -> Tensor:
-        """Undiscounted return of each episode, ``(T, E)`` (0 for rows that hold none)."""
-        return (self.rewards * self.mask).sum(dim=-1)
-
-    def task_returns(self) -> Tensor:
-        """Mean undiscounted return over each task's episodes, ``(T,)``."""
-        exists = self.exists.to(self.rewards.dtype)
-        return (self.episode_returns() * exists).sum(dim=1) / exists.sum(dim=1).clamp_min(1)
+    def ends(self) -> Tensor:
+        """``(T, S, L)`` bool: True on the last step of each episode."""
+        valid = self.mask > 0
+        continues = torch.zeros_like(valid)
+        continues[..., :-1] = valid[..., 1:] & (self.times[..., 1:] > 0)
+        return valid & ~continues
 
     def num_episodes(self) -> Tensor:
         """Episodes sampled for each task, ``(T,)``."""
-        return self.exists.sum(dim=1)
+        return self.starts.sum(dim=(1, 2))
+
+    def episode_ids(self) -> Tensor:
+        """``(T, S, L)`` int64: the number of the episode each step belongs to (-1 on
+        padding)."""
+        starts = self.starts
+        order = starts.transpose(1, 2).reshape(self.num_tasks, -1)  # by start step, then slot
+        numbers = (torch.cumsum(order.long(), dim=1) - 1).view(starts.shape[0], starts.shape[2],
+                                                               starts.shape[1]).transpose(1, 2)
+        first_steps = torch.where(starts, numbers, torch.full_like(numbers, -1))
+        ids = torch.cummax(first_steps, dim=-1).values
+        return torch.where(self.mask > 0, ids, torch.full_like(ids, -1))
+
+    def episode_returns(self) -> Tensor:
+        """Undiscounted return of each episode, ``(T, K)`` with K the most episodes of any
+        task (0 where a task has fewer, see :meth:`num_episodes`)."""
+        if not bool(self.starts[..., 1:].any()):  # one episode per slot: episode k is slot k
+            return (self.rewards * self.mask).sum(dim=-1)
+        ids = self.episode_ids().reshape(self.num_tasks, -1)
+        width = max(int(self.num_episodes().max()), 1)
+        valid = ids >= 0
+        out = self.rewards.new_zeros(self.num_tasks, width + 1)
+        out.scatter_add_(1, torch.where(valid, ids, width),
+                         (self.rewards * self.mask).reshape(self.num_tasks, -1))
+        return out[:, :width]
+
+    def task_returns(self) -> Tensor:
+        """Mean undiscounted return over each task's episodes, ``(T,)``."""
+        return self.episode_returns().sum(dim=1) / self.num_episodes().clamp_min(1)
+
+    def episode_spans(self, task: int) -> list[tuple[int, int, int]]:
+        """``(slot, first step, length)`` of each episode of ``task``, in episode order."""
+        first = self.starts[task].transpose(0, 1).nonzero()  # (K, 2): step, slot, sorted
+        ids = self.episode_ids()[task]
+        lengths = torch.bincount(ids[ids >= 0], minlength=len(first))
+        return [(slot, step, length) for (step, slot), length
+                in zip(first.tolist(), lengths.tolist(), strict=True)]
 
 
 def sample_episodes(env: BatchedEnv, policy: PolicyFn, params: Params, *, num_tasks: int,
@@ -101,9 +141,9 @@ def sample_episodes(env: BatchedEnv, policy: PolicyFn, params: Params, *, num_ta
     steps, as the samplers of rllab and the MAML authors' code: an environment whose episode
     ends (at the goal or at the time limit) starts a new one while its task has taken fewer
     steps than the budget, and every episode started runs to its end. Tasks whose episodes
-    end early so get more episodes; rows of tasks with fewer episodes than the most are
-    empty (mask 0, see :attr:`Episodes.exists`). ``env`` must then be a
-    :class:`RestartableEnv` if any episode ends before the time limit.
+    end early so get more episodes, back to back in their slots (see :class:`Episodes`).
+    ``env`` must then be a :class:`RestartableEnv` if any episode ends before the time
+    limit.
 
     Args:
         env: the T·E environments, task-major (episode e of task t is index t·E + e).
@@ -153,8 +193,10 @@ def sample_episodes(env: BatchedEnv, policy: PolicyFn, params: Params, *, num_ta
             x = torch.cat([x, x.new_zeros(t_, e_, pad, *x.shape[3:])], dim=2)
         return x.contiguous()
 
-    return Episodes(arrange(observations), arrange(actions), arrange(rewards) * arrange(mask),
-                    arrange(mask), arrange(log_probs) * arrange(mask))
+    mask = arrange(mask)
+    times = torch.arange(max_steps).expand(t_, e_, max_steps) * mask.long()
+    return Episodes(arrange(observations), arrange(actions), arrange(rewards) * mask, mask,
+                    arrange(log_probs) * mask, times)
 
 
 def _sample_with_restarts(env: BatchedEnv, policy: PolicyFn, params: Params, num_tasks: int,
@@ -163,57 +205,46 @@ def _sample_with_restarts(env: BatchedEnv, policy: PolicyFn, params: Params, num
     """``sample_episodes`` with a step budget: E slots per task run episodes back to back."""
     t_, e_ = num_tasks, slots_per_task
     n = t_ * e_
-    obs_dim, act_dim = env.observation_dim, env.action_dim
     budget = e_ * max_steps
     task_of = torch.arange(t_).repeat_interleave(e_)  # (N,) task of each slot
-    row = torch.arange(e_).repeat(t_)  # (N,) episode row of each slot's current episode
     time = torch.zeros(n, dtype=torch.long)  # (N,) steps into the current episode
     active = torch.ones(n, dtype=torch.bool)
-    next_row = torch.full((t_,), e_, dtype=torch.long)
     taken = torch.zeros(t_, dtype=torch.long)  # steps taken by each task so far
-    records: list[tuple[Tensor, ...]] = []
+    columns: list[tuple[Tensor, ...]] = []  # one per step of the slots: all N slots
     obs = env.reset()
     with torch.no_grad():
         params = {k: v.detach() for k, v in params.items()}
-        # Episodes start only while their task is under budget, so this bound is never hit.
+        # While a task is under budget all its E slots run, so its last episode starts before
+        # step H and every slot stops before step 2H; this bound is never hit.
         for _ in range(budget + max_steps):
-            dist = policy(params, obs.view(t_, e_, obs_dim))
+            dist = policy(params, obs.view(t_, e_, env.observation_dim))
             noise = torch.randn(dist.mean.shape, generator=generator)
-            action = (dist.mean + dist.stddev * noise).view(n, act_dim)
-            log_prob = dist.log_prob(action.view(t_, e_, act_dim)).sum(-1).view(n)
+            action = (dist.mean + dist.stddev * noise).view(n, env.action_dim)
+            log_prob = dist.log_prob(action.view(t_, e_, env.action_dim)).sum(-1).view(n)
             next_obs, reward, terminated = env.step(action * action_scale)
-            slots = active.nonzero().squeeze(1)
-            records.append((task_of[slots], row[slots], time[slots], obs[slots],
-                            action[slots], log_prob[slots], reward[slots].to(torch.float32)))
-            taken += torch.bincount(task_of[slots], minlength=t_)
-            time[slots] += 1
+            columns.append((obs.clone(), action, log_prob, reward.to(torch.float32).clone(),
+                            active.to(torch.float32), time.clone()))
+            taken += torch.bincount(task_of[active], minlength=t_)
+            time += active.long()
             ended = active & (terminated | (time >= max_steps))
             active &= ~ended
             restart = ended & (taken[task_of] < budget)
             if bool(restart.any()):
-                restarted = restart.nonzero().squeeze(1)
-                tasks = task_of[restarted]
-                counts = torch.bincount(tasks, minlength=t_)
-                first = torch.cumsum(counts, 0) - counts  # restarted is sorted by task
-                row[restarted] = next_row[tasks] + torch.arange(len(restarted)) - first[tasks]
-                next_row += counts
-                time[restarted] = 0
-                active |= restart
                 if not hasattr(env, "restart"):
                     raise TypeError(f"{type(env).__name__} cannot restart environments: "
                                     "step-budget sampling needs a RestartableEnv")
+                time[restart] = 0
+                active |= restart
                 next_obs = env.restart(restart)
             obs = next_obs
             if not bool(active.any()):
                 break
-    tasks, rows, times, *values = (torch.cat(column) for column in zip(*records, strict=True))
-    rows_needed = int(next_row.max())
 
-    def scatter(x: Tensor) -> Tensor:
-        out = x.new_zeros(t_, rows_needed, max_steps, *x.shape[1:])
-        out[tasks, rows, times] = x
-        return out
+    def arrange(x: Tensor) -> Tensor:  # (L, N, ...) -> (T, S, L, ...)
+        x = x.transpose(0, 1)
+        return x.reshape(t_, e_, *x.shape[1:]).contiguous()
 
-    observations, actions, log_probs, rewards = (scatter(v) for v in values)
-    mask = scatter(torch.ones(len(tasks)))
-    return Episodes(observations, actions, rewards, mask, log_probs)
+    observations, actions, log_probs, rewards, mask, times = (
+        arrange(torch.stack(column)) for column in zip(*columns, strict=True))
+    return Episodes(observations * mask[..., None], actions * mask[..., None], rewards * mask,
+                    mask, log_probs * mask, times * mask.long())

@@ -37,10 +37,10 @@ class StepBatch:
 def pack_steps(episodes: Episodes, advantages: Tensor) -> StepBatch:
     """Gather the valid steps of each task (in episode-then-time order) into a StepBatch."""
     t_, e_, h_ = episodes.mask.shape
-    flat_mask = episodes.mask.reshape(t_, e_ * h_)
-    width = max(int(flat_mask.sum(dim=1).max()), 1)
-    # valid steps first, in their original order (a stable sort on "is padding")
-    order = torch.argsort((flat_mask == 0).to(torch.int8), dim=1, stable=True)[:, :width]
+    width = max(int(episodes.mask.sum(dim=(1, 2)).max()), 1)
+    ids = episodes.episode_ids().reshape(t_, e_ * h_)
+    key = ids * h_ + episodes.times.reshape(t_, e_ * h_)
+    order = torch.argsort(torch.where(ids >= 0, key, key.max() + 1), dim=1)[:, :width]
 
     def gather(x: Tensor) -> Tensor:
         flat = x.reshape(t_, e_ * h_, *x.shape[3:])

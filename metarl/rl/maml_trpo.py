@@ -49,14 +49,15 @@ class AdvantageSettings:
 
 
 def compute_advantages(episodes: Episodes, settings: AdvantageSettings) -> Tensor:
-    """GAE with the per-task linear feature baseline fitted on these episodes, ``(T, E, H)``."""
+    """GAE with the per-task linear feature baseline fitted on these episodes, ``(T, S, L)``."""
     mask = episodes.mask.to(torch.float64)
     rewards = episodes.rewards.to(torch.float64)
-    returns = discounted_returns(rewards, mask, settings.discount)
-    features = baseline_features(episodes.observations, mask)
+    ends = episodes.ends
+    returns = discounted_returns(rewards, mask, settings.discount, ends)
+    features = baseline_features(episodes.observations, mask, episodes.times)
     values = predict_baseline(features, fit_linear_baseline(features, returns, mask))
     advantages = generalized_advantages(rewards, values, mask, settings.discount,
-                                        settings.gae_lambda)
+                                        settings.gae_lambda, ends)
     if settings.normalize:
         advantages = normalize_per_task(advantages, mask)
     return advantages.to(torch.float32)

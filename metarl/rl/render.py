@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from metarl.envs.navigation import ACTION_BOUND
 from metarl.plots import panel_grid, save_figure
@@ -15,12 +16,11 @@ from metarl.rl.episodes import Episodes
 
 def episode_positions(episodes: Episodes, task: int, episode: int,
                       action_scale: float = 1.0) -> np.ndarray:
-    """The positions visited by one navigation episode, origin first: ``(L + 1, 2)``."""
-    length = int(episodes.lengths[task, episode])
-    observations = episodes.observations[task, episode, :length].numpy()
-    last_action = episodes.actions[task, episode, length - 1].numpy() * action_scale
-    last_move = np.clip(last_action, -ACTION_BOUND, ACTION_BOUND) if length else np.zeros(2)
-    final = observations[-1] + last_move if length else np.zeros(2)
+    """The positions visited by one navigation episode, origin first: ``(length + 1, 2)``."""
+    slot, first, length = episodes.episode_spans(task)[episode]
+    observations = episodes.observations[task, slot, first:first + length].numpy()
+    last_action = episodes.actions[task, slot, first + length - 1].numpy() * action_scale
+    final = observations[-1] + np.clip(last_action, -ACTION_BOUND, ACTION_BOUND)
     return np.vstack([observations, final[None]])
 
 
@@ -33,7 +33,7 @@ def plot_navigation_trajectories(tasks: list[dict[str, Any]], episodes_per_step:
     for t, ax in enumerate(axes):
         for step, episodes in enumerate(episodes_per_step):
             average = float(episodes.task_returns()[t])
-            for e in range(min(episodes_shown, episodes.observations.shape[1])):
+            for e in range(min(episodes_shown, int(episodes.num_episodes()[t]))):
                 path = episode_positions(episodes, t, e, action_scale)
                 ax.plot(path[:, 0], path[:, 1], color=f"C{step}", alpha=0.8, linewidth=1.2,
                         label=f"{step} step(s): return {average:.1f}" if e == 0 else None)
@@ -62,9 +62,12 @@ def plot_cheetah_velocities(tasks: list[dict[str, Any]], episodes_per_step: list
     for t, ax in enumerate(axes):
         for step, episodes in enumerate(episodes_per_step):
             average = float(episodes.task_returns()[t])
-            mask = episodes.mask[t].numpy()  # (E, H)
-            velocity = episodes.observations[t, :, :, CHEETAH_FORWARD_VELOCITY].numpy()
-            mean_velocity = (velocity * mask).sum(0) / np.maximum(mask.sum(0), 1)
+            valid = episodes.mask[t] > 0  # (S, L)
+            times = episodes.times[t][valid]  # step index within the episode
+            velocity = episodes.observations[t][valid][:, CHEETAH_FORWARD_VELOCITY].double()
+            counts = torch.bincount(times).double()
+            sums = torch.zeros_like(counts).index_add_(0, times, velocity)
+            mean_velocity = (sums / counts.clamp_min(1)).numpy()
             smooth = np.convolve(mean_velocity, kernel, mode="valid")
             ax.plot(np.arange(len(smooth)) + smoothing - 1, smooth, color=f"C{step}",
                     linewidth=1.5, label=f"{step} step(s): return {average:.1f}")

@@ -1,7 +1,9 @@
 """Discounted returns and generalized advantage estimation, as pure functions.
 
 All tensors are padded episodes with time as the last dimension: ``(..., H)``. ``mask`` is 1
-on the steps an episode actually took and 0 on the padding after it ended.
+on the steps an episode actually took and 0 on the padding after it ended. A row may hold
+several episodes back to back; ``ends`` (bool, ``(..., H)``) then marks the last step of
+each. Without ``ends``, each row is one episode that ends at its last valid step.
 """
 
 from __future__ import annotations
@@ -10,23 +12,26 @@ import torch
 from torch import Tensor
 
 
-def discounted_returns(rewards: Tensor, mask: Tensor, gamma: float) -> Tensor:
+def discounted_returns(rewards: Tensor, mask: Tensor, gamma: float,
+                       ends: Tensor | None = None) -> Tensor:
     """R_t = Σ_{k≥t} γ^{k−t} r_k over the valid steps of each episode; 0 on padding.
 
     Args:
-        rewards, mask: ``(..., H)``.
+        rewards, mask: ``(..., H)``; ends: ``(..., H)`` bool or None (see the module).
     """
     rewards = rewards * mask
     returns = torch.zeros_like(rewards)
     running = torch.zeros_like(rewards[..., 0])
     for t in range(rewards.shape[-1] - 1, -1, -1):
+        if ends is not None:
+            running = running * ~ends[..., t]
         running = rewards[..., t] + gamma * running
         returns[..., t] = running
     return returns * mask
 
 
 def generalized_advantages(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float,
-                           lam: float) -> Tensor:
+                           lam: float, ends: Tensor | None = None) -> Tensor:
     """GAE(γ, λ): A_t = Σ_k (γλ)^k δ_{t+k}, δ_t = r_t + γ V(s_{t+1}) − V(s_t).
 
     The value after an episode's last valid step is 0: episodes end either at the goal
@@ -34,17 +39,21 @@ def generalized_advantages(rewards: Tensor, values: Tensor, mask: Tensor, gamma:
     difference. With λ = 1 this is ``discounted_returns − values``.
 
     Args:
-        rewards, values, mask: ``(..., H)``.
+        rewards, values, mask: ``(..., H)``; ends: ``(..., H)`` bool or None (see the module).
 
     Returns:
         advantages ``(..., H)``, 0 on padding.
     """
     values = values * mask
     next_values = torch.cat([values[..., 1:], torch.zeros_like(values[..., :1])], dim=-1)
+    if ends is not None:
+        next_values = next_values * ~ends
     deltas = (rewards + gamma * next_values - values) * mask
     advantages = torch.zeros_like(deltas)
     running = torch.zeros_like(deltas[..., 0])
     for t in range(deltas.shape[-1] - 1, -1, -1):
+        if ends is not None:
+            running = running * ~ends[..., t]
         running = deltas[..., t] + gamma * lam * running
         advantages[..., t] = running
     return advantages * mask
