@@ -227,6 +227,19 @@ def test_advantages_of_back_to_back_episodes_equal_those_of_one_episode_per_row(
     torch.testing.assert_close(rows.episode_returns(), episodes.episode_returns())
 
 
+def test_episode_numbers_skip_empty_slots():
+    # One task, three slots: a 2-step episode, an empty slot, a 1-step episode.
+    mask = torch.tensor([[[1.0, 1.0, 0.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0]]])
+    rewards = torch.tensor([[[1.0, 2.0, 0.0], [0.0, 0.0, 0.0], [6.0, 0.0, 0.0]]])
+    times = torch.tensor([[[0, 1, 0], [0, 0, 0], [0, 0, 0]]])
+    episodes = Episodes(torch.zeros(1, 3, 3, 2), torch.zeros(1, 3, 3, 2), rewards, mask,
+                        torch.zeros(1, 3, 3), times)
+    assert episodes.episode_spans(0) == [(0, 0, 2), (2, 0, 1)]
+    assert episodes.episode_ids()[0, 2, 0] == 1
+    assert episodes.episode_returns().tolist() == [[3.0, 6.0]]
+    assert episodes.task_returns().tolist() == [4.5]
+
+
 def test_step_budget_equals_fixed_episodes_when_none_ends_early():
     far = [[0.5, -0.5], [-0.5, 0.5]]
     fixed = budget_episodes(False, far, max_steps=5, std=0.5)

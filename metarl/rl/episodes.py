@@ -1,8 +1,8 @@
 """Padded episode tensors and the batched in-process sampler.
 
-T tasks x E episodes are stepped together: one policy forward (batched matrix products, each
-task with its own parameters) and one environment step per time step, for all T·E episodes
-at once. No processes, no threads.
+T tasks x E environments (slots) are stepped together: one policy forward (batched matrix
+products, each task with its own parameters) and one environment step per time step, for
+all T·E at once. No processes, no threads.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from metarl.adaptation import Params
 
 
 class BatchedEnv(Protocol):
-    """N environments stepped together (N = T tasks x E episodes, task-major order)."""
+    """N environments stepped together (N = T tasks x E slots, task-major order)."""
 
     observation_dim: int
     action_dim: int
@@ -108,7 +108,9 @@ class Episodes:
     def episode_returns(self) -> Tensor:
         """Undiscounted return of each episode, ``(T, K)`` with K the most episodes of any
         task (0 where a task has fewer, see :meth:`num_episodes`)."""
-        if not bool(self.starts[..., 1:].any()):  # one episode per slot: episode k is slot k
+        starts = self.starts
+        if bool(starts[..., 0].all()) and not bool(starts[..., 1:].any()):
+            # one episode in every slot: episode k is slot k
             return (self.rewards * self.mask).sum(dim=-1)
         ids = self.episode_ids().reshape(self.num_tasks, -1)
         width = max(int(self.num_episodes().max()), 1)
@@ -146,7 +148,7 @@ def sample_episodes(env: BatchedEnv, policy: PolicyFn, params: Params, *, num_ta
     limit.
 
     Args:
-        env: the T·E environments, task-major (episode e of task t is index t·E + e).
+        env: the T·E environments, task-major (slot e of task t is index t·E + e).
         policy: the policy function; ``params`` hold one parameter set per task,
             each tensor ``(T, *shape)``.
         max_steps: H, the time limit.

@@ -40,7 +40,8 @@ def pack_steps(episodes: Episodes, advantages: Tensor) -> StepBatch:
     width = max(int(episodes.mask.sum(dim=(1, 2)).max()), 1)
     ids = episodes.episode_ids().reshape(t_, e_ * h_)
     key = ids * h_ + episodes.times.reshape(t_, e_ * h_)
-    order = torch.argsort(torch.where(ids >= 0, key, key.max() + 1), dim=1)[:, :width]
+    order = torch.argsort(torch.where(ids >= 0, key, key.max() + 1), dim=1,
+                          stable=True)[:, :width]
 
     def gather(x: Tensor) -> Tensor:
         flat = x.reshape(t_, e_ * h_, *x.shape[3:])

@@ -63,6 +63,8 @@ def plot_cheetah_velocities(tasks: list[dict[str, Any]], episodes_per_step: list
         for step, episodes in enumerate(episodes_per_step):
             average = float(episodes.task_returns()[t])
             valid = episodes.mask[t] > 0  # (S, L)
+            if not bool(valid.any()):
+                continue
             times = episodes.times[t][valid]  # step index within the episode
             velocity = episodes.observations[t][valid][:, CHEETAH_FORWARD_VELOCITY].double()
             counts = torch.bincount(times).double()

@@ -63,7 +63,7 @@ def normalize_per_task(values: Tensor, mask: Tensor, eps: float = 1e-8) -> Tenso
     """(x − mean) / std over the valid steps of each task.
 
     Args:
-        values, mask: ``(T, E, H)``; statistics are taken over ``(E, H)`` per task.
+        values, mask: ``(T, S, L)``; statistics are taken over ``(S, L)`` per task.
     """
     count = mask.sum(dim=(1, 2), keepdim=True).clamp_min(1.0)
     mean = (values * mask).sum(dim=(1, 2), keepdim=True) / count
