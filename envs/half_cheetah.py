@@ -72,6 +72,30 @@ def model_path() -> Path:
     return Path(gym_mujoco.__file__).parent / "assets" / "half_cheetah.xml"
 
 
+def compile_model(path: str | Path | None = None) -> Any:
+    """The ``mujoco.MjModel`` of an MJCF file (default: :func:`model_path`), as MuJoCo compiles it.
+
+    Gymnasium's half-cheetah file asks the compiler to scale the masses to 14 kg with
+    ``settotalmass``, which MuJoCo 4 deprecates (with a warning on every compile) and will
+    drop. Here the scaling is applied to the compiled model instead, with ``mj_setTotalmass``
+    and ``mj_setConst``, and the two statistics that those leave unscaled are recomputed as the
+    compiler does, so the model equals the compiler's to the bit (tested array by array).
+    """
+    import mujoco
+
+    spec = mujoco.MjSpec.from_file(str(path or model_path()))
+    total_mass = spec.compiler.settotalmass
+    spec.compiler.settotalmass = -1.0  # MuJoCo's "unset"
+    model = spec.compile()
+    if total_mass > 0:
+        mujoco.mj_setTotalmass(model, total_mass)
+        mujoco.mj_setConst(model, mujoco.MjData(model))
+        # Sequential sums, in the compiler's order.
+        model.stat.meaninertia = sum(model.dof_M0.tolist()) / model.nv
+        model.stat.meanmass = sum(model.body_mass[1:].tolist()) / (model.nbody - 1)
+    return model
+
+
 def sample_targets(kind: TaskKind, num_tasks: int, rng: np.random.Generator) -> np.ndarray:
     """Target velocities ~ U[0, 2] or directions ±1 (p = 1/2 each), shape ``(num_tasks,)``."""
     if kind == "velocity":
@@ -122,6 +146,15 @@ class _HalfCheetahTaskEnv(HalfCheetahEnv):
         self._target = self.default_target
         if task is not None:
             self.reset_task(task)
+
+    def _initialize_simulation(self) -> tuple[Any, Any]:
+        # Gymnasium's, with the model compiled without the deprecated settotalmass.
+        import mujoco
+
+        model = compile_model(self.fullpath)
+        model.vis.global_.offwidth = max(model.vis.global_.offwidth, self.width)
+        model.vis.global_.offheight = max(model.vis.global_.offheight, self.height)
+        return model, mujoco.MjData(model)
 
     def sample_tasks(self, num_tasks: int,
                      rng: np.random.Generator | None = None) -> list[dict[str, float]]:
@@ -263,7 +296,6 @@ def _load_model():
     """The half-cheetah MjModel, compiled once per process."""
     global _MODEL
     if _MODEL is None:
-        import mujoco
 
-        _MODEL = mujoco.MjModel.from_xml_path(str(model_path()))
+        _MODEL = compile_model()
     return _MODEL

@@ -15,6 +15,8 @@ from metarl.envs.half_cheetah import (
     BatchedHalfCheetah,
     HalfCheetahDirEnv,
     HalfCheetahVelEnv,
+    compile_model,
+    model_path,
     sample_targets,
 )
 from metarl.rl.episodes import sample_episodes
@@ -51,6 +53,35 @@ def test_observation_and_dynamics_are_half_cheetah_v5():
         obs, *_ = ours.step(action)
         ref_obs, *_ = reference.step(action)
         np.testing.assert_array_equal(obs, ref_obs)
+
+
+def _model_fields(model) -> dict[str, object]:
+    fields = {name: getattr(model, name) for name in dir(model) if not name.startswith("_")}
+    arrays = {name: value.copy() for name, value in fields.items()
+              if isinstance(value, np.ndarray)}
+    stat = {f"stat.{name}": np.copy(getattr(model.stat, name)) for name in dir(model.stat)
+            if not name.startswith("_")}
+    return {**arrays, **stat}
+
+
+def test_model_is_the_compilers_without_the_deprecated_settotalmass(capfd):
+    import mujoco
+
+    ours = compile_model()
+    gym_form = HalfCheetahVelEnv().model
+    captured = capfd.readouterr()
+    assert "settotalmass" not in captured.out + captured.err
+    assert mujoco.mj_getTotalmass(ours) == pytest.approx(14.0, rel=1e-12)
+    try:
+        reference = mujoco.MjModel.from_xml_path(str(model_path()))
+    except ValueError:
+        pytest.skip("this MuJoCo no longer compiles settotalmass")
+    expected = _model_fields(reference)
+    for model in (ours, gym_form):
+        fields = _model_fields(model)
+        assert fields.keys() == expected.keys()
+        for name, value in expected.items():
+            np.testing.assert_array_equal(fields[name], value, err_msg=name)
 
 
 @pytest.mark.parametrize("kind", ["velocity", "direction"])
