@@ -84,8 +84,9 @@ def compile_model(path: str | Path | None = None) -> Any:
     import mujoco
 
     spec = mujoco.MjSpec.from_file(str(path or model_path()))
-    total_mass = spec.compiler.settotalmass
-    spec.compiler.settotalmass = -1.0  # MuJoCo's "unset"
+    total_mass = getattr(spec.compiler, "settotalmass", -1.0)  # gone from future MuJoCos
+    if total_mass > 0:
+        spec.compiler.settotalmass = -1.0  # MuJoCo's "unset"
     model = spec.compile()
     if total_mass > 0:
         mujoco.mj_setTotalmass(model, total_mass)
@@ -296,6 +297,5 @@ def _load_model():
     """The half-cheetah MjModel, compiled once per process."""
     global _MODEL
     if _MODEL is None:
-
         _MODEL = compile_model()
     return _MODEL
