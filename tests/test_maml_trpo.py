@@ -13,7 +13,14 @@ from metarl.config import from_dict
 from metarl.envs.navigation import BatchedNavigation2D, Navigation2DEnv
 from metarl.rl.episodes import Episodes, sample_episodes
 from metarl.rl.experiment import MetaRLConfig, make_trainer
-from metarl.rl.losses import StepBatch, mean_kl, pack_steps, surrogate_loss
+from metarl.rl.losses import (
+    StepBatch,
+    mean_kl,
+    pack_steps,
+    reinforce_loss,
+    subsample_steps,
+    surrogate_loss,
+)
 from metarl.rl.maml_trpo import (
     AdvantageSettings,
     adapt_policy,
@@ -98,6 +105,58 @@ def test_kl_hessian_product_through_adaptation_matches_explicit_matrix(inner_ste
     for _ in range(3):
         v = torch.randn(theta.numel(), generator=gen, dtype=torch.float64)
         torch.testing.assert_close(product(v), hessian @ v + 1e-3 * v, rtol=1e-7, atol=1e-10)
+
+
+@pytest.mark.parametrize("inner_steps", [1, 2])
+def test_subsampled_curvature_is_the_kl_hessian_of_every_kth_step_at_the_exact_points(
+        inner_steps):
+    """curvature_stride k: J and F from every k-th step, taken at the exactly adapted φ_s."""
+    stride, n = 3, 9
+    params = tiny_params()
+    support = [random_steps(10 + s, n) for s in range(inner_steps)]
+    lrs = [0.2, 0.1][:inner_steps]
+    valid = random_steps(20, n)
+    sub_valid = subsample_steps(valid, stride)
+    assert sub_valid.mask.shape == (T, 3) and torch.equal(sub_valid.actions, valid.actions[:, ::3])
+    assert subsample_steps(valid, 1) is valid
+    points = [expand_params(detached(params), T)]
+    for batch, lr in zip(support, lrs, strict=True):
+        points.append(detached(adapt_policy(POLICY, points[-1], [batch], [lr], "detached")))
+
+    def inner_grads(p, batch, create_graph=False):
+        return torch.autograd.grad(reinforce_loss(POLICY, p, batch), list(p.values()),
+                                   create_graph=create_graph)
+
+    # The subsampled inner loss plus a constant linear term: its gradient equals the full
+    # loss's at the exact points, its Hessian is that of every k-th step.
+    shifts = []
+    for point, batch in zip(points[:-1], support, strict=True):
+        leaf = OrderedDict((k, v.clone().requires_grad_(True)) for k, v in point.items())
+        full = inner_grads(leaf, batch)
+        sub = inner_grads(leaf, subsample_steps(batch, stride))
+        shifts.append([f - g for f, g in zip(full, sub, strict=True)])
+    old = POLICY(points[-1], sub_valid.observations)
+    old = Normal(old.loc.detach(), old.scale.detach())
+
+    def kl(vector):
+        fast = expand_params(unflatten(vector, params), T)
+        for batch, lr, shift in zip(support, lrs, shifts, strict=True):
+            grads = inner_grads(fast, subsample_steps(batch, stride), create_graph=True)
+            fast = OrderedDict((k, fast[k] - lr * (g + c))
+                               for k, g, c in zip(fast, grads, shift, strict=True))
+        return mean_kl(POLICY, fast, sub_valid, old)
+
+    theta = flatten(params).detach()
+    hessian = torch.autograd.functional.hessian(kl, theta)
+    product = meta_fisher_product(POLICY, params, support, lrs, valid, mode="second_order",
+                                  damping=1e-3, curvature_stride=stride)
+    exact = meta_fisher_product(POLICY, params, support, lrs, valid, mode="second_order",
+                                damping=1e-3)
+    gen = torch.Generator().manual_seed(5)
+    for _ in range(3):
+        v = torch.randn(theta.numel(), generator=gen, dtype=torch.float64)
+        torch.testing.assert_close(product(v), hessian @ v + 1e-3 * v, rtol=1e-7, atol=1e-10)
+        assert (product(v) - exact(v)).abs().max() > 1e-3
 
 
 def test_sampler_masks_after_termination_and_is_reproducible():

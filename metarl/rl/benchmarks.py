@@ -120,12 +120,15 @@ def benchmark_navigation(*, repeats: int) -> None:
 
 
 def print_iteration_split(name: str, data: dict, *, iterations: int) -> None:
-    """Seconds per meta-iteration (sampling, adaptation, TRPO) for maml and fomaml, for the
-    config ``data``."""
+    """Seconds per meta-iteration (sampling, adaptation, TRPO) for maml (with the exact KL
+    curvature and with ``trpo.curvature_stride: 5``) and fomaml, for the config ``data``."""
     split_rows = []
-    for method in ("maml", "fomaml"):
+    variants = [("maml", "maml", 1), ("maml, curvature from every 5th step", "maml", 5),
+                ("fomaml", "fomaml", 1)]
+    for label, method, stride in variants:
         config = from_dict(MetaRLConfig, {
-            **data, "adaptation": {**data.get("adaptation", {}), "method": method}})
+            **data, "adaptation": {**data.get("adaptation", {}), "method": method},
+            "trpo": {**data.get("trpo", {}), "curvature_stride": stride}})
         trainer = make_trainer(config)
         trainer.train_iteration(0)
         totals = {"sampling": 0.0, "adaptation": 0.0, "trpo": 0.0}
@@ -135,7 +138,7 @@ def print_iteration_split(name: str, data: dict, *, iterations: int) -> None:
             for key in totals:
                 totals[key] += trainer.last_timings.get(key, 0.0)
         wall = (time.perf_counter() - start) / iterations
-        split_rows.append([method, *(totals[k] / iterations for k in totals), wall])
+        split_rows.append([label, *(totals[k] / iterations for k in totals), wall])
     config = from_dict(MetaRLConfig, data)
     print_table(f"{name} seconds per meta-iteration ({config.training.meta_batch_size} tasks x "
                 f"{config.training.episodes_per_task} episodes, mean of iterations "

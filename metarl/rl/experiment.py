@@ -103,6 +103,10 @@ class TRPOConfig:
     cg_damping: float = param(1e-5, "damping added to the Fisher-vector product", ge=0)
     backtrack_ratio: float = param(0.8, "line-search step shrink factor", gt=0, lt=1)
     max_backtracks: int = param(15, "line-search attempts before the step is rejected", ge=1)
+    curvature_stride: int = param(
+        1, "estimate the KL curvature of conjugate gradient from every k-th step (1: all, as "
+        "the paper; 5: as OpenAI Baselines' TRPO, several times cheaper); the gradient and the "
+        "line search's KL check always use every step", ge=1)
 
 
 @dataclasses.dataclass

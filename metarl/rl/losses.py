@@ -54,6 +54,16 @@ def pack_steps(episodes: Episodes, advantages: Tensor) -> StepBatch:
                      gather(advantages) * mask, mask, gather(episodes.log_probs) * mask)
 
 
+def subsample_steps(steps: StepBatch, stride: int) -> StepBatch:
+    """Every ``stride``-th packed step of each task, starting with the first: ``(T, N, ...) ->
+    (T, ceil(N / stride), ...)``. Task means over the result estimate those over all steps."""
+    if stride == 1:
+        return steps
+    return StepBatch(*(x[:, ::stride] for x in (steps.observations, steps.actions,
+                                                steps.advantages, steps.mask,
+                                                steps.log_probs)))
+
+
 def _task_mean(values: Tensor, mask: Tensor) -> Tensor:
     """Mean over the valid steps of each task: ``(T, N) -> (T,)``."""
     return (values * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
