@@ -108,16 +108,18 @@ def test_kl_hessian_product_through_adaptation_matches_explicit_matrix(inner_ste
 
 
 @pytest.mark.parametrize("inner_steps", [1, 2])
+@pytest.mark.parametrize("mode", ["second_order", "first_order"])
 def test_subsampled_curvature_is_the_kl_hessian_of_every_kth_step_at_the_exact_points(
-        inner_steps):
+        inner_steps, mode):
     """curvature_stride k: J and F from every k-th step, taken at the exactly adapted φ_s."""
-    stride, n = 3, 9
+    stride, n = 3, 8  # task 1's steps 6 and 7 are padding: its third subsampled step too
     params = tiny_params()
     support = [random_steps(10 + s, n) for s in range(inner_steps)]
     lrs = [0.2, 0.1][:inner_steps]
     valid = random_steps(20, n)
     sub_valid = subsample_steps(valid, stride)
-    assert sub_valid.mask.shape == (T, 3) and torch.equal(sub_valid.actions, valid.actions[:, ::3])
+    assert sub_valid.mask.tolist() == [[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]
+    assert torch.equal(sub_valid.actions, valid.actions[:, ::3])
     assert subsample_steps(valid, 1) is valid
     points = [expand_params(detached(params), T)]
     for batch, lr in zip(support, lrs, strict=True):
@@ -142,16 +144,17 @@ def test_subsampled_curvature_is_the_kl_hessian_of_every_kth_step_at_the_exact_p
         fast = expand_params(unflatten(vector, params), T)
         for batch, lr, shift in zip(support, lrs, shifts, strict=True):
             grads = inner_grads(fast, subsample_steps(batch, stride), create_graph=True)
+            if mode == "first_order":  # ∂φ/∂θ = I
+                grads = [g.detach() for g in grads]
             fast = OrderedDict((k, fast[k] - lr * (g + c))
                                for k, g, c in zip(fast, grads, shift, strict=True))
         return mean_kl(POLICY, fast, sub_valid, old)
 
     theta = flatten(params).detach()
     hessian = torch.autograd.functional.hessian(kl, theta)
-    product = meta_fisher_product(POLICY, params, support, lrs, valid, mode="second_order",
+    product = meta_fisher_product(POLICY, params, support, lrs, valid, mode=mode,
                                   damping=1e-3, curvature_stride=stride)
-    exact = meta_fisher_product(POLICY, params, support, lrs, valid, mode="second_order",
-                                damping=1e-3)
+    exact = meta_fisher_product(POLICY, params, support, lrs, valid, mode=mode, damping=1e-3)
     gen = torch.Generator().manual_seed(5)
     for _ in range(3):
         v = torch.randn(theta.numel(), generator=gen, dtype=torch.float64)
@@ -369,3 +372,26 @@ def test_sampler_scales_actions_for_the_environment_and_keeps_policy_units():
                                atol=1e-3, rtol=0)
     torch.testing.assert_close(episodes.observations[0, 0, 1], torch.tensor([0.05, 0.05]),
                                atol=1e-3, rtol=0)
+
+
+def test_curvature_stride_leaves_the_gradient_and_the_kl_check_on_every_step(monkeypatch):
+    import metarl.rl.maml_trpo as maml_trpo
+
+    widths = {"surrogate": set(), "kl": set()}
+
+    def spy(name, function):
+        def wrapped(policy, params, steps, *args):
+            widths[name].add(steps.mask.shape[1])
+            return function(policy, params, steps, *args)
+        return wrapped
+
+    monkeypatch.setattr(maml_trpo, "surrogate_loss", spy("surrogate", surrogate_loss))
+    monkeypatch.setattr(maml_trpo, "mean_kl", spy("kl", mean_kl))
+    config = small_config()
+    config.trpo.curvature_stride = 5
+    trainer = make_trainer(config)
+    assert trainer.trpo.curvature_stride == 5
+    metrics = trainer.train_iteration(0)
+    full = 5 * 100  # 5 episodes of 100 steps (navigation: none reaches its goal this early)
+    assert widths == {"surrogate": {full}, "kl": {full}}
+    assert metrics["step_accepted"] and metrics["kl"] <= config.trpo.max_kl

@@ -148,7 +148,8 @@ def _leaf_copy(params: Params) -> Params:
 def meta_fisher_product(policy: PolicyFn, params: Params, support: Sequence[StepBatch],
                         learning_rates: Sequence[float], valid: StepBatch, *, mode: AdaptMode,
                         damping: float, curvature_stride: int = 1) -> Callable[[Tensor], Tensor]:
-    """v ↦ (∇²_θ KL) v + damping · v at θ, the KL taken through the adaptation.
+    """v ↦ (∇²_θ KL) v + damping · v at θ, the KL taken through the adaptation (estimated from
+    every ``curvature_stride``-th step when that is above 1).
 
     At θ_old the KL's gradient with respect to the adapted weights φ vanishes, so its Hessian
     is exactly Jᵀ F J with F the Fisher information of the post-adaptation policy (on the
@@ -166,6 +167,8 @@ def meta_fisher_product(policy: PolicyFn, params: Params, support: Sequence[Step
             that many times cheaper per product; the points they are taken at (θ, φ_1, ...)
             still come from all the support steps. 1: exact.
     """
+    if curvature_stride < 1:
+        raise ValueError(f"curvature_stride must be at least 1, got {curvature_stride}")
     num_tasks = valid.observations.shape[0]
     names = list(params)
     second_order = mode == "second_order"
