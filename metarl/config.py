@@ -290,5 +290,9 @@ class RunConfig:
 
     checkpoint_every: int = param(
         1000, "write RUN_DIR/checkpoint.pt every this many meta-iterations, and at the end", ge=1)
+    snapshot_every: int = param(
+        0, "also keep the run as it stood after every this many meta-iterations in "
+        "RUN_DIR/snapshots/iteration-N/, a run directory of its own to evaluate or render "
+        "(0: keep none)", ge=0)
     progress: bool = param(True, "show a progress bar with ETA and current metrics")
     tensorboard: bool = param(True, "write TensorBoard scalars under RUN_DIR/tensorboard")

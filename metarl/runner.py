@@ -5,6 +5,8 @@ Layout of a run directory::
     config.yaml        the resolved config (what ran, with every default written out)
     checkpoint.pt      latest state, written atomically every ``run.checkpoint_every`` its
     metrics.jsonl      one JSON object per meta-iteration
+    snapshots/iteration-N/  with ``run.snapshot_every``: config.yaml, checkpoint.pt and
+                       metrics.jsonl as they stood after iteration N (a run directory)
     tensorboard/       TensorBoard event files
     learning_curve.png the training metrics over iterations (at the end of training)
     evaluation.json    after ``metarl evaluate``, with its adaptation-curve PNG
@@ -22,12 +24,19 @@ from pathlib import Path
 from typing import Any
 
 from metarl import __version__
-from metarl.checkpoint import CHECKPOINT_NAME, atomic_write_text, load_checkpoint, save_checkpoint
+from metarl.checkpoint import (
+    CHECKPOINT_NAME,
+    atomic_write_bytes,
+    atomic_write_text,
+    load_checkpoint,
+    save_checkpoint,
+)
 from metarl.config import ConfigError, dump_config, read_yaml, to_dict
 from metarl.experiment import Experiment, NonFiniteLossError, config_from_data
 from metarl.logging import METRICS_NAME, RunLogger
 
 CONFIG_NAME = "config.yaml"
+SNAPSHOTS_NAME = "snapshots"
 
 
 class TrainingStopped(RuntimeError):
@@ -131,9 +140,13 @@ def train_run(experiment: Experiment, config: Any, run_dir: str | Path, *,
                         f"is kept in {checkpoint_path}", exit_code=1)
                 logger.log(iteration + 1, metrics)
                 done = iteration + 1
-                if done % config.run.checkpoint_every == 0 or done == total or signals:
+                snapshot = config.run.snapshot_every > 0 and done % config.run.snapshot_every == 0
+                if (done % config.run.checkpoint_every == 0 or done == total or signals
+                        or snapshot):
                     checkpoint(done)
                     last_saved = done
+                if snapshot:
+                    write_snapshot(run_dir, done)
                 if signals:
                     raise TrainingStopped(
                         f"interrupted after meta-iteration {done}; checkpoint saved. Continue "
@@ -142,6 +155,24 @@ def train_run(experiment: Experiment, config: Any, run_dir: str | Path, *,
         logger.close()
         _plot_learning_curve(experiment, run_dir)  # also when interrupted or stopped
     return checkpoint_path
+
+
+def snapshot_dir(run_dir: str | Path, iteration: int) -> Path:
+    """Where ``run.snapshot_every`` keeps the run as it stood after ``iteration``."""
+    return Path(run_dir) / SNAPSHOTS_NAME / f"iteration-{iteration}"
+
+
+def write_snapshot(run_dir: str | Path, iteration: int) -> Path:
+    """Copy the run's config, checkpoint (just written for ``iteration``) and metrics into
+    :func:`snapshot_dir`, each file atomically; ``metarl evaluate`` / ``render`` take it like
+    any run directory, and ``metarl train --resume`` on it branches a new run from there."""
+    run_dir = Path(run_dir)
+    target = snapshot_dir(run_dir, iteration)
+    for name in (CONFIG_NAME, METRICS_NAME, CHECKPOINT_NAME):
+        source = run_dir / name
+        if source.is_file():
+            atomic_write_bytes(target / name, source.read_bytes())
+    return target
 
 
 def _plot_learning_curve(experiment: Experiment, run_dir: Path) -> None:

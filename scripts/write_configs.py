@@ -47,7 +47,7 @@ PRESETS: dict[str, tuple[str, dict]] = {
         "2D navigation with the MAML paper's text read literally: inner lr 0.1 on raw actions\n"
         "(bound 0.1), exactly 20 episodes per task, 20 tasks, TRPO with mean KL 0.01, 500\n"
         "meta-iterations. It adapts less than navigation2d (docs/BENCHMARKS.md).",
-        {"experiment": "meta_rl", "run": {"checkpoint_every": 25}}),
+        {"experiment": "meta_rl", "run": {"checkpoint_every": 25, "snapshot_every": 50}}),
     "navigation/navigation2d-quick.yaml": (
         "2D navigation, a quick default (the `metarl demo` run): navigation2d with 10 tasks x\n"
         "10 episodes' worth of steps per meta-iteration and 100 meta-iterations; a few\n"
@@ -64,7 +64,8 @@ def _cheetah(kind: str, header: str, steps: int | None = None, **sections: dict)
     env = {"name": f"half_cheetah_{kind}", "max_episode_steps": steps}
     return header, {"experiment": "meta_rl", "env": env,
                     "training": {"meta_batch_size": 40, **sections.pop("training", {})},
-                    "evaluation": {"episodes_per_task": 20}, "run": {"checkpoint_every": 10},
+                    "evaluation": {"episodes_per_task": 20},
+                    "run": {"checkpoint_every": 10, "snapshot_every": 50},
                     **sections}
 
 
@@ -107,29 +108,29 @@ PRESETS.update({
         "at test, meta-batch 32, Adam 1e-3, 60,000 meta-iterations; 600 test tasks.\n"
         "About 4 hours on 2 CPU cores (omniglot-5w1s-cpu: 12,000 iterations, 1 hour).\n"
         "Run: metarl train omniglot-5w1s --run-dir runs/omni && metarl evaluate runs/omni",
-        run={"checkpoint_every": 1000}),
+        run={"checkpoint_every": 1000, "snapshot_every": 10_000}),
     "omniglot/omniglot-5w1s-cpu.yaml": _omniglot(
         "Omniglot 5-way 1-shot with MAML on a CPU budget: the paper protocol (one step with\n"
         "lr 0.4, meta-batch 32, three steps at test, 600 test tasks) with 12,000 instead of\n"
         "60,000 meta-iterations; about 1 hour on 2 CPU cores (vmap over tasks, 0.24 s per\n"
         "iteration). Run: metarl train omniglot-5w1s-cpu --run-dir runs/omni-cpu &&\n"
         "metarl evaluate runs/omni-cpu && metarl render runs/omni-cpu",
-        training={"iterations": 12_000}, run={"checkpoint_every": 500}),
+        training={"iterations": 12_000}, run={"checkpoint_every": 500, "snapshot_every": 3000}),
     "omniglot/omniglot-5w5s.yaml": _omniglot(
         "Omniglot 5-way 5-shot with MAML, the MAML paper protocol (Table 1).",
-        task={"shots": 5, "queries": 5}, run={"checkpoint_every": 1000}),
+        task={"shots": 5, "queries": 5}, run={"checkpoint_every": 1000, "snapshot_every": 10_000}),
     "omniglot/omniglot-20w1s.yaml": _omniglot(
         "Omniglot 20-way 1-shot with MAML, the MAML paper protocol (Table 1): five inner\n"
         "steps with lr 0.1 in training and at test, meta-batch 16.",
-        **OMNIGLOT_20_WAY, run={"checkpoint_every": 1000}),
+        **OMNIGLOT_20_WAY, run={"checkpoint_every": 1000, "snapshot_every": 10_000}),
     "omniglot/omniglot-20w5s.yaml": _omniglot(
         "Omniglot 20-way 5-shot with MAML, the MAML paper protocol (Table 1).",
         **{**OMNIGLOT_20_WAY, "task": {"ways": 20, "shots": 5, "queries": 5}},
-        run={"checkpoint_every": 1000}),
+        run={"checkpoint_every": 1000, "snapshot_every": 10_000}),
     "omniglot/omniglot-5w1s-fomaml.yaml": _omniglot(
         "Omniglot 5-way 1-shot with first-order MAML (Reptile paper, Table 1: 98.3%):\n"
         "the MAML protocol with the second-order term dropped.",
-        adaptation={"method": "fomaml"}, run={"checkpoint_every": 1000}),
+        adaptation={"method": "fomaml"}, run={"checkpoint_every": 1000, "snapshot_every": 10_000}),
 })
 
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from metarl.checkpoint import load_checkpoint, save_checkpoint
-from metarl.config import ConfigError, from_dict
-from metarl.runner import TrainingStopped, load_run, train_run
+from metarl.config import ConfigError, from_dict, to_dict
+from metarl.runner import TrainingStopped, load_run, snapshot_dir, train_run
 from metarl.supervised.sine_experiment import SineConfig, SineExperiment
 from metarl.supervised.trainer import SupervisedMetaTrainer
 
@@ -90,6 +90,40 @@ def test_interrupt_then_resume_reaches_the_uninterrupted_numbers(tmp_path, monke
     train_run(experiment, config, tmp_path / "resumed", resume=True)
     assert metric_values(tmp_path / "resumed") == metric_values(tmp_path / "straight")
     assert_same_params(final_params(tmp_path / "resumed"), final_params(tmp_path / "straight"))
+
+
+def test_snapshots_hold_the_run_as_it_stood_and_act_as_run_directories(tmp_path):
+    experiment = SineExperiment()
+    config = from_dict(SineConfig, {
+        "training": {"iterations": 10, "meta_batch_size": 3},
+        "run": {"checkpoint_every": 5, "snapshot_every": 4, "progress": False,
+                "tensorboard": False}})
+    train_run(experiment, config, tmp_path / "run")
+    snapshots = tmp_path / "run" / "snapshots"
+    assert sorted(p.name for p in snapshots.iterdir()) == ["iteration-4", "iteration-8"]
+    for n in (4, 8):
+        snapshot = snapshot_dir(tmp_path / "run", n)
+        assert sorted(p.name for p in snapshot.iterdir()) == [
+            "checkpoint.pt", "config.yaml", "metrics.jsonl"]
+        _, loaded, state = load_run(snapshot)
+        assert loaded == config and state["iteration"] == n
+        assert metric_values(snapshot) == metric_values(tmp_path / "run")[:n]
+        # the same parameters as a run that stops after n iterations
+        shorter = from_dict(SineConfig, {**to_dict(config), "training": {
+            **to_dict(config)["training"], "iterations": n}})
+        train_run(experiment, shorter, tmp_path / f"short-{n}")
+        assert_same_params(final_params(snapshot), final_params(tmp_path / f"short-{n}"))
+    # branching: resuming a snapshot continues it to the full run's numbers
+    train_run(experiment, config, snapshot_dir(tmp_path / "run", 8), resume=True)
+    assert metric_values(snapshot_dir(tmp_path / "run", 8)) == metric_values(tmp_path / "run")
+    assert_same_params(final_params(snapshot_dir(tmp_path / "run", 8)),
+                       final_params(tmp_path / "run"))
+    assert [p.name for p in (tmp_path / "short-4" / "snapshots").iterdir()] == ["iteration-4"]
+
+
+def test_no_snapshots_by_default(tmp_path):
+    train_run(SineExperiment(), small_config(), tmp_path / "run")
+    assert not (tmp_path / "run" / "snapshots").exists()
 
 
 def test_crash_then_resume_from_last_checkpoint_reaches_the_same_numbers(tmp_path, monkeypatch):
