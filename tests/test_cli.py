@@ -60,6 +60,35 @@ def test_train_evaluate_render_resume(tmp_path, capsys):
     assert "maml, K=10" in out and "pretrained, K=10" in out
 
 
+def test_resume_with_more_iterations_extends_a_finished_run_exactly(tmp_path, capsys):
+    base = ["--set", "training.meta_batch_size=4", "--set", "run.progress=false",
+            "--set", "run.tensorboard=false", "--set", "baseline.iterations=10"]
+    longer, extended = tmp_path / "longer", tmp_path / "extended"
+    assert main(["train", "sine-quick", "--run-dir", str(longer), *base,
+                 "--set", "training.iterations=12"]) == 0
+    assert main(["train", "sine-quick", "--run-dir", str(extended), *base,
+                 "--set", "training.iterations=8"]) == 0
+    assert main(["train", "--resume", str(extended), "--set", "training.iterations=12",
+                 "--set", "run.snapshot_every=6"]) == 0
+    records = [(longer / "metrics.jsonl").read_text(), (extended / "metrics.jsonl").read_text()]
+    strip = [[{k: v for k, v in json.loads(line).items() if k != "wall_time"}
+              for line in text.splitlines()] for text in records]
+    assert len(strip[1]) == 12 and strip[0] == strip[1]
+    assert (extended / "snapshots" / "iteration-12" / "checkpoint.pt").is_file()
+    saved = (extended / "config.yaml").read_text()
+    assert "  iterations: 12  #" in saved and "  snapshot_every: 6  #" in saved
+    assert saved.startswith("# Resolved config of this run")
+    assert ("# Changed on resume: training.iterations=12, run.snapshot_every=6"
+            in saved.splitlines()[:4])
+    assert main(["train", "--resume", str(extended), "--set", "adaptation.inner_lr=0.5"]) == 2
+    assert "only training.iterations and run.* may change" in capsys.readouterr().err
+    assert main(["train", "--resume", str(extended), "--set", "training.iterations=0"]) == 2
+    assert "training.iterations = 0: must be >= 1" in capsys.readouterr().err
+    assert main(["train", "--resume", str(extended), "--set", "training.iterations=10"]) == 2
+    assert "already holds 12 iterations; give at least 12" in capsys.readouterr().err
+    assert "iterations: 12  #" in (extended / "config.yaml").read_text()
+
+
 def test_config_command_lists_and_resolves(capsys):
     assert main(["config"]) == 0
     assert "sine-quick" in capsys.readouterr().out
