@@ -111,7 +111,7 @@ def _default_run_dir(config_path: Path) -> Path:
 
 def _train(args: argparse.Namespace) -> int:
     from metarl.experiment import load_config
-    from metarl.runner import load_run, train_run
+    from metarl.runner import extend_run_config, load_run, train_run
 
     if args.resume is not None:
         if args.config or args.seed is not None or args.run_dir:
@@ -132,42 +132,6 @@ def _train(args: argparse.Namespace) -> int:
     checkpoint = train_run(experiment, config, run_dir, resume=args.resume is not None)
     print(f"metarl: trained; checkpoint {checkpoint}", file=sys.stderr)
     return 0
-
-
-# What --set may change when resuming: how long the run goes on and its bookkeeping. Any
-# other key would make the continued run a different experiment from its first part.
-RESUME_OVERRIDABLE = ("training.iterations", "run.")
-
-
-def extend_run_config(run_dir: Path, overrides: Sequence[str], *, done: int) -> None:
-    """Apply ``overrides`` (``training.iterations`` and ``run.*`` only) to the saved config
-    of ``run_dir``, whose checkpoint holds ``done`` iterations, validated, and rewrite its
-    ``config.yaml`` atomically."""
-    from metarl.checkpoint import atomic_write_text
-    from metarl.config import apply_overrides, parse_override, read_yaml
-    from metarl.experiment import config_from_data
-    from metarl.runner import CONFIG_NAME
-
-    for text in overrides:
-        key = ".".join(parse_override(text)[0])
-        if not any(key == allowed or (allowed.endswith(".") and key.startswith(allowed))
-                   for allowed in RESUME_OVERRIDABLE):
-            raise ConfigError(f"--set {text}: a resumed run keeps its config; only "
-                              "training.iterations and run.* may change (to train it longer "
-                              "or change its bookkeeping)")
-    path = run_dir / CONFIG_NAME
-    _, config = config_from_data(apply_overrides(read_yaml(path), overrides))
-    if config.training.iterations < done:
-        raise ConfigError(f"training.iterations = {config.training.iterations}: the "
-                          f"checkpoint of {run_dir} already holds {done} iterations; give at "
-                          f"least {done}")
-    header = []  # the file's leading comment lines, then what this resume changes
-    for line in path.read_text().splitlines():
-        if not line.startswith("#"):
-            break
-        header.append(line[2:] if line.startswith("# ") else line[1:])
-    header.append(f"Changed on resume: {', '.join(overrides)}")
-    atomic_write_text(path, dump_config(config, header="\n".join(header)))
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ import math
 import signal
 import sys
 import types
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,14 @@ from metarl.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from metarl.config import ConfigError, dump_config, read_yaml, to_dict
+from metarl.config import (
+    ConfigError,
+    apply_overrides,
+    dump_config,
+    parse_override,
+    read_yaml,
+    to_dict,
+)
 from metarl.experiment import Experiment, NonFiniteLossError, config_from_data
 from metarl.logging import METRICS_NAME, RunLogger
 
@@ -155,6 +162,37 @@ def train_run(experiment: Experiment, config: Any, run_dir: str | Path, *,
         logger.close()
         _plot_learning_curve(experiment, run_dir)  # also when interrupted or stopped
     return checkpoint_path
+
+
+# What --set may change when resuming: how long the run goes on and its bookkeeping. Any
+# other key would make the continued run a different experiment from its first part.
+RESUME_OVERRIDABLE = ("training.iterations", "run.")
+
+
+def extend_run_config(run_dir: str | Path, overrides: Sequence[str], *, done: int) -> None:
+    """Apply ``overrides`` (``training.iterations`` and ``run.*`` only) to the saved config
+    of ``run_dir``, whose checkpoint holds ``done`` iterations, validated, and rewrite its
+    ``config.yaml`` atomically."""
+    for text in overrides:
+        key = ".".join(parse_override(text)[0])
+        if not any(key == allowed or (allowed.endswith(".") and key.startswith(allowed))
+                   for allowed in RESUME_OVERRIDABLE):
+            raise ConfigError(f"--set {text}: a resumed run keeps its config; only "
+                              "training.iterations and run.* may change (to train it longer "
+                              "or change its bookkeeping)")
+    path = Path(run_dir) / CONFIG_NAME
+    _, config = config_from_data(apply_overrides(read_yaml(path), overrides))
+    if config.training.iterations < done:
+        raise ConfigError(f"training.iterations = {config.training.iterations}: the "
+                          f"checkpoint of {run_dir} already holds {done} iterations; give at "
+                          f"least {done}")
+    header = []  # the file's leading comment lines, then what this resume changes
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        header.append(line[2:] if line.startswith("# ") else line[1:])
+    header.append(f"Changed on resume: {', '.join(overrides)}")
+    atomic_write_text(path, dump_config(config, header="\n".join(header)))
 
 
 def snapshot_dir(run_dir: str | Path, iteration: int) -> Path:
