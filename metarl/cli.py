@@ -117,10 +117,10 @@ def _train(args: argparse.Namespace) -> int:
         if args.config or args.seed is not None or args.run_dir:
             raise ConfigError("--resume RUN_DIR continues a run with its saved config; "
                               "give no CONFIG, --seed or --run-dir with it")
-        _, _, state = load_run(args.resume)  # a run directory with a checkpoint, or an error
+        experiment, config, state = load_run(args.resume)
         if args.overrides:
-            extend_run_config(args.resume, args.overrides, done=int(state["iteration"]))
-        experiment, config, _ = load_run(args.resume)
+            config = extend_run_config(args.resume, args.overrides,
+                                       done=int(state["iteration"]))
         run_dir = args.resume
     else:
         if not args.config:

@@ -169,10 +169,10 @@ def train_run(experiment: Experiment, config: Any, run_dir: str | Path, *,
 RESUME_OVERRIDABLE = ("training.iterations", "run.")
 
 
-def extend_run_config(run_dir: str | Path, overrides: Sequence[str], *, done: int) -> None:
+def extend_run_config(run_dir: str | Path, overrides: Sequence[str], *, done: int) -> Any:
     """Apply ``overrides`` (``training.iterations`` and ``run.*`` only) to the saved config
-    of ``run_dir``, whose checkpoint holds ``done`` iterations, validated, and rewrite its
-    ``config.yaml`` atomically."""
+    of ``run_dir``, whose checkpoint holds ``done`` iterations, validated; rewrite its
+    ``config.yaml`` atomically and return the new config."""
     for text in overrides:
         key = ".".join(parse_override(text)[0])
         if not any(key == allowed or (allowed.endswith(".") and key.startswith(allowed))
@@ -193,6 +193,7 @@ def extend_run_config(run_dir: str | Path, overrides: Sequence[str], *, done: in
         header.append(line[2:] if line.startswith("# ") else line[1:])
     header.append(f"Changed on resume: {', '.join(overrides)}")
     atomic_write_text(path, dump_config(config, header="\n".join(header)))
+    return config
 
 
 def snapshot_dir(run_dir: str | Path, iteration: int) -> Path:
