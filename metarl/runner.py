@@ -14,11 +14,12 @@ Layout of a run directory::
 
 from __future__ import annotations
 
+import functools
 import math
 import signal
 import sys
 import types
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -116,8 +117,8 @@ def train_run(experiment: Experiment, config: Any, run_dir: str | Path, *,
                            f"Continue it with: metarl train --resume {run_dir}"))
     total = config.training.iterations
 
-    def checkpoint(iteration: int) -> None:
-        save_checkpoint(checkpoint_path, {
+    def checkpoint(iteration: int, path: Path = checkpoint_path) -> None:
+        save_checkpoint(path, {
             "iteration": iteration, "experiment": experiment.name,
             "config": to_dict(config), "trainer": trainer.state_dict(),
             "metarl_version": __version__,
@@ -148,12 +149,14 @@ def train_run(experiment: Experiment, config: Any, run_dir: str | Path, *,
                 logger.log(iteration + 1, metrics)
                 done = iteration + 1
                 snapshot = config.run.snapshot_every > 0 and done % config.run.snapshot_every == 0
+                if snapshot:
+                    # Before the run's own checkpoint: a crash between the two leaves that
+                    # at an earlier iteration, and the resumed run writes this snapshot again.
+                    write_snapshot(run_dir, done, functools.partial(checkpoint, done))
                 if (done % config.run.checkpoint_every == 0 or done == total or signals
                         or snapshot):
                     checkpoint(done)
                     last_saved = done
-                if snapshot:
-                    write_snapshot(run_dir, done)
                 if signals:
                     raise TrainingStopped(
                         f"interrupted after meta-iteration {done}; checkpoint saved. Continue "
@@ -201,16 +204,20 @@ def snapshot_dir(run_dir: str | Path, iteration: int) -> Path:
     return Path(run_dir) / SNAPSHOTS_NAME / f"iteration-{iteration}"
 
 
-def write_snapshot(run_dir: str | Path, iteration: int) -> Path:
-    """Copy the run's config, checkpoint (just written for ``iteration``) and metrics into
-    :func:`snapshot_dir`, each file atomically; ``metarl evaluate`` / ``render`` take it like
-    any run directory, and ``metarl train --resume`` on it branches a new run from there."""
+def write_snapshot(run_dir: str | Path, iteration: int,
+                   write_checkpoint: Callable[[Path], None]) -> Path:
+    """Keep the run as it stands after ``iteration`` in :func:`snapshot_dir`: its config and
+    metrics copied, then ``write_checkpoint(path)`` (last, so that a snapshot holding a
+    checkpoint is complete); each file is written atomically. ``metarl evaluate`` / ``render``
+    take a snapshot like any run directory, and ``metarl train --resume`` on it branches a new
+    run from there."""
     run_dir = Path(run_dir)
     target = snapshot_dir(run_dir, iteration)
-    for name in (CONFIG_NAME, METRICS_NAME, CHECKPOINT_NAME):
+    for name in (CONFIG_NAME, METRICS_NAME):
         source = run_dir / name
         if source.is_file():
             atomic_write_bytes(target / name, source.read_bytes())
+    write_checkpoint(target / CHECKPOINT_NAME)
     return target
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -119,6 +120,51 @@ def test_snapshots_hold_the_run_as_it_stood_and_act_as_run_directories(tmp_path)
     assert_same_params(final_params(snapshot_dir(tmp_path / "run", 8)),
                        final_params(tmp_path / "run"))
     assert [p.name for p in (tmp_path / "short-4" / "snapshots").iterdir()] == ["iteration-4"]
+
+
+@pytest.mark.parametrize("crash_after", ["snapshot config", "snapshot checkpoint"])
+def test_crash_while_snapshotting_then_resume_keeps_every_snapshot(tmp_path, monkeypatch,
+                                                                    crash_after):
+    import metarl.runner as runner
+
+    experiment = SineExperiment()
+    config = from_dict(SineConfig, {
+        "training": {"iterations": 10, "meta_batch_size": 3},
+        "run": {"checkpoint_every": 3, "snapshot_every": 4, "progress": False,
+                "tensorboard": False}})
+    train_run(experiment, config, tmp_path / "straight")
+    original_write = runner.atomic_write_bytes
+    original_save = runner.save_checkpoint
+    snapshot_8 = snapshot_dir(tmp_path / "crashed", 8)
+
+    def crash_in_config_copy(path, data):
+        original_write(path, data)
+        if Path(path) == snapshot_8 / "config.yaml":
+            raise RuntimeError("power cut")
+
+    def crash_after_snapshot_checkpoint(path, state):
+        original_save(path, state)
+        if Path(path) == snapshot_8 / "checkpoint.pt":
+            raise RuntimeError("power cut")
+
+    if crash_after == "snapshot config":
+        monkeypatch.setattr(runner, "atomic_write_bytes", crash_in_config_copy)
+    else:
+        monkeypatch.setattr(runner, "save_checkpoint", crash_after_snapshot_checkpoint)
+    with pytest.raises(RuntimeError, match="power cut"):
+        train_run(experiment, config, tmp_path / "crashed")
+    # the run's own checkpoint is still at the last one before the snapshot
+    assert load_checkpoint(tmp_path / "crashed" / "checkpoint.pt")["iteration"] == 6
+    monkeypatch.undo()
+    train_run(experiment, config, tmp_path / "crashed", resume=True)
+    assert metric_values(tmp_path / "crashed") == metric_values(tmp_path / "straight")
+    for n in (4, 8):
+        assert sorted(p.name for p in snapshot_dir(tmp_path / "crashed", n).iterdir()) == [
+            "checkpoint.pt", "config.yaml", "metrics.jsonl"]
+        assert_same_params(final_params(snapshot_dir(tmp_path / "crashed", n)),
+                           final_params(snapshot_dir(tmp_path / "straight", n)))
+        assert (metric_values(snapshot_dir(tmp_path / "crashed", n))
+                == metric_values(tmp_path / "straight")[:n])
 
 
 def test_no_snapshots_by_default(tmp_path):
