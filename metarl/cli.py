@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Sequence
@@ -67,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, help="seed of the test tasks")
     evaluate.add_argument("--baselines", action="store_true",
                           help="also evaluate the paper's baselines the same way")
+    evaluate.add_argument("--snapshots", action="store_true",
+                          help="also evaluate every snapshot of the run (run.snapshot_every): "
+                          "the curve by meta-iteration, in evaluation-over-training.png")
 
     render = commands.add_parser("render", help="pictures of a trained run adapting")
     render.add_argument("run_dir", type=Path)
@@ -141,9 +145,20 @@ def _evaluate(args: argparse.Namespace) -> int:
     _check_positive("steps", args.steps, 0)
     _check_positive("tasks", args.tasks, 2)
     _check_positive("seed", args.seed, 0)
+    options = EvaluateOptions(steps=args.steps, tasks=args.tasks, seed=args.seed,
+                              baselines=args.baselines)
+    if args.snapshots:
+        from metarl.over_training import PLOT_NAME, SUMMARY_NAME, evaluate_over_training
+
+        summary = evaluate_over_training(args.run_dir, options)
+        print(summary["table"])
+        if args.baselines:  # evaluated with the latest checkpoint only
+            print(json.loads((args.run_dir / "evaluation.json").read_text())["table"])
+        print(f"metarl: wrote {args.run_dir / SUMMARY_NAME}, {args.run_dir / PLOT_NAME} and "
+              "an evaluation.json in each snapshot", file=sys.stderr)
+        return 0
     experiment, config, state = load_run(args.run_dir)
-    result = experiment.evaluate(config, state, args.run_dir, EvaluateOptions(
-        steps=args.steps, tasks=args.tasks, seed=args.seed, baselines=args.baselines))
+    result = experiment.evaluate(config, state, args.run_dir, options)
     print(result.get("table", ""))
     print(f"metarl: wrote {args.run_dir / 'evaluation.json'}", file=sys.stderr)
     return 0
