@@ -78,3 +78,15 @@ def test_cli_prints_the_table_and_refuses_a_run_without_snapshots(run_with_snaps
     shutil.copytree(run, bare, ignore=shutil.ignore_patterns("snapshots"))
     assert main(["evaluate", str(bare), "--snapshots"]) == 2
     assert "has no snapshots" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("published", [{"MAML paper": {"0": -40.0, "1": -11.7}},
+                                       {"MAML": 98.7, "Reptile": 97.7}, {}])
+def test_plot_takes_each_published_form(tmp_path, published):
+    from metarl.plots import plot_over_training
+
+    summary = {"metric": "return", "steps": [0, 1], "iterations": [50, 100],
+               "mean": [[-45.0, -20.0], [-44.0, -12.0]], "ci95": [[2.0, 3.0], [2.0, 2.5]],
+               "published": published}
+    output = plot_over_training(summary, tmp_path / "curve.png", shown=[0, 1])
+    assert output.read_bytes().startswith(b"\x89PNG")
