@@ -70,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
                           help="also evaluate the paper's baselines the same way")
     evaluate.add_argument("--snapshots", action="store_true",
                           help="also evaluate every snapshot of the run (run.snapshot_every): "
-                          "the curve by meta-iteration, in evaluation-over-training.png")
+                          "the curve by meta-iteration, in evaluation-over-training.png "
+                          "(--baselines: for the latest checkpoint only)")
 
     render = commands.add_parser("render", help="pictures of a trained run adapting")
     render.add_argument("run_dir", type=Path)
@@ -153,6 +154,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         summary = evaluate_over_training(args.run_dir, options)
         print(summary["table"])
         if args.baselines:  # evaluated with the latest checkpoint only
+            print("the run's latest checkpoint and the baselines:")
             print(json.loads((args.run_dir / "evaluation.json").read_text())["table"])
         print(f"metarl: wrote {args.run_dir / SUMMARY_NAME}, {args.run_dir / PLOT_NAME} and "
               "an evaluation.json in each snapshot", file=sys.stderr)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from metarl.checkpoint import atomic_write_text
+from metarl.checkpoint import CHECKPOINT_NAME, atomic_write_text
 
 Z_95 = 1.959963984540054
 """Two-sided 95% quantile of the normal distribution (interval = mean ± Z_95 · SEM)."""
@@ -36,8 +37,17 @@ def summarize(values: np.ndarray) -> dict[str, list[float]]:
     return {"mean": mean.tolist(), "sem": sem.tolist(), "ci95": (Z_95 * sem).tolist()}
 
 
+def checkpoint_fingerprint(run_dir: str | Path) -> str | None:
+    """SHA-256 (hex) of the run directory's checkpoint file, None if it has none."""
+    path = Path(run_dir) / CHECKPOINT_NAME
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
 def write_evaluation(run_dir: str | Path, result: dict[str, Any]) -> Path:
+    """Write ``result`` to ``run_dir/evaluation.json`` with the fingerprint of the evaluated
+    checkpoint (``checkpoint_sha256``), which tells later readers whether it is still that one."""
     path = Path(run_dir) / EVALUATION_NAME
+    result = {**result, "checkpoint_sha256": checkpoint_fingerprint(run_dir)}
     atomic_write_text(path, json.dumps(result, indent=2) + "\n")
     return path
 

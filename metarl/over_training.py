@@ -2,14 +2,15 @@
 run (``run.snapshot_every``) and of its latest checkpoint, side by side.
 
 ``metarl evaluate RUN_DIR --snapshots`` evaluates each ``RUN_DIR/snapshots/iteration-N/`` like
-``metarl evaluate`` (writing its ``evaluation.json`` there, reused on later calls with the
-same steps, tasks and seed), then the run itself, and writes
+``metarl evaluate`` (writing its ``evaluation.json`` there, reused on later calls while its
+checkpoint file, steps, tasks and seed are the same), then the run itself, and writes
 ``RUN_DIR/evaluation-over-training.json`` and ``.png``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -17,17 +18,19 @@ from typing import Any
 
 from metarl.checkpoint import atomic_write_text
 from metarl.config import ConfigError
-from metarl.evaluation import EVALUATION_NAME, format_table, shown_steps
+from metarl.evaluation import EVALUATION_NAME, checkpoint_fingerprint, format_table, shown_steps
 from metarl.experiment import EvaluateOptions
 from metarl.runner import SNAPSHOTS_NAME, load_run
 
 SUMMARY_NAME = "evaluation-over-training.json"
 PLOT_NAME = "evaluation-over-training.png"
 _PREFIX = "iteration-"
+# Omniglot publishes one accuracy per method (after the config's test steps).
+_PUBLISHED_METHOD_NAMES = {"maml": "MAML", "fomaml": "first-order MAML", "reptile": "Reptile"}
 
 
 def run_snapshots(run_dir: str | Path) -> list[tuple[int, Path]]:
-    """``(iteration, directory)`` of each complete snapshot of ``run_dir``, by iteration."""
+    """``(N, directory)`` of each complete ``snapshots/iteration-N/`` of ``run_dir``, by N."""
     root = Path(run_dir) / SNAPSHOTS_NAME
     found = []
     if root.is_dir():
@@ -40,20 +43,42 @@ def run_snapshots(run_dir: str | Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def _previous_evaluation(run_dir: Path, iteration: int, steps: int, tasks: int,
-                         seed: int) -> dict[str, Any] | None:
-    """The evaluation.json of ``run_dir`` if it evaluated this checkpoint the same way."""
+def previous_evaluation(run_dir: Path, iteration: int, steps: int, tasks: int, seed: int, *,
+                        with_baselines: bool = False) -> dict[str, Any] | None:
+    """``run_dir``'s evaluation.json if it evaluated the checkpoint file now there (same
+    SHA-256), at ``iteration``, after 0..``steps`` steps on ``tasks`` tasks from ``seed``
+    (and with the baselines when ``with_baselines``); otherwise None."""
     path = run_dir / EVALUATION_NAME
-    if not path.is_file():
-        return None
     try:
         result = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    same = (result.get("checkpoint_iteration") == iteration
+    if not isinstance(result, dict) or not all(
+            key in result for key in ("metric", "mean", "ci95", "sem", "checkpoint_sha256")):
+        return None
+    same = (result["checkpoint_sha256"] == checkpoint_fingerprint(run_dir)
+            and result.get("checkpoint_iteration") == iteration
             and result.get("steps") == list(range(steps + 1))
-            and result.get("tasks") == tasks and result.get("seed") == seed)
+            and result.get("tasks") == tasks and result.get("seed") == seed
+            and (bool(result.get("baselines")) or not with_baselines))
     return result if same else None
+
+
+def _reference(result: dict[str, Any], config: Any, steps: int) -> dict[str, Any] | None:
+    """The published curve comparable with this run: ``{"name", "values": {step: value}}``."""
+    published = result.get("published") or {}
+    curves = {k: v for k, v in published.items() if isinstance(v, dict)}
+    if curves:
+        shots = result.get("shots")
+        name = next((k for k in curves if shots is not None and k.endswith(f"K={shots}")),
+                    next(iter(curves)))
+        return {"name": name, "values": {str(s): v for s, v in curves[name].items()}}
+    name = _PUBLISHED_METHOD_NAMES.get(str(result.get("method")))
+    paper_steps = config.evaluation.steps
+    if name in published and paper_steps <= steps:
+        return {"name": f"{name} (paper, {paper_steps} steps)",
+                "values": {str(paper_steps): published[name]}}
+    return None
 
 
 def evaluate_over_training(run_dir: str | Path, options: EvaluateOptions) -> dict[str, Any]:
@@ -61,56 +86,62 @@ def evaluate_over_training(run_dir: str | Path, options: EvaluateOptions) -> dic
     ``options`` (the baselines, if asked, only for the latest), and summarize.
 
     Returns (and writes to ``SUMMARY_NAME``) ``{"metric", "steps": [S], "iterations": [P],
-    "mean" / "sem" / "ci95": [P][S], "tasks", "seed", "published", "directories": [P],
-    "table"}``: one row per evaluated checkpoint, in order of iteration.
+    "mean" / "sem" / "ci95": [P][S], "tasks", "seed", "reference", "directories": [P]
+    (relative to ``run_dir``), "table"}``: one row per evaluated checkpoint, by iteration.
+    A snapshot whose checkpoint is no longer that of its iteration (trained further in
+    place) is left out with a warning.
     """
     run_dir = Path(run_dir)
     experiment, config, state = load_run(run_dir)
-    points = run_snapshots(run_dir)
-    if not points:
-        raise ConfigError(f"{run_dir} has no snapshots ({SNAPSHOTS_NAME}/{_PREFIX}N/): train "
-                          "with run.snapshot_every = N to keep them, or evaluate the run "
-                          "without --snapshots")
     latest = int(state["iteration"])
-    points = sorted([(n, path) for n, path in points if n != latest] + [(latest, run_dir)])
+    points: list[tuple[int, Path]] = []
+    for number, path in run_snapshots(run_dir):
+        held = int(load_run(path)[2]["iteration"])
+        if held != number:
+            print(f"metarl: skipping {path}: its checkpoint holds iteration {held} (it was "
+                  "trained further in place)", file=sys.stderr)
+        elif number != latest:
+            points.append((number, path))
+    if not points:
+        raise ConfigError(f"{run_dir} has no snapshots ({SNAPSHOTS_NAME}/{_PREFIX}N/ other "
+                          "than its latest checkpoint): train with run.snapshot_every = N to "
+                          "keep them, or evaluate the run without --snapshots")
+    points = sorted([*points, (latest, run_dir)])
     ev = config.evaluation
     steps = ev.steps if options.steps is None else options.steps
     tasks = ev.tasks if options.tasks is None else options.tasks
     seed = ev.seed if options.seed is None else options.seed
     results = []
     for index, (iteration, path) in enumerate(points):
-        is_latest = path == run_dir
-        result = None
-        if not (is_latest and options.baselines):
-            result = _previous_evaluation(path, iteration, steps, tasks, seed)
+        with_baselines = options.baselines and path == run_dir
+        result = previous_evaluation(path, iteration, steps, tasks, seed,
+                                     with_baselines=with_baselines)
         label = f"[{index + 1}/{len(points)}] iteration {iteration} ({path})"
         if result is None:
             print(f"metarl: evaluating {label}", file=sys.stderr)
-            snapshot_experiment, snapshot_config, snapshot_state = load_run(path)
-            result = snapshot_experiment.evaluate(
-                snapshot_config, snapshot_state, path,
-                replace(options, baselines=options.baselines and is_latest))
+            point_experiment, point_config, point_state = load_run(path)
+            result = point_experiment.evaluate(point_config, point_state, path,
+                                               replace(options, baselines=with_baselines))
         else:
             print(f"metarl: reusing the evaluation of {label}", file=sys.stderr)
         results.append(result)
-    latest_index = [path for _, path in points].index(run_dir)
+    latest_result = results[[path for _, path in points].index(run_dir)]
     summary: dict[str, Any] = {
-        "experiment": experiment.name, "metric": results[latest_index]["metric"],
-        "steps": results[latest_index]["steps"],
-        "iterations": [int(r["checkpoint_iteration"]) for r in results],
+        "experiment": experiment.name, "metric": latest_result["metric"],
+        "steps": latest_result["steps"], "iterations": [n for n, _ in points],
         **{key: [r[key] for r in results] for key in ("mean", "sem", "ci95")},
-        "tasks": tasks, "seed": seed, "published": results[latest_index].get("published", {}),
-        "directories": [str(path) for _, path in points],
+        "tasks": tasks, "seed": seed, "reference": _reference(latest_result, config, steps),
+        "directories": [os.path.relpath(path, run_dir) for _, path in points],
     }
-    rows: dict[str, dict[str, list[float]]] = {}
-    for n, (_, path), result in zip(summary["iterations"], points, results, strict=True):
-        name = f"iteration {n}" if f"iteration {n}" not in rows else f"iteration {n} ({path})"
-        rows[name] = {"mean": result["mean"], "ci95": result["ci95"]}
-    summary["table"] = format_table(rows, summary["steps"], summary["metric"])
+    summary["table"] = format_table(
+        {f"iteration {n}": {"mean": r["mean"], "ci95": r["ci95"]}
+         for n, r in zip(summary["iterations"], results, strict=True)},
+        summary["steps"], summary["metric"])
     atomic_write_text(run_dir / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
     from metarl.plots import plot_over_training
 
     plot_over_training(summary, run_dir / PLOT_NAME,
                        title=f"{run_dir.resolve().name}: {tasks} test tasks",
-                       shown=shown_steps(summary["steps"]))
+                       shown=shown_steps(summary["steps"]),
+                       log_y=summary["metric"] == "mse")
     return summary

@@ -91,38 +91,38 @@ def plot_adaptation_curves(curves: Mapping[str, Mapping[str, Sequence[float]]],
 
 
 def plot_over_training(summary: Mapping[str, Any], output: Path, *, title: str = "",
-                       shown: Sequence[int] | None = None) -> Path:
+                       shown: Sequence[int] | None = None, log_y: bool = False) -> Path:
     """The evaluated metric after each of ``shown`` step counts (mean ± 95% interval as a
-    band) against the meta-iteration of the evaluated checkpoint; the first published curve,
-    if any, as dotted lines in the same colours.
+    band) against the meta-iteration of the evaluated checkpoint; the published reference,
+    if any, as dotted lines in the colour of its step count.
 
     ``summary``: as written by :func:`metarl.over_training.evaluate_over_training`, with
-    ``iterations [P]``, ``steps [S]``, ``mean`` and ``ci95 [P][S]``, ``published``
-    ``{name: {step: value}}`` (or ``{name: value}``) and ``metric``.
+    ``iterations [P]``, ``steps [S]``, ``mean`` and ``ci95 [P][S]``, ``metric`` and
+    ``reference`` (None or ``{"name", "values": {step: value}}``).
     """
     steps = list(summary["steps"])
     shown = list(shown) if shown is not None else steps
     iterations = np.asarray(summary["iterations"])
     mean = np.asarray(summary["mean"], dtype=float)
     ci = np.asarray(summary["ci95"], dtype=float)
-    published = dict(summary.get("published") or {})
-    reference_name, reference = next(iter(published.items()), ("", None))
+    reference = summary.get("reference") or {"name": "", "values": {}}
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for i, step in enumerate(shown):
         column = steps.index(step)
         color = f"C{i}"
-        label = f"{step} step" + ("" if step == 1 else "s")
-        ax.plot(iterations, mean[:, column], marker="o", color=color, label=label)
+        ax.plot(iterations, mean[:, column], marker="o", color=color,
+                label=f"{step} step" + ("" if step == 1 else "s"))
         ax.fill_between(iterations, mean[:, column] - ci[:, column],
                         mean[:, column] + ci[:, column], color=color, alpha=0.15)
-        if isinstance(reference, Mapping) and str(step) in reference:
-            ax.axhline(reference[str(step)], color=color, linestyle=":", linewidth=1.2)
-    if isinstance(reference, (int, float)):
-        ax.axhline(reference, color="0.3", linestyle=":", linewidth=1.2)
-    if reference_name:
-        ax.plot([], [], color="0.3", linestyle=":", label=f"{reference_name} (dotted)")
+        if str(step) in reference["values"]:
+            ax.axhline(reference["values"][str(step)], color=color, linestyle=":",
+                       linewidth=1.2)
+    if reference["name"]:
+        ax.plot([], [], color="0.3", linestyle=":", label=f"{reference['name']} (dotted)")
     ax.set_xlabel("meta-iteration of the evaluated checkpoint")
     ax.set_ylabel(f"{summary['metric']} (mean ± 95% CI)")
+    if log_y:
+        ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     if title:

@@ -209,8 +209,8 @@ def write_snapshot(run_dir: str | Path, iteration: int,
     """Keep the run as it stands after ``iteration`` in :func:`snapshot_dir`: its config and
     metrics copied, then ``write_checkpoint(path)`` (last, so that a snapshot holding a
     checkpoint is complete); each file is written atomically. ``metarl evaluate`` / ``render``
-    take a snapshot like any run directory, and ``metarl train --resume`` on it branches a new
-    run from there."""
+    take a snapshot like any run directory; a copy of it resumed with ``metarl train
+    --resume`` branches a new run from there."""
     run_dir = Path(run_dir)
     target = snapshot_dir(run_dir, iteration)
     for name in (CONFIG_NAME, METRICS_NAME):

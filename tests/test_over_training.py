@@ -4,10 +4,12 @@ already computed, summarized by meta-iteration."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
 
+from metarl.checkpoint import load_checkpoint, save_checkpoint
 from metarl.cli import main
 from metarl.config import from_dict
 from metarl.experiment import EvaluateOptions
@@ -61,6 +63,13 @@ def test_evaluations_are_reused_only_when_they_match(run_with_snapshots, monkeyp
     assert evaluate_over_training(run, EvaluateOptions())["mean"] == first["mean"]
     with pytest.raises(AssertionError, match="evaluated again"):
         evaluate_over_training(run, EvaluateOptions(tasks=10))
+    # another checkpoint file at the same iteration (a crashed snapshot written again)
+    snapshot = run / "snapshots" / "iteration-4"
+    state = load_checkpoint(snapshot / "checkpoint.pt")
+    state["trainer"]["params"] = {k: v + 1e-3 for k, v in state["trainer"]["params"].items()}
+    save_checkpoint(snapshot / "checkpoint.pt", state)
+    with pytest.raises(AssertionError, match="evaluated again"):
+        evaluate_over_training(run, EvaluateOptions())
     monkeypatch.undo()
     fewer = evaluate_over_training(run, EvaluateOptions(tasks=10, steps=1))
     assert fewer["tasks"] == 10 and fewer["steps"] == [0, 1]
@@ -74,19 +83,42 @@ def test_cli_prints_the_table_and_refuses_a_run_without_snapshots(run_with_snaps
     assert main(["evaluate", str(run), "--snapshots", "--steps", "1"]) == 0
     out = capsys.readouterr().out
     assert "iteration 4" in out and "iteration 8" in out and "iteration 10" in out
+    # a snapshot trained further in place is no longer the run at its iteration
+    assert main(["train", "--resume", str(run / "snapshots" / "iteration-4")]) == 0
+    assert main(["evaluate", str(run), "--snapshots", "--steps", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "skipping" in captured.err and "holds iteration 10" in captured.err
+    summary = json.loads((run / "evaluation-over-training.json").read_text())
+    assert summary["iterations"] == [8, 10]
+    assert summary["directories"] == [os.path.join("snapshots", "iteration-8"), "."]
     bare = tmp_path / "bare"
     shutil.copytree(run, bare, ignore=shutil.ignore_patterns("snapshots"))
     assert main(["evaluate", str(bare), "--snapshots"]) == 2
     assert "has no snapshots" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("published", [{"MAML paper": {"0": -40.0, "1": -11.7}},
-                                       {"MAML": 98.7, "Reptile": 97.7}, {}])
-def test_plot_takes_each_published_form(tmp_path, published):
+@pytest.mark.parametrize("reference", [
+    {"name": "MAML paper", "values": {"0": -40.0, "1": -11.7}}, None])
+def test_plot_draws_with_and_without_a_reference(tmp_path, reference):
     from metarl.plots import plot_over_training
 
     summary = {"metric": "return", "steps": [0, 1], "iterations": [50, 100],
                "mean": [[-45.0, -20.0], [-44.0, -12.0]], "ci95": [[2.0, 3.0], [2.0, 2.5]],
-               "published": published}
+               "reference": reference}
     output = plot_over_training(summary, tmp_path / "curve.png", shown=[0, 1])
     assert output.read_bytes().startswith(b"\x89PNG")
+
+
+def test_reference_is_the_published_curve_of_the_runs_shots_or_method():
+    from metarl.over_training import _reference
+
+    sine = {"shots": 10, "published": {"MAML paper, K=5": {"1": 0.67},
+                                       "MAML paper, K=10": {"1": 0.42, "10": 0.13}}}
+    assert _reference(sine, None, 10) == {"name": "MAML paper, K=10",
+                                          "values": {"1": 0.42, "10": 0.13}}
+    omniglot = {"method": "fomaml", "published": {"MAML": 98.7, "first-order MAML": 98.3}}
+    config = from_dict(SineConfig, {"evaluation": {"steps": 3}})
+    assert _reference(omniglot, config, 3) == {"name": "first-order MAML (paper, 3 steps)",
+                                               "values": {"3": 98.3}}
+    assert _reference(omniglot, config, 2) is None  # not evaluated that far
+    assert _reference({"published": {}}, config, 3) is None
