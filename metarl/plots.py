@@ -38,6 +38,20 @@ def save_figure(fig: plt.Figure, output: Path, *, title: str = "", dpi: int = 11
     return output
 
 
+def _finish_axes(fig: plt.Figure, ax: plt.Axes, output: Path, *, xlabel: str, ylabel: str,
+                 title: str, log_y: bool) -> Path:
+    """Label, grid and legend a one-panel curve figure, then save it to ``output``."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if log_y:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return save_figure(fig, output, dpi=120)
+
+
 def plot_learning_curve(metrics_path: Path, output: Path, *, title: str = "",
                         skip: Sequence[str] = ("iteration", "wall_time")) -> Path | None:
     """One panel per metric of ``metrics.jsonl`` against the meta-iteration (smoothed)."""
@@ -78,16 +92,9 @@ def plot_adaptation_curves(curves: Mapping[str, Mapping[str, Sequence[float]]],
     for i, (name, values) in enumerate((reference or {}).items()):
         ax.plot(list(values), list(values.values()), linestyle=":", color=f"{0.2 + 0.25 * i}",
                 marker="x", markersize=8, label=name)
-    ax.set_xlabel("gradient steps")
-    ax.set_ylabel(ylabel)
     ax.set_xticks(list(steps))
-    if log_y:
-        ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title)
-    return save_figure(fig, output, dpi=120)
+    return _finish_axes(fig, ax, output, xlabel="gradient steps", ylabel=ylabel, title=title,
+                        log_y=log_y)
 
 
 def plot_over_training(summary: Mapping[str, Any], output: Path, *, title: str = "",
@@ -119,12 +126,6 @@ def plot_over_training(summary: Mapping[str, Any], output: Path, *, title: str =
                        linewidth=1.2)
     if reference["name"]:
         ax.plot([], [], color="0.3", linestyle=":", label=f"{reference['name']} (dotted)")
-    ax.set_xlabel("meta-iteration of the evaluated checkpoint")
-    ax.set_ylabel(f"{summary['metric']} (mean ± 95% CI)")
-    if log_y:
-        ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title)
-    return save_figure(fig, output, dpi=120)
+    return _finish_axes(fig, ax, output, xlabel="meta-iteration of the evaluated checkpoint",
+                        ylabel=f"{summary['metric']} (mean ± 95% CI)", title=title,
+                        log_y=log_y)
