@@ -93,12 +93,17 @@ def test_interrupt_then_resume_reaches_the_uninterrupted_numbers(tmp_path, monke
     assert_same_params(final_params(tmp_path / "resumed"), final_params(tmp_path / "straight"))
 
 
+def snapshot_config(*, checkpoint_every: int):
+    """10 iterations with a snapshot every 4."""
+    return from_dict(SineConfig, {
+        "training": {"iterations": 10, "meta_batch_size": 3},
+        "run": {"checkpoint_every": checkpoint_every, "snapshot_every": 4, "progress": False,
+                "tensorboard": False}})
+
+
 def test_snapshots_hold_the_run_as_it_stood_and_act_as_run_directories(tmp_path):
     experiment = SineExperiment()
-    config = from_dict(SineConfig, {
-        "training": {"iterations": 10, "meta_batch_size": 3},
-        "run": {"checkpoint_every": 5, "snapshot_every": 4, "progress": False,
-                "tensorboard": False}})
+    config = snapshot_config(checkpoint_every=5)
     train_run(experiment, config, tmp_path / "run")
     snapshots = tmp_path / "run" / "snapshots"
     assert sorted(p.name for p in snapshots.iterdir()) == ["iteration-4", "iteration-8"]
@@ -128,10 +133,7 @@ def test_crash_while_snapshotting_then_resume_keeps_every_snapshot(tmp_path, mon
     import metarl.runner as runner
 
     experiment = SineExperiment()
-    config = from_dict(SineConfig, {
-        "training": {"iterations": 10, "meta_batch_size": 3},
-        "run": {"checkpoint_every": 3, "snapshot_every": 4, "progress": False,
-                "tensorboard": False}})
+    config = snapshot_config(checkpoint_every=3)
     train_run(experiment, config, tmp_path / "straight")
     original_write = runner.atomic_write_bytes
     original_save = runner.save_checkpoint
