@@ -95,8 +95,10 @@ def evaluate_over_training(run_dir: str | Path, options: EvaluateOptions) -> dic
     experiment, config, state = load_run(run_dir)
     latest = int(state["iteration"])
     points: list[tuple[int, Path]] = []
+    loaded = {run_dir: (experiment, config, state)}
     for number, path in run_snapshots(run_dir):
-        held = int(load_run(path)[2]["iteration"])
+        loaded[path] = load_run(path)
+        held = int(loaded[path][2]["iteration"])
         if held != number:
             print(f"metarl: skipping {path}: its checkpoint holds iteration {held} (it was "
                   "trained further in place)", file=sys.stderr)
@@ -119,7 +121,7 @@ def evaluate_over_training(run_dir: str | Path, options: EvaluateOptions) -> dic
         label = f"[{index + 1}/{len(points)}] iteration {iteration} ({path})"
         if result is None:
             print(f"metarl: evaluating {label}", file=sys.stderr)
-            point_experiment, point_config, point_state = load_run(path)
+            point_experiment, point_config, point_state = loaded[path]
             result = point_experiment.evaluate(point_config, point_state, path,
                                                replace(options, baselines=with_baselines))
         else:
