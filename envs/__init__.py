@@ -5,7 +5,8 @@
 - ``metarl/Navigation2D-v0``: 2D navigation to a goal ~ U[-0.5, 0.5]^2 (100-step limit);
 - ``metarl/HalfCheetahVel-v0``: half-cheetah running at a target velocity ~ U[0, 2] m/s;
 - ``metarl/HalfCheetahDir-v0``: half-cheetah running forward or backward
-  (both 200 steps; ``gymnasium.make(..., max_episode_steps=100)`` for the peers' length).
+  (both 200 steps; ``gymnasium.make(..., max_episode_steps=100)`` for the peers' length;
+  ``frame_skip=1`` for the paper's control rate of 0.01 s instead of v5's 0.05 s).
 
 Each family also has a batched form that the sampler steps for all (task, episode) pairs at
 once; :data:`ENV_FAMILIES` maps a family's config name to both.
@@ -13,8 +14,8 @@ once; :data:`ENV_FAMILIES` maps a family's config name to both.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -33,7 +34,10 @@ class EnvFamily:
     ``sample_tasks(n, rng)`` draws n tasks; ``make_batched(tasks, episodes_per_task, rng)``
     builds the batched form with ``len(tasks) · episodes_per_task`` environments, task-major,
     drawing any reset noise from ``rng``. ``action_bound`` is the largest action magnitude
-    per dimension; ``mujoco`` says whether the family renders with MuJoCo.
+    per dimension; ``mujoco`` says whether the family renders with MuJoCo. MuJoCo families
+    also have a ``frame_skip`` (MuJoCo steps per control step; :func:`env_family` picks
+    another), ``control_dt`` (seconds per control step) and ``gym_kwargs``, the keyword
+    arguments that give the Gymnasium form the same dynamics.
     """
 
     gym_id: str
@@ -44,6 +48,9 @@ class EnvFamily:
     sample_tasks: Callable[[int, np.random.Generator], list[Task]]
     make_batched: Callable[[list[Task], int, np.random.Generator], Any]
     mujoco: bool = False
+    frame_skip: int | None = None
+    control_dt: float | None = None
+    gym_kwargs: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _navigation_tasks(num_tasks: int, rng: np.random.Generator) -> list[Task]:
@@ -57,7 +64,16 @@ def _navigation_batched(tasks: list[Task], episodes_per_task: int,
     return BatchedNavigation2D(goals.repeat_interleave(episodes_per_task, dim=0))
 
 
-def _cheetah_family(kind: Literal["velocity", "direction"], gym_id: str) -> EnvFamily:
+CHEETAH_FRAME_SKIP = 5  # HalfCheetah-v5's (metarl.envs.half_cheetah.FRAME_SKIP)
+CHEETAH_TIMESTEP = 0.01  # seconds per MuJoCo step of the half-cheetah model
+_CHEETAHS: dict[str, tuple[Literal["velocity", "direction"], str]] = {
+    "half_cheetah_vel": ("velocity", "metarl/HalfCheetahVel-v0"),
+    "half_cheetah_dir": ("direction", "metarl/HalfCheetahDir-v0"),
+}
+
+
+def _cheetah_family(kind: Literal["velocity", "direction"], gym_id: str,
+                    frame_skip: int = CHEETAH_FRAME_SKIP) -> EnvFamily:
     def sample_tasks(num_tasks: int, rng: np.random.Generator) -> list[Task]:
         from metarl.envs.half_cheetah import sample_targets
 
@@ -68,17 +84,32 @@ def _cheetah_family(kind: Literal["velocity", "direction"], gym_id: str) -> EnvF
         from metarl.envs.half_cheetah import BatchedHalfCheetah
 
         targets = np.repeat(np.array([float(t[kind]) for t in tasks]), episodes_per_task)
-        return BatchedHalfCheetah(kind, targets, rng)
+        return BatchedHalfCheetah(kind, targets, rng, frame_skip=frame_skip)
 
-    return EnvFamily(gym_id, 200, 17, 6, 1.0, sample_tasks, make_batched, mujoco=True)
+    return EnvFamily(gym_id, 200, 17, 6, 1.0, sample_tasks, make_batched, mujoco=True,
+                     frame_skip=frame_skip, control_dt=CHEETAH_TIMESTEP * frame_skip,
+                     gym_kwargs={"frame_skip": frame_skip})
 
 
 ENV_FAMILIES: dict[str, EnvFamily] = {
     "navigation2d": EnvFamily("metarl/Navigation2D-v0", 100, 2, 2, 0.1, _navigation_tasks,
                               _navigation_batched),
-    "half_cheetah_vel": _cheetah_family("velocity", "metarl/HalfCheetahVel-v0"),
-    "half_cheetah_dir": _cheetah_family("direction", "metarl/HalfCheetahDir-v0"),
+    **{name: _cheetah_family(kind, gym_id) for name, (kind, gym_id) in _CHEETAHS.items()},
 }
+
+
+def env_family(name: str, *, frame_skip: int | None = None) -> EnvFamily:
+    """``ENV_FAMILIES[name]``, with ``frame_skip`` MuJoCo steps per control step where given
+    (MuJoCo families only; None keeps the family's)."""
+    if name not in ENV_FAMILIES:
+        raise ValueError(f"unknown environment family {name!r}; known: "
+                         + ", ".join(ENV_FAMILIES))
+    if frame_skip is None or frame_skip == ENV_FAMILIES[name].frame_skip:
+        return ENV_FAMILIES[name]
+    if name not in _CHEETAHS:
+        raise ValueError(f"{name} has no frame skip (only the MuJoCo families: "
+                         + ", ".join(_CHEETAHS) + ")")
+    return _cheetah_family(*_CHEETAHS[name], frame_skip=frame_skip)
 
 _ENTRY_POINTS = {
     "metarl/Navigation2D-v0": ("metarl.envs.navigation:Navigation2DEnv", 100),
@@ -96,5 +127,5 @@ def register_envs() -> None:
 
 register_envs()
 
-__all__ = ["ENV_FAMILIES", "BatchedNavigation2D", "EnvFamily", "Navigation2DEnv",
+__all__ = ["ENV_FAMILIES", "BatchedNavigation2D", "EnvFamily", "Navigation2DEnv", "env_family",
            "register_envs"]

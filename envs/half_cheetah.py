@@ -2,7 +2,9 @@
 
 The model, frame skip (5 MuJoCo steps of 0.01 s: dt = 0.05 s), reset noise and the 17-number
 observation (joint positions without the torso's x, then all velocities) are those of
-Gymnasium's HalfCheetah-v5. The reward follows the task:
+Gymnasium's HalfCheetah-v5. The frame skip is a parameter: 1 gives the control rate of the
+rllab half-cheetah the MAML authors trained on (dt = 0.01 s, so 200 steps are 2 s of
+simulated time, against 10 s at v5's rate). The reward follows the task:
 
 - velocity: ``-|v_x - v_goal| - 0.05 ‖a‖²`` with ``v_goal ~ U[0, 2]`` (m/s);
 - direction: ``direction · v_x - 0.05 ‖a‖²`` with ``direction = ±1``, each with p = 1/2;
@@ -113,6 +115,14 @@ def task_rewards(kind: TaskKind, targets: np.ndarray, x_velocity: np.ndarray,
     return targets * x_velocity - control_cost
 
 
+def check_frame_skip(frame_skip: int) -> None:
+    """Refuse a frame skip that is not a whole number of MuJoCo steps of at least 1."""
+    if isinstance(frame_skip, bool) or not isinstance(frame_skip, int | np.integer) or (
+            frame_skip < 1):
+        raise ValueError(f"frame_skip must be an integer >= 1 (MuJoCo steps of 0.01 s per "
+                         f"control step), got {frame_skip!r}")
+
+
 def _check_target(kind: TaskKind, task: dict[str, Any]) -> float:
     if kind not in task:  # tasks are {"velocity": v} or {"direction": ±1}
         raise ValueError(f"a half-cheetah {kind} task is {{'{kind}': float}}, got {task!r}")
@@ -133,15 +143,17 @@ class _HalfCheetahTaskEnv(HalfCheetahEnv):
     default_target: ClassVar[float] = 1.0  # the task until one is set
 
     def __init__(self, task: dict[str, Any] | None = None, render_mode: str | None = None,
-                 width: int = 480, height: int = 480, **kwargs: Any) -> None:
+                 width: int = 480, height: int = 480, frame_skip: int = FRAME_SKIP,
+                 **kwargs: Any) -> None:
+        check_frame_skip(frame_skip)
         if "camera_id" not in kwargs:  # follow the torso rather than a fixed view
             kwargs.setdefault("camera_name", "track")
-        super().__init__(ctrl_cost_weight=CONTROL_COST_WEIGHT, frame_skip=FRAME_SKIP,
+        super().__init__(ctrl_cost_weight=CONTROL_COST_WEIGHT, frame_skip=frame_skip,
                          reset_noise_scale=RESET_NOISE_SCALE, render_mode=render_mode,
                          width=width, height=height, **kwargs)
         # Pickling and deep copies rebuild the env from these arguments (HalfCheetahEnv
         # recorded its own).
-        utils.EzPickle.__init__(self, task, render_mode, width, height, **kwargs)
+        utils.EzPickle.__init__(self, task, render_mode, width, height, frame_skip, **kwargs)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(OBSERVATION_DIM,),
                                                 dtype=np.float64)
         self._target = self.default_target
@@ -211,6 +223,7 @@ class BatchedHalfCheetah:
         rng: source of the reset noise (Gymnasium's: U(±0.1) on positions, 0.1·N(0, 1) on
             velocities).
         threads: MuJoCo threads (default: the CPUs this process may use).
+        frame_skip: MuJoCo steps of 0.01 s per control step (5, HalfCheetah-v5's, by default).
 
     The reset noise has Gymnasium's distribution but is drawn for all simulations at once
     (positions, then velocities), so a seed does not reproduce Gymnasium's per-env resets;
@@ -221,10 +234,11 @@ class BatchedHalfCheetah:
     action_dim = ACTION_DIM
 
     def __init__(self, kind: TaskKind, targets: np.ndarray, rng: np.random.Generator, *,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, frame_skip: int = FRAME_SKIP) -> None:
         import mujoco
         import mujoco.batch
 
+        check_frame_skip(frame_skip)
         targets = np.asarray(targets, dtype=np.float64)
         if targets.ndim != 1:
             raise ValueError(f"targets must have shape (N,), got {targets.shape}")
@@ -232,7 +246,8 @@ class BatchedHalfCheetah:
         self.targets = targets
         self.rng = rng
         self.model = _load_model()
-        self.dt = self.model.opt.timestep * FRAME_SKIP
+        self.frame_skip = int(frame_skip)
+        self.dt = self.model.opt.timestep * self.frame_skip
         threads = threads or available_cpus()
         self.batch = mujoco.batch.Batch(self.model, len(targets), nthread=threads,
                                         persistent=True)
@@ -266,7 +281,8 @@ class BatchedHalfCheetah:
                                 ).to(torch.float32)
 
     def step(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Apply torques ``(N, 6)`` (clipped to [-1, 1]) for one control step (5 MuJoCo steps).
+        """Apply torques ``(N, 6)`` (clipped to [-1, 1]) for one control step (``frame_skip``
+        MuJoCo steps).
 
         Returns:
             observations ``(N, 17)`` float32, rewards ``(N,)`` float64, terminated ``(N,)``
@@ -276,7 +292,7 @@ class BatchedHalfCheetah:
                           ACTION_BOUND)
         x_before = self._qpos[:, 0].copy()
         self._ctrl[:] = clipped
-        self.batch.step(nstep=FRAME_SKIP)
+        self.batch.step(nstep=self.frame_skip)
         x_velocity = (self._qpos[:, 0] - x_before) / self.dt
         rewards = task_rewards(self.kind, self.targets, x_velocity, clipped)
         return (self.observations(), torch.from_numpy(rewards),

@@ -60,8 +60,10 @@ PRESETS: dict[str, tuple[str, dict]] = {
 }
 
 
-def _cheetah(kind: str, header: str, steps: int | None = None, **sections: dict) -> tuple:
-    env = {"name": f"half_cheetah_{kind}", "max_episode_steps": steps}
+def _cheetah(kind: str, header: str, steps: int | None = None, frame_skip: int | None = None,
+             **sections: dict) -> tuple:
+    env = {"name": f"half_cheetah_{kind}", "max_episode_steps": steps,
+           "frame_skip": frame_skip}
     return header, {"experiment": "meta_rl", "env": env,
                     "training": {"meta_batch_size": 40, **sections.pop("training", {})},
                     "evaluation": {"episodes_per_task": 20},
@@ -84,6 +86,20 @@ PRESETS.update({
         "Figure 5): run forward or backward, 200-step episodes.\n" + CHEETAH_PAPER
         + "\nRun: metarl train half-cheetah-dir --run-dir runs/dir && metarl evaluate runs/dir"
         "\n&& metarl render runs/dir --video runs/dir/adaptation.mp4")),
+    "half_cheetah/half-cheetah-vel-dt01.yaml": _cheetah("vel", (
+        "Half-cheetah velocity, the MAML paper protocol at the paper's control rate: one\n"
+        "MuJoCo step of 0.01 s per action (frame_skip 1), as the rllab half-cheetah the\n"
+        "authors trained on, so 200 steps are 2 s of simulated time (HalfCheetah-v5's rate,\n"
+        "in half-cheetah-vel: 0.05 s, 10 s). Model, observation and reward as half-cheetah-vel.\n"
+        + CHEETAH_PAPER + "\nRun: metarl train half-cheetah-vel-dt01 --run-dir runs/vel-dt01 &&"
+        "\nmetarl evaluate runs/vel-dt01 --snapshots"), frame_skip=1),
+    "half_cheetah/half-cheetah-dir-dt01.yaml": _cheetah("dir", (
+        "Half-cheetah direction, the MAML paper protocol at the paper's control rate: one\n"
+        "MuJoCo step of 0.01 s per action (frame_skip 1), as the rllab half-cheetah the\n"
+        "authors trained on, so 200 steps are 2 s of simulated time (HalfCheetah-v5's rate,\n"
+        "in half-cheetah-dir: 0.05 s, 10 s). Model, observation and reward as half-cheetah-dir.\n"
+        + CHEETAH_PAPER + "\nRun: metarl train half-cheetah-dir-dt01 --run-dir runs/dir-dt01 &&"
+        "\nmetarl evaluate runs/dir-dt01 --snapshots"), frame_skip=1),
     "half_cheetah/half-cheetah-vel-100.yaml": _cheetah("vel", (
         "Half-cheetah velocity with 100-step episodes, the length most reimplementations use\n"
         "(returns on about half the paper's scale); otherwise the paper protocol."), steps=100),

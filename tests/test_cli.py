@@ -22,6 +22,10 @@ FAST = ["--set", "training.iterations=12", "--set", "training.meta_batch_size=4"
     (["evaluate", "/nonexistent/run"], "not a run directory"),
     (["evaluate", "/nonexistent/run", "--tasks", "0"], "--tasks = 0: must be >= 2"),
     (["benchmark", "chess"], "known benchmarks are"),
+    (["train", "navigation2d", "--set", "env.frame_skip=1"],
+     "env.frame_skip = 1: navigation2d has no frame skip"),
+    (["train", "half-cheetah-dir", "--set", "env.frame_skip=0"],
+     "env.frame_skip = 0: must be >= 1"),
 ])
 def test_bad_input_exits_2_with_the_reason(args, message, capsys, tmp_path):
     assert main(args) == 2

@@ -3,6 +3,8 @@ HalfCheetah-v5 model and observation, and the mujoco.batch form equal to the Gym
 
 from __future__ import annotations
 
+import pickle
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ import torch
 from gymnasium.utils.env_checker import check_env
 
 import metarl  # noqa: F401  (registers the environments)
-from metarl.envs import ENV_FAMILIES
+from metarl.envs import ENV_FAMILIES, env_family
 from metarl.envs.half_cheetah import (
     BatchedHalfCheetah,
     HalfCheetahDirEnv,
@@ -53,6 +55,34 @@ def test_observation_and_dynamics_are_half_cheetah_v5():
         obs, *_ = ours.step(action)
         ref_obs, *_ = reference.step(action)
         np.testing.assert_array_equal(obs, ref_obs)
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_frame_skip_is_a_parameter_with_v5s_dynamics(env_id):
+    """frame_skip=1 (the rllab rate): dt 0.01 s, the checker passes, and the dynamics and
+    observation are HalfCheetah-v5's at that frame skip."""
+    env = gym.make(env_id, frame_skip=1)
+    check_env(env.unwrapped, skip_render_check=True)
+    ours = env.unwrapped
+    assert ours.dt == pytest.approx(0.01) and ours.metadata["render_fps"] == 100
+    reference = gym.make("HalfCheetah-v5", frame_skip=1).unwrapped
+    obs, _ = ours.reset(seed=7)
+    ref_obs, _ = reference.reset(seed=7)
+    np.testing.assert_array_equal(obs, ref_obs)
+    for action in np.random.default_rng(1).uniform(-1, 1, size=(30, 6)):
+        x_before = ours.data.qpos[0]
+        obs, _, _, _, info = ours.step(action)
+        ref_obs, *_ = reference.step(action)
+        np.testing.assert_array_equal(obs, ref_obs)
+        assert info["x_velocity"] == pytest.approx((ours.data.qpos[0] - x_before) / 0.01)
+    copy = pickle.loads(pickle.dumps(ours))
+    assert copy.frame_skip == 1 and copy.dt == pytest.approx(0.01)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="frame_skip must be an integer >= 1"):
+            gym.make(env_id, frame_skip=bad)
+        with pytest.raises(ValueError, match="frame_skip must be an integer >= 1"):
+            BatchedHalfCheetah("velocity", np.ones(2), np.random.default_rng(0),
+                               frame_skip=bad)
 
 
 def _model_fields(model) -> dict[str, object]:
@@ -133,13 +163,16 @@ def test_task_interface_and_sampling():
         env.reset_task({"goal": 1.0})
 
 
-@pytest.mark.parametrize("kind", ["velocity", "direction"])
-def test_batched_form_equals_gymnasium_form(kind):
+@pytest.mark.parametrize(("kind", "frame_skip"), [("velocity", 5), ("direction", 5),
+                                                  ("velocity", 1), ("direction", 1)])
+def test_batched_form_equals_gymnasium_form(kind, frame_skip):
     env_class = HalfCheetahVelEnv if kind == "velocity" else HalfCheetahDirEnv
     targets = np.array([0.3, 1.7, 1.0]) if kind == "velocity" else np.array([1.0, -1.0, 1.0])
-    envs = [env_class({kind: float(t)}) for t in targets]
+    envs = [env_class({kind: float(t)}, frame_skip=frame_skip) for t in targets]
     starts = [env.reset(seed=10 + i) for i, env in enumerate(envs)]
-    batched = BatchedHalfCheetah(kind, targets, np.random.default_rng(0), threads=2)
+    batched = BatchedHalfCheetah(kind, targets, np.random.default_rng(0), threads=2,
+                                 frame_skip=frame_skip)
+    assert batched.dt == pytest.approx(envs[0].dt)
     obs = batched.reset(np.stack([env.data.qpos for env in envs]),
                         np.stack([env.data.qvel for env in envs]))
     np.testing.assert_allclose(obs.numpy(), np.stack([s[0] for s in starts]), rtol=0,
@@ -167,6 +200,35 @@ def test_batched_reset_noise_is_gymnasiums_and_seeded():
     assert abs(velocity_noise.std() - 0.1) < 0.003  # 0.1 · N(0, 1)
     again = BatchedHalfCheetah("velocity", targets, np.random.default_rng(5), threads=1)
     np.testing.assert_array_equal(again.reset().numpy(), obs.astype(np.float32))
+
+
+def test_env_family_with_another_frame_skip():
+    default = env_family("half_cheetah_dir")
+    assert default is ENV_FAMILIES["half_cheetah_dir"] and default.frame_skip == 5
+    assert env_family("half_cheetah_dir", frame_skip=5) is default
+    assert default.control_dt == pytest.approx(0.05)
+    family = env_family("half_cheetah_dir", frame_skip=1)
+    assert family.frame_skip == 1 and family.control_dt == pytest.approx(0.01)
+    assert dict(family.gym_kwargs) == {"frame_skip": 1}
+    assert gym.make(family.gym_id, **family.gym_kwargs).unwrapped.frame_skip == 1
+    env = family.make_batched([{"direction": -1.0}], 2, np.random.default_rng(0))
+    assert env.frame_skip == 1 and env.dt == pytest.approx(0.01)
+    assert ENV_FAMILIES["half_cheetah_dir"].frame_skip == 5  # the registry is unchanged
+    with pytest.raises(ValueError, match="navigation2d has no frame skip"):
+        env_family("navigation2d", frame_skip=1)
+
+
+def test_config_frame_skip_reaches_the_sampler():
+    from metarl.experiment import config_from_data
+    from metarl.rl.experiment import episode_length, family_of
+
+    _, config = config_from_data({"experiment": "meta_rl",
+                                  "env": {"name": "half_cheetah_vel", "frame_skip": 1}})
+    family = family_of(config)
+    assert family.frame_skip == 1 and episode_length(config) == 200
+    assert family.make_batched([{"velocity": 1.0}], 1, np.random.default_rng(0)).frame_skip == 1
+    _, default = config_from_data({"experiment": "meta_rl", "env": {"name": "half_cheetah_vel"}})
+    assert family_of(default).frame_skip == 5
 
 
 def test_family_and_sampler_roll_out_full_episodes():
@@ -368,6 +430,50 @@ def test_video_panels_use_the_weights_of_their_step(tmp_path, monkeypatch):
 
     with Image.open(output) as gif:
         assert gif.n_frames == 5 and gif.size[0] == 3 * video.PANEL_WIDTH
+        assert gif.info["duration"] == 50  # real time: 20 control steps per second
+
+
+@pytest.mark.parametrize(("episode_steps", "shown"), [(10, [0, 2, 4, 6, 8, 10]),
+                                                      (9, [0, 2, 4, 6, 8, 9])])
+def test_video_at_100_steps_per_second_plays_in_real_time(tmp_path, monkeypatch,
+                                                         episode_steps, shown):
+    """At frame skip 1 (dt 0.01 s) every other step's frame is kept, and the last one, at
+    50 frames per second."""
+    import metarl.rl.video as video
+
+    made_with = {}
+
+    class FakeEnv:
+        unwrapped = type("U", (), {"dt": 0.01})()
+
+        def close(self):
+            pass
+
+    def fake_make(gym_id, task, *, episode_steps, gym_kwargs=None):
+        made_with.update(gym_kwargs or {})
+        return FakeEnv()
+
+    def fake_episode(env, policy, params, *, steps, seed, generator, action_scale):
+        frames = [np.full((video.PANEL_HEIGHT, video.PANEL_WIDTH, 3), 10 * i, np.uint8)
+                  for i in range(steps + 1)]
+        return frames, np.ones(steps)
+
+    written = {}
+
+    def fake_write(frames, output, *, fps):
+        written.update(frames=frames, fps=fps)
+
+    monkeypatch.setattr(video, "make_render_env", fake_make)
+    monkeypatch.setattr(video, "run_episode", fake_episode)
+    monkeypatch.setattr(video, "write_video", fake_write)
+    video.record_adaptation_video(
+        "metarl/HalfCheetahDir-v0", {"direction": 1.0}, policy_distribution,
+        [{"b0": torch.zeros(1, 1)}], tmp_path / "v.gif", episode_steps=episode_steps, seed=0,
+        gym_kwargs={"frame_skip": 1})
+    assert made_with == {"frame_skip": 1}
+    assert written["fps"] == pytest.approx(50.0)
+    # Each frame's picture (below the text band) tells which step it shows.
+    assert [int(f[-1, -1, 0]) // 10 for f in written["frames"]] == shown
 
 
 @pytest.mark.parametrize("suffix", [".gif", ".mp4"])

@@ -13,7 +13,7 @@ import torch
 from metarl.adaptation import Params, test_time_learning_rates
 from metarl.checkpoint import load_or_compute
 from metarl.config import ConfigError, RunConfig, param, section, to_dict
-from metarl.envs import ENV_FAMILIES, EnvFamily
+from metarl.envs import ENV_FAMILIES, EnvFamily, env_family
 from metarl.evaluation import format_table, summarize, write_evaluation
 from metarl.experiment import EvaluateOptions, Experiment, RenderOptions
 from metarl.plots import plot_adaptation_curves
@@ -50,6 +50,9 @@ class EnvConfig:
     max_episode_steps: int | None = param(
         None, "episode length H (null: the family's: 100 for navigation2d, 200 for the "
         "half-cheetahs)", ge=1)
+    frame_skip: int | None = param(
+        None, "half-cheetahs: MuJoCo steps of 0.01 s per control step (null: 5, dt 0.05 s, "
+        "as HalfCheetah-v5; 1: dt 0.01 s, the rate of the paper's rllab half-cheetah)", ge=1)
 
 
 @dataclasses.dataclass
@@ -150,10 +153,16 @@ class MetaRLConfig:
         if self.env.name not in ENV_FAMILIES:
             raise ConfigError(f"env.name = {self.env.name!r}: known environments are "
                               + ", ".join(ENV_FAMILIES))
+        if self.env.frame_skip is not None and not ENV_FAMILIES[self.env.name].mujoco:
+            raise ConfigError(
+                f"env.frame_skip = {self.env.frame_skip}: {self.env.name} has no frame skip; "
+                "it applies to the MuJoCo families ("
+                + ", ".join(k for k, f in ENV_FAMILIES.items() if f.mujoco)
+                + "); leave it null")
 
 
 def family_of(config: MetaRLConfig) -> EnvFamily:
-    return ENV_FAMILIES[config.env.name]
+    return env_family(config.env.name, frame_skip=config.env.frame_skip)
 
 
 def episode_length(config: MetaRLConfig) -> int:
@@ -315,6 +324,7 @@ class MetaRLExperiment(Experiment):
 
             output = options.output or run_dir / "velocities.png"
             return [plot_cheetah_velocities(tasks, rollouts.episodes, output,
+                                            control_dt=family_of(config).control_dt,
                                             title=f"{config.env.name}: {title}")]
         from metarl.rl.render import plot_navigation_trajectories
 
@@ -371,7 +381,7 @@ def render_video(config: MetaRLConfig, params: Params, output: Path, *, task: st
         raise ConfigError(f"--video {output}: the file name must end in "
                           + " or ".join(VIDEO_SUFFIXES))
     chosen = parse_task(config, task, seed)
-    check_rendering(family.gym_id, chosen)
+    check_rendering(family.gym_id, chosen, family.gym_kwargs)
     # Adapt on the chosen task as `metarl evaluate` does, keeping the weights of every step.
     rollouts = rollouts_with_adaptation(
         family.make_batched([chosen], config.evaluation.episodes_per_task,
@@ -384,4 +394,4 @@ def render_video(config: MetaRLConfig, params: Params, output: Path, *, task: st
     return record_adaptation_video(
         family.gym_id, chosen, make_policy(config), rollouts.weights, output,
         episode_steps=episode_length(config), seed=seed, title=f"{config.env.name}, {title}",
-        action_scale=action_scale(config))
+        action_scale=action_scale(config), gym_kwargs=family.gym_kwargs)

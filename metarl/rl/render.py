@@ -53,10 +53,12 @@ CHEETAH_FORWARD_VELOCITY = 8  # observation index of qvel[0], the torso's forwar
 
 
 def plot_cheetah_velocities(tasks: list[dict[str, Any]], episodes_per_step: list[Episodes],
-                            output: Path, *, smoothing: int = 10, title: str = "") -> Path:
+                            output: Path, *, smoothing: int = 10, control_dt: float = 0.05,
+                            title: str = "") -> Path:
     """One panel per task: the torso's forward velocity (m/s) over an episode, averaged over
     the task's episodes and over ``smoothing`` time steps, after 0, 1, ... adaptation steps,
-    with the target velocity (velocity tasks) or the direction to run (direction tasks)."""
+    with the target velocity (velocity tasks) or the direction to run (direction tasks).
+    ``control_dt``: seconds per time step, for the axis label."""
     fig, axes = panel_grid(len(tasks), width=4.2, height=3.2)
     kernel = np.ones(smoothing) / smoothing
     for t, ax in enumerate(axes):
@@ -81,7 +83,7 @@ def plot_cheetah_velocities(tasks: list[dict[str, Any]], episodes_per_step: list
             ax.axhline(0.0, color="gray", linewidth=0.8)
             ax.set_title("run " + ("forward" if float(task["direction"]) > 0 else "backward"),
                          fontsize=9)
-        ax.set_xlabel(f"time step (0.05 s); mean of {smoothing}")
+        ax.set_xlabel(f"time step ({control_dt:g} s); mean of {smoothing}")
         ax.set_ylabel("forward velocity (m/s)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, loc="best")

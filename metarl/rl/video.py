@@ -8,8 +8,9 @@ through MuJoCo's OpenGL backends: EGL (Mesa) by default when no display is set, 
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ from metarl.rl.episodes import PolicyFn
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
 PANEL_WIDTH, PANEL_HEIGHT = 320, 240
+# GIF frame delays are in 1/100 s and players slow down delays under 2/100 s.
+MAX_VIDEO_FPS = 50
 
 class RenderBackendError(ConfigError):
     """MuJoCo could not create an OpenGL context to render with."""
@@ -45,20 +48,24 @@ def _render_failure(error: Exception) -> RenderBackendError:
                               f"{type(error).__name__}: {error}. {GL_HELP}")
 
 
-def make_render_env(gym_id: str, task: dict[str, Any], *, episode_steps: int) -> gym.Env:
-    """The Gymnasium form of ``gym_id`` rendering ``PANEL_WIDTH x PANEL_HEIGHT`` frames."""
+def make_render_env(gym_id: str, task: dict[str, Any], *, episode_steps: int,
+                    gym_kwargs: Mapping[str, Any] | None = None) -> gym.Env:
+    """The Gymnasium form of ``gym_id`` (made with ``gym_kwargs``, such as a frame skip)
+    rendering ``PANEL_WIDTH x PANEL_HEIGHT`` frames."""
     choose_gl_backend()
     try:
         return gym.make(gym_id, task=task, render_mode="rgb_array", width=PANEL_WIDTH,
-                        height=PANEL_HEIGHT, max_episode_steps=episode_steps)
+                        height=PANEL_HEIGHT, max_episode_steps=episode_steps,
+                        **(gym_kwargs or {}))
     except (ImportError, RuntimeError, OSError, gym.error.DependencyNotInstalled) as error:
         # A GL backend that cannot load fails here, on import of the GL context.
         raise _render_failure(error) from error
 
 
-def check_rendering(gym_id: str, task: dict[str, Any]) -> None:
+def check_rendering(gym_id: str, task: dict[str, Any],
+                    gym_kwargs: Mapping[str, Any] | None = None) -> None:
     """Render one frame, so that a missing OpenGL backend fails before any other work."""
-    env = make_render_env(gym_id, task, episode_steps=1)
+    env = make_render_env(gym_id, task, episode_steps=1, gym_kwargs=gym_kwargs)
     try:
         env.reset(seed=0)
         _first_frame(env)
@@ -129,20 +136,24 @@ def run_episode(env: gym.Env, policy: PolicyFn, params: Params, *, steps: int, s
 def record_adaptation_video(gym_id: str, task: dict[str, Any], policy: PolicyFn,
                             weights_per_step: Sequence[Params], output: Path, *,
                             episode_steps: int, seed: int, title: str = "",
-                            task_index: int = 0, action_scale: float = 1.0) -> Path:
-    """Write ``output`` (.mp4 or .gif): one episode per adaptation step, side by side.
+                            task_index: int = 0, action_scale: float = 1.0,
+                            gym_kwargs: Mapping[str, Any] | None = None) -> Path:
+    """Write ``output`` (.mp4 or .gif): one episode per adaptation step, side by side, in
+    real time (above :data:`MAX_VIDEO_FPS` control steps per second, every k-th step's
+    frame, the last one always).
 
     Args:
         weights_per_step: task-batched parameters before adaptation and after each step;
             row ``task_index`` is used.
         episode_steps: the episode length (frames per panel, plus the initial one).
+        gym_kwargs: keyword arguments of the Gymnasium form (``{"frame_skip": 1}``).
     """
     panels = []
-    fps = 20
+    fps = 20.0
     for step, weights in enumerate(weights_per_step):
         params = {k: v[task_index:task_index + 1] for k, v in weights.items()}
-        env = make_render_env(gym_id, task, episode_steps=episode_steps)
-        fps = round(1.0 / env.unwrapped.dt) if hasattr(env.unwrapped, "dt") else fps
+        env = make_render_env(gym_id, task, episode_steps=episode_steps, gym_kwargs=gym_kwargs)
+        fps = 1.0 / env.unwrapped.dt if hasattr(env.unwrapped, "dt") else fps
         try:
             frames, rewards = run_episode(env, policy, params, steps=episode_steps,
                                           seed=seed, action_scale=action_scale,
@@ -162,11 +173,15 @@ def record_adaptation_video(gym_id: str, task: dict[str, Any], policy: PolicyFn,
             row = np.concatenate([annotate(np.full((24, row.shape[1], 3), 30, np.uint8),
                                            [title]), row], axis=0)
         video.append(row)
-    write_video(video, output, fps=fps)
+    stride = math.ceil(fps / MAX_VIDEO_FPS - 1e-9)
+    if stride > 1:
+        video = video[::stride] if (len(video) - 1) % stride == 0 else [
+            *video[::stride], video[-1]]
+    write_video(video, output, fps=fps / stride)
     return output
 
 
-def write_video(frames: Sequence[np.ndarray], output: Path, *, fps: int) -> None:
+def write_video(frames: Sequence[np.ndarray], output: Path, *, fps: float) -> None:
     """Frames ``(H, W, 3)`` uint8 to an .mp4 (imageio-ffmpeg) or .gif (Pillow).
 
     The file appears only when complete: it is written beside ``output`` and renamed.
