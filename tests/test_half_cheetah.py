@@ -491,3 +491,47 @@ def test_write_video_is_atomic(tmp_path, suffix, monkeypatch):
     with pytest.raises(ValueError, match="uint8"):
         write_video(broken, tmp_path / f"bad{suffix}", fps=20)
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"ok{suffix}"]
+
+
+def test_a_frame_skip_1_run_evaluates_and_renders_at_its_rate(tmp_path, monkeypatch, capsys):
+    """The config's frame skip reaches evaluation.json, the velocity plot and the video."""
+    import json
+
+    import metarl.rl.render as render
+    import metarl.rl.video as video
+    from metarl.cli import main
+
+    run = tmp_path / "dt01"
+    assert main(["train", "half-cheetah-dir-dt01", "--run-dir", str(run), *TINY_CHEETAH,
+                 "--set", "env.max_episode_steps=20"]) == 0
+    assert main(["evaluate", str(run), "--steps", "1"]) == 0
+    result = json.loads((run / "evaluation.json").read_text())
+    assert result["frame_skip"] == 1 and result["control_dt"] == pytest.approx(0.01)
+    seen = {}
+    monkeypatch.setattr(render, "plot_cheetah_velocities",
+                        lambda *a, control_dt, title, **k: seen.update(dt=control_dt,
+                                                                       title=title) or a[2])
+    monkeypatch.setattr(video, "check_rendering",
+                        lambda gym_id, task, gym_kwargs=None: seen.update(check=gym_kwargs))
+    monkeypatch.setattr(video, "record_adaptation_video",
+                        lambda *a, gym_kwargs=None, **k: seen.update(video=gym_kwargs) or a[4])
+    assert main(["render", str(run), "--tasks", "2", "--steps", "1"]) == 0
+    assert main(["render", str(run), "--video", str(tmp_path / "v.gif"), "--steps", "1"]) == 0
+    assert seen["dt"] == pytest.approx(0.01) and "(dt 0.01 s)" in seen["title"]
+    assert dict(seen["check"]) == dict(seen["video"]) == {"frame_skip": 1}
+
+
+def test_pretrained_cache_key_of_the_default_frame_skip_is_unchanged(tmp_path, monkeypatch):
+    """Caches written before env.frame_skip existed keep matching the default config."""
+    import metarl.rl.experiment as rl_experiment
+    from metarl.experiment import config_from_data
+
+    keys = []
+    monkeypatch.setattr(rl_experiment, "load_or_compute",
+                        lambda path, key, compute: keys.append(key))
+    for frame_skip in (None, 1):
+        _, config = config_from_data({"experiment": "meta_rl", "env": {
+            "name": "half_cheetah_dir", "frame_skip": frame_skip}})
+        rl_experiment.pretrained_params(config, tmp_path)
+    assert keys[0]["env"] == {"name": "half_cheetah_dir", "max_episode_steps": None}
+    assert keys[1]["env"]["frame_skip"] == 1

@@ -13,12 +13,12 @@ import torch
 
 from metarl.benchmark import print_table
 from metarl.config import from_dict, read_yaml
-from metarl.envs import ENV_FAMILIES
 from metarl.envs.navigation import Navigation2DEnv
 from metarl.rl.episodes import sample_episodes
 from metarl.rl.experiment import (
     MetaRLConfig,
     episode_length,
+    family_of,
     make_policy,
     make_trainer,
     new_policy_params,
@@ -60,7 +60,7 @@ def benchmark_navigation(*, repeats: int) -> None:
     steps per batch."""
     shipped = _shipped("navigation2d")
     config = from_dict(MetaRLConfig, shipped)
-    family = ENV_FAMILIES["navigation2d"]
+    family = family_of(config)
     num_tasks, episodes, horizon = (config.training.meta_batch_size,
                                     config.training.episodes_per_task, 100)
     n = num_tasks * episodes
@@ -149,16 +149,12 @@ def print_iteration_split(name: str, data: dict, *, iterations: int) -> None:
 def benchmark_cheetah(*, repeats: int) -> None:
     """Paper protocol (configs/half_cheetah/half-cheetah-vel.yaml): 40 tasks x 20 episodes x
     200 steps of half-cheetah velocity."""
-    from metarl.envs.half_cheetah import (
-        FRAME_SKIP,
-        BatchedHalfCheetah,
-        HalfCheetahVelEnv,
-        available_cpus,
-    )
+    from metarl.envs.half_cheetah import BatchedHalfCheetah, HalfCheetahVelEnv, available_cpus
 
     shipped = _shipped("half-cheetah-vel")
     config = from_dict(MetaRLConfig, shipped)
-    family = ENV_FAMILIES["half_cheetah_vel"]
+    family = family_of(config)
+    frame_skip = family.frame_skip or 1
     num_tasks, episodes = config.training.meta_batch_size, config.training.episodes_per_task
     horizon = episode_length(config)
     n = num_tasks * episodes
@@ -171,7 +167,8 @@ def benchmark_cheetah(*, repeats: int) -> None:
 
     def sync_vector_env():
         envs = gym.vector.SyncVectorEnv(
-            [lambda task=task: HalfCheetahVelEnv(task) for task in tasks[:sync_envs]],
+            [lambda task=task: HalfCheetahVelEnv(task, frame_skip=frame_skip)
+             for task in tasks[:sync_envs]],
             autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
         envs.reset(seed=0)
 
@@ -182,7 +179,7 @@ def benchmark_cheetah(*, repeats: int) -> None:
         return run
 
     def raw_batch():
-        env = BatchedHalfCheetah("velocity", np.ones(n), rng)
+        env = BatchedHalfCheetah("velocity", np.ones(n), rng, frame_skip=frame_skip)
         env.reset()
         ctrl = env.batch.bind("ctrl")
         controls = rng.uniform(-1, 1, size=(n, 6))
@@ -190,7 +187,7 @@ def benchmark_cheetah(*, repeats: int) -> None:
         def run() -> None:
             for _ in range(horizon):
                 ctrl[:] = controls
-                env.batch.step(nstep=FRAME_SKIP)
+                env.batch.step(nstep=frame_skip)
 
         return run
 
@@ -208,7 +205,7 @@ def benchmark_cheetah(*, repeats: int) -> None:
     rows = [
         [f"Gymnasium SyncVectorEnv ({sync_envs} envs), random actions",
          _steps_per_second(sync_vector_env(), sync_envs * horizon, batch_repeats)],
-        [f"raw mujoco.batch ({n} sims, 5 substeps)",
+        [f"raw mujoco.batch ({n} sims, {frame_skip} substeps)",
          _steps_per_second(raw_batch(), n * horizon, batch_repeats)],
         ["metarl BatchedHalfCheetah (rewards, observations)",
          _steps_per_second(batched_env(), n * horizon, batch_repeats)],

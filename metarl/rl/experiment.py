@@ -165,6 +165,14 @@ def family_of(config: MetaRLConfig) -> EnvFamily:
     return env_family(config.env.name, frame_skip=config.env.frame_skip)
 
 
+def env_title(config: MetaRLConfig) -> str:
+    """The family's name, with its control step when the config changes the frame skip."""
+    family = family_of(config)
+    if config.env.frame_skip is None or family.control_dt is None:
+        return config.env.name
+    return f"{config.env.name} (dt {family.control_dt:g} s)"
+
+
 def episode_length(config: MetaRLConfig) -> int:
     return config.env.max_episode_steps or family_of(config).max_episode_steps
 
@@ -249,6 +257,8 @@ def pretrained_params(config: MetaRLConfig, run_dir: Path) -> Params:
 
     key = {k: to_dict(getattr(config, k)) for k in
            ("env", "policy", "training", "trpo", "baselines")} | {"seed": config.seed}
+    if key["env"]["frame_skip"] is None:  # as keyed before the option, so caches stay valid
+        del key["env"]["frame_skip"]
     return load_or_compute(run_dir / "baselines" / "pretrained.pt", key, train)
 
 
@@ -286,6 +296,8 @@ class MetaRLExperiment(Experiment):
                      if episode_length(config) == family_of(config).max_episode_steps else {})
         result: dict[str, Any] = {
             "experiment": self.name, "env": config.env.name, "metric": self.metric,
+            **({"frame_skip": family_of(config).frame_skip,
+                "control_dt": family_of(config).control_dt} if family_of(config).mujoco else {}),
             "steps": list(range(steps + 1)), **main, "tasks": tasks, "seed": seed,
             "episodes_per_task": ev.episodes_per_task, "sampling": config.training.sampling,
             "episodes_sampled": episodes_sampled,
@@ -297,7 +309,7 @@ class MetaRLExperiment(Experiment):
         }
         plot_adaptation_curves(curves, result["steps"], run_dir / "adaptation.png",
                                ylabel="average return (mean ± 95% CI)",
-                               title=f"{config.env.name}: {tasks} test tasks",
+                               title=f"{env_title(config)}: {tasks} test tasks",
                                reference=published)
         result["table"] = format_table(curves, result["steps"], "return")
         write_evaluation(run_dir, result)
@@ -325,7 +337,7 @@ class MetaRLExperiment(Experiment):
             output = options.output or run_dir / "velocities.png"
             return [plot_cheetah_velocities(tasks, rollouts.episodes, output,
                                             control_dt=family_of(config).control_dt,
-                                            title=f"{config.env.name}: {title}")]
+                                            title=f"{env_title(config)}: {title}")]
         from metarl.rl.render import plot_navigation_trajectories
 
         output = options.output or run_dir / "trajectories.png"
@@ -393,5 +405,5 @@ def render_video(config: MetaRLConfig, params: Params, output: Path, *, task: st
         action_scale=action_scale(config), step_budget=step_budget(config))
     return record_adaptation_video(
         family.gym_id, chosen, make_policy(config), rollouts.weights, output,
-        episode_steps=episode_length(config), seed=seed, title=f"{config.env.name}, {title}",
+        episode_steps=episode_length(config), seed=seed, title=f"{env_title(config)}, {title}",
         action_scale=action_scale(config), gym_kwargs=family.gym_kwargs)

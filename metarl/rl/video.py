@@ -145,7 +145,7 @@ def record_adaptation_video(gym_id: str, task: dict[str, Any], policy: PolicyFn,
     Args:
         weights_per_step: task-batched parameters before adaptation and after each step;
             row ``task_index`` is used.
-        episode_steps: the episode length (frames per panel, plus the initial one).
+        episode_steps: the episode length (the steps each panel shows, after the reset frame).
         gym_kwargs: keyword arguments of the Gymnasium form (``{"frame_skip": 1}``).
     """
     panels = []
