@@ -14,6 +14,7 @@ from gymnasium.utils.env_checker import check_env
 import metarl  # noqa: F401  (registers the environments)
 from metarl.envs import ENV_FAMILIES, env_family
 from metarl.envs.half_cheetah import (
+    FRAME_SKIP,
     BatchedHalfCheetah,
     HalfCheetahDirEnv,
     HalfCheetahVelEnv,
@@ -204,7 +205,7 @@ def test_batched_reset_noise_is_gymnasiums_and_seeded():
 
 def test_env_family_with_another_frame_skip():
     default = env_family("half_cheetah_dir")
-    assert default is ENV_FAMILIES["half_cheetah_dir"] and default.frame_skip == 5
+    assert default is ENV_FAMILIES["half_cheetah_dir"] and default.frame_skip == FRAME_SKIP == 5
     assert env_family("half_cheetah_dir", frame_skip=5) is default
     assert default.control_dt == pytest.approx(0.05)
     family = env_family("half_cheetah_dir", frame_skip=1)
