@@ -292,12 +292,13 @@ class MetaRLExperiment(Experiment):
                                     for e in rollouts.episodes]
         main = curves[config.adaptation.method]
         # The paper's returns are sums over its episode length; other lengths are not comparable.
+        family = family_of(config)
         published = (PUBLISHED_RETURNS.get(config.env.name, {})
-                     if episode_length(config) == family_of(config).max_episode_steps else {})
+                     if episode_length(config) == family.max_episode_steps else {})
         result: dict[str, Any] = {
             "experiment": self.name, "env": config.env.name, "metric": self.metric,
-            **({"frame_skip": family_of(config).frame_skip,
-                "control_dt": family_of(config).control_dt} if family_of(config).mujoco else {}),
+            **({"frame_skip": family.frame_skip, "control_dt": family.control_dt}
+               if family.mujoco else {}),
             "steps": list(range(steps + 1)), **main, "tasks": tasks, "seed": seed,
             "episodes_per_task": ev.episodes_per_task, "sampling": config.training.sampling,
             "episodes_sampled": episodes_sampled,
