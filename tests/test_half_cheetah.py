@@ -536,3 +536,63 @@ def test_pretrained_cache_key_of_the_default_frame_skip_is_unchanged(tmp_path, m
         rl_experiment.pretrained_params(config, tmp_path)
     assert keys[0]["env"] == {"name": "half_cheetah_dir", "max_episode_steps": None}
     assert keys[1]["env"]["frame_skip"] == 1
+
+
+def _returns_by_task_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "scripts" / "cheetah_returns_by_task.py"
+    spec = importlib.util.spec_from_file_location("cheetah_returns_by_task", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_returns_by_task_groups():
+    script = _returns_by_task_script()
+    dirs = script.task_groups("half_cheetah_dir", [{"direction": d} for d in (1, -1, -1)])
+    assert {k: v.tolist() for k, v in dirs.items()} == {
+        "all": [True] * 3, "forward (+1)": [True, False, False],
+        "backward (-1)": [False, True, True]}
+    targets = [0.0, 0.49, 0.5, 1.2, 1.5, 2.0]
+    vels = script.task_groups("half_cheetah_vel", [{"velocity": v} for v in targets])
+    assert {k: v.nonzero().flatten().tolist() for k, v in vels.items()} == {
+        "all": [0, 1, 2, 3, 4, 5], "target 0.00-0.50": [0, 1], "target 0.50-1.00": [2],
+        "target 1.00-1.50": [3], "target 1.50-2.00": [4, 5]}
+    assert list(script.task_groups("half_cheetah_vel", [{"velocity": 1.0}], bins=1)) == [
+        "all", "target 0.00-2.00"]
+    with pytest.raises(ValueError, match="navigation"):
+        script.task_groups("navigation", [])
+    table = script.format_table(torch.tensor([[1.0, 3.0], [3.0, 5.0]]),
+                                {"all": torch.tensor([True, True]),
+                                 "none": torch.tensor([False, False])},
+                                torch.tensor([0.25, 0.75]), "error")
+    assert table.splitlines()[1].split() == ["all", "2", "2.00", "4.00", "0.500"]
+    assert "(no test task)" in table.splitlines()[2]
+
+
+def test_returns_by_task_script_on_a_run(cheetah_run, tmp_path, capsys, monkeypatch):
+    import json
+    import shutil
+
+    from metarl.cli import main
+
+    run = tmp_path / "vel"
+    shutil.copytree(cheetah_run, run)
+    assert main(["evaluate", str(run)]) == 0
+    evaluation = json.loads((run / "evaluation.json").read_text())
+    script = _returns_by_task_script()
+    monkeypatch.setattr("sys.argv", ["cheetah_returns_by_task.py", str(run), "--bins", "2"])
+    capsys.readouterr()
+    script.main()
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[1:]] == ["tasks", "all", "target", "target"]
+    steps = len(evaluation["steps"])
+    all_row = lines[2].split()
+    # the script samples exactly what evaluate sampled
+    assert [float(x) for x in all_row[2:2 + steps]] == pytest.approx(evaluation["mean"],
+                                                                      abs=0.006)
+    assert 0 < float(all_row[-1]) < 10  # mean |v_x - v_goal| in m/s
+    group_sizes = [int(line.split()[2]) for line in lines[3:]]
+    assert sum(group_sizes) == evaluation["tasks"]
