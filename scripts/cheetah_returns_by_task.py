@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from metarl.envs.half_cheetah import ACTION_BOUND, CONTROL_COST_WEIGHT, VELOCITY_HIGH, VELOCITY_LOW
+from metarl.rl.episodes import Episodes
 from metarl.rl.experiment import action_scale, evaluation_rollouts
 from metarl.runner import load_run
 
@@ -47,6 +48,16 @@ def task_groups(env_name: str, tasks: Sequence[dict[str, Any]],
                                           else (targets <= edges[i + 1]))
         groups[f"target {float(edges[i]):.2f}-{float(edges[i + 1]):.2f}"] = chosen
     return groups
+
+
+def mean_speed_errors(episodes: Episodes, action_scale: float = 1.0) -> Tensor:
+    """Each task's mean |v_x - v_goal| (m/s) over the valid steps of velocity episodes,
+    ``(T,)``: the reward is -|v_x - v_goal| minus the control cost of the clipped action, so
+    each step's speed error is -(reward + control cost)."""
+    clipped = (episodes.actions * action_scale).clamp(-ACTION_BOUND, ACTION_BOUND)
+    control_cost = CONTROL_COST_WEIGHT * clipped.pow(2).sum(-1)
+    errors = -(episodes.rewards + control_cost) * episodes.mask
+    return errors.sum((1, 2)) / episodes.mask.sum((1, 2))
 
 
 def format_table(returns: Tensor, groups: dict[str, Tensor],
@@ -92,13 +103,7 @@ def main() -> None:
           f"mean return over each group's tasks after 0..{ev.steps} steps")
     extra = None
     if config.env.name == "half_cheetah_vel":
-        # reward = -|v_x - v_goal| - control cost, so each step's speed error is
-        # -(reward + control cost); mean over the steps of the last step's episodes
-        final = rollouts.episodes[-1]
-        clipped = (final.actions * action_scale(config)).clamp(-ACTION_BOUND, ACTION_BOUND)
-        control_cost = CONTROL_COST_WEIGHT * clipped.pow(2).sum(-1)
-        extra = -((final.rewards + control_cost) * final.mask).sum((1, 2)) \
-            / final.mask.sum((1, 2))
+        extra = mean_speed_errors(rollouts.episodes[-1], action_scale(config))
     print(format_table(returns, groups, extra, "|v_x - v_goal| after the last step (m/s)"))
 
 

@@ -572,6 +572,34 @@ def test_returns_by_task_groups():
     assert "(no test task)" in table.splitlines()[2]
 
 
+def test_returns_by_task_speed_errors_are_the_environments():
+    from metarl.rl.episodes import Episodes
+
+    script = _returns_by_task_script()
+    rng = np.random.default_rng(3)
+    targets, lengths, horizon = (0.3, 1.6), (12, 8), 12
+    actions = torch.zeros(2, 1, horizon, 6)
+    rewards = torch.full((2, 1, horizon), -50.0)  # padding: must not count
+    mask = torch.zeros(2, 1, horizon)
+    expected = []
+    for t, (target, length) in enumerate(zip(targets, lengths, strict=True)):
+        env = gym.make("metarl/HalfCheetahVel-v0")
+        env.unwrapped.reset_task({"velocity": target})
+        env.reset(seed=t)
+        errors = []
+        for h in range(length):
+            action = 1.7 * rng.standard_normal(6)  # mostly outside [-1, 1]: cost is clipped
+            _, reward, *_, info = env.step(action)
+            actions[t, 0, h] = torch.as_tensor(action)
+            rewards[t, 0, h], mask[t, 0, h] = reward, 1.0
+            errors.append(abs(info["x_velocity"] - target))
+        expected.append(np.mean(errors))
+    episodes = Episodes(observations=torch.zeros(2, 1, horizon, 17), actions=actions,
+                        rewards=rewards, mask=mask, log_probs=torch.zeros(2, 1, horizon),
+                        times=torch.arange(horizon).expand(2, 1, horizon))
+    assert script.mean_speed_errors(episodes).tolist() == pytest.approx(expected, abs=1e-5)
+
+
 def test_returns_by_task_script_on_a_run(cheetah_run, tmp_path, capsys, monkeypatch):
     import json
     import shutil
