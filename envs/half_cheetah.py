@@ -106,10 +106,15 @@ def sample_targets(kind: TaskKind, num_tasks: int, rng: np.random.Generator) -> 
     return np.where(rng.random(num_tasks) < 0.5, -1.0, 1.0)
 
 
+def control_costs(actions):
+    """0.05‖a‖² of clipped actions ``(..., 6)``, ``(...)``: NumPy arrays or torch tensors."""
+    return CONTROL_COST_WEIGHT * (actions**2).sum(-1)
+
+
 def task_rewards(kind: TaskKind, targets: np.ndarray, x_velocity: np.ndarray,
                  actions: np.ndarray) -> np.ndarray:
     """Rewards ``(N,)`` for targets and velocities ``(N,)`` (m/s) and clipped actions ``(N, 6)``."""
-    control_cost = CONTROL_COST_WEIGHT * np.sum(np.square(actions), axis=-1)
+    control_cost = control_costs(actions)
     if kind == "velocity":
         return -np.abs(x_velocity - targets) - control_cost
     return targets * x_velocity - control_cost

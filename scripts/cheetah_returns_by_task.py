@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from metarl.envs.half_cheetah import ACTION_BOUND, CONTROL_COST_WEIGHT, VELOCITY_HIGH, VELOCITY_LOW
+from metarl.envs.half_cheetah import ACTION_BOUND, VELOCITY_HIGH, VELOCITY_LOW, control_costs
 from metarl.rl.episodes import Episodes
 from metarl.rl.experiment import action_scale, evaluation_rollouts
 from metarl.runner import load_run
@@ -55,8 +55,7 @@ def mean_speed_errors(episodes: Episodes, action_scale: float = 1.0) -> Tensor:
     ``(T,)``: the reward is -|v_x - v_goal| minus the control cost of the clipped action, so
     each step's speed error is -(reward + control cost)."""
     clipped = (episodes.actions * action_scale).clamp(-ACTION_BOUND, ACTION_BOUND)
-    control_cost = CONTROL_COST_WEIGHT * clipped.pow(2).sum(-1)
-    errors = -(episodes.rewards + control_cost) * episodes.mask
+    errors = -(episodes.rewards + control_costs(clipped)) * episodes.mask
     return errors.sum((1, 2)) / episodes.mask.sum((1, 2))
 
 
