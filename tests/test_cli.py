@@ -119,6 +119,12 @@ def test_navigation_train_evaluate_render(tmp_path, capsys):
     assert all(count >= 4 for count in result["episodes_sampled"])
     assert set(result["baselines"]) == {"random init", "pretrained"}
     assert (run / "baselines" / "pretrained.pt").is_file()
+    # the same 3 test tasks for every policy, each task's returns after 0-3 steps
+    assert [len(task["goal"]) for task in result["test_tasks"]] == [2, 2, 2]
+    for curve in [result, *result["baselines"].values()]:
+        assert len(curve["task_returns"]) == 3 and {len(r) for r in curve["task_returns"]} == {4}
+        column_means = [sum(column) / 3 for column in zip(*curve["task_returns"], strict=True)]
+        assert column_means == pytest.approx(curve["mean"])
     assert main(["render", str(run), "--tasks", "2", "--steps", "1"]) == 0
     assert (run / "trajectories.png").stat().st_size > 0
     out = capsys.readouterr().out

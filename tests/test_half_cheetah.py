@@ -283,6 +283,14 @@ def test_cheetah_train_evaluate_render(cheetah_run, capsys):
     assert result["env"] == "half_cheetah_vel" and result["steps"] == [0, 1, 2]
     assert result["published"]["MAML paper"]["1"] == -78.57  # 200-step episodes: comparable
     assert all(-2 * 200 < m < 0 for m in result["mean"])
+    # per-task returns: one row per test task, whose column means are the curve
+    task_returns = np.array(result["task_returns"])
+    assert task_returns.shape == (result["tasks"], 3)
+    assert task_returns.mean(axis=0) == pytest.approx(result["mean"], rel=1e-9)
+    assert (task_returns.std(axis=0, ddof=1) > 0).all()
+    assert len(result["test_tasks"]) == result["tasks"]
+    assert all(set(task) == {"velocity"} and 0 <= task["velocity"] <= 2
+               for task in result["test_tasks"])
     assert main(["render", str(cheetah_run), "--tasks", "2", "--steps", "1"]) == 0
     assert (cheetah_run / "velocities.png").stat().st_size > 0
 

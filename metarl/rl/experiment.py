@@ -281,12 +281,14 @@ class MetaRLExperiment(Experiment):
         if options.baselines:
             policies["random init"] = new_policy_params(config, "random-baseline-init")
             policies["pretrained"] = pretrained_params(config, run_dir)
-        curves, episodes_sampled = {}, []
+        curves, episodes_sampled, test_tasks = {}, [], []
         for name, params in policies.items():
-            _, rollouts = evaluation_rollouts(config, params, tasks=tasks, steps=steps,
-                                              seed=seed)
+            test_tasks, rollouts = evaluation_rollouts(config, params, tasks=tasks, steps=steps,
+                                                       seed=seed)
+            # (tasks, steps + 1): each task's mean episode return before and after each step
             per_task = torch.stack([e.task_returns() for e in rollouts.episodes], dim=1)
-            curves[name] = summarize(per_task.numpy())
+            curves[name] = {**summarize(per_task.numpy()),
+                            "task_returns": per_task.double().tolist()}
             if name == config.adaptation.method:
                 episodes_sampled = [float(e.num_episodes().float().mean())
                                     for e in rollouts.episodes]
@@ -300,6 +302,7 @@ class MetaRLExperiment(Experiment):
             **({"frame_skip": family.frame_skip, "control_dt": family.control_dt}
                if family.mujoco else {}),
             "steps": list(range(steps + 1)), **main, "tasks": tasks, "seed": seed,
+            "test_tasks": [jsonable_task(task) for task in test_tasks],
             "episodes_per_task": ev.episodes_per_task, "sampling": config.training.sampling,
             "episodes_sampled": episodes_sampled,
             "inner_lr": evaluation_learning_rates(config, steps),
@@ -345,6 +348,11 @@ class MetaRLExperiment(Experiment):
         plot_navigation_trajectories(tasks, rollouts.episodes, output,
                                      action_scale=action_scale(config), title=title)
         return [output]
+
+
+def jsonable_task(task: dict[str, Any]) -> dict[str, Any]:
+    """A task with its arrays as lists and NumPy scalars as Python numbers, for JSON."""
+    return {key: np.asarray(value).tolist() for key, value in task.items()}
 
 
 def parse_task(config: MetaRLConfig, text: str | None, seed: int) -> dict[str, Any]:
