@@ -68,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, help="seed of the test tasks")
     evaluate.add_argument("--baselines", action="store_true",
                           help="also evaluate the paper's baselines the same way")
+    evaluate.add_argument("--set", dest="overrides", action="append", default=[],
+                          metavar="KEY=VALUE", help="evaluate with an evaluation.* value other "
+                          "than the run's, e.g. evaluation.episodes_per_task=40 (repeatable; "
+                          "the run's config.yaml stays as it is)")
     evaluate.add_argument("--snapshots", action="store_true",
                           help="also evaluate every snapshot of the run (run.snapshot_every): "
                           "the curve by meta-iteration, in evaluation-over-training.png "
@@ -140,7 +144,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from metarl.experiment import EvaluateOptions
+    from metarl.experiment import EvaluateOptions, with_evaluation_overrides
     from metarl.runner import load_run
 
     _check_positive("steps", args.steps, 0)
@@ -151,7 +155,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.snapshots:
         from metarl.over_training import PLOT_NAME, SUMMARY_NAME, evaluate_over_training
 
-        summary = evaluate_over_training(args.run_dir, options)
+        summary = evaluate_over_training(args.run_dir, options, args.overrides)
         print(summary["table"])
         if args.baselines:  # evaluated with the latest checkpoint only
             print("the run's latest checkpoint and the baselines:")
@@ -160,6 +164,7 @@ def _evaluate(args: argparse.Namespace) -> int:
               "an evaluation.json in each snapshot", file=sys.stderr)
         return 0
     experiment, config, state = load_run(args.run_dir)
+    config = with_evaluation_overrides(experiment, config, args.overrides)
     result = experiment.evaluate(config, state, args.run_dir, options)
     print(result.get("table", ""))
     print(f"metarl: wrote {args.run_dir / 'evaluation.json'}", file=sys.stderr)

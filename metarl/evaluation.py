@@ -43,11 +43,15 @@ def checkpoint_fingerprint(run_dir: str | Path) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
-def write_evaluation(run_dir: str | Path, result: dict[str, Any]) -> Path:
+def write_evaluation(run_dir: str | Path, result: dict[str, Any],
+                     evaluation_config: dict[str, Any]) -> Path:
     """Write ``result`` to ``run_dir/evaluation.json`` with the fingerprint of the evaluated
-    checkpoint (``checkpoint_sha256``), which tells later readers whether it is still that one."""
+    checkpoint (``checkpoint_sha256``), which tells later readers whether it is still that one,
+    and the config's evaluation section it was evaluated with (``evaluation_config``; the
+    command line's steps, tasks and seed are the result's own keys)."""
     path = Path(run_dir) / EVALUATION_NAME
-    result = {**result, "checkpoint_sha256": checkpoint_fingerprint(run_dir)}
+    result = {**result, "evaluation_config": evaluation_config,
+              "checkpoint_sha256": checkpoint_fingerprint(run_dir)}
     atomic_write_text(path, json.dumps(result, indent=2) + "\n")
     return path
 

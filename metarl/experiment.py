@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from metarl.config import ConfigError, apply_overrides, from_dict, read_yaml
+from metarl.config import (
+    ConfigError,
+    apply_overrides,
+    from_dict,
+    parse_override,
+    read_yaml,
+    to_dict,
+)
 
 EXPERIMENTS: dict[str, str] = {
     "sine": "metarl.supervised.sine_experiment:SineExperiment",
@@ -104,6 +111,22 @@ def config_from_data(data: dict[str, Any]) -> tuple[Experiment, Any]:
                           + ", ".join(sorted(EXPERIMENTS)))
     experiment = get_experiment(name)
     return experiment, from_dict(experiment.config_class, data)
+
+
+def with_evaluation_overrides(experiment: Experiment, config: Any,
+                              overrides: Sequence[str]) -> Any:
+    """``config`` with ``evaluation.KEY=VALUE`` overrides applied and validated (``metarl
+    evaluate --set``). Other keys are refused: they would change what the run trained, not how
+    it is evaluated."""
+    for text in overrides:
+        path, _ = parse_override(text)
+        if len(path) < 2 or path[0] != "evaluation":
+            raise ConfigError(f"--set {text!r}: metarl evaluate --set changes only "
+                              "evaluation.* keys (how the run is evaluated), e.g. "
+                              "evaluation.episodes_per_task=40")
+    if not overrides:
+        return config
+    return from_dict(experiment.config_class, apply_overrides(to_dict(config), overrides))
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = (),

@@ -3,7 +3,8 @@ run (``run.snapshot_every``) and of its latest checkpoint, side by side.
 
 ``metarl evaluate RUN_DIR --snapshots`` evaluates each ``RUN_DIR/snapshots/iteration-N/`` like
 ``metarl evaluate`` (writing its ``evaluation.json`` there, reused on later calls while its
-checkpoint file, steps, tasks and seed are the same), then the run itself, and writes
+checkpoint file, steps, tasks, seed and evaluation settings are the same), then the run
+itself, and writes
 ``RUN_DIR/evaluation-over-training.json`` and ``.png``.
 """
 
@@ -17,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from metarl.checkpoint import atomic_write_text
-from metarl.config import ConfigError
+from metarl.config import ConfigError, to_dict
 from metarl.evaluation import EVALUATION_NAME, checkpoint_fingerprint, format_table, shown_steps
-from metarl.experiment import EvaluateOptions
+from metarl.experiment import EvaluateOptions, with_evaluation_overrides
 from metarl.runner import SNAPSHOTS_NAME, load_run
 
 SUMMARY_NAME = "evaluation-over-training.json"
@@ -44,10 +45,14 @@ def run_snapshots(run_dir: str | Path) -> list[tuple[int, Path]]:
 
 
 def previous_evaluation(run_dir: Path, iteration: int, steps: int, tasks: int, seed: int, *,
+                        evaluation_config: dict[str, Any], saved_evaluation_config: dict[str, Any],
                         with_baselines: bool = False) -> dict[str, Any] | None:
     """``run_dir``'s evaluation.json if it evaluated the checkpoint file now there (same
-    SHA-256), at ``iteration``, after 0..``steps`` steps on ``tasks`` tasks from ``seed``
-    (and with the baselines when ``with_baselines``); otherwise None."""
+    SHA-256), at ``iteration``, after 0..``steps`` steps on ``tasks`` tasks from ``seed``,
+    with the config's evaluation section ``evaluation_config`` (and with the baselines when
+    ``with_baselines``); otherwise None. Steps, tasks and seed are compared as given, not as
+    in the sections. A file written before evaluation.json recorded its section was made with
+    the run's saved section, ``saved_evaluation_config``."""
     path = run_dir / EVALUATION_NAME
     try:
         result = json.loads(path.read_text())
@@ -60,8 +65,17 @@ def previous_evaluation(run_dir: Path, iteration: int, steps: int, tasks: int, s
             and result.get("checkpoint_iteration") == iteration
             and result.get("steps") == list(range(steps + 1))
             and result.get("tasks") == tasks and result.get("seed") == seed
-            and (bool(result.get("baselines")) or not with_baselines))
+            and (bool(result.get("baselines")) or not with_baselines)
+            and _settings(result.get("evaluation_config", saved_evaluation_config))
+            == _settings(evaluation_config))
     return result if same else None
+
+
+def _settings(evaluation_config: Any) -> Any:
+    """An evaluation section without the keys that the command line overrides."""
+    if not isinstance(evaluation_config, dict):
+        return evaluation_config
+    return {k: v for k, v in evaluation_config.items() if k not in ("steps", "tasks", "seed")}
 
 
 def _reference(result: dict[str, Any], config: Any, steps: int) -> dict[str, Any] | None:
@@ -81,9 +95,11 @@ def _reference(result: dict[str, Any], config: Any, steps: int) -> dict[str, Any
     return None
 
 
-def evaluate_over_training(run_dir: str | Path, options: EvaluateOptions) -> dict[str, Any]:
+def evaluate_over_training(run_dir: str | Path, options: EvaluateOptions,
+                           overrides: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
     """Evaluate every snapshot of ``run_dir`` and the run's latest checkpoint with
-    ``options`` (the baselines, if asked, only for the latest), and summarize.
+    ``options`` and the ``evaluation.KEY=VALUE`` ``overrides`` of each one's config (the
+    baselines, if asked, only for the latest), and summarize.
 
     Returns (and writes to ``SUMMARY_NAME``) ``{"metric", "steps": [S], "iterations": [P],
     "mean" / "sem" / "ci95": [P][S], "tasks", "seed", "reference", "directories": [P]
@@ -114,15 +130,20 @@ def evaluate_over_training(run_dir: str | Path, options: EvaluateOptions) -> dic
     tasks = ev.tasks if options.tasks is None else options.tasks
     seed = ev.seed if options.seed is None else options.seed
     results = []
+    evaluated = {path: with_evaluation_overrides(loaded[path][0], loaded[path][1], overrides)
+                 for _, path in points}  # every override checked before the first evaluation
     for index, (iteration, path) in enumerate(points):
         with_baselines = options.baselines and path == run_dir
-        result = previous_evaluation(path, iteration, steps, tasks, seed,
-                                     with_baselines=with_baselines)
+        point_experiment, point_config, point_state = loaded[path]
+        result = previous_evaluation(
+            path, iteration, steps, tasks, seed,
+            evaluation_config=to_dict(evaluated[path].evaluation),
+            saved_evaluation_config=to_dict(point_config.evaluation),
+            with_baselines=with_baselines)
         label = f"[{index + 1}/{len(points)}] iteration {iteration} ({path})"
         if result is None:
             print(f"metarl: evaluating {label}", file=sys.stderr)
-            point_experiment, point_config, point_state = loaded[path]
-            result = point_experiment.evaluate(point_config, point_state, path,
+            result = point_experiment.evaluate(evaluated[path], point_state, path,
                                                replace(options, baselines=with_baselines))
         else:
             print(f"metarl: reusing the evaluation of {label}", file=sys.stderr)

@@ -232,6 +232,42 @@ def test_config_frame_skip_reaches_the_sampler():
     assert family_of(default).frame_skip == 5
 
 
+@pytest.mark.parametrize(("data", "message"), [
+    ({"env": {"name": "navigation2d"}, "evaluation": {"test_velocities": [0.1, 0.8]}},
+     "only half_cheetah_vel has target velocities"),
+    ({"env": {"name": "half_cheetah_dir"}, "evaluation": {"test_velocities": [0.1, 0.8]}},
+     "only half_cheetah_vel has target velocities"),
+    ({"env": {"name": "half_cheetah_vel"}, "evaluation": {"test_velocities": [0.8, 0.1]}},
+     r"give \[low, high\] with low < high"),
+    ({"env": {"name": "half_cheetah_vel"}, "evaluation": {"test_velocities": [0.5]}},
+     r"give \[low, high\] with low < high"),
+    ({"env": {"name": "half_cheetah_vel"}, "evaluation": {"test_velocities": [-0.1, 0.8]}},
+     "must be >= 0"),
+])
+def test_config_rejects_bad_test_velocities(data, message):
+    from metarl.config import ConfigError
+    from metarl.experiment import config_from_data
+
+    with pytest.raises(ConfigError, match=message):
+        config_from_data({"experiment": "meta_rl", **data})
+
+
+def test_test_velocities_pick_the_test_tasks_of_evaluate_and_render():
+    from metarl.experiment import config_from_data
+    from metarl.rl.experiment import parse_task, test_tasks_of
+
+    _, default = config_from_data({"experiment": "meta_rl", "env": {"name": "half_cheetah_vel"}})
+    _, authors = config_from_data({"experiment": "meta_rl", "env": {"name": "half_cheetah_vel"},
+                                   "evaluation": {"test_velocities": [0.1, 0.8]}})
+    wide = [task["velocity"] for task in test_tasks_of(default, 200, 7)]
+    narrow = [task["velocity"] for task in test_tasks_of(authors, 200, 7)]
+    assert min(wide) < 0.1 and max(wide) > 1.5
+    assert 0.1 <= min(narrow) < 0.15 and 0.75 < max(narrow) <= 0.8
+    assert test_tasks_of(authors, 3, 7) == test_tasks_of(authors, 200, 7)[:3]
+    # metarl render --video --task INDEX shows the test task that evaluate calls INDEX
+    assert parse_task(authors, "5", 7) == {"velocity": narrow[5]}
+
+
 def test_family_and_sampler_roll_out_full_episodes():
     family = ENV_FAMILIES["half_cheetah_vel"]
     tasks = family.sample_tasks(2, np.random.default_rng(0))
@@ -293,6 +329,28 @@ def test_cheetah_train_evaluate_render(cheetah_run, capsys):
                for task in result["test_tasks"])
     assert main(["render", str(cheetah_run), "--tasks", "2", "--steps", "1"]) == 0
     assert (cheetah_run / "velocities.png").stat().st_size > 0
+
+
+def test_evaluate_on_other_test_velocities(cheetah_run, tmp_path, capsys):
+    import json
+    import shutil
+
+    from metarl.cli import main
+
+    run = tmp_path / "vel"
+    shutil.copytree(cheetah_run, run)
+    assert main(["evaluate", str(run), "--set", "evaluation.test_velocities=[0.1, 0.8]"]) == 0
+    result = json.loads((run / "evaluation.json").read_text())
+    assert result["evaluation_config"]["test_velocities"] == [0.1, 0.8]
+    velocities = [task["velocity"] for task in result["test_tasks"]]
+    assert len(velocities) == 3 and all(0.1 <= v <= 0.8 for v in velocities)
+    assert "test_velocities: null" in (run / "config.yaml").read_text()
+    assert main(["evaluate", str(run)]) == 0
+    default = json.loads((run / "evaluation.json").read_text())
+    assert default["evaluation_config"]["test_velocities"] is None
+    assert [task["velocity"] for task in default["test_tasks"]] != velocities
+    assert main(["evaluate", str(run), "--set", "evaluation.test_velocities=[1, 0]"]) == 2
+    assert "low < high" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("suffix", [".gif", ".mp4"])

@@ -70,6 +70,9 @@ def test_evaluations_are_reused_only_when_they_match(run_with_snapshots, monkeyp
     save_checkpoint(snapshot / "checkpoint.pt", state)
     with pytest.raises(AssertionError, match="evaluated again"):
         evaluate_over_training(run, EvaluateOptions())
+    # other evaluation settings (metarl evaluate --set evaluation.KEY=VALUE)
+    with pytest.raises(AssertionError, match="evaluated again"):
+        evaluate_over_training(run, EvaluateOptions(), ["evaluation.query_points=50"])
     monkeypatch.undo()
     fewer = evaluate_over_training(run, EvaluateOptions(tasks=10, steps=1))
     assert fewer["tasks"] == 10 and fewer["steps"] == [0, 1]
@@ -122,3 +125,43 @@ def test_reference_is_the_published_curve_of_the_runs_shots_or_method():
                                                "values": {"3": 98.3}}
     assert _reference(omniglot, config, 2) is None  # not evaluated that far
     assert _reference({"published": {}}, config, 3) is None
+
+
+def test_evaluation_overrides_are_recorded_and_reused(run_with_snapshots, monkeypatch):
+    run = run_with_snapshots
+    lower_lr = evaluate_over_training(run, EvaluateOptions(), ["evaluation.later_lr_scale=0.25"])
+    for path in (run, run / "snapshots" / "iteration-4"):
+        written = json.loads((path / "evaluation.json").read_text())
+        assert written["evaluation_config"]["later_lr_scale"] == 0.25
+    assert "later_lr_scale: 0.5" in (run / "config.yaml").read_text(), "config.yaml unchanged"
+    monkeypatch.setattr(SineExperiment, "evaluate", lambda *a, **k: pytest.fail("evaluated"))
+    again = evaluate_over_training(run, EvaluateOptions(), ["evaluation.later_lr_scale=0.25"])
+    assert again["mean"] == lower_lr["mean"]
+    monkeypatch.undo()
+    default = evaluate_over_training(run, EvaluateOptions())
+    assert default["mean"][0][:2] == lower_lr["mean"][0][:2], "0 and 1 steps: same lr"
+    assert default["mean"][0][2] != lower_lr["mean"][0][2], "the second step's lr differs"
+
+
+def test_evaluation_json_without_its_settings_counts_as_the_run_config(run_with_snapshots,
+                                                                       monkeypatch):
+    """Files written before evaluation.json recorded its section stay reusable."""
+    run = run_with_snapshots
+    evaluate_over_training(run, EvaluateOptions())
+    for path in (run, run / "snapshots" / "iteration-4", run / "snapshots" / "iteration-8"):
+        written = json.loads((path / "evaluation.json").read_text())
+        del written["evaluation_config"]
+        (path / "evaluation.json").write_text(json.dumps(written))
+    monkeypatch.setattr(SineExperiment, "evaluate", lambda *a, **k: pytest.fail("evaluated"))
+    evaluate_over_training(run, EvaluateOptions())
+    with pytest.raises(pytest.fail.Exception):
+        evaluate_over_training(run, EvaluateOptions(), ["evaluation.query_points=50"])
+
+
+def test_evaluate_set_accepts_only_evaluation_keys(run_with_snapshots, capsys):
+    run = run_with_snapshots
+    assert main(["evaluate", str(run), "--set", "training.iterations=50"]) == 2
+    assert "changes only evaluation.* keys" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--snapshots", "--set", "evaluation.later_lr_scale=2"]) == 2
+    assert "evaluation.later_lr_scale = 2.0: must be <= 1" in capsys.readouterr().err
+    assert not (run / "evaluation.json").exists(), "nothing evaluated before the check"

@@ -124,6 +124,10 @@ class RLEvaluationConfig:
     later_lr_scale: float = param(0.5, "learning rate of later steps as a fraction of the "
                                   "first (0.5 in the MAML authors' protocol)", gt=0, le=1)
     seed: int = param(1_000_003, "seed of the test tasks (independent of training)", ge=0)
+    test_velocities: list[float] | None = param(
+        None, "half_cheetah_vel: test target velocities ~ U[low, high] m/s, given as [low, "
+        "high] (null: the training distribution U[0, 2]; [0.1, 0.8]: the test targets of the "
+        "MAML authors' evaluation script, which gave the paper's velocity returns)", ge=0)
 
 
 @dataclasses.dataclass
@@ -159,6 +163,15 @@ class MetaRLConfig:
                 "it applies to the MuJoCo families ("
                 + ", ".join(k for k, f in ENV_FAMILIES.items() if f.mujoco)
                 + "); leave it null")
+        velocities = self.evaluation.test_velocities
+        if velocities is not None:
+            if self.env.name != "half_cheetah_vel":
+                raise ConfigError(f"evaluation.test_velocities = {velocities}: only "
+                                  f"half_cheetah_vel has target velocities, not "
+                                  f"{self.env.name}; leave it null")
+            if len(velocities) != 2 or not velocities[0] < velocities[1]:
+                raise ConfigError(f"evaluation.test_velocities = {velocities}: give [low, "
+                                  "high] with low < high (m/s), e.g. [0.1, 0.8]")
 
 
 def family_of(config: MetaRLConfig) -> EnvFamily:
@@ -226,12 +239,30 @@ def evaluation_learning_rates(config: MetaRLConfig, steps: int) -> list[float]:
     return test_time_learning_rates(first, ev.later_lr_scale, steps)
 
 
+def test_tasks_of(config: MetaRLConfig, num_tasks: int, seed: int) -> list[dict[str, Any]]:
+    """The first ``num_tasks`` test tasks of ``seed``: from the family's task distribution, or
+    target velocities ~ U[low, high] where ``evaluation.test_velocities`` gives the range."""
+    rng = numpy_generator(seed, "evaluate-tasks")
+    velocities = config.evaluation.test_velocities
+    if velocities is None:
+        return family_of(config).sample_tasks(num_tasks, rng)
+    low, high = velocities
+    return [{"velocity": float(v)} for v in rng.uniform(low, high, size=num_tasks)]
+
+
+def test_range_note(config: MetaRLConfig) -> str:
+    """``", targets U[0.1, 0.8] m/s"`` where ``evaluation.test_velocities`` is set, else ``""``."""
+    velocities = config.evaluation.test_velocities
+    return "" if velocities is None else (
+        f", targets U[{velocities[0]:g}, {velocities[1]:g}] m/s")
+
+
 def evaluation_rollouts(config: MetaRLConfig, params: Params, *, tasks: int, steps: int,
                         seed: int, episodes_per_task: int | None = None,
                         ) -> tuple[list[dict[str, Any]], Rollouts]:
     """Test tasks from ``seed``, sampled before adaptation and after each of ``steps`` steps."""
     family = family_of(config)
-    test_tasks = family.sample_tasks(tasks, numpy_generator(seed, "evaluate-tasks"))
+    test_tasks = test_tasks_of(config, tasks, seed)
     episodes = episodes_per_task or config.evaluation.episodes_per_task
     rollouts = rollouts_with_adaptation(
         family.make_batched(test_tasks, episodes, numpy_generator(seed, "evaluate-resets")),
@@ -313,10 +344,11 @@ class MetaRLExperiment(Experiment):
         }
         plot_adaptation_curves(curves, result["steps"], run_dir / "adaptation.png",
                                ylabel="average return (mean ± 95% CI)",
-                               title=f"{env_title(config)}: {tasks} test tasks",
+                               title=f"{env_title(config)}: {tasks} test tasks"
+                               + test_range_note(config),
                                reference=published)
         result["table"] = format_table(curves, result["steps"], "return")
-        write_evaluation(run_dir, result)
+        write_evaluation(run_dir, result, to_dict(config.evaluation))
         return result
 
     def render(self, config: MetaRLConfig, state: dict[str, Any], run_dir: Path,
@@ -368,8 +400,7 @@ def parse_task(config: MetaRLConfig, text: str | None, seed: int) -> dict[str, A
         if not 0 <= index < config.evaluation.tasks:
             raise ConfigError(f"--task {index}: a test-task index must be >= 0 and < "
                               f"{config.evaluation.tasks} (evaluation.tasks)")
-        tasks = family.sample_tasks(index + 1, numpy_generator(seed, "evaluate-tasks"))
-        return tasks[index]
+        return test_tasks_of(config, index + 1, seed)[index]
     key, _, value = text.partition("=")
     example = family.sample_tasks(1, numpy_generator(0, "example"))[0]
     if key not in example:

@@ -14,7 +14,7 @@ import torch
 
 from metarl.adaptation import LearningRate, Params, test_time_learning_rates
 from metarl.checkpoint import atomic_write_text
-from metarl.config import AdaptationConfig, ConfigError, RunConfig, param, section
+from metarl.config import AdaptationConfig, ConfigError, RunConfig, param, section, to_dict
 from metarl.evaluation import format_table, summarize, write_evaluation
 from metarl.experiment import EvaluateOptions, Experiment, RenderOptions
 from metarl.plots import plot_adaptation_curves
@@ -328,7 +328,7 @@ class OmniglotExperiment(Experiment):
                        for name, value in published.items()}
             if published and ev.steps <= steps else None)
         result["table"] = format_table({label: curve}, result["steps"], "accuracy %")
-        write_evaluation(run_dir, result)
+        write_evaluation(run_dir, result, to_dict(config.evaluation))
         return result
 
     def render(self, config: OmniglotConfig, state: dict[str, Any], run_dir: Path,

@@ -207,7 +207,7 @@ class SineExperiment(Experiment):
                                title=f"sine regression, {tasks} test tasks",
                                reference=PUBLISHED_MSE)
         result["table"] = format_table(curves, result["steps"], "mse")
-        write_evaluation(run_dir, result)
+        write_evaluation(run_dir, result, to_dict(config.evaluation))
         return result
 
     def render(self, config: SineConfig, state: dict[str, Any], run_dir: Path,
