@@ -126,8 +126,8 @@ class RLEvaluationConfig:
     seed: int = param(1_000_003, "seed of the test tasks (independent of training)", ge=0)
     test_velocities: list[float] | None = param(
         None, "half_cheetah_vel: test target velocities ~ U[low, high] m/s, given as [low, "
-        "high] (null: the training distribution U[0, 2]; [0.1, 0.8]: the test targets of the "
-        "MAML authors' evaluation script, which gave the paper's velocity returns)", ge=0)
+        "high] (null: the training distribution U[0, 2], as the paper; [0.1, 0.8]: the "
+        "MAML authors' pre-ICML test targets)", ge=0)
 
 
 @dataclasses.dataclass
