@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
                           help="also evaluate the paper's baselines the same way")
     evaluate.add_argument("--set", dest="overrides", action="append", default=[],
                           metavar="KEY=VALUE", help="evaluate with an evaluation.* value other "
-                          "than the run's, e.g. evaluation.episodes_per_task=40 (repeatable; "
+                          "than the run's, e.g. evaluation.later_lr_scale=0.25 (repeatable; "
                           "the run's config.yaml stays as it is)")
     evaluate.add_argument("--snapshots", action="store_true",
                           help="also evaluate every snapshot of the run (run.snapshot_every): "
@@ -86,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--video", type=Path, metavar="FILE.mp4|FILE.gif",
                         help="MuJoCo environments: a video of one task's episodes before "
                         "adaptation and after each step, side by side")
+    render.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="render with an evaluation.* value other than "
+                        "the run's, as metarl evaluate --set (repeatable)")
     render.add_argument("--task", metavar="INDEX|KEY=VALUE",
                         help="the task of --video: a test-task index (default 0) or e.g. "
                         "velocity=1.5, direction=-1")
@@ -172,12 +175,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
-    from metarl.experiment import RenderOptions
+    from metarl.experiment import RenderOptions, with_evaluation_overrides
     from metarl.runner import load_run
 
     _check_positive("tasks", args.tasks)
     _check_positive("steps", args.steps, 0)
     experiment, config, state = load_run(args.run_dir)
+    config = with_evaluation_overrides(experiment, config, args.overrides)
     paths = experiment.render(config, state, args.run_dir, RenderOptions(
         tasks=args.tasks, steps=args.steps, seed=args.seed, output=args.output,
         video=args.video, task=args.task))

@@ -47,10 +47,11 @@ def write_evaluation(run_dir: str | Path, result: dict[str, Any],
                      evaluation_config: dict[str, Any]) -> Path:
     """Write ``result`` to ``run_dir/evaluation.json`` with the fingerprint of the evaluated
     checkpoint (``checkpoint_sha256``), which tells later readers whether it is still that one,
-    and the config's evaluation section it was evaluated with (``evaluation_config``; the
-    command line's steps, tasks and seed are the result's own keys)."""
+    and the config's evaluation section it was evaluated with (``evaluation_config``, without
+    steps, tasks and seed: the result's own keys hold the values used)."""
     path = Path(run_dir) / EVALUATION_NAME
-    result = {**result, "evaluation_config": evaluation_config,
+    settings = {k: v for k, v in evaluation_config.items() if k not in ("steps", "tasks", "seed")}
+    result = {**result, "evaluation_config": settings,
               "checkpoint_sha256": checkpoint_fingerprint(run_dir)}
     atomic_write_text(path, json.dumps(result, indent=2) + "\n")
     return path

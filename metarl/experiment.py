@@ -121,9 +121,10 @@ def with_evaluation_overrides(experiment: Experiment, config: Any,
     for text in overrides:
         path, _ = parse_override(text)
         if len(path) < 2 or path[0] != "evaluation":
-            raise ConfigError(f"--set {text!r}: metarl evaluate --set changes only "
-                              "evaluation.* keys (how the run is evaluated), e.g. "
-                              "evaluation.episodes_per_task=40")
+            raise ConfigError(f"--set {text!r}: --set changes only evaluation.* keys (how the "
+                              "run is evaluated), e.g. evaluation.later_lr_scale=0.25")
+        if path[1:] in (["steps"], ["tasks"], ["seed"]):
+            raise ConfigError(f"--set {text!r}: give --{path[1]} {path[1].upper()} instead")
     if not overrides:
         return config
     return from_dict(experiment.config_class, apply_overrides(to_dict(config), overrides))

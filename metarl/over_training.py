@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from metarl.checkpoint import atomic_write_text
-from metarl.config import ConfigError, to_dict
+from metarl.config import ConfigError, from_dict, to_dict
 from metarl.evaluation import EVALUATION_NAME, checkpoint_fingerprint, format_table, shown_steps
 from metarl.experiment import EvaluateOptions, with_evaluation_overrides
 from metarl.runner import SNAPSHOTS_NAME, load_run
@@ -45,14 +45,15 @@ def run_snapshots(run_dir: str | Path) -> list[tuple[int, Path]]:
 
 
 def previous_evaluation(run_dir: Path, iteration: int, steps: int, tasks: int, seed: int, *,
-                        evaluation_config: dict[str, Any], saved_evaluation_config: dict[str, Any],
+                        evaluation_config: Any, saved_evaluation_config: Any,
                         with_baselines: bool = False) -> dict[str, Any] | None:
     """``run_dir``'s evaluation.json if it evaluated the checkpoint file now there (same
     SHA-256), at ``iteration``, after 0..``steps`` steps on ``tasks`` tasks from ``seed``,
-    with the config's evaluation section ``evaluation_config`` (and with the baselines when
-    ``with_baselines``); otherwise None. Steps, tasks and seed are compared as given, not as
-    in the sections. A file written before evaluation.json recorded its section was made with
-    the run's saved section, ``saved_evaluation_config``."""
+    with the evaluation section ``evaluation_config`` (a config dataclass; and with the
+    baselines when ``with_baselines``); otherwise None. Steps, tasks and seed are compared as
+    given, not as in the sections. The recorded section is read with the defaults of keys it
+    lacks; a file written before evaluation.json recorded it was made with the run's saved
+    section, ``saved_evaluation_config``."""
     path = run_dir / EVALUATION_NAME
     try:
         result = json.loads(path.read_text())
@@ -66,16 +67,26 @@ def previous_evaluation(run_dir: Path, iteration: int, steps: int, tasks: int, s
             and result.get("steps") == list(range(steps + 1))
             and result.get("tasks") == tasks and result.get("seed") == seed
             and (bool(result.get("baselines")) or not with_baselines)
-            and _settings(result.get("evaluation_config", saved_evaluation_config))
+            and _recorded_settings(result, type(evaluation_config), saved_evaluation_config)
             == _settings(evaluation_config))
     return result if same else None
 
 
-def _settings(evaluation_config: Any) -> Any:
-    """An evaluation section without the keys that the command line overrides."""
-    if not isinstance(evaluation_config, dict):
-        return evaluation_config
-    return {k: v for k, v in evaluation_config.items() if k not in ("steps", "tasks", "seed")}
+def _settings(evaluation_config: Any) -> dict[str, Any]:
+    """An evaluation section as a dict, without the keys that the command line overrides."""
+    return {k: v for k, v in to_dict(evaluation_config).items()
+            if k not in ("steps", "tasks", "seed")}
+
+
+def _recorded_settings(result: dict[str, Any], section: type, saved: Any) -> Any:
+    """The settings ``result`` was evaluated with, None if they cannot be read."""
+    recorded = result.get("evaluation_config")
+    if recorded is None:
+        return _settings(saved)
+    try:
+        return _settings(from_dict(section, recorded))
+    except (ConfigError, TypeError):  # a key since removed, or not a mapping
+        return None
 
 
 def _reference(result: dict[str, Any], config: Any, steps: int) -> dict[str, Any] | None:
@@ -136,10 +147,8 @@ def evaluate_over_training(run_dir: str | Path, options: EvaluateOptions,
         with_baselines = options.baselines and path == run_dir
         point_experiment, point_config, point_state = loaded[path]
         result = previous_evaluation(
-            path, iteration, steps, tasks, seed,
-            evaluation_config=to_dict(evaluated[path].evaluation),
-            saved_evaluation_config=to_dict(point_config.evaluation),
-            with_baselines=with_baselines)
+            path, iteration, steps, tasks, seed, evaluation_config=evaluated[path].evaluation,
+            saved_evaluation_config=point_config.evaluation, with_baselines=with_baselines)
         label = f"[{index + 1}/{len(points)}] iteration {iteration} ({path})"
         if result is None:
             print(f"metarl: evaluating {label}", file=sys.stderr)
@@ -155,6 +164,8 @@ def evaluate_over_training(run_dir: str | Path, options: EvaluateOptions,
         **{key: [r[key] for r in results] for key in ("mean", "sem", "ci95")},
         "tasks": tasks, "seed": seed, "reference": _reference(latest_result, config, steps),
         "directories": [os.path.relpath(path, run_dir) for _, path in points],
+        "evaluation_config": _settings(evaluated[run_dir].evaluation),
+        "overrides": list(overrides),
     }
     summary["table"] = format_table(
         {f"iteration {n}": {"mean": r["mean"], "ci95": r["ci95"]}
@@ -164,7 +175,8 @@ def evaluate_over_training(run_dir: str | Path, options: EvaluateOptions,
     from metarl.plots import plot_over_training
 
     plot_over_training(summary, run_dir / PLOT_NAME,
-                       title=f"{run_dir.resolve().name}: {tasks} test tasks",
+                       title=f"{run_dir.resolve().name}: {tasks} test tasks"
+                       + "".join(f", {text}" for text in overrides),
                        shown=shown_steps(summary["steps"]),
                        log_y=summary["metric"] == "mse")
     return summary

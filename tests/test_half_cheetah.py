@@ -342,15 +342,30 @@ def test_evaluate_on_other_test_velocities(cheetah_run, tmp_path, capsys):
     assert main(["evaluate", str(run), "--set", "evaluation.test_velocities=[0.1, 0.8]"]) == 0
     result = json.loads((run / "evaluation.json").read_text())
     assert result["evaluation_config"]["test_velocities"] == [0.1, 0.8]
+    assert result["published"] == {}, "the paper's returns are on U[0, 2]"
     velocities = [task["velocity"] for task in result["test_tasks"]]
     assert len(velocities) == 3 and all(0.1 <= v <= 0.8 for v in velocities)
     assert "test_velocities: null" in (run / "config.yaml").read_text()
     assert main(["evaluate", str(run)]) == 0
     default = json.loads((run / "evaluation.json").read_text())
     assert default["evaluation_config"]["test_velocities"] is None
+    assert default["published"]["MAML paper"]["1"] == -78.57
     assert [task["velocity"] for task in default["test_tasks"]] != velocities
     assert main(["evaluate", str(run), "--set", "evaluation.test_velocities=[1, 0]"]) == 2
     assert "low < high" in capsys.readouterr().err
+
+
+def test_render_takes_the_evaluation_settings_of_set(cheetah_run, monkeypatch):
+    from metarl.cli import main
+    from metarl.rl.experiment import MetaRLExperiment
+
+    seen = []
+    monkeypatch.setattr(MetaRLExperiment, "render",
+                        lambda self, config, *a: seen.append(config.evaluation) or [])
+    assert main(["render", str(cheetah_run), "--set", "evaluation.test_velocities=[0.1, 0.8]",
+                 "--set", "evaluation.later_lr_scale=0.25"]) == 0
+    assert seen[0].test_velocities == [0.1, 0.8] and seen[0].later_lr_scale == 0.25
+    assert main(["render", str(cheetah_run), "--set", "training.iterations=3"]) == 2
 
 
 @pytest.mark.parametrize("suffix", [".gif", ".mp4"])

@@ -63,6 +63,9 @@ def test_evaluations_are_reused_only_when_they_match(run_with_snapshots, monkeyp
     assert evaluate_over_training(run, EvaluateOptions())["mean"] == first["mean"]
     with pytest.raises(AssertionError, match="evaluated again"):
         evaluate_over_training(run, EvaluateOptions(tasks=10))
+    # other evaluation settings (metarl evaluate --set evaluation.KEY=VALUE)
+    with pytest.raises(AssertionError, match="evaluated again"):
+        evaluate_over_training(run, EvaluateOptions(), ["evaluation.query_points=50"])
     # another checkpoint file at the same iteration (a crashed snapshot written again)
     snapshot = run / "snapshots" / "iteration-4"
     state = load_checkpoint(snapshot / "checkpoint.pt")
@@ -70,9 +73,6 @@ def test_evaluations_are_reused_only_when_they_match(run_with_snapshots, monkeyp
     save_checkpoint(snapshot / "checkpoint.pt", state)
     with pytest.raises(AssertionError, match="evaluated again"):
         evaluate_over_training(run, EvaluateOptions())
-    # other evaluation settings (metarl evaluate --set evaluation.KEY=VALUE)
-    with pytest.raises(AssertionError, match="evaluated again"):
-        evaluate_over_training(run, EvaluateOptions(), ["evaluation.query_points=50"])
     monkeypatch.undo()
     fewer = evaluate_over_training(run, EvaluateOptions(tasks=10, steps=1))
     assert fewer["tasks"] == 10 and fewer["steps"] == [0, 1]
@@ -134,6 +134,9 @@ def test_evaluation_overrides_are_recorded_and_reused(run_with_snapshots, monkey
         written = json.loads((path / "evaluation.json").read_text())
         assert written["evaluation_config"]["later_lr_scale"] == 0.25
     assert "later_lr_scale: 0.5" in (run / "config.yaml").read_text(), "config.yaml unchanged"
+    summary = json.loads((run / "evaluation-over-training.json").read_text())
+    assert summary["evaluation_config"]["later_lr_scale"] == 0.25
+    assert summary["overrides"] == ["evaluation.later_lr_scale=0.25"]
     monkeypatch.setattr(SineExperiment, "evaluate", lambda *a, **k: pytest.fail("evaluated"))
     again = evaluate_over_training(run, EvaluateOptions(), ["evaluation.later_lr_scale=0.25"])
     assert again["mean"] == lower_lr["mean"]
@@ -158,10 +161,34 @@ def test_evaluation_json_without_its_settings_counts_as_the_run_config(run_with_
         evaluate_over_training(run, EvaluateOptions(), ["evaluation.query_points=50"])
 
 
+def test_recorded_settings_are_read_with_the_defaults_of_later_keys(run_with_snapshots,
+                                                                   monkeypatch):
+    """An evaluation.json recorded before a key was added still matches that key's default."""
+    run = run_with_snapshots
+    evaluate_over_training(run, EvaluateOptions())
+    for path in (run, run / "snapshots" / "iteration-4", run / "snapshots" / "iteration-8"):
+        written = json.loads((path / "evaluation.json").read_text())
+        assert "steps" not in written["evaluation_config"], "the result's own key"
+        del written["evaluation_config"]["later_lr_scale"]  # as if written before it existed
+        (path / "evaluation.json").write_text(json.dumps(written))
+    monkeypatch.setattr(SineExperiment, "evaluate", lambda *a, **k: pytest.fail("evaluated"))
+    evaluate_over_training(run, EvaluateOptions())
+    with pytest.raises(pytest.fail.Exception):
+        evaluate_over_training(run, EvaluateOptions(), ["evaluation.later_lr_scale=0.25"])
+    written = json.loads((run / "evaluation.json").read_text())
+    written["evaluation_config"]["removed_key"] = 1  # a key this version does not know
+    (run / "evaluation.json").write_text(json.dumps(written))
+    with pytest.raises(pytest.fail.Exception):
+        evaluate_over_training(run, EvaluateOptions())
+
+
 def test_evaluate_set_accepts_only_evaluation_keys(run_with_snapshots, capsys):
     run = run_with_snapshots
     assert main(["evaluate", str(run), "--set", "training.iterations=50"]) == 2
     assert "changes only evaluation.* keys" in capsys.readouterr().err
     assert main(["evaluate", str(run), "--snapshots", "--set", "evaluation.later_lr_scale=2"]) == 2
     assert "evaluation.later_lr_scale = 2.0: must be <= 1" in capsys.readouterr().err
+    for key in ("steps", "tasks", "seed"):
+        assert main(["evaluate", str(run), "--snapshots", "--set", f"evaluation.{key}=3"]) == 2
+        assert f"give --{key} {key.upper()} instead" in capsys.readouterr().err
     assert not (run / "evaluation.json").exists(), "nothing evaluated before the check"

@@ -326,8 +326,10 @@ class MetaRLExperiment(Experiment):
         main = curves[config.adaptation.method]
         # The paper's returns are sums over its episode length; other lengths are not comparable.
         family = family_of(config)
+        # So are returns on other test targets than the paper's.
         published = (PUBLISHED_RETURNS.get(config.env.name, {})
-                     if episode_length(config) == family.max_episode_steps else {})
+                     if episode_length(config) == family.max_episode_steps
+                     and config.evaluation.test_velocities is None else {})
         result: dict[str, Any] = {
             "experiment": self.name, "env": config.env.name, "metric": self.metric,
             **({"frame_skip": family.frame_skip, "control_dt": family.control_dt}
