@@ -146,15 +146,20 @@ def test_evaluation_overrides_are_recorded_and_reused(run_with_snapshots, monkey
     assert default["mean"][0][2] != lower_lr["mean"][0][2], "the second step's lr differs"
 
 
+def _edit_evaluations(run, change):
+    """Apply ``change`` to the evaluation.json of the run and of each snapshot, in place."""
+    for path in (run, run / "snapshots" / "iteration-4", run / "snapshots" / "iteration-8"):
+        written = json.loads((path / "evaluation.json").read_text())
+        change(written)
+        (path / "evaluation.json").write_text(json.dumps(written))
+
+
 def test_evaluation_json_without_its_settings_counts_as_the_run_config(run_with_snapshots,
                                                                        monkeypatch):
     """Files written before evaluation.json recorded its section stay reusable."""
     run = run_with_snapshots
     evaluate_over_training(run, EvaluateOptions())
-    for path in (run, run / "snapshots" / "iteration-4", run / "snapshots" / "iteration-8"):
-        written = json.loads((path / "evaluation.json").read_text())
-        del written["evaluation_config"]
-        (path / "evaluation.json").write_text(json.dumps(written))
+    _edit_evaluations(run, lambda written: written.pop("evaluation_config"))
     monkeypatch.setattr(SineExperiment, "evaluate", lambda *a, **k: pytest.fail("evaluated"))
     evaluate_over_training(run, EvaluateOptions())
     with pytest.raises(pytest.fail.Exception):
@@ -166,11 +171,10 @@ def test_recorded_settings_are_read_with_the_defaults_of_later_keys(run_with_sna
     """An evaluation.json recorded before a key was added still matches that key's default."""
     run = run_with_snapshots
     evaluate_over_training(run, EvaluateOptions())
-    for path in (run, run / "snapshots" / "iteration-4", run / "snapshots" / "iteration-8"):
-        written = json.loads((path / "evaluation.json").read_text())
-        assert "steps" not in written["evaluation_config"], "the result's own key"
-        del written["evaluation_config"]["later_lr_scale"]  # as if written before it existed
-        (path / "evaluation.json").write_text(json.dumps(written))
+    assert "steps" not in json.loads((run / "evaluation.json").read_text())[
+        "evaluation_config"], "steps is the result's own key"
+    # as if written before later_lr_scale existed
+    _edit_evaluations(run, lambda written: written["evaluation_config"].pop("later_lr_scale"))
     monkeypatch.setattr(SineExperiment, "evaluate", lambda *a, **k: pytest.fail("evaluated"))
     evaluate_over_training(run, EvaluateOptions())
     with pytest.raises(pytest.fail.Exception):
