@@ -254,16 +254,16 @@ def test_config_rejects_bad_test_velocities(data, message):
 
 def test_test_velocities_pick_the_test_tasks_of_evaluate_and_render():
     from metarl.experiment import config_from_data
-    from metarl.rl.experiment import parse_task, test_tasks_of
+    from metarl.rl.experiment import parse_task, sample_test_tasks
 
     _, default = config_from_data({"experiment": "meta_rl", "env": {"name": "half_cheetah_vel"}})
     _, authors = config_from_data({"experiment": "meta_rl", "env": {"name": "half_cheetah_vel"},
                                    "evaluation": {"test_velocities": [0.1, 0.8]}})
-    wide = [task["velocity"] for task in test_tasks_of(default, 200, 7)]
-    narrow = [task["velocity"] for task in test_tasks_of(authors, 200, 7)]
+    wide = [task["velocity"] for task in sample_test_tasks(default, 200, 7)]
+    narrow = [task["velocity"] for task in sample_test_tasks(authors, 200, 7)]
     assert min(wide) < 0.1 and max(wide) > 1.5
     assert 0.1 <= min(narrow) < 0.15 and 0.75 < max(narrow) <= 0.8
-    assert test_tasks_of(authors, 3, 7) == test_tasks_of(authors, 200, 7)[:3]
+    assert sample_test_tasks(authors, 3, 7) == sample_test_tasks(authors, 200, 7)[:3]
     # metarl render --video --task INDEX shows the test task that evaluate calls INDEX
     assert parse_task(authors, "5", 7) == {"velocity": narrow[5]}
 

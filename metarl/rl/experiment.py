@@ -239,7 +239,7 @@ def evaluation_learning_rates(config: MetaRLConfig, steps: int) -> list[float]:
     return test_time_learning_rates(first, ev.later_lr_scale, steps)
 
 
-def test_tasks_of(config: MetaRLConfig, num_tasks: int, seed: int) -> list[dict[str, Any]]:
+def sample_test_tasks(config: MetaRLConfig, num_tasks: int, seed: int) -> list[dict[str, Any]]:
     """The first ``num_tasks`` test tasks of ``seed``: from the family's task distribution, or
     target velocities ~ U[low, high] where ``evaluation.test_velocities`` gives the range."""
     rng = numpy_generator(seed, "evaluate-tasks")
@@ -250,7 +250,7 @@ def test_tasks_of(config: MetaRLConfig, num_tasks: int, seed: int) -> list[dict[
     return [{"velocity": float(v)} for v in rng.uniform(low, high, size=num_tasks)]
 
 
-def test_range_note(config: MetaRLConfig) -> str:
+def target_range_note(config: MetaRLConfig) -> str:
     """``", targets U[0.1, 0.8] m/s"`` where ``evaluation.test_velocities`` is set, else ``""``."""
     velocities = config.evaluation.test_velocities
     return "" if velocities is None else (
@@ -262,7 +262,7 @@ def evaluation_rollouts(config: MetaRLConfig, params: Params, *, tasks: int, ste
                         ) -> tuple[list[dict[str, Any]], Rollouts]:
     """Test tasks from ``seed``, sampled before adaptation and after each of ``steps`` steps."""
     family = family_of(config)
-    test_tasks = test_tasks_of(config, tasks, seed)
+    test_tasks = sample_test_tasks(config, tasks, seed)
     episodes = episodes_per_task or config.evaluation.episodes_per_task
     rollouts = rollouts_with_adaptation(
         family.make_batched(test_tasks, episodes, numpy_generator(seed, "evaluate-resets")),
@@ -347,7 +347,7 @@ class MetaRLExperiment(Experiment):
         plot_adaptation_curves(curves, result["steps"], run_dir / "adaptation.png",
                                ylabel="average return (mean ± 95% CI)",
                                title=f"{env_title(config)}: {tasks} test tasks"
-                               + test_range_note(config),
+                               + target_range_note(config),
                                reference=published)
         result["table"] = format_table(curves, result["steps"], "return")
         write_evaluation(run_dir, result, to_dict(config.evaluation))
@@ -402,7 +402,7 @@ def parse_task(config: MetaRLConfig, text: str | None, seed: int) -> dict[str, A
         if not 0 <= index < config.evaluation.tasks:
             raise ConfigError(f"--task {index}: a test-task index must be >= 0 and < "
                               f"{config.evaluation.tasks} (evaluation.tasks)")
-        return test_tasks_of(config, index + 1, seed)[index]
+        return sample_test_tasks(config, index + 1, seed)[index]
     key, _, value = text.partition("=")
     example = family.sample_tasks(1, numpy_generator(0, "example"))[0]
     if key not in example:
