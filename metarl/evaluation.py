@@ -15,6 +15,8 @@ Z_95 = 1.959963984540054
 """Two-sided 95% quantile of the normal distribution (interval = mean ± Z_95 · SEM)."""
 
 EVALUATION_NAME = "evaluation.json"
+COMMAND_LINE_KEYS = ("steps", "tasks", "seed")
+"""Evaluation keys that ``metarl evaluate`` sets with options of their own (``--steps`` ...)."""
 
 
 def summarize(values: np.ndarray) -> dict[str, list[float]]:
@@ -43,6 +45,11 @@ def checkpoint_fingerprint(run_dir: str | Path) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
+def evaluation_settings(evaluation_config: dict[str, Any]) -> dict[str, Any]:
+    """An evaluation section without :data:`COMMAND_LINE_KEYS` (a result's own keys)."""
+    return {k: v for k, v in evaluation_config.items() if k not in COMMAND_LINE_KEYS}
+
+
 def write_evaluation(run_dir: str | Path, result: dict[str, Any],
                      evaluation_config: dict[str, Any]) -> Path:
     """Write ``result`` to ``run_dir/evaluation.json`` with the fingerprint of the evaluated
@@ -50,8 +57,7 @@ def write_evaluation(run_dir: str | Path, result: dict[str, Any],
     and the config's evaluation section it was evaluated with (``evaluation_config``, without
     steps, tasks and seed: the result's own keys hold the values used)."""
     path = Path(run_dir) / EVALUATION_NAME
-    settings = {k: v for k, v in evaluation_config.items() if k not in ("steps", "tasks", "seed")}
-    result = {**result, "evaluation_config": settings,
+    result = {**result, "evaluation_config": evaluation_settings(evaluation_config),
               "checkpoint_sha256": checkpoint_fingerprint(run_dir)}
     atomic_write_text(path, json.dumps(result, indent=2) + "\n")
     return path

@@ -22,6 +22,7 @@ from metarl.config import (
     read_yaml,
     to_dict,
 )
+from metarl.evaluation import COMMAND_LINE_KEYS
 
 EXPERIMENTS: dict[str, str] = {
     "sine": "metarl.supervised.sine_experiment:SineExperiment",
@@ -123,7 +124,7 @@ def with_evaluation_overrides(experiment: Experiment, config: Any,
         if len(path) < 2 or path[0] != "evaluation":
             raise ConfigError(f"--set {text!r}: --set changes only evaluation.* keys (how the "
                               "run is evaluated), e.g. evaluation.later_lr_scale=0.25")
-        if path[1:] in (["steps"], ["tasks"], ["seed"]):
+        if len(path) == 2 and path[1] in COMMAND_LINE_KEYS:
             raise ConfigError(f"--set {text!r}: give --{path[1]} {path[1].upper()} instead")
     if not overrides:
         return config

@@ -19,7 +19,13 @@ from typing import Any
 
 from metarl.checkpoint import atomic_write_text
 from metarl.config import ConfigError, from_dict, to_dict
-from metarl.evaluation import EVALUATION_NAME, checkpoint_fingerprint, format_table, shown_steps
+from metarl.evaluation import (
+    EVALUATION_NAME,
+    checkpoint_fingerprint,
+    evaluation_settings,
+    format_table,
+    shown_steps,
+)
 from metarl.experiment import EvaluateOptions, with_evaluation_overrides
 from metarl.runner import SNAPSHOTS_NAME, load_run
 
@@ -73,9 +79,9 @@ def previous_evaluation(run_dir: Path, iteration: int, steps: int, tasks: int, s
 
 
 def _settings(evaluation_config: Any) -> dict[str, Any]:
-    """An evaluation section as a dict, without the keys that the command line overrides."""
-    return {k: v for k, v in to_dict(evaluation_config).items()
-            if k not in ("steps", "tasks", "seed")}
+    """An evaluation section (a config dataclass) as a dict, without the keys that the
+    command line overrides."""
+    return evaluation_settings(to_dict(evaluation_config))
 
 
 def _recorded_settings(result: dict[str, Any], section: type, saved: Any) -> Any:
