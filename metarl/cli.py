@@ -66,8 +66,10 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--steps", type=int, help="evaluate after 0..STEPS gradient steps")
     evaluate.add_argument("--tasks", type=int, help="number of test tasks")
     evaluate.add_argument("--seed", type=int, help="seed of the test tasks")
-    evaluate.add_argument("--baselines", action="store_true",
-                          help="also evaluate the paper's baselines the same way")
+    evaluate.add_argument("--baselines", nargs="?", const="all", metavar="NAMES",
+                          help="also evaluate the paper's baselines on the same test tasks: "
+                          "all of the experiment's, or those named, comma-separated (meta-RL: "
+                          "random, pretrained, oracle; sine: pretrained)")
     evaluate.add_argument("--set", dest="overrides", action="append", default=[],
                           metavar="KEY=VALUE", help="evaluate with an evaluation.* value other "
                           "than the run's, e.g. evaluation.later_lr_scale=0.25 (repeatable; "
@@ -147,26 +149,30 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from metarl.experiment import EvaluateOptions, with_evaluation_overrides
+    from metarl.experiment import EvaluateOptions, resolve_baselines, with_evaluation_overrides
     from metarl.runner import load_run
 
     _check_positive("steps", args.steps, 0)
     _check_positive("tasks", args.tasks, 2)
     _check_positive("seed", args.seed, 0)
+    experiment, config, state = load_run(args.run_dir)
+    baselines = resolve_baselines(experiment, args.baselines)
+    if args.baselines == "all" and not baselines:
+        print(f"metarl: {experiment.name} defines no baselines; evaluating the run alone",
+              file=sys.stderr)
     options = EvaluateOptions(steps=args.steps, tasks=args.tasks, seed=args.seed,
-                              baselines=args.baselines)
+                              baselines=baselines)
     if args.snapshots:
         from metarl.over_training import PLOT_NAME, SUMMARY_NAME, evaluate_over_training
 
         summary = evaluate_over_training(args.run_dir, options, args.overrides)
         print(summary["table"])
-        if args.baselines:  # evaluated with the latest checkpoint only
+        if baselines:  # evaluated with the latest checkpoint only
             print("the run's latest checkpoint and the baselines:")
             print(json.loads((args.run_dir / "evaluation.json").read_text())["table"])
         print(f"metarl: wrote {args.run_dir / SUMMARY_NAME}, {args.run_dir / PLOT_NAME} and "
               "an evaluation.json in each snapshot", file=sys.stderr)
         return 0
-    experiment, config, state = load_run(args.run_dir)
     config = with_evaluation_overrides(experiment, config, args.overrides)
     result = experiment.evaluate(config, state, args.run_dir, options)
     print(result.get("table", ""))
@@ -209,7 +215,8 @@ def _demo(args: argparse.Namespace) -> int:
     train_run(experiment, config, run_dir)
     _, config, state = load_run(run_dir)
     print("metarl demo: 2/3 evaluating adaptation (with baselines)", file=sys.stderr)
-    result = experiment.evaluate(config, state, run_dir, EvaluateOptions(baselines=True))
+    result = experiment.evaluate(config, state, run_dir,
+                                 EvaluateOptions(baselines=experiment.baseline_names))
     print(result.get("table", ""))
     print("metarl demo: 3/3 rendering", file=sys.stderr)
     paths = experiment.render(config, state, run_dir, RenderOptions())

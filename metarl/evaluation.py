@@ -72,13 +72,15 @@ def shown_steps(steps: list[int]) -> list[int]:
 
 def format_table(curves: dict[str, dict[str, list[float]]], steps: list[int],
                  metric: str) -> str:
-    """A plain-text table: one row per curve, ``mean ± ci95`` after chosen step counts."""
+    """A plain-text table: one row per curve, ``mean ± ci95`` after chosen step counts (blank
+    after step counts a curve lacks: a policy that does not adapt has step 0 only)."""
     columns = [steps.index(s) for s in shown_steps(steps)]
     name_width = max(len(name) for name in [*curves, metric])
     header = f"{metric:<{name_width}}" + "".join(f"{'step ' + str(steps[i]):>17}"
                                                   for i in columns)
     rows = [header]
     for name, curve in curves.items():
-        cells = "".join(f"{curve['mean'][i]:>9.4g} ± {curve['ci95'][i]:<5.2g}" for i in columns)
+        cells = "".join(f"{curve['mean'][i]:>9.4g} ± {curve['ci95'][i]:<5.2g}"
+                        if i < len(curve["mean"]) else " " * 17 for i in columns)
         rows.append(f"{name:<{name_width}}{cells}")
     return "\n".join(rows)

@@ -59,7 +59,7 @@ class EvaluateOptions:
     steps: int | None = None
     tasks: int | None = None
     seed: int | None = None
-    baselines: bool = False
+    baselines: tuple[str, ...] = ()  # names from the experiment's baseline_names
 
 
 @dataclass
@@ -81,6 +81,7 @@ class Experiment(ABC):
     config_class: ClassVar[type]
     metric: ClassVar[str]
     shown_metrics: ClassVar[tuple[str, ...]] = ()
+    baseline_names: ClassVar[tuple[str, ...]] = ()  # what `evaluate --baselines` can add
 
     @abstractmethod
     def make_trainer(self, config: Any) -> Trainer: ...
@@ -94,6 +95,22 @@ class Experiment(ABC):
     def render(self, config: Any, state: dict[str, Any], run_dir: Path,
                options: RenderOptions) -> list[Path]:
         """Pictures of what the trained model does; returns the written files."""
+
+
+def resolve_baselines(experiment: Experiment, text: str | None) -> tuple[str, ...]:
+    """``--baselines [NAMES]``: None (not given) -> none; ``"all"`` -> every baseline of the
+    experiment; otherwise comma-separated names from ``experiment.baseline_names``."""
+    if text is None:
+        return ()
+    if text == "all":
+        return experiment.baseline_names
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in experiment.baseline_names]
+    if unknown or not names:
+        allowed = ", ".join(experiment.baseline_names) or "none (it defines no baselines)"
+        raise ConfigError(f"--baselines {text!r}: {experiment.name} baselines are {allowed}; "
+                          "give some of them, comma-separated, or none for all")
+    return names
 
 
 def get_experiment(name: str) -> Experiment:

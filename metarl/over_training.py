@@ -50,13 +50,21 @@ def run_snapshots(run_dir: str | Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def _evaluated_baselines(result: dict[str, Any]) -> set[str]:
+    """The baseline names a saved evaluation holds (files from before ``baseline_names``
+    name them by their curves: "random init" was the random baseline)."""
+    if "baseline_names" in result:
+        return set(result["baseline_names"])
+    return {"random" if name == "random init" else name for name in result.get("baselines", {})}
+
+
 def previous_evaluation(run_dir: Path, iteration: int, steps: int, tasks: int, seed: int, *,
                         evaluation_config: Any, saved_evaluation_config: Any,
-                        with_baselines: bool = False) -> dict[str, Any] | None:
+                        baselines: tuple[str, ...] = ()) -> dict[str, Any] | None:
     """``run_dir``'s evaluation.json if it evaluated the checkpoint file now there (same
     SHA-256), at ``iteration``, after 0..``steps`` steps on ``tasks`` tasks from ``seed``,
-    with the evaluation section ``evaluation_config`` (a config dataclass; and with the
-    baselines when ``with_baselines``); otherwise None. Steps, tasks and seed are compared as
+    with the evaluation section ``evaluation_config`` (a config dataclass; and with at least
+    the named ``baselines``); otherwise None. Steps, tasks and seed are compared as
     given, not as in the sections. The recorded section is read with the defaults of keys it
     lacks; a file written before evaluation.json recorded it was made with the run's saved
     section, ``saved_evaluation_config``."""
@@ -72,7 +80,7 @@ def previous_evaluation(run_dir: Path, iteration: int, steps: int, tasks: int, s
             and result.get("checkpoint_iteration") == iteration
             and result.get("steps") == list(range(steps + 1))
             and result.get("tasks") == tasks and result.get("seed") == seed
-            and (bool(result.get("baselines")) or not with_baselines)
+            and set(baselines) <= _evaluated_baselines(result)
             and _recorded_settings(result, type(evaluation_config), saved_evaluation_config)
             == _settings(evaluation_config))
     return result if same else None
@@ -150,16 +158,16 @@ def evaluate_over_training(run_dir: str | Path, options: EvaluateOptions,
     evaluated = {path: with_evaluation_overrides(loaded[path][0], loaded[path][1], overrides)
                  for _, path in points}  # every override checked before the first evaluation
     for index, (iteration, path) in enumerate(points):
-        with_baselines = options.baselines and path == run_dir
+        baselines = options.baselines if path == run_dir else ()
         point_experiment, point_config, point_state = loaded[path]
         result = previous_evaluation(
             path, iteration, steps, tasks, seed, evaluation_config=evaluated[path].evaluation,
-            saved_evaluation_config=point_config.evaluation, with_baselines=with_baselines)
+            saved_evaluation_config=point_config.evaluation, baselines=baselines)
         label = f"[{index + 1}/{len(points)}] iteration {iteration} ({path})"
         if result is None:
             print(f"metarl: evaluating {label}", file=sys.stderr)
             result = point_experiment.evaluate(evaluated[path], point_state, path,
-                                               replace(options, baselines=with_baselines))
+                                               replace(options, baselines=baselines))
         else:
             print(f"metarl: reusing the evaluation of {label}", file=sys.stderr)
         results.append(result)

@@ -82,15 +82,25 @@ def plot_adaptation_curves(curves: Mapping[str, Mapping[str, Sequence[float]]],
                            log_y: bool = False) -> Path:
     """Mean ± 95% interval after each number of adaptation steps, one line per curve.
 
-    ``reference`` marks published numbers (name -> {steps: value}) with grey crosses.
+    ``reference`` marks published numbers (name -> {steps: value}) with grey crosses. A curve
+    or reference with one value only (a policy that does not adapt, as the oracle) is a
+    horizontal line across the steps, its 95% interval a band.
     """
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, (name, curve) in enumerate(curves.items()):
         mean = np.asarray(curve["mean"])
         ci = np.asarray(curve["ci95"])
+        if len(mean) == 1 and len(steps) > 1:
+            ax.axhline(mean[0], linestyle="--", color=f"C{i}", label=f"{name} (no adaptation)")
+            ax.axhspan(mean[0] - ci[0], mean[0] + ci[0], color=f"C{i}", alpha=0.12)
+            continue
         ax.errorbar(steps, mean, yerr=ci, marker="o", capsize=3, label=name, color=f"C{i}")
     for i, (name, values) in enumerate((reference or {}).items()):
-        ax.plot(list(values), list(values.values()), linestyle=":", color=f"{0.2 + 0.25 * i}",
+        color = f"{0.15 + 0.18 * i:.2f}"
+        if len(values) == 1 and len(steps) > 1:
+            ax.axhline(next(iter(values.values())), linestyle=":", color=color, label=name)
+            continue
+        ax.plot(list(values), list(values.values()), linestyle=":", color=color,
                 marker="x", markersize=8, label=name)
     ax.set_xticks(list(steps))
     return _finish_axes(fig, ax, output, xlabel="gradient steps", ylabel=ylabel, title=title,

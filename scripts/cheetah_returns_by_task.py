@@ -1,19 +1,22 @@
 """Half-cheetah: the evaluation's returns split by task (direction, or target-velocity range).
 
-    python scripts/cheetah_returns_by_task.py RUN_DIR [--bins 4]
+    python scripts/cheetah_returns_by_task.py RUN_DIR [--bins 4] [--baselines]
 
 Samples exactly what ``metarl evaluate RUN_DIR`` samples (the run's evaluation settings:
 test tasks, episodes, learning rates, seed) and prints the mean return over all test tasks
 and over each group of tasks, before adaptation and after each step: forward and backward
 tasks for ``half_cheetah_dir``; ``--bins`` equal ranges of the target velocity (m/s, over
 [0, 2]) for ``half_cheetah_vel``, with the mean |v_x - v_goal| (m/s) of each group's final
-episodes.
+episodes. ``--baselines`` also splits the baselines of RUN_DIR/evaluation.json (written by
+``metarl evaluate RUN_DIR --baselines``), from the per-task returns it recorded.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -86,6 +89,8 @@ def main() -> None:
     parser.add_argument("run_dir", help="a half-cheetah direction or velocity run directory")
     parser.add_argument("--bins", type=int, default=4,
                         help="target-velocity ranges for velocity runs (default 4)")
+    parser.add_argument("--baselines", action="store_true",
+                        help="also split the baselines recorded in RUN_DIR/evaluation.json")
     args = parser.parse_args()
     if args.bins < 1:
         parser.error(f"--bins must be at least 1, got {args.bins}")
@@ -104,6 +109,21 @@ def main() -> None:
     if config.env.name == "half_cheetah_vel":
         extra = mean_speed_errors(rollouts.episodes[-1], action_scale(config))
     print(format_table(returns, groups, extra, "|v_x - v_goal| after the last step (m/s)"))
+    if args.baselines:
+        path = Path(args.run_dir) / "evaluation.json"
+        if not path.is_file():
+            parser.error(f"{path} does not exist: run metarl evaluate {args.run_dir} "
+                         "--baselines first")
+        result = json.loads(path.read_text())
+        if not result.get("baselines"):
+            parser.error(f"{path} has no baselines: run metarl evaluate {args.run_dir} "
+                         "--baselines first")
+        recorded_groups = task_groups(config.env.name, result["test_tasks"], args.bins)
+        for name, curve in result["baselines"].items():
+            print(f"{name} (from {path}, iteration {result['checkpoint_iteration']}'s "
+                  "evaluation):")
+            print(format_table(torch.tensor(curve["task_returns"], dtype=torch.float64),
+                               recorded_groups))
 
 
 if __name__ == "__main__":

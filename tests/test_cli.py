@@ -103,7 +103,8 @@ def test_config_command_lists_and_resolves(capsys):
 TINY_RL = ["--set", "policy.hidden_sizes=[16, 16]", "--set", "training.iterations=3",
            "--set", "training.meta_batch_size=3", "--set", "training.episodes_per_task=4",
            "--set", "evaluation.tasks=3", "--set", "evaluation.episodes_per_task=4",
-           "--set", "baselines.pretrained_iterations=2", "--set", "run.progress=false"]
+           "--set", "baselines.pretrained_iterations=2", "--set", "baselines.oracle_iterations=2",
+           "--set", "run.progress=false"]
 
 
 def test_navigation_train_evaluate_render(tmp_path, capsys):
@@ -117,18 +118,34 @@ def test_navigation_train_evaluate_render(tmp_path, capsys):
     # a step budget of 4 episodes' worth per task: at least 4 whole episodes
     assert result["sampling"] == "steps" and len(result["episodes_sampled"]) == 4
     assert all(count >= 4 for count in result["episodes_sampled"])
-    assert set(result["baselines"]) == {"random init", "pretrained"}
+    assert set(result["baselines"]) == {"random init", "pretrained", "oracle"}
+    assert result["baseline_names"] == ["random", "pretrained", "oracle"]
     assert (run / "baselines" / "pretrained.pt").is_file()
-    # the same 3 test tasks for every policy, each task's returns after 0-3 steps
+    assert (run / "baselines" / "oracle.pt").is_file()
+    assert len(result["oracle_training_returns"]) == 2  # baselines.oracle_iterations
+    # the same 3 test tasks for every policy, each task's returns after 0-3 steps (the
+    # oracle, told the task, is not adapted: step 0 only)
     assert [len(task["goal"]) for task in result["test_tasks"]] == [2, 2, 2]
-    for curve in [result, *result["baselines"].values()]:
-        assert len(curve["task_returns"]) == 3 and {len(r) for r in curve["task_returns"]} == {4}
+    for name, curve in [("maml", result), *result["baselines"].items()]:
+        columns = 1 if name == "oracle" else 4
+        assert len(curve["task_returns"]) == 3
+        assert {len(r) for r in curve["task_returns"]} == {columns}
         column_means = [sum(column) / 3 for column in zip(*curve["task_returns"], strict=True)]
         assert column_means == pytest.approx(curve["mean"])
     assert main(["render", str(run), "--tasks", "2", "--steps", "1"]) == 0
     assert (run / "trajectories.png").stat().st_size > 0
     out = capsys.readouterr().out
-    assert "random init" in out and "pretrained" in out
+    assert "random init" in out and "pretrained" in out and "oracle" in out
+
+    # some baselines by name; a cached one is not trained again
+    oracle_written = (run / "baselines" / "oracle.pt").stat().st_mtime_ns
+    assert main(["evaluate", str(run), "--steps", "0", "--baselines", "oracle"]) == 0
+    assert (run / "baselines" / "oracle.pt").stat().st_mtime_ns == oracle_written
+    result = json.loads((run / "evaluation.json").read_text())
+    assert set(result["baselines"]) == {"oracle"} and result["steps"] == [0]
+    assert len(result["mean"]) == 1 and result["inner_lr"] == []
+    assert main(["evaluate", str(run), "--baselines", "random,oracle,typo"]) == 2
+    assert "meta_rl baselines are random, pretrained, oracle" in capsys.readouterr().err
 
 
 def test_meta_rl_config_rejects_reptile():

@@ -705,3 +705,19 @@ def test_returns_by_task_script_on_a_run(cheetah_run, tmp_path, capsys, monkeypa
     assert 0 < float(all_row[-1]) < 10  # mean |v_x - v_goal| in m/s
     group_sizes = [int(line.split()[2]) for line in lines[3:]]
     assert sum(group_sizes) == evaluation["tasks"]
+
+    # --baselines: the recorded per-task returns of each baseline, split the same way
+    monkeypatch.setattr("sys.argv", ["cheetah_returns_by_task.py", str(run), "--baselines"])
+    with pytest.raises(SystemExit):  # evaluated without baselines
+        script.main()
+    assert "has no baselines" in capsys.readouterr().err
+    evaluation["baselines"] = {"oracle": {"task_returns": [[10.0], [30.0], [50.0]]}}
+    evaluation["test_tasks"] = [{"velocity": v} for v in (0.2, 0.4, 1.9)]
+    (run / "evaluation.json").write_text(json.dumps(evaluation))
+    script.main()
+    out = capsys.readouterr().out
+    oracle = out[out.index("oracle (from"):].splitlines()
+    assert oracle[2].split() == ["all", "3", "30.00"]
+    assert oracle[3].split() == ["target", "0.00-0.50", "2", "20.00"]
+    assert "(no test task)" in oracle[4] and "(no test task)" in oracle[5]
+    assert oracle[6].split() == ["target", "1.50-2.00", "1", "50.00"]

@@ -24,20 +24,25 @@ from metarl.rl.maml_trpo import (
     TRPOSettings,
     rollouts_with_adaptation,
 )
+from metarl.rl.oracle import oracle_family
 from metarl.rl.policy import init_policy_params, policy_distribution
 from metarl.seeding import numpy_generator, torch_generator
 
 PUBLISHED_RETURNS = {
     # MAML paper, Figure 5 / Table 4 (returns after 0, 1, 2, 3 gradient steps).
+    # The oracle is told the task and does not adapt: one number.
     "navigation2d": {"MAML paper": {0: -40.41, 1: -11.68, 2: -3.33, 3: -3.23},
                      "paper: pretrained": {0: -40.81, 1: -19.73, 2: -11.72, 3: -8.47},
-                     "paper: random init": {0: -82.66, 1: -57.96, 2: -53.84, 3: -46.81}},
+                     "paper: random init": {0: -82.66, 1: -57.96, 2: -53.84, 3: -46.81},
+                     "paper: oracle": {0: -2.29}},
     # Figure 5 / Table 5, 200-step episodes.
     "half_cheetah_vel": {"MAML paper": {0: -129.53, 1: -78.57, 2: -66.62, 3: -60.78},
                          "paper: pretrained": {0: -158.00, 1: -135.39, 2: -128.47,
-                                               3: -133.61}},
+                                               3: -133.61},
+                         "paper: oracle": {0: -54.47}},
     "half_cheetah_dir": {"MAML paper": {0: -50.69, 1: 293.19, 2: 313.48, 3: 315.65},
-                         "paper: pretrained": {0: -43.03, 1: -24.75, 2: -12.85, 3: 19.57}},
+                         "paper: pretrained": {0: -43.03, 1: -24.75, 2: -12.85, 3: 19.57},
+                         "paper: oracle": {0: 442.69}},
 }
 
 
@@ -132,10 +137,13 @@ class RLEvaluationConfig:
 
 @dataclasses.dataclass
 class RLBaselinesConfig:
-    """`metarl evaluate --baselines`: the paper's random-init and pretrained policies."""
+    """`metarl evaluate --baselines`: the paper's random-init, pretrained and oracle policies."""
 
     pretrained_iterations: int = param(
         200, "multi-task TRPO iterations (no adaptation) for the pretrained policy", ge=1)
+    oracle_iterations: int = param(
+        200, "multi-task TRPO iterations for the oracle, a policy given the task (goal, "
+        "velocity or direction) as input and evaluated without adaptation", ge=1)
 
 
 @dataclasses.dataclass
@@ -198,8 +206,10 @@ def make_policy(config: MetaRLConfig):
     return functools.partial(policy_distribution, activation=config.policy.activation)
 
 
-def new_policy_params(config: MetaRLConfig, purpose: str) -> Params:
-    family = family_of(config)
+def new_policy_params(config: MetaRLConfig, purpose: str, family: EnvFamily | None = None
+                      ) -> Params:
+    """Initial θ for ``family``'s observations (default: the config's family)."""
+    family = family or family_of(config)
     return init_policy_params(family.observation_dim, family.action_dim,
                               config.policy.hidden_sizes,
                               init_std=config.policy.init_std, scheme=config.policy.init,
@@ -207,11 +217,12 @@ def new_policy_params(config: MetaRLConfig, purpose: str) -> Params:
 
 
 def make_trainer(config: MetaRLConfig, *, inner_steps: int | None = None,
-                 purpose: str = "") -> MAMLTRPO:
-    """MAML-TRPO for ``config`` (``inner_steps=0``: multi-task TRPO, the pretrained baseline)."""
-    family = family_of(config)
+                 purpose: str = "", family: EnvFamily | None = None) -> MAMLTRPO:
+    """MAML-TRPO for ``config`` (``inner_steps=0``: multi-task TRPO, the pretrained baseline;
+    ``family``: other environments than the config's, as the oracle's)."""
+    family = family or family_of(config)
     return MAMLTRPO(
-        policy=make_policy(config), params=new_policy_params(config, purpose + "init"),
+        policy=make_policy(config), params=new_policy_params(config, purpose + "init", family),
         sample_tasks=family.sample_tasks, make_env=family.make_batched,
         num_tasks=config.training.meta_batch_size,
         episodes_per_task=config.training.episodes_per_task, max_steps=episode_length(config),
@@ -236,7 +247,7 @@ def advantage_settings(config: MetaRLConfig) -> AdvantageSettings:
 def evaluation_learning_rates(config: MetaRLConfig, steps: int) -> list[float]:
     ev = config.evaluation
     first = ev.inner_lr if ev.inner_lr is not None else config.adaptation.inner_lr
-    return test_time_learning_rates(first, ev.later_lr_scale, steps)
+    return test_time_learning_rates(first, ev.later_lr_scale, steps)[:steps]
 
 
 def sample_test_tasks(config: MetaRLConfig, num_tasks: int, seed: int) -> list[dict[str, Any]]:
@@ -259,9 +270,11 @@ def target_range_note(config: MetaRLConfig) -> str:
 
 def evaluation_rollouts(config: MetaRLConfig, params: Params, *, tasks: int, steps: int,
                         seed: int, episodes_per_task: int | None = None,
+                        family: EnvFamily | None = None,
                         ) -> tuple[list[dict[str, Any]], Rollouts]:
-    """Test tasks from ``seed``, sampled before adaptation and after each of ``steps`` steps."""
-    family = family_of(config)
+    """Test tasks from ``seed``, sampled before adaptation and after each of ``steps`` steps
+    (in ``family``'s environments, by default the config's)."""
+    family = family or family_of(config)
     test_tasks = sample_test_tasks(config, tasks, seed)
     episodes = episodes_per_task or config.evaluation.episodes_per_task
     rollouts = rollouts_with_adaptation(
@@ -275,22 +288,56 @@ def evaluation_rollouts(config: MetaRLConfig, params: Params, *, tasks: int, ste
     return test_tasks, rollouts
 
 
-def pretrained_params(config: MetaRLConfig, run_dir: Path) -> Params:
-    """The pretrained baseline: multi-task TRPO without adaptation, cached in baselines/."""
+def _multitask_trpo(config: MetaRLConfig, iterations: int, purpose: str, description: str,
+                    family: EnvFamily | None = None) -> tuple[Params, list[float]]:
+    """θ after ``iterations`` of TRPO on the task distribution, without adaptation, and the
+    mean episode return of each iteration's batch."""
     from tqdm import trange
 
-    def train() -> Params:
-        trainer = make_trainer(config, inner_steps=0, purpose="pretrained-")
-        for i in trange(config.baselines.pretrained_iterations, desc="pretrained baseline",
-                        disable=not config.run.progress, mininterval=0.5):
-            trainer.train_iteration(i)
-        return trainer.state_dict()["params"]
+    trainer = make_trainer(config, inner_steps=0, purpose=purpose, family=family)
+    returns = []
+    bar = trange(iterations, desc=description, disable=not config.run.progress,
+                 mininterval=0.5)
+    for i in bar:
+        returns.append(float(trainer.train_iteration(i)["return_before"]))
+        bar.set_postfix(ret=f"{returns[-1]:.4g}", refresh=False)
+    return trainer.state_dict()["params"], returns
 
+
+def _baseline_key(config: MetaRLConfig) -> dict[str, Any]:
     key = {k: to_dict(getattr(config, k)) for k in
            ("env", "policy", "training", "trpo", "baselines")} | {"seed": config.seed}
     if key["env"]["frame_skip"] is None:  # as keyed before the option, so caches stay valid
         del key["env"]["frame_skip"]
-    return load_or_compute(run_dir / "baselines" / "pretrained.pt", key, train)
+    return key
+
+
+def pretrained_params(config: MetaRLConfig, run_dir: Path) -> Params:
+    """The pretrained baseline: multi-task TRPO without adaptation, cached in baselines/."""
+    key = _baseline_key(config)
+    # keyed as before the oracle existed, so that cached pretrained policies stay valid
+    del key["baselines"]["oracle_iterations"]
+    return load_or_compute(
+        run_dir / "baselines" / "pretrained.pt", key,
+        lambda: _multitask_trpo(config, config.baselines.pretrained_iterations,
+                                "pretrained-", "pretrained baseline")[0])
+
+
+def oracle_params(config: MetaRLConfig, run_dir: Path) -> tuple[Params, list[float]]:
+    """The oracle baseline: multi-task TRPO on observations that end with the task
+    (:func:`metarl.rl.oracle.oracle_family`), cached in baselines/oracle.pt; with the mean
+    training return of each of its iterations."""
+    key = _baseline_key(config)
+    key["baselines"] = {"oracle_iterations": config.baselines.oracle_iterations}
+
+    def train() -> dict[str, Any]:
+        params, returns = _multitask_trpo(config, config.baselines.oracle_iterations,
+                                          "oracle-", "oracle baseline",
+                                          oracle_family(family_of(config)))
+        return {"params": params, "training_returns": returns}
+
+    trained = load_or_compute(run_dir / "baselines" / "oracle.pt", key, train)
+    return trained["params"], trained["training_returns"]
 
 
 class MetaRLExperiment(Experiment):
@@ -298,6 +345,7 @@ class MetaRLExperiment(Experiment):
     config_class = MetaRLConfig
     metric = "return"
     shown_metrics = ("return_before", "return_after")
+    baseline_names = ("random", "pretrained", "oracle")
 
     def make_trainer(self, config: MetaRLConfig) -> MAMLTRPO:
         return make_trainer(config)
@@ -308,14 +356,23 @@ class MetaRLExperiment(Experiment):
         steps = ev.steps if options.steps is None else options.steps
         tasks = ev.tasks if options.tasks is None else options.tasks
         seed = ev.seed if options.seed is None else options.seed
-        policies = {config.adaptation.method: state["trainer"]["params"]}
-        if options.baselines:
-            policies["random init"] = new_policy_params(config, "random-baseline-init")
-            policies["pretrained"] = pretrained_params(config, run_dir)
+        family = family_of(config)
+        # name -> (θ, the environments it acts in, adaptation steps to evaluate)
+        policies = {config.adaptation.method: (state["trainer"]["params"], family, steps)}
+        if "random" in options.baselines:
+            policies["random init"] = (new_policy_params(config, "random-baseline-init"),
+                                       family, steps)
+        if "pretrained" in options.baselines:
+            policies["pretrained"] = (pretrained_params(config, run_dir), family, steps)
+        oracle_training: list[float] = []
+        if "oracle" in options.baselines:  # told the task, it has nothing to adapt to
+            oracle, oracle_training = oracle_params(config, run_dir)
+            policies["oracle"] = (oracle, oracle_family(family), 0)
         curves, episodes_sampled, test_tasks = {}, [], []
-        for name, params in policies.items():
-            test_tasks, rollouts = evaluation_rollouts(config, params, tasks=tasks, steps=steps,
-                                                       seed=seed)
+        for name, (params, policy_family, policy_steps) in policies.items():
+            test_tasks, rollouts = evaluation_rollouts(config, params, tasks=tasks,
+                                                       steps=policy_steps, seed=seed,
+                                                       family=policy_family)
             # (tasks, steps + 1): each task's mean episode return before and after each step
             per_task = torch.stack([e.task_returns() for e in rollouts.episodes], dim=1)
             curves[name] = {**summarize(per_task.numpy()),
@@ -325,7 +382,6 @@ class MetaRLExperiment(Experiment):
                                     for e in rollouts.episodes]
         main = curves[config.adaptation.method]
         # The paper's returns are sums over its episode length; other lengths are not comparable.
-        family = family_of(config)
         # So are returns on other test targets than the paper's.
         published = (PUBLISHED_RETURNS.get(config.env.name, {})
                      if episode_length(config) == family.max_episode_steps
@@ -341,6 +397,8 @@ class MetaRLExperiment(Experiment):
             "inner_lr": evaluation_learning_rates(config, steps),
             "checkpoint_iteration": state["iteration"], "method": config.adaptation.method,
             "baselines": {k: v for k, v in curves.items() if k != config.adaptation.method},
+            "baseline_names": list(options.baselines),
+            **({"oracle_training_returns": oracle_training} if oracle_training else {}),
             "published": {name: {str(s): v for s, v in values.items()}
                           for name, values in published.items()},
         }

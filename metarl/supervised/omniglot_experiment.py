@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -294,9 +293,6 @@ class OmniglotExperiment(Experiment):
         steps = ev.steps if options.steps is None else options.steps
         tasks = ev.tasks if options.tasks is None else options.tasks
         seed = ev.seed if options.seed is None else options.seed
-        if options.baselines:
-            print("omniglot: no baselines are defined (the MAML paper compares published "
-                  "methods); evaluating the run alone", file=sys.stderr)
         pool, _ = self.test_pool(config, state, run_dir)
         batch = self.test_tasks(config, pool, tasks, seed)
         queries = batch.query_x.shape[1] // task.ways

@@ -145,6 +145,7 @@ class SineExperiment(Experiment):
     config_class = SineConfig
     metric = "mse"
     shown_metrics = ("query_loss",)
+    baseline_names = ("pretrained",)
 
     def make_trainer(self, config: SineConfig) -> SupervisedMetaTrainer:
         model = make_model(config, torch_generator(config.seed, "init"))
@@ -194,7 +195,7 @@ class SineExperiment(Experiment):
                 for name, values in PUBLISHED_MSE.items()},
         }
         curves = {f"{config.adaptation.method}, K={k}": v for k, v in by_shots.items()}
-        if options.baselines:
+        if "pretrained" in options.baselines:
             baseline = pretrained_params(config, run_dir)
             fixed_lr = evaluation_lr(config, None, steps)
             pretrained = {str(k): summarize(self.curves(config, baseline, fixed_lr, shots=k,
