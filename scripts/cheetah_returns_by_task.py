@@ -1,14 +1,15 @@
 """Half-cheetah: the evaluation's returns split by task (direction, or target-velocity range).
 
-    python scripts/cheetah_returns_by_task.py RUN_DIR [--bins 4] [--baselines]
+    python scripts/cheetah_returns_by_task.py RUN_DIR [--bins 4] [--recorded]
 
 Samples exactly what ``metarl evaluate RUN_DIR`` samples (the run's evaluation settings:
 test tasks, episodes, learning rates, seed) and prints the mean return over all test tasks
 and over each group of tasks, before adaptation and after each step: forward and backward
 tasks for ``half_cheetah_dir``; ``--bins`` equal ranges of the target velocity (m/s, over
 [0, 2]) for ``half_cheetah_vel``, with the mean |v_x - v_goal| (m/s) of each group's final
-episodes. ``--baselines`` also splits the baselines of RUN_DIR/evaluation.json (written by
-``metarl evaluate RUN_DIR --baselines``), from the per-task returns it recorded.
+episodes. ``--recorded`` samples nothing: it splits every curve of RUN_DIR/evaluation.json
+(the run's and any baselines', as the last ``metarl evaluate RUN_DIR [--baselines] [--set
+evaluation.KEY=VALUE]`` wrote them) from the per-task returns recorded there.
 """
 
 from __future__ import annotations
@@ -89,14 +90,18 @@ def main() -> None:
     parser.add_argument("run_dir", help="a half-cheetah direction or velocity run directory")
     parser.add_argument("--bins", type=int, default=4,
                         help="target-velocity ranges for velocity runs (default 4)")
-    parser.add_argument("--baselines", action="store_true",
-                        help="also split the baselines recorded in RUN_DIR/evaluation.json")
+    parser.add_argument("--recorded", action="store_true",
+                        help="split the curves recorded in RUN_DIR/evaluation.json instead of "
+                        "sampling")
     args = parser.parse_args()
     if args.bins < 1:
         parser.error(f"--bins must be at least 1, got {args.bins}")
     _, config, state = load_run(args.run_dir)
     if config.env.name not in CHEETAH_ENVS:
         parser.error(f"{args.run_dir} is a {config.env.name} run, not one of {CHEETAH_ENVS}")
+    if args.recorded:
+        print_recorded(Path(args.run_dir), config.env.name, args.bins)
+        return
     ev = config.evaluation
     tasks, rollouts = evaluation_rollouts(config, state["trainer"]["params"], tasks=ev.tasks,
                                           steps=ev.steps, seed=ev.seed)
@@ -109,22 +114,21 @@ def main() -> None:
     if config.env.name == "half_cheetah_vel":
         extra = mean_speed_errors(rollouts.episodes[-1], action_scale(config))
     print(format_table(returns, groups, extra, "|v_x - v_goal| after the last step (m/s)"))
-    if args.baselines:
-        path = Path(args.run_dir) / "evaluation.json"
-        if not path.is_file():
-            parser.error(f"{path} does not exist: run metarl evaluate {args.run_dir} "
-                         "--baselines first")
-        result = json.loads(path.read_text())
-        if not result.get("baselines"):
-            parser.error(f"{path} has no baselines: run metarl evaluate {args.run_dir} "
-                         "--baselines first")
-        recorded_groups = task_groups(config.env.name, result["test_tasks"], args.bins)
-        for name, curve in result["baselines"].items():
-            print(f"{name} (from {path}, iteration {result['checkpoint_iteration']}'s "
-                  "evaluation):")
-            print(format_table(torch.tensor(curve["task_returns"], dtype=torch.float64),
-                               recorded_groups))
 
+
+def print_recorded(run_dir: Path, env_name: str, bins: int) -> None:
+    """Each curve of ``run_dir``'s evaluation.json split by task group."""
+    path = run_dir / "evaluation.json"
+    if not path.is_file():
+        raise SystemExit(f"error: {path} does not exist: run metarl evaluate {run_dir} first")
+    result = json.loads(path.read_text())
+    groups = task_groups(env_name, result["test_tasks"], bins)
+    curves = {result["method"]: result, **result.get("baselines", {})}
+    print(f"{path}: iteration {result['checkpoint_iteration']}, first-step lr "
+          f"{(result['inner_lr'] or ['-'])[0]}; mean return over each group's tasks")
+    for name, curve in curves.items():
+        print(f"{name}:")
+        print(format_table(torch.tensor(curve["task_returns"], dtype=torch.float64), groups))
 
 if __name__ == "__main__":
     main()

@@ -706,18 +706,24 @@ def test_returns_by_task_script_on_a_run(cheetah_run, tmp_path, capsys, monkeypa
     group_sizes = [int(line.split()[2]) for line in lines[3:]]
     assert sum(group_sizes) == evaluation["tasks"]
 
-    # --baselines: the recorded per-task returns of each baseline, split the same way
-    monkeypatch.setattr("sys.argv", ["cheetah_returns_by_task.py", str(run), "--baselines"])
-    with pytest.raises(SystemExit):  # evaluated without baselines
-        script.main()
-    assert "has no baselines" in capsys.readouterr().err
+    # --recorded: the per-task returns recorded in evaluation.json, split the same way
+    monkeypatch.setattr("sys.argv", ["cheetah_returns_by_task.py", str(run), "--recorded"])
+    script.main()
+    out = capsys.readouterr().out
+    maml = out[out.index("maml:"):].splitlines()
+    assert [float(x) for x in maml[2].split()[2:]] == pytest.approx(evaluation["mean"],
+                                                                    abs=0.006)
     evaluation["baselines"] = {"oracle": {"task_returns": [[10.0], [30.0], [50.0]]}}
     evaluation["test_tasks"] = [{"velocity": v} for v in (0.2, 0.4, 1.9)]
+    evaluation["task_returns"] = [[0.0] * steps] * 3
     (run / "evaluation.json").write_text(json.dumps(evaluation))
     script.main()
     out = capsys.readouterr().out
-    oracle = out[out.index("oracle (from"):].splitlines()
+    oracle = out[out.index("oracle:"):].splitlines()
     assert oracle[2].split() == ["all", "3", "30.00"]
     assert oracle[3].split() == ["target", "0.00-0.50", "2", "20.00"]
     assert "(no test task)" in oracle[4] and "(no test task)" in oracle[5]
     assert oracle[6].split() == ["target", "1.50-2.00", "1", "50.00"]
+    (run / "evaluation.json").unlink()
+    with pytest.raises(SystemExit, match="does not exist"):
+        script.main()
