@@ -132,3 +132,33 @@ def test_a_curve_without_adaptation_is_a_line_in_the_plot_and_blank_in_the_table
     output = plot_adaptation_curves(curves, [0, 1, 2], tmp_path / "curves.png",
                                     ylabel="return", reference={"paper: oracle": {0: -2.29}})
     assert output.stat().st_size > 0
+
+
+def test_interrupted_baseline_training_continues_to_the_same_result(tmp_path, monkeypatch):
+    from metarl.rl.maml_trpo import MAMLTRPO
+
+    config = _navigation_config(oracle_iterations=3)
+    uninterrupted, uninterrupted_returns = oracle_params(config, tmp_path / "whole")
+
+    original = MAMLTRPO.train_iteration
+    calls = []
+
+    def interrupted(self, iteration):
+        calls.append(iteration)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(self, iteration)
+
+    monkeypatch.setattr(MAMLTRPO, "train_iteration", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        oracle_params(config, tmp_path / "cut")
+    assert (tmp_path / "cut" / "baselines" / "oracle.partial.pt").is_file()
+    assert not (tmp_path / "cut" / "baselines" / "oracle.pt").exists()
+    monkeypatch.undo()
+    calls.clear()
+    monkeypatch.setattr(MAMLTRPO, "train_iteration", interrupted)  # counts again from here
+    resumed, resumed_returns = oracle_params(config, tmp_path / "cut")
+    assert calls == [2], "only the iteration that was cut short is trained again"
+    assert resumed_returns == uninterrupted_returns
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in uninterrupted)
+    assert not (tmp_path / "cut" / "baselines" / "oracle.partial.pt").exists()

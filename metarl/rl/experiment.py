@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from metarl.adaptation import Params, test_time_learning_rates
-from metarl.checkpoint import load_or_compute
+from metarl.checkpoint import load_checkpoint, load_or_compute, save_checkpoint
 from metarl.config import ConfigError, RunConfig, param, section, to_dict
 from metarl.envs import ENV_FAMILIES, EnvFamily, env_family
 from metarl.evaluation import format_table, summarize, write_evaluation
@@ -289,19 +289,35 @@ def evaluation_rollouts(config: MetaRLConfig, params: Params, *, tasks: int, ste
 
 
 def _multitask_trpo(config: MetaRLConfig, iterations: int, purpose: str, description: str,
+                    progress_path: Path, key: dict[str, Any],
                     family: EnvFamily | None = None) -> tuple[Params, list[float]]:
     """θ after ``iterations`` of TRPO on the task distribution, without adaptation, and the
-    mean episode return of each iteration's batch."""
+    mean episode return of each iteration's batch.
+
+    The trainer's state (θ and its random generators) is written atomically to
+    ``progress_path`` after every iteration, so an interrupted training (Ctrl-C) continues
+    where it stopped when asked again for the same ``key``, to the same result; the file is
+    removed when training ends.
+    """
     from tqdm import trange
 
     trainer = make_trainer(config, inner_steps=0, purpose=purpose, family=family)
-    returns = []
-    bar = trange(iterations, desc=description, disable=not config.run.progress,
-                 mininterval=0.5)
+    returns: list[float] = []
+    if progress_path.is_file():
+        saved = load_checkpoint(progress_path)
+        if saved.get("key") == key:
+            trainer.load_state_dict(saved["trainer"])
+            returns = list(saved["returns"])
+    bar = trange(len(returns), iterations, initial=len(returns), total=iterations,
+                 desc=description, disable=not config.run.progress, mininterval=0.5)
     for i in bar:
         returns.append(float(trainer.train_iteration(i)["return_before"]))
+        save_checkpoint(progress_path, {"key": key, "trainer": trainer.state_dict(),
+                                        "returns": returns})
         bar.set_postfix(ret=f"{returns[-1]:.4g}", refresh=False)
-    return trainer.state_dict()["params"], returns
+    params = trainer.state_dict()["params"]
+    progress_path.unlink(missing_ok=True)
+    return params, returns
 
 
 def _baseline_key(config: MetaRLConfig) -> dict[str, Any]:
@@ -320,7 +336,8 @@ def pretrained_params(config: MetaRLConfig, run_dir: Path) -> Params:
     return load_or_compute(
         run_dir / "baselines" / "pretrained.pt", key,
         lambda: _multitask_trpo(config, config.baselines.pretrained_iterations,
-                                "pretrained-", "pretrained baseline")[0])
+                                "pretrained-", "pretrained baseline",
+                                run_dir / "baselines" / "pretrained.partial.pt", key)[0])
 
 
 def oracle_params(config: MetaRLConfig, run_dir: Path) -> tuple[Params, list[float]]:
@@ -333,6 +350,7 @@ def oracle_params(config: MetaRLConfig, run_dir: Path) -> tuple[Params, list[flo
     def train() -> dict[str, Any]:
         params, returns = _multitask_trpo(config, config.baselines.oracle_iterations,
                                           "oracle-", "oracle baseline",
+                                          run_dir / "baselines" / "oracle.partial.pt", key,
                                           oracle_family(family_of(config)))
         return {"params": params, "training_returns": returns}
 
