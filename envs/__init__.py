@@ -6,7 +6,8 @@
 - ``metarl/HalfCheetahVel-v0``: half-cheetah running at a target velocity ~ U[0, 2] m/s;
 - ``metarl/HalfCheetahDir-v0``: half-cheetah running forward or backward
   (both 200 steps; ``gymnasium.make(..., max_episode_steps=100)`` for the peers' length;
-  ``frame_skip=1`` for the paper's control rate of 0.01 s instead of v5's 0.05 s).
+  ``frame_skip=1`` for the paper's control rate of 0.01 s instead of v5's 0.05 s;
+  ``exclude_current_positions_from_observation=False`` to observe the torso's x position).
 
 Each family also has a batched form that the sampler steps for all (task, episode) pairs at
 once; :data:`ENV_FAMILIES` maps a family's config name to both.
@@ -73,7 +74,8 @@ _CHEETAHS: dict[str, tuple[Literal["velocity", "direction"], str]] = {
 
 
 def _cheetah_family(kind: Literal["velocity", "direction"], gym_id: str,
-                    frame_skip: int = CHEETAH_FRAME_SKIP) -> EnvFamily:
+                    frame_skip: int = CHEETAH_FRAME_SKIP,
+                    observe_x_position: bool = False) -> EnvFamily:
     def sample_tasks(num_tasks: int, rng: np.random.Generator) -> list[Task]:
         from metarl.envs.half_cheetah import sample_targets
 
@@ -84,11 +86,15 @@ def _cheetah_family(kind: Literal["velocity", "direction"], gym_id: str,
         from metarl.envs.half_cheetah import BatchedHalfCheetah
 
         targets = np.repeat(np.array([float(t[kind]) for t in tasks]), episodes_per_task)
-        return BatchedHalfCheetah(kind, targets, rng, frame_skip=frame_skip)
+        return BatchedHalfCheetah(kind, targets, rng, frame_skip=frame_skip,
+                                  observe_x_position=observe_x_position)
 
-    return EnvFamily(gym_id, 200, 17, 6, 1.0, sample_tasks, make_batched, mujoco=True,
-                     frame_skip=frame_skip, control_dt=CHEETAH_TIMESTEP * frame_skip,
-                     gym_kwargs={"frame_skip": frame_skip})
+    gym_kwargs: dict[str, Any] = {"frame_skip": frame_skip}
+    if observe_x_position:
+        gym_kwargs["exclude_current_positions_from_observation"] = False
+    return EnvFamily(gym_id, 200, 17 + observe_x_position, 6, 1.0, sample_tasks, make_batched,
+                     mujoco=True, frame_skip=frame_skip,
+                     control_dt=CHEETAH_TIMESTEP * frame_skip, gym_kwargs=gym_kwargs)
 
 
 ENV_FAMILIES: dict[str, EnvFamily] = {
@@ -98,18 +104,22 @@ ENV_FAMILIES: dict[str, EnvFamily] = {
 }
 
 
-def env_family(name: str, *, frame_skip: int | None = None) -> EnvFamily:
+def env_family(name: str, *, frame_skip: int | None = None,
+               observe_x_position: bool = False) -> EnvFamily:
     """``ENV_FAMILIES[name]``, with ``frame_skip`` MuJoCo steps per control step where given
-    (MuJoCo families only; None keeps the family's)."""
+    (None keeps the family's) and the torso's x position observed where asked (MuJoCo families
+    only)."""
     if name not in ENV_FAMILIES:
         raise ValueError(f"unknown environment family {name!r}; known: "
                          + ", ".join(ENV_FAMILIES))
-    if frame_skip is None or frame_skip == ENV_FAMILIES[name].frame_skip:
+    if (frame_skip is None or frame_skip == ENV_FAMILIES[name].frame_skip) and (
+            not observe_x_position):
         return ENV_FAMILIES[name]
     if name not in _CHEETAHS:
-        raise ValueError(f"{name} has no frame skip (only the MuJoCo families: "
+        raise ValueError(f"{name} has no frame skip or x position (only the MuJoCo families: "
                          + ", ".join(_CHEETAHS) + ")")
-    return _cheetah_family(*_CHEETAHS[name], frame_skip=frame_skip)
+    return _cheetah_family(*_CHEETAHS[name], frame_skip=frame_skip or CHEETAH_FRAME_SKIP,
+                           observe_x_position=observe_x_position)
 
 _ENTRY_POINTS = {
     "metarl/Navigation2D-v0": ("metarl.envs.navigation:Navigation2DEnv", 100),

@@ -2,9 +2,12 @@
 
 The model, frame skip (5 MuJoCo steps of 0.01 s: dt = 0.05 s), reset noise and the 17-number
 observation (joint positions without the torso's x, then all velocities) are those of
-Gymnasium's HalfCheetah-v5. The frame skip is a parameter: 1 gives the control rate of the
-rllab half-cheetah the MAML authors trained on (dt = 0.01 s, so 200 steps are 2 s of
-simulated time, against 10 s at v5's rate). The reward follows the task:
+Gymnasium's HalfCheetah-v5. The torso's x position can be observed too (18 numbers, x first),
+as v5 does with ``exclude_current_positions_from_observation=False`` and as the MAML authors'
+rllab half-cheetah did (its observation ends with the torso's centre of mass, x included).
+The frame skip is a parameter: 1 gives the control rate of the rllab half-cheetah the MAML
+authors trained on (dt = 0.01 s, so 200 steps are 2 s of simulated time, against 10 s at
+v5's rate). The reward follows the task:
 
 - velocity: ``-|v_x - v_goal| - 0.05 ‖a‖²`` with ``v_goal ~ U[0, 2]`` (m/s);
 - direction: ``direction · v_x - 0.05 ‖a‖²`` with ``direction = ±1``, each with p = 1/2;
@@ -151,6 +154,8 @@ class _HalfCheetahTaskEnv(HalfCheetahEnv):
                  width: int = 480, height: int = 480, frame_skip: int = FRAME_SKIP,
                  **kwargs: Any) -> None:
         check_frame_skip(frame_skip)
+        observation_dim = OBSERVATION_DIM + (
+            0 if kwargs.get("exclude_current_positions_from_observation", True) else 1)
         if "camera_id" not in kwargs:  # follow the torso rather than a fixed view
             kwargs.setdefault("camera_name", "track")
         super().__init__(ctrl_cost_weight=CONTROL_COST_WEIGHT, frame_skip=frame_skip,
@@ -159,7 +164,7 @@ class _HalfCheetahTaskEnv(HalfCheetahEnv):
         # Pickling and deep copies rebuild the env from these arguments (HalfCheetahEnv
         # recorded its own).
         utils.EzPickle.__init__(self, task, render_mode, width, height, frame_skip, **kwargs)
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(OBSERVATION_DIM,),
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(observation_dim,),
                                                 dtype=np.float64)
         self._target = self.default_target
         if task is not None:
@@ -229,17 +234,19 @@ class BatchedHalfCheetah:
             velocities).
         threads: MuJoCo threads (default: the CPUs this process may use).
         frame_skip: MuJoCo steps of 0.01 s per control step (5, HalfCheetah-v5's, by default).
+        observe_x_position: observe the torso's x position too, as the first of 18 numbers
+            (v5's ``exclude_current_positions_from_observation=False``).
 
     The reset noise has Gymnasium's distribution but is drawn for all simulations at once
     (positions, then velocities), so a seed does not reproduce Gymnasium's per-env resets;
     :meth:`reset` also takes explicit states.
     """
 
-    observation_dim = OBSERVATION_DIM
     action_dim = ACTION_DIM
 
     def __init__(self, kind: TaskKind, targets: np.ndarray, rng: np.random.Generator, *,
-                 threads: int | None = None, frame_skip: int = FRAME_SKIP) -> None:
+                 threads: int | None = None, frame_skip: int = FRAME_SKIP,
+                 observe_x_position: bool = False) -> None:
         import mujoco
         import mujoco.batch
 
@@ -252,6 +259,8 @@ class BatchedHalfCheetah:
         self.rng = rng
         self.model = _load_model()
         self.frame_skip = int(frame_skip)
+        self._first_observed_position = 0 if observe_x_position else 1
+        self.observation_dim = OBSERVATION_DIM + 1 - self._first_observed_position
         self.dt = self.model.opt.timestep * self.frame_skip
         threads = threads or available_cpus()
         self.batch = mujoco.batch.Batch(self.model, len(targets), nthread=threads,
@@ -268,7 +277,8 @@ class BatchedHalfCheetah:
 
     def reset(self, qpos: np.ndarray | None = None, qvel: np.ndarray | None = None) -> Tensor:
         """Start every simulation from the default pose plus reset noise drawn from ``rng``
-        (or from the given states ``(N, 9)``); returns observations ``(N, 17)`` float32."""
+        (or from the given states ``(N, 9)``); returns observations ``(N, 17)`` (``(N, 18)`` with
+        the x position) float32."""
         n, nq, nv = self.num_envs, self.model.nq, self.model.nv
         if qpos is None:
             qpos = self.init_qpos + self.rng.uniform(-RESET_NOISE_SCALE, RESET_NOISE_SCALE,
@@ -282,7 +292,8 @@ class BatchedHalfCheetah:
         return self.observations()
 
     def observations(self) -> Tensor:
-        return torch.from_numpy(np.concatenate([self._qpos[:, 1:], self._qvel], axis=1)
+        positions = self._qpos[:, self._first_observed_position:]
+        return torch.from_numpy(np.concatenate([positions, self._qvel], axis=1)
                                 ).to(torch.float32)
 
     def step(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -290,8 +301,8 @@ class BatchedHalfCheetah:
         MuJoCo steps).
 
         Returns:
-            observations ``(N, 17)`` float32, rewards ``(N,)`` float64, terminated ``(N,)``
-            (always False).
+            observations ``(N, 17)`` or ``(N, 18)`` float32, rewards ``(N,)`` float64,
+            terminated ``(N,)`` (always False).
         """
         clipped = np.clip(actions.detach().numpy().astype(np.float64), -ACTION_BOUND,
                           ACTION_BOUND)

@@ -42,7 +42,8 @@ PRESETS: dict[str, tuple[str, dict]] = {
         "metarl evaluate runs/nav --baselines && metarl render runs/nav",
         {"experiment": "meta_rl", **NAVIGATION_AUTHORS,
          "training": {**NAVIGATION_AUTHORS["training"], "iterations": 100},
-         "baselines": {"pretrained_iterations": 100}, "run": {"checkpoint_every": 25}}),
+         "baselines": {"pretrained_iterations": 100, "oracle_iterations": 100},
+         "run": {"checkpoint_every": 25}}),
     "navigation/navigation2d-paper-text.yaml": (
         "2D navigation with the MAML paper's text read literally: inner lr 0.1 on raw actions\n"
         "(bound 0.1), exactly 20 episodes per task, 20 tasks, TRPO with mean KL 0.01, 500\n"
@@ -55,7 +56,8 @@ PRESETS: dict[str, tuple[str, dict]] = {
         {"experiment": "meta_rl", **NAVIGATION_AUTHORS,
          "training": {**NAVIGATION_AUTHORS["training"], "iterations": 100,
                       "meta_batch_size": 10, "episodes_per_task": 10},
-         "evaluation": {"episodes_per_task": 20}, "baselines": {"pretrained_iterations": 50},
+         "evaluation": {"episodes_per_task": 20},
+         "baselines": {"pretrained_iterations": 50, "oracle_iterations": 50},
          "run": {"checkpoint_every": 25}}),
 }
 

@@ -26,6 +26,8 @@ FAST = ["--set", "training.iterations=12", "--set", "training.meta_batch_size=4"
      "env.frame_skip = 1: navigation2d has no frame skip"),
     (["train", "half-cheetah-dir", "--set", "env.frame_skip=0"],
      "env.frame_skip = 0: must be >= 1"),
+    (["train", "navigation2d", "--set", "env.observe_x_position=true"],
+     "env.observe_x_position = true: navigation2d has no torso"),
 ])
 def test_bad_input_exits_2_with_the_reason(args, message, capsys, tmp_path):
     assert main(args) == 2

@@ -46,6 +46,22 @@ def test_shipped_configs_load_and_mirror_every_field(name):
     assert all("  # " in line for line in leaves), "every value carries its meaning"
 
 
+def test_shipped_configs_are_what_write_configs_writes():
+    """configs/ is regenerated from scripts/write_configs.py; a hand edit there would be lost
+    on the next regeneration, so every file must equal what the script writes."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "write_configs.py"
+    spec = importlib.util.spec_from_file_location("write_configs", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for relative, (header, data) in module.PRESETS.items():
+        _, config = config_from_data(data)
+        assert (module.ROOT / relative).read_text() == dump_config(config, header=header), relative
+    assert len(module.PRESETS) == len(builtin_configs())
+
+
 def test_dump_and_load_round_trip():
     config = from_dict(SineConfig, {"adaptation": {"method": "reptile", "inner_steps": 5},
                                     "evaluation": {"shots": [5]}})

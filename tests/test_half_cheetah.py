@@ -164,15 +164,19 @@ def test_task_interface_and_sampling():
         env.reset_task({"goal": 1.0})
 
 
-@pytest.mark.parametrize(("kind", "frame_skip"), [("velocity", 5), ("direction", 5),
-                                                  ("velocity", 1), ("direction", 1)])
-def test_batched_form_equals_gymnasium_form(kind, frame_skip):
+@pytest.mark.parametrize(("kind", "frame_skip", "observe_x"), [
+    ("velocity", 5, False), ("direction", 5, False), ("velocity", 1, False),
+    ("direction", 1, False), ("direction", 5, True)])
+def test_batched_form_equals_gymnasium_form(kind, frame_skip, observe_x):
     env_class = HalfCheetahVelEnv if kind == "velocity" else HalfCheetahDirEnv
     targets = np.array([0.3, 1.7, 1.0]) if kind == "velocity" else np.array([1.0, -1.0, 1.0])
-    envs = [env_class({kind: float(t)}, frame_skip=frame_skip) for t in targets]
+    envs = [env_class({kind: float(t)}, frame_skip=frame_skip,
+                      exclude_current_positions_from_observation=not observe_x)
+            for t in targets]
     starts = [env.reset(seed=10 + i) for i, env in enumerate(envs)]
     batched = BatchedHalfCheetah(kind, targets, np.random.default_rng(0), threads=2,
-                                 frame_skip=frame_skip)
+                                 frame_skip=frame_skip, observe_x_position=observe_x)
+    assert batched.observation_dim == envs[0].observation_space.shape[0] == 17 + observe_x
     assert batched.dt == pytest.approx(envs[0].dt)
     obs = batched.reset(np.stack([env.data.qpos for env in envs]),
                         np.stack([env.data.qvel for env in envs]))
@@ -217,6 +221,59 @@ def test_env_family_with_another_frame_skip():
     assert ENV_FAMILIES["half_cheetah_dir"].frame_skip == 5  # the registry is unchanged
     with pytest.raises(ValueError, match="navigation2d has no frame skip"):
         env_family("navigation2d", frame_skip=1)
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_x_position_observation_is_v5s(env_id):
+    """With the x position observed: 18 numbers, x first, equal to HalfCheetah-v5's with
+    exclude_current_positions_from_observation=False; the checker passes; copies keep it."""
+    env = gym.make(env_id, exclude_current_positions_from_observation=False)
+    check_env(env.unwrapped, skip_render_check=True)
+    ours = env.unwrapped
+    assert ours.observation_space.shape == (18,)
+    reference = gym.make("HalfCheetah-v5",
+                         exclude_current_positions_from_observation=False).unwrapped
+    obs, _ = ours.reset(seed=3)
+    ref_obs, _ = reference.reset(seed=3)
+    np.testing.assert_array_equal(obs, ref_obs)
+    for action in np.random.default_rng(2).uniform(-1, 1, size=(20, 6)):
+        obs, *_ = ours.step(action)
+        ref_obs, *_ = reference.step(action)
+        np.testing.assert_array_equal(obs, ref_obs)
+        assert obs[0] == ours.data.qpos[0]
+    copy = pickle.loads(pickle.dumps(ours))
+    assert copy.observation_space.shape == (18,) and copy.reset(seed=0)[0].shape == (18,)
+
+
+def test_env_family_with_the_x_position_observed():
+    family = env_family("half_cheetah_vel", observe_x_position=True)
+    assert family.observation_dim == 18 and family.frame_skip == 5
+    assert dict(family.gym_kwargs) == {"frame_skip": 5,
+                                       "exclude_current_positions_from_observation": False}
+    env = family.make_batched([{"velocity": 1.0}, {"velocity": 0.5}], 3,
+                              np.random.default_rng(0))
+    assert env.observation_dim == 18 and env.reset().shape == (6, 18)
+    both = env_family("half_cheetah_dir", frame_skip=1, observe_x_position=True)
+    assert both.observation_dim == 18 and both.control_dt == pytest.approx(0.01)
+    assert gym.make(both.gym_id, **both.gym_kwargs).observation_space.shape == (18,)
+    assert ENV_FAMILIES["half_cheetah_vel"].observation_dim == 17  # the registry is unchanged
+    with pytest.raises(ValueError, match="navigation2d has no frame skip or x position"):
+        env_family("navigation2d", observe_x_position=True)
+
+
+def test_config_x_position_reaches_the_policy_and_the_sampler():
+    from metarl.experiment import config_from_data
+    from metarl.rl.experiment import env_title, family_of, new_policy_params
+
+    _, config = config_from_data({"experiment": "meta_rl", "env": {
+        "name": "half_cheetah_dir", "observe_x_position": True}})
+    family = family_of(config)
+    assert family.observation_dim == 18
+    assert env_title(config) == "half_cheetah_dir (x observed)"
+    params = new_policy_params(config, "test")
+    assert params["w0"].shape == (18, 100)  # (inputs, units)
+    _, default = config_from_data({"experiment": "meta_rl", "env": {"name": "half_cheetah_dir"}})
+    assert family_of(default).observation_dim == 17 and env_title(default) == "half_cheetah_dir"
 
 
 def test_config_frame_skip_reaches_the_sampler():

@@ -58,6 +58,10 @@ class EnvConfig:
     frame_skip: int | None = param(
         None, "half-cheetahs: MuJoCo steps of 0.01 s per control step (null: 5, dt 0.05 s, "
         "as HalfCheetah-v5; 1: dt 0.01 s, the rate of the paper's rllab half-cheetah)", ge=1)
+    observe_x_position: bool = param(
+        False, "half-cheetahs: observe the torso's x position too, 18 numbers instead of "
+        "REFERENCE.md's 17 (v5's exclude_current_positions_from_observation=False; the paper's "
+        "rllab half-cheetah observed its centre of mass)")
 
 
 @dataclasses.dataclass
@@ -171,6 +175,11 @@ class MetaRLConfig:
                 "it applies to the MuJoCo families ("
                 + ", ".join(k for k, f in ENV_FAMILIES.items() if f.mujoco)
                 + "); leave it null")
+        if self.env.observe_x_position and not ENV_FAMILIES[self.env.name].mujoco:
+            raise ConfigError(
+                f"env.observe_x_position = true: {self.env.name} has no torso; it applies to "
+                "the MuJoCo families ("
+                + ", ".join(k for k, f in ENV_FAMILIES.items() if f.mujoco) + "); leave it false")
         velocities = self.evaluation.test_velocities
         if velocities is not None:
             if self.env.name != "half_cheetah_vel":
@@ -183,15 +192,20 @@ class MetaRLConfig:
 
 
 def family_of(config: MetaRLConfig) -> EnvFamily:
-    return env_family(config.env.name, frame_skip=config.env.frame_skip)
+    return env_family(config.env.name, frame_skip=config.env.frame_skip,
+                      observe_x_position=config.env.observe_x_position)
 
 
 def env_title(config: MetaRLConfig) -> str:
-    """The family's name, with its control step when the config changes the frame skip."""
+    """The family's name, with its control step when the config changes the frame skip and
+    with the observed x position when asked."""
     family = family_of(config)
-    if config.env.frame_skip is None or family.control_dt is None:
-        return config.env.name
-    return f"{config.env.name} (dt {family.control_dt:g} s)"
+    notes = []
+    if config.env.frame_skip is not None and family.control_dt is not None:
+        notes.append(f"dt {family.control_dt:g} s")
+    if config.env.observe_x_position:
+        notes.append("x observed")
+    return config.env.name + (f" ({', '.join(notes)})" if notes else "")
 
 
 def episode_length(config: MetaRLConfig) -> int:
@@ -323,8 +337,11 @@ def _multitask_trpo(config: MetaRLConfig, iterations: int, purpose: str, descrip
 def _baseline_key(config: MetaRLConfig) -> dict[str, Any]:
     key = {k: to_dict(getattr(config, k)) for k in
            ("env", "policy", "training", "trpo", "baselines")} | {"seed": config.seed}
-    if key["env"]["frame_skip"] is None:  # as keyed before the option, so caches stay valid
+    # as keyed before these options, so that cached baselines stay valid
+    if key["env"]["frame_skip"] is None:
         del key["env"]["frame_skip"]
+    if not key["env"]["observe_x_position"]:
+        del key["env"]["observe_x_position"]
     return key
 
 
