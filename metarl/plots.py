@@ -139,3 +139,50 @@ def plot_over_training(summary: Mapping[str, Any], output: Path, *, title: str =
     return _finish_axes(fig, ax, output, xlabel="meta-iteration of the evaluated checkpoint",
                         ylabel=f"{summary['metric']} (mean ± 95% CI)", title=title,
                         log_y=log_y)
+
+
+def moving_average(values: Sequence[float], window: int) -> np.ndarray:
+    """Means over the last ``window`` values (fewer at the start), same length as ``values``."""
+    values = np.asarray(values, dtype=float)
+    sums = np.cumsum(np.insert(values, 0, 0.0))
+    ends = np.arange(1, len(values) + 1)
+    starts = np.maximum(ends - window, 0)
+    return (sums[ends] - sums[starts]) / (ends - starts)
+
+
+def plot_runs_compared(training: Mapping[str, Sequence[tuple[int, float]]],
+                       evaluations: Mapping[str, Sequence[tuple[int, float, float]]],
+                       output: Path, *, metric: str, evaluated: str, window: int = 10,
+                       reference: tuple[str, float] | None = None, title: str = "") -> Path:
+    """Several runs side by side: a training metric against the meta-iteration (the mean over
+    the last ``window`` iterations; the raw values faint) and, where runs were evaluated at
+    several checkpoints, the evaluated metric (mean ± 95% interval) against the iteration.
+
+    ``training``: label -> [(iteration, value)]; ``evaluations``: label -> [(iteration, mean,
+    ci95)] (labels without evaluations are left out of the right panel, which is drawn only
+    when one has some); ``reference``: a published value (name, value), a dotted line there.
+    """
+    panels = 2 if any(evaluations.values()) else 1
+    fig, axes = panel_grid(panels, width=6.0, height=4.2)
+    for i, (label, points) in enumerate(training.items()):
+        iterations, values = (np.asarray(x) for x in zip(*points, strict=True))
+        axes[0].plot(iterations, values, color=f"C{i}", alpha=0.2, linewidth=0.7)
+        axes[0].plot(iterations, moving_average(values, window), color=f"C{i}", label=label)
+    axes[0].set_xlabel("meta-iteration")
+    axes[0].set_ylabel(f"{metric} (mean over {window} iterations)")
+    if panels == 2:
+        for i, label in enumerate(training):
+            rows = sorted(evaluations.get(label, ()))
+            if not rows:
+                continue
+            iterations, means, cis = (np.asarray(x, dtype=float) for x in zip(*rows, strict=True))
+            axes[1].errorbar(iterations, means, yerr=cis, marker="o", capsize=3,
+                             color=f"C{i}", label=label)
+        axes[1].set_xlabel("meta-iteration of the evaluated checkpoint")
+        axes[1].set_ylabel(f"{evaluated} (mean ± 95% CI)")
+    for ax in axes:
+        if reference is not None:
+            ax.axhline(reference[1], color="0.3", linestyle=":", label=reference[0])
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return save_figure(fig, output, title=title)

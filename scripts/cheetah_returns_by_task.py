@@ -122,6 +122,10 @@ def print_recorded(run_dir: Path, env_name: str, bins: int) -> None:
     if not path.is_file():
         raise SystemExit(f"error: {path} does not exist: run metarl evaluate {run_dir} first")
     result = json.loads(path.read_text())
+    if "test_tasks" not in result or "task_returns" not in result:
+        raise SystemExit(f"error: {path} was written before evaluations recorded their test "
+                         f"tasks and per-task returns: run the script without --recorded, or "
+                         f"metarl evaluate {run_dir} again first")
     groups = task_groups(env_name, result["test_tasks"], bins)
     curves = {result["method"]: result, **result.get("baselines", {})}
     print(f"{path}: iteration {result['checkpoint_iteration']}, first-step lr "
@@ -129,6 +133,7 @@ def print_recorded(run_dir: Path, env_name: str, bins: int) -> None:
     for name, curve in curves.items():
         print(f"{name}:")
         print(format_table(torch.tensor(curve["task_returns"], dtype=torch.float64), groups))
+
 
 if __name__ == "__main__":
     main()

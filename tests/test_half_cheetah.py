@@ -781,6 +781,10 @@ def test_returns_by_task_script_on_a_run(cheetah_run, tmp_path, capsys, monkeypa
     assert oracle[3].split() == ["target", "0.00-0.50", "2", "20.00"]
     assert "(no test task)" in oracle[4] and "(no test task)" in oracle[5]
     assert oracle[6].split() == ["target", "1.50-2.00", "1", "50.00"]
+    del evaluation["test_tasks"]  # as evaluations written before they were recorded
+    (run / "evaluation.json").write_text(json.dumps(evaluation))
+    with pytest.raises(SystemExit, match="written before evaluations recorded their test"):
+        script.main()
     (run / "evaluation.json").unlink()
     with pytest.raises(SystemExit, match="does not exist"):
         script.main()

@@ -1,0 +1,79 @@
+"""scripts/compare_runs.py: runs side by side, from their files, without sampling."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from metarl.plots import moving_average
+
+
+def _script():
+    path = Path(__file__).parents[1] / "scripts" / "compare_runs.py"
+    spec = importlib.util.spec_from_file_location("compare_runs", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _evaluation(iteration: int, means: list[float]) -> dict:
+    return {"steps": list(range(len(means))), "checkpoint_iteration": iteration, "mean": means,
+            "ci95": [1.0] * len(means), "published": {"MAML paper": {"0": -50.0, "1": 293.0}}}
+
+
+def _run(root: Path, name: str, returns: list[float]) -> Path:
+    run = root / name
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("".join(
+        json.dumps({"iteration": i + 1, "return_after": r, "kl": 0.01}) + "\n"
+        for i, r in enumerate(returns)))
+    return run
+
+
+def test_moving_average_by_hand():
+    np.testing.assert_allclose(moving_average([1.0, 3.0, 5.0, 7.0], 2), [1.0, 2.0, 4.0, 6.0])
+    np.testing.assert_allclose(moving_average([2.0, 4.0, 9.0], 5), [2.0, 3.0, 5.0])
+
+
+def test_compare_runs_reads_training_and_evaluations(tmp_path, capsys):
+    plain = _run(tmp_path, "plain", [float(i) for i in range(1, 7)])  # 1..6
+    (plain / "evaluation.json").write_text(json.dumps(_evaluation(6, [-40.0, 120.0])))
+    snapshot = plain / "snapshots" / "iteration-3"
+    snapshot.mkdir(parents=True)
+    (snapshot / "evaluation.json").write_text(json.dumps(_evaluation(3, [-45.0, 80.0])))
+    summarized = _run(tmp_path, "summarized", [10.0] * 6)
+    (summarized / "evaluation-over-training.json").write_text(json.dumps({
+        "steps": [0, 1, 2], "iterations": [2, 4], "mean": [[0, 50, 60], [0, 70, 80]],
+        "ci95": [[1, 5, 6], [1, 7, 8]]}))
+    output = tmp_path / "runs.png"
+    _script().main([f"a={plain}", str(summarized), "--window", "3", "--output", str(output),
+                    "--until", "5"])
+    out = capsys.readouterr().out.splitlines()
+    assert output.stat().st_size > 0
+    # iterations 1-5 only (--until); means over 3 printed every 3 iterations: at 3, (1+2+3)/3
+    assert out[0] == "a: return_after, mean over 3 iterations: 3: 2.0"
+    assert out[1] == "  evaluated after 1 step(s): 3: 80.0 ± 1"  # iteration 6 is after 5
+    assert out[2].startswith("summarized: return_after, mean over 3 iterations: 3: 10.0")
+    assert out[3] == "  evaluated after 1 step(s): 2: 50.0 ± 5, 4: 70.0 ± 7"
+    rows, published = _script().evaluated_returns(plain, 1)
+    assert rows == [(3, 80.0, 1.0), (6, 120.0, 1.0)] and published["MAML paper"]["1"] == 293.0
+    assert _script().evaluated_returns(summarized, 3) == ([], {})
+
+
+def test_compare_runs_refuses_bad_input(tmp_path, capsys):
+    run = _run(tmp_path, "run", [1.0, 2.0])
+    script = _script()
+    with pytest.raises(SystemExit) as exit_info:
+        script.main([str(tmp_path / "missing"), "--output", str(tmp_path / "x.png")])
+    assert exit_info.value.code == 2
+    assert "has no metrics.jsonl" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        script.main([str(run), "--metric", "loss", "--output", str(tmp_path / "x.png")])
+    assert "has no 'loss' (metrics: iteration, return_after, kl)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        script.main([f"x={run}", f"x={run}", "--output", str(tmp_path / "x.png")])
+    assert "labels must differ" in capsys.readouterr().err
