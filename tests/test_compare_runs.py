@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from script_modules import load_script
 
 from metarl.plots import moving_average
 
 
 def _script():
-    path = Path(__file__).parents[1] / "scripts" / "compare_runs.py"
-    spec = importlib.util.spec_from_file_location("compare_runs", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("compare_runs")
 
 
 def _evaluation(iteration: int, means: list[float]) -> dict:

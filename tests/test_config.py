@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 import yaml
+from script_modules import load_script
 
 from metarl.cli import builtin_configs
 from metarl.config import ConfigError, apply_overrides, dump_config, from_dict, to_dict
@@ -49,13 +50,7 @@ def test_shipped_configs_load_and_mirror_every_field(name):
 def test_shipped_configs_are_what_write_configs_writes():
     """configs/ is regenerated from scripts/write_configs.py; a hand edit there would be lost
     on the next regeneration, so every file must equal what the script writes."""
-    import importlib.util
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parent.parent / "scripts" / "write_configs.py"
-    spec = importlib.util.spec_from_file_location("write_configs", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("write_configs")
     for relative, (header, data) in module.PRESETS.items():
         _, config = config_from_data(data)
         assert (module.ROOT / relative).read_text() == dump_config(config, header=header), relative

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
+from script_modules import load_script
 
 import metarl  # noqa: F401  (registers the environments)
 from metarl.envs import ENV_FAMILIES, env_family
@@ -677,14 +678,7 @@ def test_pretrained_cache_key_of_the_default_frame_skip_is_unchanged(tmp_path, m
 
 
 def _returns_by_task_script():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).parents[1] / "scripts" / "cheetah_returns_by_task.py"
-    spec = importlib.util.spec_from_file_location("cheetah_returns_by_task", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("cheetah_returns_by_task")
 
 
 def test_returns_by_task_groups():
