@@ -40,7 +40,8 @@ def evaluated_returns(run_dir: Path, step: int) -> tuple[list[tuple[int, float, 
     ``run_dir``, and the published values of its latest evaluation ({} if none)."""
     over_training = run_dir / "evaluation-over-training.json"
     latest = run_dir / "evaluation.json"
-    published = json.loads(latest.read_text()).get("published", {}) if latest.is_file() else {}
+    latest_result = json.loads(latest.read_text()) if latest.is_file() else None
+    published = latest_result.get("published", {}) if latest_result else {}
     if over_training.is_file():
         summary = json.loads(over_training.read_text())
         if step not in summary["steps"]:
@@ -49,14 +50,14 @@ def evaluated_returns(run_dir: Path, step: int) -> tuple[list[tuple[int, float, 
         return [(int(i), mean[column], ci[column]) for i, mean, ci in
                 zip(summary["iterations"], summary["mean"], summary["ci95"], strict=True)
                 ], published
+    results = [json.loads(path.read_text())
+               for path in sorted(run_dir.glob("snapshots/*/evaluation.json"))]
     rows = {}
-    for path in [*sorted(run_dir.glob("snapshots/*/evaluation.json")), latest]:
-        if path.is_file():
-            result = json.loads(path.read_text())
-            if step in result["steps"]:
-                column = result["steps"].index(step)
-                rows[int(result["checkpoint_iteration"])] = (result["mean"][column],
-                                                             result["ci95"][column])
+    for result in [*results, *([latest_result] if latest_result else [])]:
+        if step in result["steps"]:
+            column = result["steps"].index(step)
+            rows[int(result["checkpoint_iteration"])] = (result["mean"][column],
+                                                         result["ci95"][column])
     return [(i, *rows[i]) for i in sorted(rows)], published
 
 
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     labels = [label for label, _ in args.runs]
     if len(set(labels)) != len(labels):
         parser.error(f"labels must differ, got {labels}")
+    steps_text = f"{args.step} step" + ("s" if args.step != 1 else "")
     training, evaluations, reference = {}, {}, None
     for label, run_dir in args.runs:
         records = [r for r in read_metrics(run_dir / "metrics.jsonl")
@@ -90,17 +92,15 @@ def main(argv: list[str] | None = None) -> None:
         evaluations[label] = [row for row in rows if args.until is None or row[0] <= args.until]
         for name, values in published.items():
             if reference is None and str(args.step) in values:
-                reference = (f"{name}, {args.step} step" + ("s" if args.step != 1 else ""),
-                             float(values[str(args.step)]))
+                reference = (f"{name}, {steps_text}", float(values[str(args.step)]))
     plot_runs_compared(training, evaluations, args.output, metric=args.metric,
-                       evaluated=f"return after {args.step} step" + (
-                           "s" if args.step != 1 else ""),
-                       window=args.window, reference=reference)
+                       evaluated=f"return after {steps_text}", window=args.window,
+                       reference=reference)
     for label, points in training.items():
         values = moving_average([v for _, v in points], args.window)
-        marks = [i for i in range(args.window - 1, len(points), args.window)]
         print(f"{label}: {args.metric}, mean over {args.window} iterations: " + ", ".join(
-            f"{points[i][0]}: {values[i]:.1f}" for i in marks))
+            f"{points[i][0]}: {values[i]:.1f}"
+            for i in range(args.window - 1, len(points), args.window)))
         if evaluations[label]:
             print(f"  evaluated after {args.step} step(s): " + ", ".join(
                 f"{i}: {m:.1f} ± {c:.2g}" for i, m, c in evaluations[label]))

@@ -169,17 +169,14 @@ class MetaRLConfig:
         if self.env.name not in ENV_FAMILIES:
             raise ConfigError(f"env.name = {self.env.name!r}: known environments are "
                               + ", ".join(ENV_FAMILIES))
+        mujoco_only = "it applies to the MuJoCo families (" + ", ".join(
+            k for k, f in ENV_FAMILIES.items() if f.mujoco) + ")"
         if self.env.frame_skip is not None and not ENV_FAMILIES[self.env.name].mujoco:
-            raise ConfigError(
-                f"env.frame_skip = {self.env.frame_skip}: {self.env.name} has no frame skip; "
-                "it applies to the MuJoCo families ("
-                + ", ".join(k for k, f in ENV_FAMILIES.items() if f.mujoco)
-                + "); leave it null")
+            raise ConfigError(f"env.frame_skip = {self.env.frame_skip}: {self.env.name} has no "
+                              f"frame skip; {mujoco_only}; leave it null")
         if self.env.observe_x_position and not ENV_FAMILIES[self.env.name].mujoco:
-            raise ConfigError(
-                f"env.observe_x_position = true: {self.env.name} has no torso; it applies to "
-                "the MuJoCo families ("
-                + ", ".join(k for k, f in ENV_FAMILIES.items() if f.mujoco) + "); leave it false")
+            raise ConfigError(f"env.observe_x_position = true: {self.env.name} has no torso; "
+                              f"{mujoco_only}; leave it false")
         velocities = self.evaluation.test_velocities
         if velocities is not None:
             if self.env.name != "half_cheetah_vel":
