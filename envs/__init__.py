@@ -75,7 +75,8 @@ _CHEETAHS: dict[str, tuple[Literal["velocity", "direction"], str]] = {
 
 def _cheetah_family(kind: Literal["velocity", "direction"], gym_id: str,
                     frame_skip: int = CHEETAH_FRAME_SKIP,
-                    observe_x_position: bool = False) -> EnvFamily:
+                    observe_x_position: bool = False,
+                    reward_velocity: str = "torso") -> EnvFamily:
     def sample_tasks(num_tasks: int, rng: np.random.Generator) -> list[Task]:
         from metarl.envs.half_cheetah import sample_targets
 
@@ -87,11 +88,14 @@ def _cheetah_family(kind: Literal["velocity", "direction"], gym_id: str,
 
         targets = np.repeat(np.array([float(t[kind]) for t in tasks]), episodes_per_task)
         return BatchedHalfCheetah(kind, targets, rng, frame_skip=frame_skip,
-                                  observe_x_position=observe_x_position)
+                                  observe_x_position=observe_x_position,
+                                  reward_velocity=reward_velocity)
 
     gym_kwargs: dict[str, Any] = {"frame_skip": frame_skip}
     if observe_x_position:
         gym_kwargs["exclude_current_positions_from_observation"] = False
+    if reward_velocity != "torso":
+        gym_kwargs["reward_velocity"] = reward_velocity
     return EnvFamily(gym_id, 200, 17 + observe_x_position, 6, 1.0, sample_tasks, make_batched,
                      mujoco=True, frame_skip=frame_skip,
                      control_dt=CHEETAH_TIMESTEP * frame_skip, gym_kwargs=gym_kwargs)
@@ -105,21 +109,26 @@ ENV_FAMILIES: dict[str, EnvFamily] = {
 
 
 def env_family(name: str, *, frame_skip: int | None = None,
-               observe_x_position: bool = False) -> EnvFamily:
+               observe_x_position: bool = False, reward_velocity: str = "torso") -> EnvFamily:
     """``ENV_FAMILIES[name]``, with ``frame_skip`` MuJoCo steps per control step where given
-    (None keeps the family's) and the torso's x position observed where asked (MuJoCo families
-    only)."""
+    (None keeps the family's), the torso's x position observed where asked, and the reward's
+    velocity taken from the whole cheetah's centre of mass with
+    ``reward_velocity="centre_of_mass"`` (MuJoCo families only)."""
     if name not in ENV_FAMILIES:
         raise ValueError(f"unknown environment family {name!r}; known: "
                          + ", ".join(ENV_FAMILIES))
     if (frame_skip is None or frame_skip == ENV_FAMILIES[name].frame_skip) and (
-            not observe_x_position):
+            not observe_x_position) and reward_velocity == "torso":
         return ENV_FAMILIES[name]
     if name not in _CHEETAHS:
-        raise ValueError(f"{name} has no frame skip or x position (only the MuJoCo families: "
-                         + ", ".join(_CHEETAHS) + ")")
+        raise ValueError(f"{name} has no frame skip, x position or reward velocity (only the "
+                         "MuJoCo families: " + ", ".join(_CHEETAHS) + ")")
+    from metarl.envs.half_cheetah import check_reward_velocity
+
+    check_reward_velocity(reward_velocity)
     return _cheetah_family(*_CHEETAHS[name], frame_skip=frame_skip or CHEETAH_FRAME_SKIP,
-                           observe_x_position=observe_x_position)
+                           observe_x_position=observe_x_position,
+                           reward_velocity=reward_velocity)
 
 _ENTRY_POINTS = {
     "metarl/Navigation2D-v0": ("metarl.envs.navigation:Navigation2DEnv", 100),

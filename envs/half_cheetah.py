@@ -12,7 +12,10 @@ v5's rate). The reward follows the task:
 - velocity: ``-|v_x - v_goal| - 0.05 ‖a‖²`` with ``v_goal ~ U[0, 2]`` (m/s);
 - direction: ``direction · v_x - 0.05 ‖a‖²`` with ``direction = ±1``, each with p = 1/2;
 
-where ``v_x`` is the torso's x displacement over the control step divided by dt. Actions are
+where ``v_x`` is the torso's x displacement over the control step divided by dt (REFERENCE.md),
+or, with ``reward_velocity="centre_of_mass"``, the whole cheetah's centre-of-mass x
+displacement over the control step divided by dt: close to the MAML authors' rllab
+half-cheetah, whose reward used the mass-weighted velocity of all bodies. Actions are
 the 6 joint torques, clipped to [-1, 1] before they are applied and costed (as the MAML
 authors' action normalization does). Episodes last 200 steps (a parameter; peers use 100);
 nothing terminates them earlier.
@@ -60,6 +63,8 @@ except (ImportError, RuntimeError, gym.error.DependencyNotInstalled) as _error:
 from gymnasium import utils  # noqa: E402  (after the guarded MuJoCo import)
 
 TaskKind = Literal["velocity", "direction"]
+RewardVelocity = Literal["torso", "centre_of_mass"]
+REWARD_VELOCITIES: tuple[RewardVelocity, ...] = ("torso", "centre_of_mass")
 VELOCITY_LOW, VELOCITY_HIGH = 0.0, 2.0
 CONTROL_COST_WEIGHT = 0.05
 ACTION_BOUND = 1.0
@@ -131,6 +136,13 @@ def check_frame_skip(frame_skip: int) -> None:
                          f"control step), got {frame_skip!r}")
 
 
+def check_reward_velocity(reward_velocity: str) -> None:
+    """Refuse a reward velocity that is not one of :data:`REWARD_VELOCITIES`."""
+    if reward_velocity not in REWARD_VELOCITIES:
+        raise ValueError(f"reward_velocity must be one of {', '.join(REWARD_VELOCITIES)}, got "
+                         f"{reward_velocity!r}")
+
+
 def _check_target(kind: TaskKind, task: dict[str, Any]) -> float:
     if kind not in task:  # tasks are {"velocity": v} or {"direction": ±1}
         raise ValueError(f"a half-cheetah {kind} task is {{'{kind}': float}}, got {task!r}")
@@ -152,8 +164,10 @@ class _HalfCheetahTaskEnv(HalfCheetahEnv):
 
     def __init__(self, task: dict[str, Any] | None = None, render_mode: str | None = None,
                  width: int = 480, height: int = 480, frame_skip: int = FRAME_SKIP,
-                 **kwargs: Any) -> None:
+                 reward_velocity: RewardVelocity = "torso", **kwargs: Any) -> None:
         check_frame_skip(frame_skip)
+        check_reward_velocity(reward_velocity)
+        self.reward_velocity = reward_velocity
         observation_dim = OBSERVATION_DIM + (
             0 if kwargs.get("exclude_current_positions_from_observation", True) else 1)
         if "camera_id" not in kwargs:  # follow the torso rather than a fixed view
@@ -163,7 +177,8 @@ class _HalfCheetahTaskEnv(HalfCheetahEnv):
                          width=width, height=height, **kwargs)
         # Pickling and deep copies rebuild the env from these arguments (HalfCheetahEnv
         # recorded its own).
-        utils.EzPickle.__init__(self, task, render_mode, width, height, frame_skip, **kwargs)
+        utils.EzPickle.__init__(self, task, render_mode, width, height, frame_skip,
+                                reward_velocity, **kwargs)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(observation_dim,),
                                                 dtype=np.float64)
         self._target = self.default_target
@@ -201,11 +216,22 @@ class _HalfCheetahTaskEnv(HalfCheetahEnv):
         observation, info = super().reset(seed=seed)
         return observation, {**info, "task": self.task}
 
+    def _tracked_x(self) -> float:
+        """The x position (m) whose displacement gives the reward's velocity."""
+        if self.reward_velocity == "torso":
+            return float(self.data.qpos[0])
+        import mujoco
+
+        # After mj_step the derived fields describe the state before the last substep.
+        mujoco.mj_kinematics(self.model, self.data)
+        mujoco.mj_comPos(self.model, self.data)
+        return float(self.data.subtree_com[0, 0])  # the world's subtree: every body
+
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         action = np.clip(np.asarray(action, dtype=np.float64), -ACTION_BOUND, ACTION_BOUND)
-        x_before = self.data.qpos[0]
+        x_before = self._tracked_x()
         self.do_simulation(action, self.frame_skip)
-        x_velocity = (self.data.qpos[0] - x_before) / self.dt
+        x_velocity = (self._tracked_x() - x_before) / self.dt
         reward = float(task_rewards(self.kind, np.array([self._target]), np.array([x_velocity]),
                                     action[None])[0])
         info = {"x_position": self.data.qpos[0], "x_velocity": x_velocity, "task": self.task}
@@ -236,6 +262,8 @@ class BatchedHalfCheetah:
         frame_skip: MuJoCo steps of 0.01 s per control step (5, HalfCheetah-v5's, by default).
         observe_x_position: observe the torso's x position too, as the first of 18 numbers
             (v5's ``exclude_current_positions_from_observation=False``).
+        reward_velocity: ``"torso"`` (REFERENCE.md) or ``"centre_of_mass"``: whose x
+            displacement over the control step gives the reward's velocity.
 
     The reset noise has Gymnasium's distribution but is drawn for all simulations at once
     (positions, then velocities), so a seed does not reproduce Gymnasium's per-env resets;
@@ -246,11 +274,14 @@ class BatchedHalfCheetah:
 
     def __init__(self, kind: TaskKind, targets: np.ndarray, rng: np.random.Generator, *,
                  threads: int | None = None, frame_skip: int = FRAME_SKIP,
-                 observe_x_position: bool = False) -> None:
+                 observe_x_position: bool = False,
+                 reward_velocity: RewardVelocity = "torso") -> None:
         import mujoco
         import mujoco.batch
 
         check_frame_skip(frame_skip)
+        check_reward_velocity(reward_velocity)
+        self.reward_velocity = reward_velocity
         targets = np.asarray(targets, dtype=np.float64)
         if targets.ndim != 1:
             raise ValueError(f"targets must have shape (N,), got {targets.shape}")
@@ -268,6 +299,13 @@ class BatchedHalfCheetah:
         self._qpos = self.batch.bind("qpos")
         self._qvel = self.batch.bind("qvel")
         self._ctrl = self.batch.bind("ctrl")
+        if reward_velocity == "centre_of_mass":
+            self._subtree_com = self.batch.bind("subtree_com")  # (N, bodies, 3), read-only
+            # Stepping then computes the position stage at the new state (subtree_com current);
+            # a persistent batch starts its next step from it, at no extra cost.
+            self._step_stage = int(mujoco.mjtStage.mjSTAGE_POS)
+        else:
+            self._step_stage = 0
         self.init_qpos = self.model.qpos0.copy()
         self.init_qvel = np.zeros(self.model.nv)
 
@@ -306,13 +344,20 @@ class BatchedHalfCheetah:
         """
         clipped = np.clip(actions.detach().numpy().astype(np.float64), -ACTION_BOUND,
                           ACTION_BOUND)
-        x_before = self._qpos[:, 0].copy()
+        x_before = self._tracked_x()
         self._ctrl[:] = clipped
-        self.batch.step(nstep=self.frame_skip)
-        x_velocity = (self._qpos[:, 0] - x_before) / self.dt
+        self.batch.step(nstep=self.frame_skip, stage=self._step_stage)
+        x_velocity = (self._tracked_x() - x_before) / self.dt
         rewards = task_rewards(self.kind, self.targets, x_velocity, clipped)
         return (self.observations(), torch.from_numpy(rewards),
                 torch.zeros(self.num_envs, dtype=torch.bool))
+
+
+    def _tracked_x(self) -> np.ndarray:
+        """The x positions ``(N,)`` (m) whose displacements give the reward's velocity."""
+        if self.reward_velocity == "torso":
+            return self._qpos[:, 0].copy()
+        return self._subtree_com[:, 0, 0].copy()  # the world's subtree: every body
 
 
 def available_cpus() -> int:

@@ -28,6 +28,10 @@ FAST = ["--set", "training.iterations=12", "--set", "training.meta_batch_size=4"
      "env.frame_skip = 0: must be >= 1"),
     (["train", "navigation2d", "--set", "env.observe_x_position=true"],
      "env.observe_x_position = true: navigation2d has no torso"),
+    (["train", "navigation2d", "--set", "env.reward_velocity=centre_of_mass"],
+     "env.reward_velocity = centre_of_mass: navigation2d has no torso"),
+    (["train", "half-cheetah-vel", "--set", "env.reward_velocity=hips"],
+     "env.reward_velocity = 'hips'"),
 ])
 def test_bad_input_exits_2_with_the_reason(args, message, capsys, tmp_path):
     assert main(args) == 2

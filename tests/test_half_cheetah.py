@@ -165,18 +165,21 @@ def test_task_interface_and_sampling():
         env.reset_task({"goal": 1.0})
 
 
-@pytest.mark.parametrize(("kind", "frame_skip", "observe_x"), [
-    ("velocity", 5, False), ("direction", 5, False), ("velocity", 1, False),
-    ("direction", 1, False), ("direction", 5, True)])
-def test_batched_form_equals_gymnasium_form(kind, frame_skip, observe_x):
+@pytest.mark.parametrize(("kind", "frame_skip", "observe_x", "reward_velocity"), [
+    ("velocity", 5, False, "torso"), ("direction", 5, False, "torso"),
+    ("velocity", 1, False, "torso"), ("direction", 1, False, "torso"),
+    ("direction", 5, True, "torso"), ("velocity", 5, False, "centre_of_mass"),
+    ("direction", 1, False, "centre_of_mass")])
+def test_batched_form_equals_gymnasium_form(kind, frame_skip, observe_x, reward_velocity):
     env_class = HalfCheetahVelEnv if kind == "velocity" else HalfCheetahDirEnv
     targets = np.array([0.3, 1.7, 1.0]) if kind == "velocity" else np.array([1.0, -1.0, 1.0])
-    envs = [env_class({kind: float(t)}, frame_skip=frame_skip,
+    envs = [env_class({kind: float(t)}, frame_skip=frame_skip, reward_velocity=reward_velocity,
                       exclude_current_positions_from_observation=not observe_x)
             for t in targets]
     starts = [env.reset(seed=10 + i) for i, env in enumerate(envs)]
     batched = BatchedHalfCheetah(kind, targets, np.random.default_rng(0), threads=2,
-                                 frame_skip=frame_skip, observe_x_position=observe_x)
+                                 frame_skip=frame_skip, observe_x_position=observe_x,
+                                 reward_velocity=reward_velocity)
     assert batched.observation_dim == envs[0].observation_space.shape[0] == 17 + observe_x
     assert batched.dt == pytest.approx(envs[0].dt)
     obs = batched.reset(np.stack([env.data.qpos for env in envs]),
@@ -192,6 +195,75 @@ def test_batched_form_equals_gymnasium_form(kind, frame_skip, observe_x):
             np.testing.assert_allclose(obs[i].numpy(), env_obs, rtol=1e-6, atol=1e-5)
             assert float(rewards[i]) == pytest.approx(env_reward, rel=1e-9, abs=1e-9)
         assert not terminated.any()
+
+
+def _centre_of_mass_x(env) -> float:
+    """The cheetah's centre-of-mass x (m), computed from the bodies' masses and centres on a
+    copy of the simulation state, independently of the environment's code path."""
+    import mujoco
+
+    data = mujoco.MjData(env.model)
+    data.qpos[:], data.qvel[:] = env.data.qpos, env.data.qvel
+    mujoco.mj_forward(env.model, data)
+    masses = env.model.body_mass
+    return float((masses * data.xipos[:, 0]).sum() / masses.sum())
+
+
+@pytest.mark.parametrize("kind", ["velocity", "direction"])
+def test_centre_of_mass_reward_velocity(kind):
+    """reward_velocity="centre_of_mass": v_x is the whole cheetah's centre-of-mass x
+    displacement over the control step / dt, the reward follows REFERENCE.md's formula with it,
+    the dynamics and observations stay v5's, the checker passes and copies keep the option."""
+    env_class = HalfCheetahVelEnv if kind == "velocity" else HalfCheetahDirEnv
+    target = 1.3 if kind == "velocity" else -1.0
+    ours = env_class({kind: target}, reward_velocity="centre_of_mass")
+    check_env(ours, skip_render_check=True)
+    torso = env_class({kind: target})
+    ours.reset(seed=6)
+    torso.reset(seed=6)
+    differences = []
+    for action in np.random.default_rng(1).uniform(-1.2, 1.2, size=(30, 6)):
+        com_before = _centre_of_mass_x(ours)
+        obs, reward, *_, info = ours.step(action)
+        torso_obs, _, *_, torso_info = torso.step(action)
+        np.testing.assert_array_equal(obs, torso_obs)
+        v_x = (_centre_of_mass_x(ours) - com_before) / ours.dt
+        assert info["x_velocity"] == pytest.approx(v_x, rel=1e-9, abs=1e-9)
+        cost = 0.05 * float((np.clip(action, -1, 1) ** 2).sum())
+        expected = -abs(v_x - target) - cost if kind == "velocity" else target * v_x - cost
+        assert reward == pytest.approx(expected, rel=1e-9, abs=1e-9)
+        differences.append(abs(info["x_velocity"] - torso_info["x_velocity"]))
+    assert max(differences) > 0.01, "the centre of mass and the torso move differently"
+    copy = pickle.loads(pickle.dumps(ours))
+    assert copy.reward_velocity == "centre_of_mass"
+    with pytest.raises(ValueError, match="reward_velocity must be one of torso, centre_of_mass"):
+        env_class(reward_velocity="hips")
+
+
+def test_env_family_with_the_centre_of_mass_reward_velocity():
+    family = env_family("half_cheetah_vel", reward_velocity="centre_of_mass")
+    assert dict(family.gym_kwargs) == {"frame_skip": 5, "reward_velocity": "centre_of_mass"}
+    assert gym.make(family.gym_id, **family.gym_kwargs).unwrapped.reward_velocity == (
+        "centre_of_mass")
+    env = family.make_batched([{"velocity": 1.0}], 2, np.random.default_rng(0))
+    assert env.reward_velocity == "centre_of_mass"
+    assert env_family("half_cheetah_vel", reward_velocity="torso") is (
+        ENV_FAMILIES["half_cheetah_vel"])
+    with pytest.raises(ValueError, match="reward_velocity must be one of"):
+        env_family("half_cheetah_vel", reward_velocity="hips")
+    with pytest.raises(ValueError, match="navigation2d has no frame skip, x position or reward"):
+        env_family("navigation2d", reward_velocity="centre_of_mass")
+
+
+def test_config_reward_velocity_reaches_the_sampler():
+    from metarl.experiment import config_from_data
+    from metarl.rl.experiment import env_title, family_of
+
+    _, config = config_from_data({"experiment": "meta_rl", "env": {
+        "name": "half_cheetah_vel", "reward_velocity": "centre_of_mass"}})
+    assert env_title(config) == "half_cheetah_vel (centre-of-mass velocity)"
+    env = family_of(config).make_batched([{"velocity": 1.0}], 1, np.random.default_rng(0))
+    assert env.reward_velocity == "centre_of_mass"
 
 
 def test_batched_reset_noise_is_gymnasiums_and_seeded():
@@ -258,7 +330,7 @@ def test_env_family_with_the_x_position_observed():
     assert both.observation_dim == 18 and both.control_dt == pytest.approx(0.01)
     assert gym.make(both.gym_id, **both.gym_kwargs).observation_space.shape == (18,)
     assert ENV_FAMILIES["half_cheetah_vel"].observation_dim == 17  # the registry is unchanged
-    with pytest.raises(ValueError, match="navigation2d has no frame skip or x position"):
+    with pytest.raises(ValueError, match="navigation2d has no frame skip, x position"):
         env_family("navigation2d", observe_x_position=True)
 
 
@@ -782,3 +854,38 @@ def test_returns_by_task_script_on_a_run(cheetah_run, tmp_path, capsys, monkeypa
     (run / "evaluation.json").unlink()
     with pytest.raises(SystemExit, match="does not exist"):
         script.main()
+
+
+def test_velocity_definitions_script_scores_what_the_environments_reward():
+    """scripts/cheetah_velocity_definitions.py: its torso returns are the environment's, its
+    centre-of-mass returns those of env.reward_velocity=centre_of_mass on the same trajectory,
+    and its control-cost row is the cost part of both."""
+    module = load_script("cheetah_velocity_definitions")
+    targets = np.repeat([0.4, 1.6], 2)  # 2 tasks x 2 episodes
+    rng = np.random.default_rng(8)
+    qpos = rng.uniform(-0.1, 0.1, size=(4, 9))
+    qvel = 0.1 * rng.standard_normal((4, 9))
+    recorder = module.CentreOfMassRecorder(
+        BatchedHalfCheetah("velocity", targets, np.random.default_rng(0), threads=1))
+    centre = BatchedHalfCheetah("velocity", targets, np.random.default_rng(0), threads=1,
+                                reward_velocity="centre_of_mass")
+    recorder.reset(qpos, qvel)
+    centre.reset(qpos, qvel)
+    totals = {"torso": np.zeros(4), "com": np.zeros(4), "cost": np.zeros(4)}
+    for actions in rng.uniform(-1.3, 1.3, size=(25, 4, 6)):
+        observations, rewards, _ = recorder.step(torch.from_numpy(actions))
+        centre_observations, centre_rewards, _ = centre.step(torch.from_numpy(actions))
+        np.testing.assert_array_equal(observations.numpy(), centre_observations.numpy())
+        totals["torso"] += rewards.numpy()
+        totals["com"] += centre_rewards.numpy()
+        totals["cost"] -= 0.05 * (np.clip(actions, -1, 1) ** 2).sum(-1)
+    returns = module.segment_returns(recorder.segments[0], targets, recorder.dt, 2)
+    np.testing.assert_allclose(returns["torso"], totals["torso"].reshape(2, 2).mean(1),
+                               rtol=1e-9)
+    np.testing.assert_allclose(returns["com"], totals["com"].reshape(2, 2).mean(1), rtol=1e-9)
+    np.testing.assert_allclose(returns["control cost"], totals["cost"].reshape(2, 2).mean(1),
+                               rtol=1e-9)
+    assert np.abs(returns["com"] - returns["torso"]).max() > 0.01
+    assert np.isfinite(returns["com-instant"]).all()
+    with pytest.raises(RuntimeError, match="never end early"):
+        recorder.restart(torch.ones(4, dtype=torch.bool))

@@ -62,6 +62,11 @@ class EnvConfig:
         False, "half-cheetahs: observe the torso's x position too, 18 numbers instead of "
         "REFERENCE.md's 17 (v5's exclude_current_positions_from_observation=False; the paper's "
         "rllab half-cheetah observed its centre of mass)")
+    reward_velocity: Literal["torso", "centre_of_mass"] = param(
+        "torso", "half-cheetahs: the x velocity the reward uses: torso (REFERENCE.md: the torso's "
+        "x displacement over the control step / dt) or centre_of_mass (the whole cheetah's, "
+        "close to the paper's rllab half-cheetah, which used the mass-weighted velocity of all "
+        "bodies)")
 
 
 @dataclasses.dataclass
@@ -177,6 +182,9 @@ class MetaRLConfig:
         if self.env.observe_x_position and not ENV_FAMILIES[self.env.name].mujoco:
             raise ConfigError(f"env.observe_x_position = true: {self.env.name} has no torso; "
                               f"{mujoco_only}; leave it false")
+        if self.env.reward_velocity != "torso" and not ENV_FAMILIES[self.env.name].mujoco:
+            raise ConfigError(f"env.reward_velocity = {self.env.reward_velocity}: "
+                              f"{self.env.name} has no torso; {mujoco_only}; leave it torso")
         velocities = self.evaluation.test_velocities
         if velocities is not None:
             if self.env.name != "half_cheetah_vel":
@@ -190,18 +198,21 @@ class MetaRLConfig:
 
 def family_of(config: MetaRLConfig) -> EnvFamily:
     return env_family(config.env.name, frame_skip=config.env.frame_skip,
-                      observe_x_position=config.env.observe_x_position)
+                      observe_x_position=config.env.observe_x_position,
+                      reward_velocity=config.env.reward_velocity)
 
 
 def env_title(config: MetaRLConfig) -> str:
-    """The family's name, with its control step when the config changes the frame skip and
-    with the observed x position when asked."""
+    """The family's name, with its control step when the config changes the frame skip, and
+    with the observed x position and the centre-of-mass reward velocity when asked."""
     family = family_of(config)
     notes = []
     if config.env.frame_skip is not None and family.control_dt is not None:
         notes.append(f"dt {family.control_dt:g} s")
     if config.env.observe_x_position:
         notes.append("x observed")
+    if config.env.reward_velocity != "torso":
+        notes.append("centre-of-mass velocity")
     return config.env.name + (f" ({', '.join(notes)})" if notes else "")
 
 
@@ -339,6 +350,8 @@ def _baseline_key(config: MetaRLConfig) -> dict[str, Any]:
         del key["env"]["frame_skip"]
     if not key["env"]["observe_x_position"]:
         del key["env"]["observe_x_position"]
+    if key["env"]["reward_velocity"] == "torso":
+        del key["env"]["reward_velocity"]
     return key
 
 
@@ -420,8 +433,8 @@ class MetaRLExperiment(Experiment):
                      and config.evaluation.test_velocities is None else {})
         result: dict[str, Any] = {
             "experiment": self.name, "env": config.env.name, "metric": self.metric,
-            **({"frame_skip": family.frame_skip, "control_dt": family.control_dt}
-               if family.mujoco else {}),
+            **({"frame_skip": family.frame_skip, "control_dt": family.control_dt,
+                "reward_velocity": config.env.reward_velocity} if family.mujoco else {}),
             "steps": list(range(steps + 1)), **main, "tasks": tasks, "seed": seed,
             "test_tasks": [jsonable_task(task) for task in test_tasks],
             "episodes_per_task": ev.episodes_per_task, "sampling": config.training.sampling,
