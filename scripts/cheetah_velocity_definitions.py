@@ -3,18 +3,20 @@
     python scripts/cheetah_velocity_definitions.py RUN_DIR
 
 Samples exactly what ``metarl evaluate RUN_DIR`` samples (the run's test tasks, episodes,
-learning rates and seed; the policy adapts on REFERENCE.md's reward, so the trajectories are
+learning rates and seed; the policy adapts on the run's own reward, so the trajectories are
 the evaluation's) and scores the same trajectories with ``-|v_x - v_goal| - 0.05‖a‖²`` for
 three velocities:
 
 - ``torso``: the torso's x displacement over the control step / dt (REFERENCE.md, metarl's
   environments);
-- ``com``: the whole cheetah's centre-of-mass x displacement over the control step / dt;
+- ``com``: the whole cheetah's centre-of-mass x displacement over the control step / dt
+  (``env.reward_velocity: centre_of_mass``);
 - ``com-instant``: the centre of mass's x velocity at the end of the control step, close to
   the MAML authors' rllab half-cheetah, whose reward used the mass-weighted velocity of the
   torso's subtree (every body) at one instant.
 
-The torso row must reproduce the evaluation's returns (the script checks it); the others
+The row of the run's own reward (``torso``, or ``com`` for a centre-of-mass run) must
+reproduce the evaluation's returns (the script checks it); the others
 show how much of the return depends on which velocity the reward tracks, on trajectories
 that were not trained for them. A last row gives the return's control-cost part
 (-0.05‖a‖² summed over the episode), the same under every definition.
@@ -134,19 +136,20 @@ def main() -> None:
         raise RuntimeError(f"{len(segments)} samplings recorded, {len(rollouts.episodes)} "
                            "expected")
     episodes = ev.episodes_per_task
+    own = "torso" if config.env.reward_velocity == "torso" else "com"
     table: dict[str, list[np.ndarray]] = {name: [] for name in ROWS}
     for step, (segment, sampled) in enumerate(zip(segments, rollouts.episodes, strict=True)):
         returns = segment_returns(segment, recorder.env.targets, recorder.env.dt, episodes)
         recorded = sampled.task_returns().double().numpy()
-        gap = float(np.abs(returns["torso"] - recorded).max())
+        gap = float(np.abs(returns[own] - recorded).max())
         if gap > 1e-3:
-            raise RuntimeError(f"step {step}: torso returns differ from the sampled ones by "
+            raise RuntimeError(f"step {step}: {own} returns differ from the sampled ones by "
                                f"{gap:.2g}: the recording does not match the evaluation")
         for name in ROWS:
             table[name].append(returns[name])
     print(f"{args.run_dir}: iteration {state['iteration']}; mean return over "
           f"{ev.tasks} test tasks ± 95% CI after 0..{ev.steps} steps, the same "
-          "trajectories scored with each velocity")
+          f"trajectories (adapted on the {own} reward) scored with each velocity")
     print(f"{'velocity':13s} " + " ".join(f"{f'step {s}':>15s}" for s in range(ev.steps + 1)))
     for name in ROWS:
         summary = summarize(np.stack(table[name], axis=1))
