@@ -1,11 +1,11 @@
 """Half-cheetah velocity: the evaluation's returns under three definitions of v_x.
 
-    python scripts/cheetah_velocity_definitions.py RUN_DIR
+    python scripts/cheetah_velocity_definitions.py RUN_DIR [--seed SEED]
 
-Samples exactly what ``metarl evaluate RUN_DIR`` samples (the run's test tasks, episodes,
-learning rates and seed; the policy adapts on the run's own reward, so the trajectories are
-the evaluation's) and scores the same trajectories with ``-|v_x - v_goal| - 0.05‖a‖²`` for
-three velocities:
+Samples exactly what ``metarl evaluate RUN_DIR [--seed SEED]`` samples (the run's test tasks,
+or another seed's such as validation tasks; the run's episodes and learning rates; the policy
+adapts on the run's own reward, so the trajectories are the evaluation's) and scores the
+same trajectories with ``-|v_x - v_goal| - 0.05‖a‖²`` for three velocities:
 
 - ``torso``: the torso's x displacement over the control step / dt (REFERENCE.md, metarl's
   environments);
@@ -16,9 +16,9 @@ three velocities:
   torso's subtree (every body) at one instant.
 
 The row of the run's own reward (``torso``, or ``com`` for a centre-of-mass run) must
-reproduce the evaluation's returns (the script checks it); the others
-show how much of the return depends on which velocity the reward tracks, on trajectories
-that were not trained for them. A last row gives the return's control-cost part
+reproduce the evaluation's returns (the script checks it); the others show how much of the
+return depends on which velocity the reward tracks, on trajectories that were not trained
+for them. A last row gives the return's control-cost part
 (-0.05‖a‖² summed over the episode), the same under every definition.
 """
 
@@ -113,6 +113,9 @@ def segment_returns(segment: dict[str, list[np.ndarray]], targets: np.ndarray, d
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", help="a half-cheetah velocity run directory")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="draw the tasks, resets and actions from this seed (as metarl "
+                             "evaluate --seed); default: the run's evaluation.seed")
     args = parser.parse_args()
     _, config, state = load_run(args.run_dir)
     if config.env.name != "half_cheetah_vel":
@@ -127,8 +130,9 @@ def main() -> None:
         return recorders[-1]
 
     ev = config.evaluation
+    seed = ev.seed if args.seed is None else args.seed
     _, rollouts = evaluation_rollouts(
-        config, state["trainer"]["params"], tasks=ev.tasks, steps=ev.steps, seed=ev.seed,
+        config, state["trainer"]["params"], tasks=ev.tasks, steps=ev.steps, seed=seed,
         family=dataclasses.replace(family, make_batched=make_recording))
     (recorder,) = recorders
     segments = recorder.segments
@@ -148,7 +152,7 @@ def main() -> None:
         for name in ROWS:
             table[name].append(returns[name])
     print(f"{args.run_dir}: iteration {state['iteration']}; mean return over "
-          f"{ev.tasks} test tasks ± 95% CI after 0..{ev.steps} steps, the same "
+          f"{ev.tasks} tasks of seed {seed} ± 95% CI after 0..{ev.steps} steps, the same "
           f"trajectories (adapted on the {own} reward) scored with each velocity")
     print(f"{'velocity':13s} " + " ".join(f"{f'step {s}':>15s}" for s in range(ev.steps + 1)))
     for name in ROWS:

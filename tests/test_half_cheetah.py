@@ -889,3 +889,29 @@ def test_velocity_definitions_script_scores_what_the_environments_reward():
     assert np.isfinite(returns["com-instant"]).all()
     with pytest.raises(RuntimeError, match="never end early"):
         recorder.restart(torch.ones(4, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("seed", [None, 11])
+def test_velocity_definitions_script_reproduces_evaluate(cheetah_run, tmp_path, capsys,
+                                                         monkeypatch, seed):
+    """The script's own-reward row is what `metarl evaluate [--seed]` reports, for the run's
+    test tasks and for another seed's (validation tasks)."""
+    import json
+    import shutil
+
+    from metarl.cli import main
+
+    run = tmp_path / "vel"
+    shutil.copytree(cheetah_run, run)
+    seed_args = [] if seed is None else ["--seed", str(seed)]
+    assert main(["evaluate", str(run), *seed_args]) == 0
+    evaluated = json.loads((run / "evaluation.json").read_text())["mean"]
+    monkeypatch.setattr("sys.argv", ["cheetah_velocity_definitions.py", str(run), *seed_args])
+    capsys.readouterr()
+    load_script("cheetah_velocity_definitions").main()
+    lines = capsys.readouterr().out.splitlines()
+    if seed is not None:
+        assert f"tasks of seed {seed}" in lines[0]
+    torso = lines[2].split()
+    assert torso[0] == "torso"
+    assert [float(m) for m in torso[1::3]] == pytest.approx(evaluated, abs=0.006)
