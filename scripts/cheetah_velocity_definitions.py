@@ -117,6 +117,8 @@ def main() -> None:
                         help="draw the tasks, resets and actions from this seed (as metarl "
                              "evaluate --seed); default: the run's evaluation.seed")
     args = parser.parse_args()
+    if args.seed is not None and args.seed < 0:
+        parser.error(f"--seed must be a non-negative integer, got {args.seed}")
     _, config, state = load_run(args.run_dir)
     if config.env.name != "half_cheetah_vel":
         parser.error(f"{args.run_dir} is a {config.env.name} run, not half_cheetah_vel")

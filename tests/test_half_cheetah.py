@@ -905,7 +905,10 @@ def test_velocity_definitions_script_reproduces_evaluate(cheetah_run, tmp_path, 
     shutil.copytree(cheetah_run, run)
     seed_args = [] if seed is None else ["--seed", str(seed)]
     assert main(["evaluate", str(run), *seed_args]) == 0
-    evaluated = json.loads((run / "evaluation.json").read_text())["mean"]
+    evaluation = json.loads((run / "evaluation.json").read_text())
+    if seed is not None:
+        assert evaluation["seed"] == seed
+    evaluated = evaluation["mean"]
     monkeypatch.setattr("sys.argv", ["cheetah_velocity_definitions.py", str(run), *seed_args])
     capsys.readouterr()
     load_script("cheetah_velocity_definitions").main()
@@ -915,3 +918,7 @@ def test_velocity_definitions_script_reproduces_evaluate(cheetah_run, tmp_path, 
     torso = lines[2].split()
     assert torso[0] == "torso"
     assert [float(m) for m in torso[1::3]] == pytest.approx(evaluated, abs=0.006)
+    monkeypatch.setattr("sys.argv", ["cheetah_velocity_definitions.py", str(run), "--seed", "-1"])
+    with pytest.raises(SystemExit):
+        load_script("cheetah_velocity_definitions").main()
+    assert "non-negative" in capsys.readouterr().err
