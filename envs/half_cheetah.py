@@ -2,7 +2,9 @@
 
 The model, frame skip (5 MuJoCo steps of 0.01 s: dt = 0.05 s), reset noise and the 17-number
 observation (joint positions without the torso's x, then all velocities) are those of
-Gymnasium's HalfCheetah-v5. The torso's x position can be observed too (18 numbers, x first),
+Gymnasium's HalfCheetah-v5. With ``reset_noise="rllab"`` episodes start as the MAML authors'
+rllab half-cheetah's did: positions plus N(0, 0.01²) instead of v5's U(±0.1), velocities
+N(0, 0.1²) in both. The torso's x position can be observed too (18 numbers, x first),
 as v5 does with ``exclude_current_positions_from_observation=False`` and as the MAML authors'
 rllab half-cheetah did (its observation ends with the torso's centre of mass, x included).
 The frame skip is a parameter: 1 gives the control rate of the rllab half-cheetah the MAML
@@ -70,6 +72,9 @@ CONTROL_COST_WEIGHT = 0.05
 ACTION_BOUND = 1.0
 FRAME_SKIP = 5
 RESET_NOISE_SCALE = 0.1
+RLLAB_POSITION_NOISE_STD = 0.01  # rllab's MujocoEnv.reset_mujoco: init_qpos + 0.01·N(0, 1)
+ResetNoise = Literal["v5", "rllab"]
+RESET_NOISES: tuple[ResetNoise, ...] = ("v5", "rllab")
 MAX_EPISODE_STEPS = 200
 OBSERVATION_DIM = 17
 ACTION_DIM = 6
@@ -128,6 +133,30 @@ def task_rewards(kind: TaskKind, targets: np.ndarray, x_velocity: np.ndarray,
     return targets * x_velocity - control_cost
 
 
+def reset_noise_draws(reset_noise: ResetNoise, rng: np.random.Generator,
+                      positions: int | tuple[int, ...], velocities: int | tuple[int, ...],
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Noise added to the initial positions and velocities of an episode, of shapes
+    ``positions`` and ``velocities``, drawn from ``rng`` positions first.
+
+    ``"v5"``: U(±0.1) (rad or m) and 0.1·N(0, 1) (rad/s or m/s), HalfCheetah-v5's draws in
+    its order; ``"rllab"``: 0.01·N(0, 1) and 0.1·N(0, 1), the rllab half-cheetah's.
+    """
+    check_reset_noise(reset_noise)
+    if reset_noise == "v5":
+        position_noise = rng.uniform(-RESET_NOISE_SCALE, RESET_NOISE_SCALE, size=positions)
+    else:
+        position_noise = RLLAB_POSITION_NOISE_STD * rng.standard_normal(positions)
+    return position_noise, RESET_NOISE_SCALE * rng.standard_normal(velocities)
+
+
+def check_reset_noise(reset_noise: str) -> None:
+    """Refuse a reset noise that is not one of :data:`RESET_NOISES`."""
+    if reset_noise not in RESET_NOISES:
+        raise ValueError(f"reset_noise must be one of {', '.join(RESET_NOISES)}, got "
+                         f"{reset_noise!r}")
+
+
 def check_frame_skip(frame_skip: int) -> None:
     """Refuse a frame skip that is not a whole number of MuJoCo steps of at least 1."""
     if isinstance(frame_skip, bool) or not isinstance(frame_skip, int | np.integer) or (
@@ -164,10 +193,13 @@ class _HalfCheetahTaskEnv(HalfCheetahEnv):
 
     def __init__(self, task: dict[str, Any] | None = None, render_mode: str | None = None,
                  width: int = 480, height: int = 480, frame_skip: int = FRAME_SKIP,
-                 reward_velocity: RewardVelocity = "torso", **kwargs: Any) -> None:
+                 reward_velocity: RewardVelocity = "torso", reset_noise: ResetNoise = "v5",
+                 **kwargs: Any) -> None:
         check_frame_skip(frame_skip)
         check_reward_velocity(reward_velocity)
+        check_reset_noise(reset_noise)
         self.reward_velocity = reward_velocity
+        self.reset_noise = reset_noise
         observation_dim = OBSERVATION_DIM + (
             0 if kwargs.get("exclude_current_positions_from_observation", True) else 1)
         if "camera_id" not in kwargs:  # follow the torso rather than a fixed view
@@ -178,7 +210,7 @@ class _HalfCheetahTaskEnv(HalfCheetahEnv):
         # Pickling and deep copies rebuild the env from these arguments (HalfCheetahEnv
         # recorded its own).
         utils.EzPickle.__init__(self, task, render_mode, width, height, frame_skip,
-                                reward_velocity, **kwargs)
+                                reward_velocity, reset_noise, **kwargs)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(observation_dim,),
                                                 dtype=np.float64)
         self._target = self.default_target
@@ -215,6 +247,12 @@ class _HalfCheetahTaskEnv(HalfCheetahEnv):
             self.reset_task(options["task"])
         observation, info = super().reset(seed=seed)
         return observation, {**info, "task": self.task}
+
+    def reset_model(self) -> np.ndarray:
+        position_noise, velocity_noise = reset_noise_draws(self.reset_noise, self.np_random,
+                                                           self.model.nq, self.model.nv)
+        self.set_state(self.init_qpos + position_noise, self.init_qvel + velocity_noise)
+        return self._get_obs()
 
     def _tracked_x(self) -> float:
         """The x position (m) whose displacement gives the reward's velocity."""
@@ -256,18 +294,20 @@ class BatchedHalfCheetah:
     Args:
         kind: ``"velocity"`` or ``"direction"``.
         targets: the task of each simulation, ``(N,)``.
-        rng: source of the reset noise (Gymnasium's: U(±0.1) on positions, 0.1·N(0, 1) on
-            velocities).
+        rng: source of the reset noise.
         threads: MuJoCo threads (default: the CPUs this process may use).
         frame_skip: MuJoCo steps of 0.01 s per control step (5, HalfCheetah-v5's, by default).
         observe_x_position: observe the torso's x position too, as the first of 18 numbers
             (v5's ``exclude_current_positions_from_observation=False``).
         reward_velocity: ``"torso"`` (REFERENCE.md) or ``"centre_of_mass"``: whose x
             displacement over the control step gives the reward's velocity.
+        reset_noise: ``"v5"`` (U(±0.1) on positions, 0.1·N(0, 1) on velocities) or
+            ``"rllab"`` (0.01·N(0, 1) on positions): see :func:`reset_noise_draws`.
 
-    The reset noise has Gymnasium's distribution but is drawn for all simulations at once
-    (positions, then velocities), so a seed does not reproduce Gymnasium's per-env resets;
-    :meth:`reset` also takes explicit states.
+    The reset noise has the Gymnasium form's distribution but is drawn for all simulations at
+    once (positions, then velocities), so with more than one simulation a seed does not
+    reproduce the Gymnasium form's per-env resets (with one it does); :meth:`reset` also
+    takes explicit states.
     """
 
     action_dim = ACTION_DIM
@@ -275,13 +315,16 @@ class BatchedHalfCheetah:
     def __init__(self, kind: TaskKind, targets: np.ndarray, rng: np.random.Generator, *,
                  threads: int | None = None, frame_skip: int = FRAME_SKIP,
                  observe_x_position: bool = False,
-                 reward_velocity: RewardVelocity = "torso") -> None:
+                 reward_velocity: RewardVelocity = "torso",
+                 reset_noise: ResetNoise = "v5") -> None:
         import mujoco
         import mujoco.batch
 
         check_frame_skip(frame_skip)
         check_reward_velocity(reward_velocity)
+        check_reset_noise(reset_noise)
         self.reward_velocity = reward_velocity
+        self.reset_noise = reset_noise
         targets = np.asarray(targets, dtype=np.float64)
         if targets.ndim != 1:
             raise ValueError(f"targets must have shape (N,), got {targets.shape}")
@@ -318,11 +361,11 @@ class BatchedHalfCheetah:
         (or from the given states ``(N, 9)``); returns observations ``(N, 17)`` (``(N, 18)`` with
         the x position) float32."""
         n, nq, nv = self.num_envs, self.model.nq, self.model.nv
-        if qpos is None:
-            qpos = self.init_qpos + self.rng.uniform(-RESET_NOISE_SCALE, RESET_NOISE_SCALE,
-                                                     size=(n, nq))
-        if qvel is None:
-            qvel = self.init_qvel + RESET_NOISE_SCALE * self.rng.standard_normal((n, nv))
+        if qpos is None or qvel is None:
+            position_noise, velocity_noise = reset_noise_draws(self.reset_noise, self.rng,
+                                                               (n, nq), (n, nv))
+            qpos = self.init_qpos + position_noise if qpos is None else qpos
+            qvel = self.init_qvel + velocity_noise if qvel is None else qvel
         self.batch.reset(stage=0)
         self._qpos[:] = qpos
         self._qvel[:] = qvel

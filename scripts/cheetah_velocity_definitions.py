@@ -34,7 +34,7 @@ from torch import Tensor
 
 from metarl.envs.half_cheetah import ACTION_BOUND, BatchedHalfCheetah, control_costs
 from metarl.evaluation import summarize
-from metarl.rl.experiment import evaluation_rollouts, family_of
+from metarl.rl.experiment import evaluation_family, evaluation_rollouts
 from metarl.runner import load_run
 
 DEFINITIONS = ("torso", "com", "com-instant")
@@ -122,7 +122,7 @@ def main() -> None:
     _, config, state = load_run(args.run_dir)
     if config.env.name != "half_cheetah_vel":
         parser.error(f"{args.run_dir} is a {config.env.name} run, not half_cheetah_vel")
-    family = family_of(config)
+    family = evaluation_family(config)
     recorders: list[CentreOfMassRecorder] = []
 
     def make_recording(tasks: list[dict[str, Any]], episodes_per_task: int,

@@ -21,6 +21,7 @@ from metarl.envs.half_cheetah import (
     HalfCheetahVelEnv,
     compile_model,
     model_path,
+    reset_noise_draws,
     sample_targets,
 )
 from metarl.rl.episodes import sample_episodes
@@ -251,7 +252,7 @@ def test_env_family_with_the_centre_of_mass_reward_velocity():
         ENV_FAMILIES["half_cheetah_vel"])
     with pytest.raises(ValueError, match="reward_velocity must be one of"):
         env_family("half_cheetah_vel", reward_velocity="hips")
-    with pytest.raises(ValueError, match="navigation2d has no frame skip, x position or reward"):
+    with pytest.raises(ValueError, match="navigation2d has no frame skip, x position, reward"):
         env_family("navigation2d", reward_velocity="centre_of_mass")
 
 
@@ -278,6 +279,77 @@ def test_batched_reset_noise_is_gymnasiums_and_seeded():
     assert abs(velocity_noise.std() - 0.1) < 0.003  # 0.1 · N(0, 1)
     again = BatchedHalfCheetah("velocity", targets, np.random.default_rng(5), threads=1)
     np.testing.assert_array_equal(again.reset().numpy(), obs.astype(np.float32))
+
+
+@pytest.mark.parametrize("reset_noise", ["v5", "rllab"])
+def test_both_forms_start_alike_for_a_seed(reset_noise):
+    """With one simulation and a generator of the same seed, the batched form's reset draws
+    the Gymnasium form's initial state exactly; with v5's noise that is HalfCheetah-v5's."""
+    env = HalfCheetahVelEnv({"velocity": 1.0}, reset_noise=reset_noise)
+    batched = BatchedHalfCheetah("velocity", np.ones(1), np.random.default_rng(42), threads=1,
+                                 reset_noise=reset_noise)
+    for _ in range(3):  # later resets continue both streams alike
+        observation, _ = env.reset(seed=42) if _ == 0 else env.reset()
+        np.testing.assert_allclose(batched.reset().numpy()[0], observation, rtol=0, atol=1e-6)
+    if reset_noise == "v5":
+        reference = gym.make("HalfCheetah-v5").unwrapped
+        np.testing.assert_array_equal(reference.reset(seed=42)[0],
+                                      env.reset(seed=42)[0])
+
+
+def test_rllab_reset_noise():
+    """reset_noise="rllab": positions + 0.01·N(0, 1), velocities 0.1·N(0, 1), in both forms;
+    the option survives copies, reaches the sampler from a config and is refused where it does
+    not apply."""
+    from metarl.config import ConfigError
+    from metarl.experiment import config_from_data
+    from metarl.rl.experiment import env_title, evaluation_family, family_of
+
+    batched = BatchedHalfCheetah("velocity", np.ones(3000), np.random.default_rng(5), threads=1,
+                                 reset_noise="rllab")
+    obs = batched.reset().numpy().astype(np.float64)
+    init_qpos = gym.make("HalfCheetah-v5").unwrapped.init_qpos[1:]
+    position_noise, velocity_noise = obs[:, :8] - init_qpos, obs[:, 8:]
+    assert abs(position_noise.std() - 0.01) < 0.0003 and abs(position_noise.mean()) < 0.0003
+    assert np.abs(position_noise).max() > 0.035  # normal tails, not U(±0.01)
+    assert abs(velocity_noise.std() - 0.1) < 0.003
+    env = HalfCheetahDirEnv({"direction": 1.0}, reset_noise="rllab")
+    check_env(env, skip_render_check=True)
+    starts = np.stack([env.reset(seed=i)[0] for i in range(400)])
+    assert abs((starts[:, :8] - init_qpos).std() - 0.01) < 0.0007
+    assert pickle.loads(pickle.dumps(env)).reset_noise == "rllab"
+    position, velocity = reset_noise_draws("v5", np.random.default_rng(0), 20000, 20000)
+    assert np.abs(position).max() <= 0.1 and abs(position.std() - 0.2 / np.sqrt(12)) < 0.002
+    assert abs(velocity.std() - 0.1) < 0.002
+    with pytest.raises(ValueError, match="reset_noise must be one of v5, rllab"):
+        HalfCheetahVelEnv(reset_noise="gymnasium")
+
+    family = env_family("half_cheetah_vel", reset_noise="rllab")
+    assert dict(family.gym_kwargs) == {"frame_skip": 5, "reset_noise": "rllab"}
+    assert gym.make(family.gym_id, **family.gym_kwargs).unwrapped.reset_noise == "rllab"
+    assert env_family("half_cheetah_vel", reset_noise="v5") is ENV_FAMILIES["half_cheetah_vel"]
+    with pytest.raises(ValueError, match="reset noise"):
+        env_family("navigation2d", reset_noise="rllab")
+
+    _, trained = config_from_data({"experiment": "meta_rl", "env": {
+        "name": "half_cheetah_vel", "reset_noise": "rllab"}})
+    assert family_of(trained).make_batched([{"velocity": 1.0}], 1,
+                                           np.random.default_rng(0)).reset_noise == "rllab"
+    assert env_title(trained) == "half_cheetah_vel (rllab reset noise)"
+    _, evaluated = config_from_data({"experiment": "meta_rl", "env": {"name": "half_cheetah_vel"},
+                                     "evaluation": {"reset_noise": "rllab"}})
+    assert family_of(evaluated) is ENV_FAMILIES["half_cheetah_vel"]  # training keeps v5's
+    assert evaluation_family(evaluated).gym_kwargs["reset_noise"] == "rllab"
+    assert evaluation_family(trained).gym_kwargs["reset_noise"] == "rllab"
+    for data, message in [
+            ({"env": {"name": "navigation2d", "reset_noise": "rllab"}},
+             "env.reset_noise = rllab: navigation2d starts every episode at its origin"),
+            ({"env": {"name": "navigation2d"}, "evaluation": {"reset_noise": "rllab"}},
+             "evaluation.reset_noise = rllab: navigation2d"),
+            ({"env": {"name": "half_cheetah_dir", "reset_noise": "uniform"}},
+             "env.reset_noise")]:
+        with pytest.raises(ConfigError, match=message):
+            config_from_data({"experiment": "meta_rl", **data})
 
 
 def test_env_family_with_another_frame_skip():
@@ -496,6 +568,29 @@ def test_render_takes_the_evaluation_settings_of_set(cheetah_run, monkeypatch):
                  "--set", "evaluation.later_lr_scale=0.25"]) == 0
     assert seen[0].test_velocities == [0.1, 0.8] and seen[0].later_lr_scale == 0.25
     assert main(["render", str(cheetah_run), "--set", "training.iterations=3"]) == 2
+
+
+def test_evaluate_with_rllab_reset_noise(cheetah_run, tmp_path):
+    """evaluate --set evaluation.reset_noise=rllab starts the test episodes with rllab's
+    noise (a new evaluation, recorded as such, the paper's returns still shown), and the
+    run's own evaluation is not taken for it."""
+    import json
+    import shutil
+
+    from metarl.cli import main
+
+    run = tmp_path / "vel"
+    shutil.copytree(cheetah_run, run)
+    assert main(["evaluate", str(run)]) == 0
+    v5 = json.loads((run / "evaluation.json").read_text())
+    assert v5["reset_noise"] == "v5"
+    assert main(["evaluate", str(run), "--set", "evaluation.reset_noise=rllab"]) == 0
+    rllab = json.loads((run / "evaluation.json").read_text())
+    assert rllab["reset_noise"] == "rllab"
+    assert rllab["evaluation_config"]["reset_noise"] == "rllab"
+    assert rllab["test_tasks"] == v5["test_tasks"]
+    assert rllab["mean"] != v5["mean"]
+    assert rllab["published"]["MAML paper"]["1"] == -78.57
 
 
 @pytest.mark.parametrize("suffix", [".gif", ".mp4"])

@@ -67,6 +67,10 @@ class EnvConfig:
         "x displacement over the control step / dt) or centre_of_mass (the whole cheetah's, "
         "close to the paper's rllab half-cheetah, which used the mass-weighted velocity of all "
         "bodies)")
+    reset_noise: Literal["v5", "rllab"] = param(
+        "v5", "half-cheetahs: noise on each episode's initial state: v5 (REFERENCE.md, "
+        "HalfCheetah-v5's: positions + U(±0.1), velocities 0.1·N(0, 1)) or rllab (the paper's "
+        "rllab half-cheetah: positions + 0.01·N(0, 1), the same velocities)")
 
 
 @dataclasses.dataclass
@@ -142,6 +146,9 @@ class RLEvaluationConfig:
         None, "half_cheetah_vel: test target velocities ~ U[low, high] m/s, given as [low, "
         "high] (null: the training distribution U[0, 2], as the paper; [0.1, 0.8]: the "
         "MAML authors' pre-ICML test targets)", ge=0)
+    reset_noise: Literal["v5", "rllab"] | None = param(
+        None, "half-cheetahs: initial-state noise of the test episodes (null: env.reset_noise, "
+        "the training's; v5 or rllab as there)")
 
 
 @dataclasses.dataclass
@@ -185,6 +192,13 @@ class MetaRLConfig:
         if self.env.reward_velocity != "torso" and not ENV_FAMILIES[self.env.name].mujoco:
             raise ConfigError(f"env.reward_velocity = {self.env.reward_velocity}: "
                               f"{self.env.name} has no torso; {mujoco_only}; leave it torso")
+        if self.env.reset_noise != "v5" and not ENV_FAMILIES[self.env.name].mujoco:
+            raise ConfigError(f"env.reset_noise = {self.env.reset_noise}: {self.env.name} "
+                              f"starts every episode at its origin; {mujoco_only}; leave it v5")
+        if self.evaluation.reset_noise is not None and not ENV_FAMILIES[self.env.name].mujoco:
+            raise ConfigError(f"evaluation.reset_noise = {self.evaluation.reset_noise}: "
+                              f"{self.env.name} starts every episode at its origin; "
+                              f"{mujoco_only}; leave it null")
         velocities = self.evaluation.test_velocities
         if velocities is not None:
             if self.env.name != "half_cheetah_vel":
@@ -197,9 +211,24 @@ class MetaRLConfig:
 
 
 def family_of(config: MetaRLConfig) -> EnvFamily:
+    """The environments of meta-training."""
     return env_family(config.env.name, frame_skip=config.env.frame_skip,
                       observe_x_position=config.env.observe_x_position,
-                      reward_velocity=config.env.reward_velocity)
+                      reward_velocity=config.env.reward_velocity,
+                      reset_noise=config.env.reset_noise)
+
+
+def evaluation_reset_noise(config: MetaRLConfig) -> str:
+    return config.evaluation.reset_noise or config.env.reset_noise
+
+
+def evaluation_family(config: MetaRLConfig) -> EnvFamily:
+    """The environments of evaluation and rendering: meta-training's, started with
+    ``evaluation.reset_noise`` where it is set."""
+    return env_family(config.env.name, frame_skip=config.env.frame_skip,
+                      observe_x_position=config.env.observe_x_position,
+                      reward_velocity=config.env.reward_velocity,
+                      reset_noise=evaluation_reset_noise(config))
 
 
 def env_title(config: MetaRLConfig) -> str:
@@ -213,6 +242,8 @@ def env_title(config: MetaRLConfig) -> str:
         notes.append("x observed")
     if config.env.reward_velocity != "torso":
         notes.append("centre-of-mass velocity")
+    if evaluation_reset_noise(config) != "v5":
+        notes.append(f"{evaluation_reset_noise(config)} reset noise")
     return config.env.name + (f" ({', '.join(notes)})" if notes else "")
 
 
@@ -295,8 +326,8 @@ def evaluation_rollouts(config: MetaRLConfig, params: Params, *, tasks: int, ste
                         family: EnvFamily | None = None,
                         ) -> tuple[list[dict[str, Any]], Rollouts]:
     """Test tasks from ``seed``, sampled before adaptation and after each of ``steps`` steps
-    (in ``family``'s environments, by default the config's)."""
-    family = family or family_of(config)
+    (in ``family``'s environments, by default the config's evaluation environments)."""
+    family = family or evaluation_family(config)
     test_tasks = sample_test_tasks(config, tasks, seed)
     episodes = episodes_per_task or config.evaluation.episodes_per_task
     rollouts = rollouts_with_adaptation(
@@ -352,6 +383,8 @@ def _baseline_key(config: MetaRLConfig) -> dict[str, Any]:
         del key["env"]["observe_x_position"]
     if key["env"]["reward_velocity"] == "torso":
         del key["env"]["reward_velocity"]
+    if key["env"]["reset_noise"] == "v5":
+        del key["env"]["reset_noise"]
     return key
 
 
@@ -401,7 +434,7 @@ class MetaRLExperiment(Experiment):
         steps = ev.steps if options.steps is None else options.steps
         tasks = ev.tasks if options.tasks is None else options.tasks
         seed = ev.seed if options.seed is None else options.seed
-        family = family_of(config)
+        family = evaluation_family(config)
         # name -> (θ, the environments it acts in, adaptation steps to evaluate)
         policies = {config.adaptation.method: (state["trainer"]["params"], family, steps)}
         if "random" in options.baselines:
@@ -434,7 +467,8 @@ class MetaRLExperiment(Experiment):
         result: dict[str, Any] = {
             "experiment": self.name, "env": config.env.name, "metric": self.metric,
             **({"frame_skip": family.frame_skip, "control_dt": family.control_dt,
-                "reward_velocity": config.env.reward_velocity} if family.mujoco else {}),
+                "reward_velocity": config.env.reward_velocity,
+                "reset_noise": evaluation_reset_noise(config)} if family.mujoco else {}),
             "steps": list(range(steps + 1)), **main, "tasks": tasks, "seed": seed,
             "test_tasks": [jsonable_task(task) for task in test_tasks],
             "episodes_per_task": ev.episodes_per_task, "sampling": config.training.sampling,
@@ -530,7 +564,7 @@ def render_video(config: MetaRLConfig, params: Params, output: Path, *, task: st
     """A video of one task's episode before adaptation and after each step, side by side."""
     from metarl.rl.video import VIDEO_SUFFIXES, check_rendering, record_adaptation_video
 
-    family = family_of(config)
+    family = evaluation_family(config)
     if not family.mujoco:
         raise ConfigError(f"--video renders the MuJoCo environments; {config.env.name} draws "
                           f"its trajectories: metarl render RUN_DIR")
