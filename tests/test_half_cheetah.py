@@ -339,6 +339,7 @@ def test_rllab_reset_noise():
     _, evaluated = config_from_data({"experiment": "meta_rl", "env": {"name": "half_cheetah_vel"},
                                      "evaluation": {"reset_noise": "rllab"}})
     assert family_of(evaluated) is ENV_FAMILIES["half_cheetah_vel"]  # training keeps v5's
+    assert env_title(evaluated) == "half_cheetah_vel (evaluated with rllab reset noise)"
     assert evaluation_family(evaluated).gym_kwargs["reset_noise"] == "rllab"
     assert evaluation_family(trained).gym_kwargs["reset_noise"] == "rllab"
     for data, message in [

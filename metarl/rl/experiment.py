@@ -219,6 +219,7 @@ def family_of(config: MetaRLConfig) -> EnvFamily:
 
 
 def evaluation_reset_noise(config: MetaRLConfig) -> str:
+    """The reset noise of the test episodes: ``evaluation.reset_noise``, else the training's."""
     return config.evaluation.reset_noise or config.env.reset_noise
 
 
@@ -233,7 +234,8 @@ def evaluation_family(config: MetaRLConfig) -> EnvFamily:
 
 def env_title(config: MetaRLConfig) -> str:
     """The family's name, with its control step when the config changes the frame skip, and
-    with the observed x position and the centre-of-mass reward velocity when asked."""
+    with the observed x position, the centre-of-mass reward velocity and rllab's reset noise
+    (in training or only in evaluation) when asked."""
     family = family_of(config)
     notes = []
     if config.env.frame_skip is not None and family.control_dt is not None:
@@ -242,8 +244,10 @@ def env_title(config: MetaRLConfig) -> str:
         notes.append("x observed")
     if config.env.reward_velocity != "torso":
         notes.append("centre-of-mass velocity")
-    if evaluation_reset_noise(config) != "v5":
-        notes.append(f"{evaluation_reset_noise(config)} reset noise")
+    if config.env.reset_noise != "v5":
+        notes.append(f"{config.env.reset_noise} reset noise")
+    if evaluation_reset_noise(config) != config.env.reset_noise:
+        notes.append(f"evaluated with {evaluation_reset_noise(config)} reset noise")
     return config.env.name + (f" ({', '.join(notes)})" if notes else "")
 
 
