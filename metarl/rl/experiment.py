@@ -210,12 +210,12 @@ class MetaRLConfig:
                                   "high] with low < high (m/s), e.g. [0.1, 0.8]")
 
 
-def family_of(config: MetaRLConfig) -> EnvFamily:
-    """The environments of meta-training."""
+def family_of(config: MetaRLConfig, reset_noise: str | None = None) -> EnvFamily:
+    """The environments of meta-training (episodes started with ``reset_noise`` where given)."""
     return env_family(config.env.name, frame_skip=config.env.frame_skip,
                       observe_x_position=config.env.observe_x_position,
                       reward_velocity=config.env.reward_velocity,
-                      reset_noise=config.env.reset_noise)
+                      reset_noise=reset_noise or config.env.reset_noise)
 
 
 def evaluation_reset_noise(config: MetaRLConfig) -> str:
@@ -226,10 +226,7 @@ def evaluation_reset_noise(config: MetaRLConfig) -> str:
 def evaluation_family(config: MetaRLConfig) -> EnvFamily:
     """The environments of evaluation and rendering: meta-training's, started with
     ``evaluation.reset_noise`` where it is set."""
-    return env_family(config.env.name, frame_skip=config.env.frame_skip,
-                      observe_x_position=config.env.observe_x_position,
-                      reward_velocity=config.env.reward_velocity,
-                      reset_noise=evaluation_reset_noise(config))
+    return family_of(config, evaluation_reset_noise(config))
 
 
 def env_title(config: MetaRLConfig) -> str:
