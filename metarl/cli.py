@@ -65,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir", type=Path)
     evaluate.add_argument("--steps", type=int, help="evaluate after 0..STEPS gradient steps")
     evaluate.add_argument("--tasks", type=int, help="number of test tasks")
-    evaluate.add_argument("--seed", type=int, help="seed of the test tasks")
+    evaluate.add_argument("--seed", type=int, help="seed of the test tasks and their "
+                          "episodes (with evaluation.task_draw=maml_authors: of the episodes)")
     evaluate.add_argument("--baselines", nargs="?", const="all", metavar="NAMES",
                           help="also evaluate the paper's baselines on the same test tasks: "
                           "all of the experiment's, or those named, comma-separated (meta-RL: "
@@ -83,7 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("run_dir", type=Path)
     render.add_argument("--tasks", type=int, default=4, help="number of tasks to show")
     render.add_argument("--steps", type=int, help="adaptation steps to show")
-    render.add_argument("--seed", type=int, help="seed of the shown tasks")
+    render.add_argument("--seed", type=int, help="seed of the shown tasks and their episodes "
+                        "(with evaluation.task_draw=maml_authors: of the episodes)")
     render.add_argument("--output", type=Path, help="output file (default: in RUN_DIR)")
     render.add_argument("--video", type=Path, metavar="FILE.mp4|FILE.gif",
                         help="MuJoCo environments: a video of one task's episodes before "

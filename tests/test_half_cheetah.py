@@ -558,6 +558,31 @@ def test_evaluate_on_other_test_velocities(cheetah_run, tmp_path, capsys):
     assert "low < high" in capsys.readouterr().err
 
 
+def test_evaluate_on_the_authors_test_tasks(cheetah_run, tmp_path):
+    """evaluate --set evaluation.task_draw=maml_authors: the tasks of the MAML authors' test
+    script for every --seed, which then draws only the episodes; the paper's curve stays."""
+    import json
+    import shutil
+
+    from metarl.cli import main
+    from metarl.rl.authors_tasks import maml_authors_test_tasks
+
+    run = tmp_path / "vel"
+    shutil.copytree(cheetah_run, run)
+    authors = maml_authors_test_tasks("half_cheetah_vel", 3)
+    results = []
+    for seed in ("7", "8"):
+        assert main(["evaluate", str(run), "--set", "evaluation.task_draw=maml_authors",
+                     "--seed", seed]) == 0
+        results.append(json.loads((run / "evaluation.json").read_text()))
+    for result in results:
+        assert result["test_tasks"] == authors
+        assert result["evaluation_config"]["task_draw"] == "maml_authors"
+        assert result["published"]["MAML paper"]["1"] == -78.57
+    assert results[0]["task_returns"] != results[1]["task_returns"]
+    assert "task_draw: seeded" in (run / "config.yaml").read_text()
+
+
 def test_render_takes_the_evaluation_settings_of_set(cheetah_run, monkeypatch):
     from metarl.cli import main
     from metarl.rl.experiment import MetaRLExperiment

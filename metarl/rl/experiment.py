@@ -17,6 +17,7 @@ from metarl.envs import ENV_FAMILIES, EnvFamily, env_family
 from metarl.evaluation import format_table, summarize, write_evaluation
 from metarl.experiment import EvaluateOptions, Experiment, RenderOptions
 from metarl.plots import plot_adaptation_curves
+from metarl.rl.authors_tasks import maml_authors_test_tasks
 from metarl.rl.maml_trpo import (
     MAMLTRPO,
     AdvantageSettings,
@@ -142,6 +143,11 @@ class RLEvaluationConfig:
     later_lr_scale: float = param(0.5, "learning rate of later steps as a fraction of the "
                                   "first (0.5 in the MAML authors' protocol)", gt=0, le=1)
     seed: int = param(1_000_003, "seed of the test tasks (independent of training)", ge=0)
+    task_draw: Literal["seeded", "maml_authors"] = param(
+        "seeded", "which test tasks: seeded (drawn from the task distribution with the "
+        "evaluation's seed) or maml_authors (the tasks of the MAML authors' test scripts, "
+        "np.random.seed(1) then U[0, 2] velocities, directions backward below 1 or "
+        "U[-0.5, 0.5]^2 goals; the seed then draws only the episodes)")
     test_velocities: list[float] | None = param(
         None, "half_cheetah_vel: test target velocities ~ U[low, high] m/s, given as [low, "
         "high] (null: the training distribution U[0, 2], as the paper; [0.1, 0.8]: the "
@@ -208,6 +214,10 @@ class MetaRLConfig:
             if len(velocities) != 2 or not velocities[0] < velocities[1]:
                 raise ConfigError(f"evaluation.test_velocities = {velocities}: give [low, "
                                   "high] with low < high (m/s), e.g. [0.1, 0.8]")
+            if self.evaluation.task_draw != "seeded":
+                raise ConfigError(f"evaluation.test_velocities = {velocities} draws seeded "
+                                  "test targets from that range; the MAML authors' are fixed "
+                                  "(evaluation.task_draw = maml_authors): set one of them")
 
 
 def family_of(config: MetaRLConfig, reset_noise: str | None = None) -> EnvFamily:
@@ -306,7 +316,10 @@ def evaluation_learning_rates(config: MetaRLConfig, steps: int) -> list[float]:
 
 def sample_test_tasks(config: MetaRLConfig, num_tasks: int, seed: int) -> list[dict[str, Any]]:
     """The first ``num_tasks`` test tasks of ``seed``: from the family's task distribution, or
-    target velocities ~ U[low, high] where ``evaluation.test_velocities`` gives the range."""
+    target velocities ~ U[low, high] where ``evaluation.test_velocities`` gives the range; with
+    ``evaluation.task_draw: maml_authors`` the MAML authors' first ``num_tasks`` (any seed)."""
+    if config.evaluation.task_draw == "maml_authors":
+        return maml_authors_test_tasks(config.env.name, num_tasks)
     rng = numpy_generator(seed, "evaluate-tasks")
     velocities = config.evaluation.test_velocities
     if velocities is None:
@@ -316,7 +329,10 @@ def sample_test_tasks(config: MetaRLConfig, num_tasks: int, seed: int) -> list[d
 
 
 def target_range_note(config: MetaRLConfig) -> str:
-    """``", targets U[0.1, 0.8] m/s"`` where ``evaluation.test_velocities`` is set, else ``""``."""
+    """``", targets U[0.1, 0.8] m/s"`` where ``evaluation.test_velocities`` is set,
+    ``", the MAML authors' tasks"`` with their draw, else ``""``."""
+    if config.evaluation.task_draw == "maml_authors":
+        return ", the MAML authors' tasks"
     velocities = config.evaluation.test_velocities
     return "" if velocities is None else (
         f", targets U[{velocities[0]:g}, {velocities[1]:g}] m/s")
