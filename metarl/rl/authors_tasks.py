@@ -8,7 +8,8 @@ velocities ``uniform(0, 2, size=(40,))`` (m/s) for half-cheetah velocity, and th
 velocity draw for half-cheetah direction, whose environment runs backward where the draw is
 below 1 (18 forward and 22 backward tasks). A ``RandomState(1)`` of our own gives the same
 numbers without touching NumPy's global generator. Its draws are sequential, so the first
-``k`` of a longer draw are the draw of ``k``: any number of tasks is the authors' first ones.
+``k`` of a longer draw are the draw of ``k``: up to 40 tasks are the authors' first ones, and
+more continue the same generator.
 """
 
 from __future__ import annotations

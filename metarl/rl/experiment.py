@@ -142,7 +142,8 @@ class RLEvaluationConfig:
                                    gt=0)
     later_lr_scale: float = param(0.5, "learning rate of later steps as a fraction of the "
                                   "first (0.5 in the MAML authors' protocol)", gt=0, le=1)
-    seed: int = param(1_000_003, "seed of the test tasks (independent of training)", ge=0)
+    seed: int = param(1_000_003, "seed of the test tasks and their episodes (independent of "
+                      "training)", ge=0)
     task_draw: Literal["seeded", "maml_authors"] = param(
         "seeded", "which test tasks: seeded (drawn from the task distribution with the "
         "evaluation's seed) or maml_authors (the tasks of the MAML authors' test scripts, "
