@@ -7,7 +7,8 @@
 - ``metarl/HalfCheetahDir-v0``: half-cheetah running forward or backward
   (both 200 steps; ``gymnasium.make(..., max_episode_steps=100)`` for the peers' length;
   ``frame_skip=1`` for the paper's control rate of 0.01 s instead of v5's 0.05 s;
-  ``exclude_current_positions_from_observation=False`` to observe the torso's x position).
+  ``exclude_current_positions_from_observation=False`` to observe the torso's x position;
+  ``observe_centre_of_mass=True`` to append the cheetah's centre of mass (x, y, z)).
 
 Each family also has a batched form that the sampler steps for all (task, episode) pairs at
 once; :data:`ENV_FAMILIES` maps a family's config name to both.
@@ -76,7 +77,8 @@ _CHEETAHS: dict[str, tuple[Literal["velocity", "direction"], str]] = {
 def _cheetah_family(kind: Literal["velocity", "direction"], gym_id: str,
                     frame_skip: int = CHEETAH_FRAME_SKIP,
                     observe_x_position: bool = False,
-                    reward_velocity: str = "torso", reset_noise: str = "v5") -> EnvFamily:
+                    reward_velocity: str = "torso", reset_noise: str = "v5",
+                    observe_centre_of_mass: bool = False) -> EnvFamily:
     def sample_tasks(num_tasks: int, rng: np.random.Generator) -> list[Task]:
         from metarl.envs.half_cheetah import sample_targets
 
@@ -89,7 +91,8 @@ def _cheetah_family(kind: Literal["velocity", "direction"], gym_id: str,
         targets = np.repeat(np.array([float(t[kind]) for t in tasks]), episodes_per_task)
         return BatchedHalfCheetah(kind, targets, rng, frame_skip=frame_skip,
                                   observe_x_position=observe_x_position,
-                                  reward_velocity=reward_velocity, reset_noise=reset_noise)
+                                  reward_velocity=reward_velocity, reset_noise=reset_noise,
+                                  observe_centre_of_mass=observe_centre_of_mass)
 
     gym_kwargs: dict[str, Any] = {"frame_skip": frame_skip}
     if observe_x_position:
@@ -98,7 +101,10 @@ def _cheetah_family(kind: Literal["velocity", "direction"], gym_id: str,
         gym_kwargs["reward_velocity"] = reward_velocity
     if reset_noise != "v5":
         gym_kwargs["reset_noise"] = reset_noise
-    return EnvFamily(gym_id, 200, 17 + observe_x_position, 6, 1.0, sample_tasks, make_batched,
+    if observe_centre_of_mass:
+        gym_kwargs["observe_centre_of_mass"] = True
+    observation_dim = 17 + observe_x_position + 3 * observe_centre_of_mass
+    return EnvFamily(gym_id, 200, observation_dim, 6, 1.0, sample_tasks, make_batched,
                      mujoco=True, frame_skip=frame_skip,
                      control_dt=CHEETAH_TIMESTEP * frame_skip, gym_kwargs=gym_kwargs)
 
@@ -112,28 +118,31 @@ ENV_FAMILIES: dict[str, EnvFamily] = {
 
 def env_family(name: str, *, frame_skip: int | None = None,
                observe_x_position: bool = False, reward_velocity: str = "torso",
-               reset_noise: str = "v5") -> EnvFamily:
+               reset_noise: str = "v5", observe_centre_of_mass: bool = False) -> EnvFamily:
     """``ENV_FAMILIES[name]``, with ``frame_skip`` MuJoCo steps per control step where given
-    (None keeps the family's), the torso's x position observed where asked, the reward's
-    velocity taken from the whole cheetah's centre of mass with
-    ``reward_velocity="centre_of_mass"``, and episodes started with rllab's reset noise with
-    ``reset_noise="rllab"`` (MuJoCo families only)."""
+    (None keeps the family's), the torso's x position and the cheetah's centre of mass
+    observed where asked, the reward's velocity taken from the whole cheetah's centre of mass
+    with ``reward_velocity="centre_of_mass"``, and episodes started with rllab's reset noise
+    with ``reset_noise="rllab"`` (MuJoCo families only)."""
     if name not in ENV_FAMILIES:
         raise ValueError(f"unknown environment family {name!r}; known: "
                          + ", ".join(ENV_FAMILIES))
     if (frame_skip is None or frame_skip == ENV_FAMILIES[name].frame_skip) and (
-            not observe_x_position) and reward_velocity == "torso" and reset_noise == "v5":
+            not observe_x_position) and reward_velocity == "torso" and reset_noise == "v5" and (
+            not observe_centre_of_mass):
         return ENV_FAMILIES[name]
     if name not in _CHEETAHS:
-        raise ValueError(f"{name} has no frame skip, x position, reward velocity or reset noise "
-                         "(only the MuJoCo families: " + ", ".join(_CHEETAHS) + ")")
+        raise ValueError(f"{name} has no frame skip, x position, centre of mass, reward velocity "
+                         "or reset noise (only the MuJoCo families: " + ", ".join(_CHEETAHS)
+                         + ")")
     from metarl.envs.half_cheetah import check_reset_noise, check_reward_velocity
 
     check_reward_velocity(reward_velocity)
     check_reset_noise(reset_noise)
     return _cheetah_family(*_CHEETAHS[name], frame_skip=frame_skip or CHEETAH_FRAME_SKIP,
                            observe_x_position=observe_x_position,
-                           reward_velocity=reward_velocity, reset_noise=reset_noise)
+                           reward_velocity=reward_velocity, reset_noise=reset_noise,
+                           observe_centre_of_mass=observe_centre_of_mass)
 
 _ENTRY_POINTS = {
     "metarl/Navigation2D-v0": ("metarl.envs.navigation:Navigation2DEnv", 100),

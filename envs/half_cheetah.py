@@ -5,8 +5,9 @@ observation (joint positions without the torso's x, then all velocities) are tho
 Gymnasium's HalfCheetah-v5. With ``reset_noise="rllab"`` episodes start as the MAML authors'
 rllab half-cheetah's did: positions plus N(0, 0.01²) instead of v5's U(±0.1), velocities
 N(0, 0.1²) in both. The torso's x position can be observed too (18 numbers, x first),
-as v5 does with ``exclude_current_positions_from_observation=False`` and as the MAML authors'
-rllab half-cheetah did (its observation ends with the torso's centre of mass, x included).
+as v5 does with ``exclude_current_positions_from_observation=False``, and the cheetah's centre
+of mass (x, y, z; m) can be appended with ``observe_centre_of_mass=True``: v5's 17 numbers
+and these 3 are the MAML authors' rllab half-cheetah's 20-number observation.
 The frame skip is a parameter: 1 gives the control rate of the rllab half-cheetah the MAML
 authors trained on (dt = 0.01 s, so 200 steps are 2 s of simulated time, against 10 s at
 v5's rate). The reward follows the task:
@@ -77,6 +78,8 @@ ResetNoise = Literal["v5", "rllab"]
 RESET_NOISES: tuple[ResetNoise, ...] = ("v5", "rllab")
 MAX_EPISODE_STEPS = 200
 OBSERVATION_DIM = 17
+CENTRE_OF_MASS_DIM = 3
+TORSO_BODY = 1  # body 0 is the world; the torso's subtree is the whole cheetah
 ACTION_DIM = 6
 
 
@@ -194,14 +197,16 @@ class _HalfCheetahTaskEnv(HalfCheetahEnv):
     def __init__(self, task: dict[str, Any] | None = None, render_mode: str | None = None,
                  width: int = 480, height: int = 480, frame_skip: int = FRAME_SKIP,
                  reward_velocity: RewardVelocity = "torso", reset_noise: ResetNoise = "v5",
-                 **kwargs: Any) -> None:
+                 observe_centre_of_mass: bool = False, **kwargs: Any) -> None:
         check_frame_skip(frame_skip)
         check_reward_velocity(reward_velocity)
         check_reset_noise(reset_noise)
         self.reward_velocity = reward_velocity
         self.reset_noise = reset_noise
+        self.observe_centre_of_mass = bool(observe_centre_of_mass)
         observation_dim = OBSERVATION_DIM + (
-            0 if kwargs.get("exclude_current_positions_from_observation", True) else 1)
+            0 if kwargs.get("exclude_current_positions_from_observation", True) else 1) + (
+            CENTRE_OF_MASS_DIM * self.observe_centre_of_mass)
         if "camera_id" not in kwargs:  # follow the torso rather than a fixed view
             kwargs.setdefault("camera_name", "track")
         super().__init__(ctrl_cost_weight=CONTROL_COST_WEIGHT, frame_skip=frame_skip,
@@ -210,7 +215,7 @@ class _HalfCheetahTaskEnv(HalfCheetahEnv):
         # Pickling and deep copies rebuild the env from these arguments (HalfCheetahEnv
         # recorded its own).
         utils.EzPickle.__init__(self, task, render_mode, width, height, frame_skip,
-                                reward_velocity, reset_noise, **kwargs)
+                                reward_velocity, reset_noise, observe_centre_of_mass, **kwargs)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(observation_dim,),
                                                 dtype=np.float64)
         self._target = self.default_target
@@ -254,16 +259,26 @@ class _HalfCheetahTaskEnv(HalfCheetahEnv):
         self.set_state(self.init_qpos + position_noise, self.init_qvel + velocity_noise)
         return self._get_obs()
 
-    def _tracked_x(self) -> float:
-        """The x position (m) whose displacement gives the reward's velocity."""
-        if self.reward_velocity == "torso":
-            return float(self.data.qpos[0])
+    def _centre_of_mass(self) -> np.ndarray:
+        """The cheetah's centre of mass ``(3,)`` (m) at the current state."""
         import mujoco
 
         # After mj_step the derived fields describe the state before the last substep.
         mujoco.mj_kinematics(self.model, self.data)
         mujoco.mj_comPos(self.model, self.data)
-        return float(self.data.subtree_com[0, 0])  # the world's subtree: every body
+        return self.data.subtree_com[TORSO_BODY].copy()
+
+    def _get_obs(self) -> np.ndarray:
+        observation = super()._get_obs()
+        if not self.observe_centre_of_mass:
+            return observation
+        return np.concatenate([observation, self._centre_of_mass()])
+
+    def _tracked_x(self) -> float:
+        """The x position (m) whose displacement gives the reward's velocity."""
+        if self.reward_velocity == "torso":
+            return float(self.data.qpos[0])
+        return float(self._centre_of_mass()[0])
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         action = np.clip(np.asarray(action, dtype=np.float64), -ACTION_BOUND, ACTION_BOUND)
@@ -299,6 +314,8 @@ class BatchedHalfCheetah:
         frame_skip: MuJoCo steps of 0.01 s per control step (5, HalfCheetah-v5's, by default).
         observe_x_position: observe the torso's x position too, as the first of 18 numbers
             (v5's ``exclude_current_positions_from_observation=False``).
+        observe_centre_of_mass: append the cheetah's centre of mass (x, y, z; m) to the
+            observation (with v5's 17 numbers, the rllab half-cheetah's 20).
         reward_velocity: ``"torso"`` (REFERENCE.md) or ``"centre_of_mass"``: whose x
             displacement over the control step gives the reward's velocity.
         reset_noise: ``"v5"`` (U(±0.1) on positions, 0.1·N(0, 1) on velocities) or
@@ -316,7 +333,7 @@ class BatchedHalfCheetah:
                  threads: int | None = None, frame_skip: int = FRAME_SKIP,
                  observe_x_position: bool = False,
                  reward_velocity: RewardVelocity = "torso",
-                 reset_noise: ResetNoise = "v5") -> None:
+                 reset_noise: ResetNoise = "v5", observe_centre_of_mass: bool = False) -> None:
         import mujoco
         import mujoco.batch
 
@@ -334,7 +351,9 @@ class BatchedHalfCheetah:
         self.model = _load_model()
         self.frame_skip = int(frame_skip)
         self._first_observed_position = 0 if observe_x_position else 1
-        self.observation_dim = OBSERVATION_DIM + 1 - self._first_observed_position
+        self.observe_centre_of_mass = bool(observe_centre_of_mass)
+        self.observation_dim = (OBSERVATION_DIM + 1 - self._first_observed_position
+                                + CENTRE_OF_MASS_DIM * self.observe_centre_of_mass)
         self.dt = self.model.opt.timestep * self.frame_skip
         threads = threads or available_cpus()
         self.batch = mujoco.batch.Batch(self.model, len(targets), nthread=threads,
@@ -342,7 +361,7 @@ class BatchedHalfCheetah:
         self._qpos = self.batch.bind("qpos")
         self._qvel = self.batch.bind("qvel")
         self._ctrl = self.batch.bind("ctrl")
-        if reward_velocity == "centre_of_mass":
+        if reward_velocity == "centre_of_mass" or self.observe_centre_of_mass:
             self._subtree_com = self.batch.bind("subtree_com")  # (N, bodies, 3), read-only
             # Stepping then computes the position stage at the new state (subtree_com current);
             # a persistent batch starts its next step from it, at no extra cost.
@@ -358,8 +377,8 @@ class BatchedHalfCheetah:
 
     def reset(self, qpos: np.ndarray | None = None, qvel: np.ndarray | None = None) -> Tensor:
         """Start every simulation from the default pose plus reset noise drawn from ``rng``
-        (or from the given states ``(N, 9)``); returns observations ``(N, 17)`` (``(N, 18)`` with
-        the x position) float32."""
+        (or from the given states ``(N, 9)``); returns observations ``(N, observation_dim)``
+        float32 (17 numbers, 18 with the x position, 3 more with the centre of mass)."""
         n, nq, nv = self.num_envs, self.model.nq, self.model.nv
         if qpos is None or qvel is None:
             position_noise, velocity_noise = reset_noise_draws(self.reset_noise, self.rng,
@@ -373,16 +392,17 @@ class BatchedHalfCheetah:
         return self.observations()
 
     def observations(self) -> Tensor:
-        positions = self._qpos[:, self._first_observed_position:]
-        return torch.from_numpy(np.concatenate([positions, self._qvel], axis=1)
-                                ).to(torch.float32)
+        parts = [self._qpos[:, self._first_observed_position:], self._qvel]
+        if self.observe_centre_of_mass:
+            parts.append(self._subtree_com[:, TORSO_BODY])
+        return torch.from_numpy(np.concatenate(parts, axis=1)).to(torch.float32)
 
     def step(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Apply torques ``(N, 6)`` (clipped to [-1, 1]) for one control step (``frame_skip``
         MuJoCo steps).
 
         Returns:
-            observations ``(N, 17)`` or ``(N, 18)`` float32, rewards ``(N,)`` float64,
+            observations ``(N, observation_dim)`` float32, rewards ``(N,)`` float64,
             terminated ``(N,)`` (always False).
         """
         clipped = np.clip(actions.detach().numpy().astype(np.float64), -ACTION_BOUND,
@@ -400,7 +420,7 @@ class BatchedHalfCheetah:
         """The x positions ``(N,)`` (m) whose displacements give the reward's velocity."""
         if self.reward_velocity == "torso":
             return self._qpos[:, 0].copy()
-        return self._subtree_com[:, 0, 0].copy()  # the world's subtree: every body
+        return self._subtree_com[:, TORSO_BODY, 0].copy()
 
 
 def available_cpus() -> int:

@@ -28,6 +28,8 @@ FAST = ["--set", "training.iterations=12", "--set", "training.meta_batch_size=4"
      "env.frame_skip = 0: must be >= 1"),
     (["train", "navigation2d", "--set", "env.observe_x_position=true"],
      "env.observe_x_position = true: navigation2d has no torso"),
+    (["train", "navigation2d", "--set", "env.observe_centre_of_mass=true"],
+     "env.observe_centre_of_mass = true: navigation2d has no cheetah"),
     (["train", "navigation2d", "--set", "env.reward_velocity=centre_of_mass"],
      "env.reward_velocity = centre_of_mass: navigation2d has no torso"),
     (["train", "half-cheetah-vel", "--set", "env.reward_velocity=hips"],

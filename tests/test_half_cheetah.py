@@ -252,8 +252,106 @@ def test_env_family_with_the_centre_of_mass_reward_velocity():
         ENV_FAMILIES["half_cheetah_vel"])
     with pytest.raises(ValueError, match="reward_velocity must be one of"):
         env_family("half_cheetah_vel", reward_velocity="hips")
-    with pytest.raises(ValueError, match="navigation2d has no frame skip, x position, reward"):
+    with pytest.raises(ValueError, match="navigation2d has no frame skip, x position, centre "
+                       "of mass, reward velocity"):
         env_family("navigation2d", reward_velocity="centre_of_mass")
+
+
+def _centre_of_mass(env) -> np.ndarray:
+    """The cheetah's centre of mass ``(3,)`` (m), from the bodies' masses and centres on a copy
+    of the simulation state, independently of the environment's code path."""
+    import mujoco
+
+    data = mujoco.MjData(env.model)
+    data.qpos[:], data.qvel[:] = env.data.qpos, env.data.qvel
+    mujoco.mj_forward(env.model, data)
+    masses = env.model.body_mass
+    return (masses[:, None] * data.xipos).sum(0) / masses.sum()
+
+
+@pytest.mark.parametrize("frame_skip", [5, 1])
+def test_centre_of_mass_observation(frame_skip):
+    """observe_centre_of_mass=True: v5's 17 numbers, unchanged, then the cheetah's centre of
+    mass (x, y, z) at the state observed: the rllab half-cheetah's 20 numbers. The dynamics and
+    rewards stay; the checker passes; copies keep the option."""
+    ours = HalfCheetahVelEnv({"velocity": 0.8}, frame_skip=frame_skip,
+                             observe_centre_of_mass=True)
+    check_env(ours, skip_render_check=True)
+    plain = HalfCheetahVelEnv({"velocity": 0.8}, frame_skip=frame_skip)
+    assert ours.observation_space.shape == (20,)
+    obs, _ = ours.reset(seed=4)
+    plain_obs, _ = plain.reset(seed=4)
+    np.testing.assert_array_equal(obs[:17], plain_obs)
+    np.testing.assert_allclose(obs[17:], _centre_of_mass(ours), rtol=0, atol=1e-12)
+    x_start = obs[17]
+    for action in np.random.default_rng(5).uniform(-1, 1, size=(40, 6)):
+        obs, reward, *_ = ours.step(action)
+        plain_obs, plain_reward, *_ = plain.step(action)
+        np.testing.assert_array_equal(obs[:17], plain_obs)
+        assert reward == plain_reward
+        np.testing.assert_allclose(obs[17:], _centre_of_mass(ours), rtol=0, atol=1e-12)
+        assert obs[18] == pytest.approx(0.0, abs=1e-12)  # a planar cheetah: y stays 0
+    assert abs(obs[17] - x_start) > 0.01, "the centre of mass moved"
+    copy = pickle.loads(pickle.dumps(ours))
+    assert copy.observe_centre_of_mass and copy.reset(seed=0)[0].shape == (20,)
+
+
+@pytest.mark.parametrize(("observe_x", "reward_velocity"), [(False, "centre_of_mass"),
+                                                            (True, "torso")])
+def test_batched_centre_of_mass_observation_equals_gymnasium_form(observe_x, reward_velocity):
+    targets = np.array([0.2, 1.9])
+    envs = [HalfCheetahVelEnv({"velocity": float(t)}, frame_skip=1, observe_centre_of_mass=True,
+                              reward_velocity=reward_velocity,
+                              exclude_current_positions_from_observation=not observe_x)
+            for t in targets]
+    starts = [env.reset(seed=20 + i)[0] for i, env in enumerate(envs)]
+    batched = BatchedHalfCheetah("velocity", targets, np.random.default_rng(0), threads=2,
+                                 frame_skip=1, observe_x_position=observe_x,
+                                 observe_centre_of_mass=True, reward_velocity=reward_velocity)
+    assert batched.observation_dim == envs[0].observation_space.shape[0] == 20 + observe_x
+    obs = batched.reset(np.stack([env.data.qpos for env in envs]),
+                        np.stack([env.data.qvel for env in envs]))
+    np.testing.assert_allclose(obs.numpy(), np.stack(starts), rtol=0, atol=1e-6)
+    rng = np.random.default_rng(8)
+    for _ in range(40):
+        actions = rng.uniform(-1.5, 1.5, size=(2, 6))
+        obs, rewards, _ = batched.step(torch.from_numpy(actions))
+        for i, env in enumerate(envs):
+            env_obs, env_reward, *_ = env.step(actions[i])
+            np.testing.assert_allclose(obs[i].numpy(), env_obs, rtol=1e-6, atol=1e-5)
+            assert float(rewards[i]) == pytest.approx(env_reward, rel=1e-9, abs=1e-9)
+
+
+def test_env_family_with_the_centre_of_mass_observed():
+    family = env_family("half_cheetah_vel", observe_centre_of_mass=True)
+    assert family.observation_dim == 20
+    assert dict(family.gym_kwargs) == {"frame_skip": 5, "observe_centre_of_mass": True}
+    assert gym.make(family.gym_id, **family.gym_kwargs).observation_space.shape == (20,)
+    env = family.make_batched([{"velocity": 1.0}, {"velocity": 0.5}], 3,
+                              np.random.default_rng(0))
+    assert env.observation_dim == 20 and env.reset().shape == (6, 20)
+    both = env_family("half_cheetah_dir", observe_x_position=True, observe_centre_of_mass=True)
+    assert both.observation_dim == 21
+    assert ENV_FAMILIES["half_cheetah_vel"].observation_dim == 17  # the registry is unchanged
+    with pytest.raises(ValueError, match="navigation2d has no frame skip, x position, centre"):
+        env_family("navigation2d", observe_centre_of_mass=True)
+
+
+def test_config_centre_of_mass_observation_reaches_the_policy_and_the_sampler():
+    from metarl.config import ConfigError
+    from metarl.experiment import config_from_data
+    from metarl.rl.experiment import env_title, family_of, new_policy_params
+
+    _, config = config_from_data({"experiment": "meta_rl", "env": {
+        "name": "half_cheetah_vel", "frame_skip": 1, "observe_centre_of_mass": True}})
+    assert family_of(config).observation_dim == 20
+    assert env_title(config) == "half_cheetah_vel (dt 0.01 s, centre of mass observed)"
+    assert new_policy_params(config, "test")["w0"].shape == (20, 100)  # (inputs, units)
+    env = family_of(config).make_batched([{"velocity": 1.0}], 2, np.random.default_rng(0))
+    assert env.reset().shape == (2, 20)
+    with pytest.raises(ConfigError, match=r"env\.observe_centre_of_mass = true: navigation2d"):
+        config_from_data({"experiment": "meta_rl", "env": {"name": "navigation2d",
+                                                           "observe_centre_of_mass": True}})
 
 
 def test_config_reward_velocity_reaches_the_sampler():

@@ -68,6 +68,10 @@ class EnvConfig:
         "x displacement over the control step / dt) or centre_of_mass (the whole cheetah's, "
         "close to the paper's rllab half-cheetah, which used the mass-weighted velocity of all "
         "bodies)")
+    observe_centre_of_mass: bool = param(
+        False, "half-cheetahs: append the cheetah's centre of mass (x, y, z; m) to the "
+        "observation, 3 more numbers (with REFERENCE.md's 17: the paper's rllab half-cheetah's "
+        "20-number observation)")
     reset_noise: Literal["v5", "rllab"] = param(
         "v5", "half-cheetahs: noise on each episode's initial state: v5 (REFERENCE.md, "
         "HalfCheetah-v5's: positions + U(±0.1), velocities 0.1·N(0, 1)) or rllab (the paper's "
@@ -196,6 +200,9 @@ class MetaRLConfig:
         if self.env.observe_x_position and not ENV_FAMILIES[self.env.name].mujoco:
             raise ConfigError(f"env.observe_x_position = true: {self.env.name} has no torso; "
                               f"{mujoco_only}; leave it false")
+        if self.env.observe_centre_of_mass and not ENV_FAMILIES[self.env.name].mujoco:
+            raise ConfigError(f"env.observe_centre_of_mass = true: {self.env.name} has no "
+                              f"cheetah; {mujoco_only}; leave it false")
         if self.env.reward_velocity != "torso" and not ENV_FAMILIES[self.env.name].mujoco:
             raise ConfigError(f"env.reward_velocity = {self.env.reward_velocity}: "
                               f"{self.env.name} has no torso; {mujoco_only}; leave it torso")
@@ -225,6 +232,7 @@ def family_of(config: MetaRLConfig, reset_noise: str | None = None) -> EnvFamily
     """The environments of meta-training (episodes started with ``reset_noise`` where given)."""
     return env_family(config.env.name, frame_skip=config.env.frame_skip,
                       observe_x_position=config.env.observe_x_position,
+                      observe_centre_of_mass=config.env.observe_centre_of_mass,
                       reward_velocity=config.env.reward_velocity,
                       reset_noise=reset_noise or config.env.reset_noise)
 
@@ -242,14 +250,16 @@ def evaluation_family(config: MetaRLConfig) -> EnvFamily:
 
 def env_title(config: MetaRLConfig) -> str:
     """The family's name, with its control step when the config changes the frame skip, and
-    with the observed x position, the centre-of-mass reward velocity and rllab's reset noise
-    (in training or only in evaluation) when asked."""
+    with the observed x position and centre of mass, the centre-of-mass reward velocity and
+    rllab's reset noise (in training or only in evaluation) when asked."""
     family = family_of(config)
     notes = []
     if config.env.frame_skip is not None and family.control_dt is not None:
         notes.append(f"dt {family.control_dt:g} s")
     if config.env.observe_x_position:
         notes.append("x observed")
+    if config.env.observe_centre_of_mass:
+        notes.append("centre of mass observed")
     if config.env.reward_velocity != "torso":
         notes.append("centre-of-mass velocity")
     if config.env.reset_noise != "v5":
@@ -399,6 +409,8 @@ def _baseline_key(config: MetaRLConfig) -> dict[str, Any]:
         del key["env"]["frame_skip"]
     if not key["env"]["observe_x_position"]:
         del key["env"]["observe_x_position"]
+    if not key["env"]["observe_centre_of_mass"]:
+        del key["env"]["observe_centre_of_mass"]
     if key["env"]["reward_velocity"] == "torso":
         del key["env"]["reward_velocity"]
     if key["env"]["reset_noise"] == "v5":
