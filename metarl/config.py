@@ -233,7 +233,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- writing
 
-def _yaml_scalar(value: Any) -> str:
+def yaml_scalar(value: Any) -> str:
+    """A value as one line of YAML, as configs and --set write it: null, true, [1, 2], ..."""
     text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
     if text.endswith("\n..."):
         text = text[: -len("\n...")]
@@ -256,7 +257,7 @@ def dump_config(config: Any, header: str = "") -> str:
                 emit(value, indent + 1)
             else:
                 comment = f"  # {help_text}" if help_text else ""
-                lines.append(f"{pad}{f.name}: {_yaml_scalar(value)}{comment}")
+                lines.append(f"{pad}{f.name}: {yaml_scalar(value)}{comment}")
 
     emit(config, 0)
     return "\n".join(lines) + "\n"

@@ -23,7 +23,8 @@ FAST = ["--set", "training.iterations=12", "--set", "training.meta_batch_size=4"
     (["evaluate", "/nonexistent/run", "--tasks", "0"], "--tasks = 0: must be >= 2"),
     (["benchmark", "chess"], "known benchmarks are"),
     (["train", "navigation2d", "--set", "env.frame_skip=1"],
-     "env.frame_skip = 1: navigation2d has no frame skip"),
+     "env.frame_skip = 1: navigation2d has no frame skip; it applies to the MuJoCo families "
+     "(half_cheetah_vel, half_cheetah_dir); leave it null"),
     (["train", "half-cheetah-dir", "--set", "env.frame_skip=0"],
      "env.frame_skip = 0: must be >= 1"),
     (["train", "navigation2d", "--set", "env.observe_x_position=true"],

@@ -105,3 +105,17 @@ def test_overrides_parse_yaml_values_and_nest():
 def test_integers_are_accepted_where_floats_are_expected():
     config = from_dict(SineConfig, {"training": {"outer_lr": 1}})
     assert config.training.outer_lr == 1.0 and isinstance(config.training.outer_lr, float)
+
+
+def test_navigation_accepts_the_cheetah_options_at_their_defaults():
+    """The MuJoCo-only options are refused on navigation only when they change something."""
+    defaults = {"frame_skip": None, "observe_x_position": False,
+                "observe_centre_of_mass": False, "reward_velocity": "torso", "reset_noise": "v5"}
+    _, config = config_from_data({"experiment": "meta_rl",
+                                  "env": {"name": "navigation2d", **defaults},
+                                  "evaluation": {"reset_noise": None}})
+    assert config.env.reset_noise == "v5"
+    with pytest.raises(ConfigError, match=r"env\.observe_x_position = true: navigation2d has "
+                       r"no torso; it applies to the MuJoCo families .*; leave it false"):
+        config_from_data({"experiment": "meta_rl",
+                          "env": {"name": "navigation2d", "observe_x_position": True}})

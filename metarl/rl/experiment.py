@@ -12,7 +12,7 @@ import torch
 
 from metarl.adaptation import Params, test_time_learning_rates
 from metarl.checkpoint import load_checkpoint, load_or_compute, save_checkpoint
-from metarl.config import ConfigError, RunConfig, param, section, to_dict
+from metarl.config import ConfigError, RunConfig, param, section, to_dict, yaml_scalar
 from metarl.envs import ENV_FAMILIES, EnvFamily, env_family
 from metarl.evaluation import format_table, summarize, write_evaluation
 from metarl.experiment import EvaluateOptions, Experiment, RenderOptions
@@ -192,27 +192,8 @@ class MetaRLConfig:
         if self.env.name not in ENV_FAMILIES:
             raise ConfigError(f"env.name = {self.env.name!r}: known environments are "
                               + ", ".join(ENV_FAMILIES))
-        mujoco_only = "it applies to the MuJoCo families (" + ", ".join(
-            k for k, f in ENV_FAMILIES.items() if f.mujoco) + ")"
-        if self.env.frame_skip is not None and not ENV_FAMILIES[self.env.name].mujoco:
-            raise ConfigError(f"env.frame_skip = {self.env.frame_skip}: {self.env.name} has no "
-                              f"frame skip; {mujoco_only}; leave it null")
-        if self.env.observe_x_position and not ENV_FAMILIES[self.env.name].mujoco:
-            raise ConfigError(f"env.observe_x_position = true: {self.env.name} has no torso; "
-                              f"{mujoco_only}; leave it false")
-        if self.env.observe_centre_of_mass and not ENV_FAMILIES[self.env.name].mujoco:
-            raise ConfigError(f"env.observe_centre_of_mass = true: {self.env.name} has no "
-                              f"cheetah; {mujoco_only}; leave it false")
-        if self.env.reward_velocity != "torso" and not ENV_FAMILIES[self.env.name].mujoco:
-            raise ConfigError(f"env.reward_velocity = {self.env.reward_velocity}: "
-                              f"{self.env.name} has no torso; {mujoco_only}; leave it torso")
-        if self.env.reset_noise != "v5" and not ENV_FAMILIES[self.env.name].mujoco:
-            raise ConfigError(f"env.reset_noise = {self.env.reset_noise}: {self.env.name} "
-                              f"starts every episode at its origin; {mujoco_only}; leave it v5")
-        if self.evaluation.reset_noise is not None and not ENV_FAMILIES[self.env.name].mujoco:
-            raise ConfigError(f"evaluation.reset_noise = {self.evaluation.reset_noise}: "
-                              f"{self.env.name} starts every episode at its origin; "
-                              f"{mujoco_only}; leave it null")
+        if not ENV_FAMILIES[self.env.name].mujoco:
+            self._check_no_mujoco_options()
         velocities = self.evaluation.test_velocities
         if velocities is not None:
             if self.env.name != "half_cheetah_vel":
@@ -226,6 +207,26 @@ class MetaRLConfig:
                 raise ConfigError(f"evaluation.test_velocities = {velocities} draws seeded "
                                   "test targets from that range; the MAML authors' are fixed "
                                   "(evaluation.task_draw = maml_authors): set one of them")
+
+    def _check_no_mujoco_options(self) -> None:
+        """Refuse the options that only the MuJoCo families have, each left at its default."""
+        allowed = "it applies to the MuJoCo families (" + ", ".join(
+            k for k, f in ENV_FAMILIES.items() if f.mujoco) + ")"
+        name = self.env.name
+        for key, value, default, why in (
+                ("env.frame_skip", self.env.frame_skip, None, "has no frame skip"),
+                ("env.observe_x_position", self.env.observe_x_position, False, "has no torso"),
+                ("env.observe_centre_of_mass", self.env.observe_centre_of_mass, False,
+                 "has no cheetah"),
+                ("env.reward_velocity", self.env.reward_velocity, "torso", "has no torso"),
+                ("env.reset_noise", self.env.reset_noise, "v5",
+                 "starts every episode at its origin"),
+                ("evaluation.reset_noise", self.evaluation.reset_noise, None,
+                 "starts every episode at its origin")):
+            if value != default:
+                raise ConfigError(f"{key} = {yaml_scalar(value)}: {name} {why}; {allowed}; "
+                                  f"leave it {yaml_scalar(default)}")
+
 
 
 def family_of(config: MetaRLConfig, reset_noise: str | None = None) -> EnvFamily:
