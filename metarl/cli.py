@@ -73,8 +73,9 @@ def _parser() -> argparse.ArgumentParser:
                           "random, pretrained, oracle; sine: pretrained)")
     evaluate.add_argument("--set", dest="overrides", action="append", default=[],
                           metavar="KEY=VALUE", help="evaluate with an evaluation.* value other "
-                          "than the run's, e.g. evaluation.later_lr_scale=0.25 (repeatable; "
-                          "the run's config.yaml stays as it is)")
+                          "than the run's, e.g. evaluation.later_lr_scale=0.25, or a baseline "
+                          "setting, e.g. baselines.oracle_iterations=500 (repeatable; the "
+                          "run's config.yaml stays as it is)")
     evaluate.add_argument("--snapshots", action="store_true",
                           help="also evaluate every snapshot of the run (run.snapshot_every): "
                           "the curve by meta-iteration, in evaluation-over-training.png "

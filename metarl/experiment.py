@@ -82,6 +82,7 @@ class Experiment(ABC):
     metric: ClassVar[str]
     shown_metrics: ClassVar[tuple[str, ...]] = ()
     baseline_names: ClassVar[tuple[str, ...]] = ()  # what `evaluate --baselines` can add
+    baseline_section: ClassVar[str | None] = None  # the config section of those baselines
 
     @abstractmethod
     def make_trainer(self, config: Any) -> Trainer: ...
@@ -131,15 +132,31 @@ def config_from_data(data: dict[str, Any]) -> tuple[Experiment, Any]:
     return experiment, from_dict(experiment.config_class, data)
 
 
+def evaluation_sections(experiment: Experiment) -> tuple[str, ...]:
+    """The config sections ``metarl evaluate --set`` may change: ``evaluation`` and the
+    experiment's baseline section, if it has one."""
+    return ("evaluation",) + ((experiment.baseline_section,)
+                              if experiment.baseline_section else ())
+
+
+def baseline_settings(experiment: Experiment, config: Any) -> dict[str, Any] | None:
+    """The experiment's baseline section of ``config`` as a dict (None if it has none)."""
+    section = experiment.baseline_section
+    return to_dict(getattr(config, section)) if section else None
+
+
 def with_evaluation_overrides(experiment: Experiment, config: Any,
                               overrides: Sequence[str]) -> Any:
-    """``config`` with ``evaluation.KEY=VALUE`` overrides applied and validated (``metarl
-    evaluate --set``). Other keys are refused: they would change what the run trained, not how
-    it is evaluated."""
+    """``config`` with ``evaluation.KEY=VALUE`` overrides (and those of the baseline section,
+    such as ``baselines.oracle_iterations=500``) applied and validated (``metarl evaluate
+    --set``). Other keys are refused: they would change what the run trained, not how it is
+    evaluated."""
+    sections = evaluation_sections(experiment)
     for text in overrides:
         path, _ = parse_override(text)
-        if len(path) < 2 or path[0] != "evaluation":
-            raise ConfigError(f"--set {text!r}: --set changes only evaluation.* keys (how the "
+        if len(path) < 2 or path[0] not in sections:
+            allowed = " and ".join(f"{name}.*" for name in sections)
+            raise ConfigError(f"--set {text!r}: --set changes only {allowed} keys (how the "
                               "run is evaluated), e.g. evaluation.later_lr_scale=0.25")
         if len(path) == 2 and path[1] in COMMAND_LINE_KEYS:
             raise ConfigError(f"--set {text!r}: give --{path[1]} {path[1].upper()} instead")

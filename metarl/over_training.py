@@ -26,7 +26,7 @@ from metarl.evaluation import (
     format_table,
     shown_steps,
 )
-from metarl.experiment import EvaluateOptions, with_evaluation_overrides
+from metarl.experiment import EvaluateOptions, baseline_settings, with_evaluation_overrides
 from metarl.runner import SNAPSHOTS_NAME, load_run
 
 SUMMARY_NAME = "evaluation-over-training.json"
@@ -60,14 +60,18 @@ def _evaluated_baselines(result: dict[str, Any]) -> set[str]:
 
 def previous_evaluation(run_dir: Path, iteration: int, steps: int, tasks: int, seed: int, *,
                         evaluation_config: Any, saved_evaluation_config: Any,
-                        baselines: tuple[str, ...] = ()) -> dict[str, Any] | None:
+                        baselines: tuple[str, ...] = (),
+                        baseline_config: dict[str, Any] | None = None,
+                        saved_baseline_config: dict[str, Any] | None = None,
+                        ) -> dict[str, Any] | None:
     """``run_dir``'s evaluation.json if it evaluated the checkpoint file now there (same
     SHA-256), at ``iteration``, after 0..``steps`` steps on ``tasks`` tasks from ``seed``,
     with the evaluation section ``evaluation_config`` (a config dataclass; and with at least
-    the named ``baselines``); otherwise None. Steps, tasks and seed are compared as
-    given, not as in the sections. The recorded section is read with the defaults of keys it
-    lacks; a file written before evaluation.json recorded it was made with the run's saved
-    section, ``saved_evaluation_config``."""
+    the named ``baselines``, made with the baseline section ``baseline_config``, a dict);
+    otherwise None. Steps, tasks and seed are compared as given, not as in the sections. The
+    recorded section is read with the defaults of keys it lacks; a file written before
+    evaluation.json recorded the sections was made with the run's saved ones,
+    ``saved_evaluation_config`` and ``saved_baseline_config``."""
     path = run_dir / EVALUATION_NAME
     try:
         result = json.loads(path.read_text())
@@ -81,6 +85,8 @@ def previous_evaluation(run_dir: Path, iteration: int, steps: int, tasks: int, s
             and result.get("steps") == list(range(steps + 1))
             and result.get("tasks") == tasks and result.get("seed") == seed
             and set(baselines) <= _evaluated_baselines(result)
+            and (not baselines
+                 or result.get("baseline_config", saved_baseline_config) == baseline_config)
             and _recorded_settings(result, type(evaluation_config), saved_evaluation_config)
             == _settings(evaluation_config))
     return result if same else None
@@ -123,7 +129,7 @@ def _reference(result: dict[str, Any], config: Any, steps: int) -> dict[str, Any
 def evaluate_over_training(run_dir: str | Path, options: EvaluateOptions,
                            overrides: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
     """Evaluate every snapshot of ``run_dir`` and the run's latest checkpoint with
-    ``options`` and the ``evaluation.KEY=VALUE`` ``overrides`` of each one's config (the
+    ``options`` and the ``--set`` ``overrides`` of each one's config (the
     baselines, if asked, only for the latest), and summarize.
 
     Returns (and writes to ``SUMMARY_NAME``) ``{"metric", "steps": [S], "iterations": [P],
@@ -162,7 +168,9 @@ def evaluate_over_training(run_dir: str | Path, options: EvaluateOptions,
         point_experiment, point_config, point_state = loaded[path]
         result = previous_evaluation(
             path, iteration, steps, tasks, seed, evaluation_config=evaluated[path].evaluation,
-            saved_evaluation_config=point_config.evaluation, baselines=baselines)
+            saved_evaluation_config=point_config.evaluation, baselines=baselines,
+            baseline_config=baseline_settings(point_experiment, evaluated[path]),
+            saved_baseline_config=baseline_settings(point_experiment, point_config))
         label = f"[{index + 1}/{len(points)}] iteration {iteration} ({path})"
         if result is None:
             print(f"metarl: evaluating {label}", file=sys.stderr)

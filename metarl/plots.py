@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,10 +29,20 @@ def panel_grid(panels: int, *, width: float, height: float,
     return fig, list(axes.flat[:panels])
 
 
+TITLE_CHARACTERS_PER_INCH = 9.5
+"""About how many characters of a 12-point title fit in an inch of figure width."""
+
+
+def wrapped_title(title: str, width_inches: float) -> str:
+    """``title`` broken into lines that fit ``width_inches`` (long run titles name the
+    environment's settings and would run off the figure)."""
+    return textwrap.fill(title, max(20, int(width_inches * TITLE_CHARACTERS_PER_INCH)))
+
+
 def save_figure(fig: plt.Figure, output: Path, *, title: str = "", dpi: int = 110) -> Path:
     """Give ``fig`` an overall title (if any), lay it out, write it to ``output`` and close it."""
     if title:
-        fig.suptitle(title)
+        fig.suptitle(wrapped_title(title, fig.get_figwidth()))
     fig.tight_layout()
     fig.savefig(output, dpi=dpi)
     plt.close(fig)
@@ -48,7 +59,7 @@ def _finish_axes(fig: plt.Figure, ax: plt.Axes, output: Path, *, xlabel: str, yl
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     if title:
-        ax.set_title(title)
+        ax.set_title(wrapped_title(title, fig.get_figwidth() * ax.get_position().width))
     return save_figure(fig, output, dpi=120)
 
 

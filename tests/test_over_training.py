@@ -146,6 +146,32 @@ def test_evaluation_overrides_are_recorded_and_reused(run_with_snapshots, monkey
     assert default["mean"][0][2] != lower_lr["mean"][0][2], "the second step's lr differs"
 
 
+def test_baseline_overrides_are_recorded_and_checked_before_reuse(run_with_snapshots,
+                                                                   monkeypatch, capsys):
+    """``--set baseline.KEY=VALUE`` trains the baseline with that setting; an evaluation that
+    holds baselines is reused only for the baseline settings it records."""
+    run = run_with_snapshots
+    few = ["--set", "baseline.iterations=7"]
+    assert main(["evaluate", str(run), "--baselines", *few]) == 0
+    written = json.loads((run / "evaluation.json").read_text())
+    assert written["baseline_config"]["iterations"] == 7
+    assert load_checkpoint(run / "baselines" / "pretrained.pt")["key"]["baseline"][
+        "iterations"] == 7
+    assert "iterations: 10000" in (run / "config.yaml").read_text(), "config.yaml unchanged"
+    pretrained = EvaluateOptions(baselines=("pretrained",))
+    evaluate_over_training(run, pretrained, few[1:])  # the snapshots, without baselines
+    monkeypatch.setattr(SineExperiment, "evaluate", lambda *a, **k: pytest.fail("evaluated"))
+    evaluate_over_training(run, pretrained, few[1:])
+    evaluate_over_training(run, EvaluateOptions())  # no baselines asked: their settings aside
+    with pytest.raises(pytest.fail.Exception):  # the run's own 10,000 iterations
+        evaluate_over_training(run, pretrained)
+    with pytest.raises(pytest.fail.Exception):
+        evaluate_over_training(run, pretrained, ["baseline.iterations=8"])
+    monkeypatch.undo()
+    assert main(["evaluate", str(run), "--set", "baseline.iterations=0"]) == 2
+    assert "baseline.iterations = 0: must be >= 1" in capsys.readouterr().err
+
+
 def _edit_evaluations(run, change):
     """Apply ``change`` to the evaluation.json of the run and of each snapshot, in place."""
     for path in (run, run / "snapshots" / "iteration-4", run / "snapshots" / "iteration-8"):
@@ -189,7 +215,7 @@ def test_recorded_settings_are_read_with_the_defaults_of_later_keys(run_with_sna
 def test_evaluate_set_accepts_only_evaluation_keys(run_with_snapshots, capsys):
     run = run_with_snapshots
     assert main(["evaluate", str(run), "--set", "training.iterations=50"]) == 2
-    assert "changes only evaluation.* keys" in capsys.readouterr().err
+    assert "changes only evaluation.* and baseline.* keys" in capsys.readouterr().err
     assert main(["evaluate", str(run), "--snapshots", "--set", "evaluation.later_lr_scale=2"]) == 2
     assert "evaluation.later_lr_scale = 2.0: must be <= 1" in capsys.readouterr().err
     for key in ("steps", "tasks", "seed"):

@@ -455,6 +455,7 @@ class MetaRLExperiment(Experiment):
     metric = "return"
     shown_metrics = ("return_before", "return_after")
     baseline_names = ("random", "pretrained", "oracle")
+    baseline_section = "baselines"
 
     def make_trainer(self, config: MetaRLConfig) -> MAMLTRPO:
         return make_trainer(config)
@@ -518,7 +519,8 @@ class MetaRLExperiment(Experiment):
                                + target_range_note(config),
                                reference=published)
         result["table"] = format_table(curves, result["steps"], "return")
-        write_evaluation(run_dir, result, to_dict(config.evaluation))
+        write_evaluation(run_dir, result, to_dict(config.evaluation),
+                         to_dict(config.baselines) if options.baselines else None)
         return result
 
     def render(self, config: MetaRLConfig, state: dict[str, Any], run_dir: Path,

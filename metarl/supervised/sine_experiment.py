@@ -146,6 +146,7 @@ class SineExperiment(Experiment):
     metric = "mse"
     shown_metrics = ("query_loss",)
     baseline_names = ("pretrained",)
+    baseline_section = "baseline"
 
     def make_trainer(self, config: SineConfig) -> SupervisedMetaTrainer:
         model = make_model(config, torch_generator(config.seed, "init"))
@@ -208,7 +209,8 @@ class SineExperiment(Experiment):
                                title=f"sine regression, {tasks} test tasks",
                                reference=PUBLISHED_MSE)
         result["table"] = format_table(curves, result["steps"], "mse")
-        write_evaluation(run_dir, result, to_dict(config.evaluation))
+        write_evaluation(run_dir, result, to_dict(config.evaluation),
+                         to_dict(config.baseline) if options.baselines else None)
         return result
 
     def render(self, config: SineConfig, state: dict[str, Any], run_dir: Path,
