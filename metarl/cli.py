@@ -93,7 +93,8 @@ def _parser() -> argparse.ArgumentParser:
                         "adaptation and after each step, side by side")
     render.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="render with an evaluation.* value other than "
-                        "the run's, as metarl evaluate --set (repeatable)")
+                        "the run's, as metarl evaluate --set (repeatable; render draws no "
+                        "baselines, so their keys are refused)")
     render.add_argument("--task", metavar="INDEX|KEY=VALUE",
                         help="the task of --video: a test-task index (default 0) or e.g. "
                         "velocity=1.5, direction=-1")
@@ -190,7 +191,7 @@ def _render(args: argparse.Namespace) -> int:
     _check_positive("tasks", args.tasks)
     _check_positive("steps", args.steps, 0)
     experiment, config, state = load_run(args.run_dir)
-    config = with_evaluation_overrides(experiment, config, args.overrides)
+    config = with_evaluation_overrides(experiment, config, args.overrides, baselines=False)
     paths = experiment.render(config, state, args.run_dir, RenderOptions(
         tasks=args.tasks, steps=args.steps, seed=args.seed, output=args.output,
         video=args.video, task=args.task))

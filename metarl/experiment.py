@@ -132,33 +132,29 @@ def config_from_data(data: dict[str, Any]) -> tuple[Experiment, Any]:
     return experiment, from_dict(experiment.config_class, data)
 
 
-def evaluation_sections(experiment: Experiment) -> tuple[str, ...]:
-    """The config sections ``metarl evaluate --set`` may change: ``evaluation`` and the
-    experiment's baseline section, if it has one."""
-    return ("evaluation",) + ((experiment.baseline_section,)
-                              if experiment.baseline_section else ())
+def baseline_section(experiment: Experiment, config: Any) -> Any:
+    """The experiment's baseline section of ``config`` (a dataclass; None if it has none)."""
+    name = experiment.baseline_section
+    return getattr(config, name) if name else None
 
 
-def baseline_settings(experiment: Experiment, config: Any) -> dict[str, Any] | None:
-    """The experiment's baseline section of ``config`` as a dict (None if it has none)."""
-    section = experiment.baseline_section
-    return to_dict(getattr(config, section)) if section else None
-
-
-def with_evaluation_overrides(experiment: Experiment, config: Any,
-                              overrides: Sequence[str]) -> Any:
-    """``config`` with ``evaluation.KEY=VALUE`` overrides (and those of the baseline section,
-    such as ``baselines.oracle_iterations=500``) applied and validated (``metarl evaluate
-    --set``). Other keys are refused: they would change what the run trained, not how it is
+def with_evaluation_overrides(experiment: Experiment, config: Any, overrides: Sequence[str],
+                              *, baselines: bool = True) -> Any:
+    """``config`` with ``evaluation.KEY=VALUE`` overrides (and, with ``baselines``, those of
+    the experiment's baseline section, such as ``baselines.oracle_iterations=500``) applied
+    and validated (``metarl evaluate --set``; ``metarl render --set`` without baselines).
+    Other keys are refused: they would change what the run trained, not how it is
     evaluated."""
-    sections = evaluation_sections(experiment)
+    sections = ("evaluation",)
+    if baselines and experiment.baseline_section:
+        sections += (experiment.baseline_section,)
     for text in overrides:
         path, _ = parse_override(text)
         if len(path) < 2 or path[0] not in sections:
             allowed = " and ".join(f"{name}.*" for name in sections)
             raise ConfigError(f"--set {text!r}: --set changes only {allowed} keys (how the "
                               "run is evaluated), e.g. evaluation.later_lr_scale=0.25")
-        if len(path) == 2 and path[1] in COMMAND_LINE_KEYS:
+        if path[0] == "evaluation" and len(path) == 2 and path[1] in COMMAND_LINE_KEYS:
             raise ConfigError(f"--set {text!r}: give --{path[1]} {path[1].upper()} instead")
     if not overrides:
         return config

@@ -26,7 +26,7 @@ from metarl.evaluation import (
     format_table,
     shown_steps,
 )
-from metarl.experiment import EvaluateOptions, baseline_settings, with_evaluation_overrides
+from metarl.experiment import EvaluateOptions, baseline_section, with_evaluation_overrides
 from metarl.runner import SNAPSHOTS_NAME, load_run
 
 SUMMARY_NAME = "evaluation-over-training.json"
@@ -61,13 +61,12 @@ def _evaluated_baselines(result: dict[str, Any]) -> set[str]:
 def previous_evaluation(run_dir: Path, iteration: int, steps: int, tasks: int, seed: int, *,
                         evaluation_config: Any, saved_evaluation_config: Any,
                         baselines: tuple[str, ...] = (),
-                        baseline_config: dict[str, Any] | None = None,
-                        saved_baseline_config: dict[str, Any] | None = None,
+                        baseline_config: Any = None, saved_baseline_config: Any = None,
                         ) -> dict[str, Any] | None:
     """``run_dir``'s evaluation.json if it evaluated the checkpoint file now there (same
     SHA-256), at ``iteration``, after 0..``steps`` steps on ``tasks`` tasks from ``seed``,
     with the evaluation section ``evaluation_config`` (a config dataclass; and with at least
-    the named ``baselines``, made with the baseline section ``baseline_config``, a dict);
+    the named ``baselines``, made with the baseline section ``baseline_config``, a dataclass);
     otherwise None. Steps, tasks and seed are compared as given, not as in the sections. The
     recorded section is read with the defaults of keys it lacks; a file written before
     evaluation.json recorded the sections was made with the run's saved ones,
@@ -85,8 +84,9 @@ def previous_evaluation(run_dir: Path, iteration: int, steps: int, tasks: int, s
             and result.get("steps") == list(range(steps + 1))
             and result.get("tasks") == tasks and result.get("seed") == seed
             and set(baselines) <= _evaluated_baselines(result)
-            and (not baselines
-                 or result.get("baseline_config", saved_baseline_config) == baseline_config)
+            and (not baselines or _recorded_section(result, "baseline_config",
+                                                    saved_baseline_config)
+                 == _as_dict(baseline_config))
             and _recorded_settings(result, type(evaluation_config), saved_evaluation_config)
             == _settings(evaluation_config))
     return result if same else None
@@ -96,6 +96,22 @@ def _settings(evaluation_config: Any) -> dict[str, Any]:
     """An evaluation section (a config dataclass) as a dict, without the keys that the
     command line overrides."""
     return evaluation_settings(to_dict(evaluation_config))
+
+
+def _as_dict(section: Any) -> dict[str, Any] | None:
+    return None if section is None else to_dict(section)
+
+
+def _recorded_section(result: dict[str, Any], key: str, saved: Any) -> Any:
+    """The config section (a dict) that ``result`` records under ``key``, read with the
+    defaults of keys it lacks; ``saved`` (a dataclass) where it records none; None if it
+    cannot be read."""
+    if saved is None or key not in result:
+        return _as_dict(saved)
+    try:
+        return to_dict(from_dict(type(saved), result[key]))
+    except (ConfigError, TypeError):  # a key since removed, or not a mapping
+        return None
 
 
 def _recorded_settings(result: dict[str, Any], section: type, saved: Any) -> Any:
@@ -169,8 +185,8 @@ def evaluate_over_training(run_dir: str | Path, options: EvaluateOptions,
         result = previous_evaluation(
             path, iteration, steps, tasks, seed, evaluation_config=evaluated[path].evaluation,
             saved_evaluation_config=point_config.evaluation, baselines=baselines,
-            baseline_config=baseline_settings(point_experiment, evaluated[path]),
-            saved_baseline_config=baseline_settings(point_experiment, point_config))
+            baseline_config=baseline_section(point_experiment, evaluated[path]),
+            saved_baseline_config=baseline_section(point_experiment, point_config))
         label = f"[{index + 1}/{len(points)}] iteration {iteration} ({path})"
         if result is None:
             print(f"metarl: evaluating {label}", file=sys.stderr)

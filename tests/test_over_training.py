@@ -167,9 +167,24 @@ def test_baseline_overrides_are_recorded_and_checked_before_reuse(run_with_snaps
         evaluate_over_training(run, pretrained)
     with pytest.raises(pytest.fail.Exception):
         evaluate_over_training(run, pretrained, ["baseline.iterations=8"])
+    # recorded settings are read with the defaults of keys they lack
+    written = json.loads((run / "evaluation.json").read_text())
+    del written["baseline_config"]["lr"]
+    (run / "evaluation.json").write_text(json.dumps(written))
+    evaluate_over_training(run, pretrained, few[1:])
+    # a file from before baseline_config was recorded counts as made with the run's config
+    del written["baseline_config"]
+    (run / "evaluation.json").write_text(json.dumps(written))
+    evaluate_over_training(run, pretrained)
+    with pytest.raises(pytest.fail.Exception):
+        evaluate_over_training(run, pretrained, few[1:])
     monkeypatch.undo()
     assert main(["evaluate", str(run), "--set", "baseline.iterations=0"]) == 2
     assert "baseline.iterations = 0: must be >= 1" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--set", "baseline.seed=3"]) == 2
+    assert "unknown key baseline.seed" in capsys.readouterr().err
+    assert main(["render", str(run), "--set", "baseline.iterations=7"]) == 2
+    assert "--set changes only evaluation.* keys" in capsys.readouterr().err
 
 
 def _edit_evaluations(run, change):

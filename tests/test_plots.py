@@ -21,7 +21,7 @@ def test_a_wrapped_title_fits_its_axes_when_drawn():
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     assert title.get_text().count("\n") >= 1
-    assert title.get_window_extent(renderer).width <= fig.bbox.width
+    assert title.get_window_extent(renderer).width <= ax.get_window_extent(renderer).width
     unwrapped = ax.set_title(LONG)
     assert unwrapped.get_window_extent(renderer).width > fig.bbox.width, "the case it is for"
     plt.close(fig)
