@@ -228,7 +228,6 @@ class MetaRLConfig:
                                   f"leave it {yaml_scalar(default)}")
 
 
-
 def family_of(config: MetaRLConfig, reset_noise: str | None = None) -> EnvFamily:
     """The environments of meta-training (episodes started with ``reset_noise`` where given)."""
     return env_family(config.env.name, frame_skip=config.env.frame_skip,
