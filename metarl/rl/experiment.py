@@ -15,7 +15,7 @@ from metarl.checkpoint import load_checkpoint, load_or_compute, save_checkpoint
 from metarl.config import ConfigError, RunConfig, param, section, to_dict, yaml_scalar
 from metarl.envs import ENV_FAMILIES, EnvFamily, env_family
 from metarl.evaluation import format_table, summarize, write_evaluation
-from metarl.experiment import EvaluateOptions, Experiment, RenderOptions
+from metarl.experiment import EvaluateOptions, Experiment, RenderOptions, baseline_section
 from metarl.plots import plot_adaptation_curves
 from metarl.rl.authors_tasks import maml_authors_test_tasks
 from metarl.rl.maml_trpo import (
@@ -519,7 +519,8 @@ class MetaRLExperiment(Experiment):
                                reference=published)
         result["table"] = format_table(curves, result["steps"], "return")
         write_evaluation(run_dir, result, to_dict(config.evaluation),
-                         to_dict(config.baselines) if options.baselines else None)
+                         to_dict(baseline_section(self, config)) if options.baselines
+                         else None)
         return result
 
     def render(self, config: MetaRLConfig, state: dict[str, Any], run_dir: Path,

@@ -16,7 +16,7 @@ from metarl.adaptation import LearningRate, Params, params_of, test_time_learnin
 from metarl.checkpoint import load_or_compute
 from metarl.config import AdaptationConfig, RunConfig, param, section, to_dict
 from metarl.evaluation import format_table, summarize, write_evaluation
-from metarl.experiment import EvaluateOptions, Experiment, RenderOptions
+from metarl.experiment import EvaluateOptions, Experiment, RenderOptions, baseline_section
 from metarl.plots import plot_adaptation_curves
 from metarl.seeding import torch_generator
 from metarl.supervised.meta import adaptation_curve, mse_loss, query_predictions
@@ -210,7 +210,8 @@ class SineExperiment(Experiment):
                                reference=PUBLISHED_MSE)
         result["table"] = format_table(curves, result["steps"], "mse")
         write_evaluation(run_dir, result, to_dict(config.evaluation),
-                         to_dict(config.baseline) if options.baselines else None)
+                         to_dict(baseline_section(self, config)) if options.baselines
+                         else None)
         return result
 
     def render(self, config: SineConfig, state: dict[str, Any], run_dir: Path,
