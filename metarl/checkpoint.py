@@ -11,7 +11,14 @@ from typing import Any
 
 import torch
 
+from metarl.config import ConfigError
+
 CHECKPOINT_NAME = "checkpoint.pt"
+
+
+class UnreadableCheckpointError(ConfigError):
+    """A checkpoint file exists but is not one :func:`save_checkpoint` wrote (truncated,
+    emptied, or another file)."""
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -62,7 +69,10 @@ def load_or_compute(path: str | Path, key: dict[str, Any], compute: Callable[[],
     """
     path = Path(path)
     if path.is_file():
-        cached = load_checkpoint(path)
+        try:
+            cached = load_checkpoint(path)
+        except UnreadableCheckpointError:
+            cached = {}  # a damaged cache is computed again
         if cached.get("key") == key:
             return cached["value"]
     value = compute()
@@ -75,4 +85,14 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # torch.load raises many kinds for a damaged file
+        raise UnreadableCheckpointError(
+            f"{path} can't be read as a metarl checkpoint ({type(error).__name__}: {error}); "
+            "the file is damaged or is another file. A run's snapshots "
+            "(snapshots/iteration-N/checkpoint.pt) hold earlier states to go back to") from None
+    if not isinstance(state, dict):
+        raise UnreadableCheckpointError(f"{path} holds a {type(state).__name__}, not a metarl "
+                                        "checkpoint")
+    return state

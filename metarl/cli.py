@@ -62,11 +62,16 @@ def _parser() -> argparse.ArgumentParser:
                        "training.iterations=N: train a finished run longer)")
 
     evaluate = commands.add_parser("evaluate", help="adaptation curve of a trained run")
-    evaluate.add_argument("run_dir", type=Path)
-    evaluate.add_argument("--steps", type=int, help="evaluate after 0..STEPS gradient steps")
-    evaluate.add_argument("--tasks", type=int, help="number of test tasks")
-    evaluate.add_argument("--seed", type=int, help="seed of the test tasks and their "
-                          "episodes (with evaluation.task_draw=maml_authors: of the episodes)")
+    evaluate.add_argument("run_dir", type=Path, metavar="RUN_DIR",
+                          help="a run directory (or one of its snapshots/iteration-N)")
+    evaluate.add_argument("--steps", type=int, help="evaluate after 0..STEPS gradient steps "
+                          "(default: the config's evaluation.steps)")
+    evaluate.add_argument("--tasks", type=int, help="number of test tasks (default: the "
+                          "config's evaluation.tasks)")
+    evaluate.add_argument("--seed", type=int, help="seed of the test tasks and of their data: "
+                          "episodes for meta-RL, points or images for supervised runs "
+                          "(with evaluation.task_draw=maml_authors: of the episodes only; "
+                          "default: the config's evaluation.seed)")
     evaluate.add_argument("--baselines", nargs="?", const="all", metavar="NAMES",
                           help="also evaluate the paper's baselines on the same test tasks: "
                           "all of the experiment's, or those named, comma-separated (meta-RL: "
@@ -82,11 +87,14 @@ def _parser() -> argparse.ArgumentParser:
                           "(--baselines: for the latest checkpoint only)")
 
     render = commands.add_parser("render", help="pictures of a trained run adapting")
-    render.add_argument("run_dir", type=Path)
-    render.add_argument("--tasks", type=int, default=4, help="number of tasks to show")
+    render.add_argument("run_dir", type=Path, metavar="RUN_DIR",
+                        help="a run directory (or one of its snapshots/iteration-N)")
+    render.add_argument("--tasks", type=int, default=4,
+                        help="number of tasks to show (default: %(default)s)")
     render.add_argument("--steps", type=int, help="adaptation steps to show")
-    render.add_argument("--seed", type=int, help="seed of the shown tasks and their episodes "
-                        "(with evaluation.task_draw=maml_authors: of the episodes)")
+    render.add_argument("--seed", type=int, help="seed of the shown tasks and their data "
+                        "(episodes, points or images; with evaluation.task_draw=maml_authors: "
+                        "of the episodes only)")
     render.add_argument("--output", type=Path, help="output file (default: in RUN_DIR)")
     render.add_argument("--video", type=Path, metavar="FILE.mp4|FILE.gif",
                         help="MuJoCo environments: a video of one task's episodes before "
@@ -101,9 +109,11 @@ def _parser() -> argparse.ArgumentParser:
 
     benchmark = commands.add_parser("benchmark", help="speed figures, side by side")
     benchmark.add_argument("name", nargs="?", default="all",
-                           help="which benchmark (default: all)")
+                           help=f"which benchmark: {', '.join(_benchmark_names())} or all "
+                           "(default: all)")
     benchmark.add_argument("--repeats", type=int, default=20,
-                           help="timed meta-iterations per configuration")
+                           help="timed meta-iterations per configuration (default: "
+                           "%(default)s)")
 
     demo = commands.add_parser("demo", help="train, evaluate and render a small default run")
     demo.add_argument("config", nargs="?", default=DEMO_CONFIG,
@@ -118,6 +128,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _benchmark_names() -> list[str]:
+    from metarl.benchmark import BENCHMARKS
+
+    return list(BENCHMARKS)
+
+
 def _check_positive(name: str, value: int | None, minimum: int = 1) -> None:
     if value is not None and value < minimum:
         raise ConfigError(f"--{name} = {value}: must be >= {minimum}")
@@ -129,23 +145,30 @@ def _default_run_dir(config_path: Path) -> Path:
 
 def _train(args: argparse.Namespace) -> int:
     from metarl.experiment import load_config
-    from metarl.runner import extend_run_config, load_run, train_run
+    from metarl.runner import check_new_run_dir, extend_run_config, load_run, train_run
 
     if args.resume is not None:
         if args.config or args.seed is not None or args.run_dir:
             raise ConfigError("--resume RUN_DIR continues a run with its saved config; "
                               "give no CONFIG, --seed or --run-dir with it")
         experiment, config, state = load_run(args.resume)
+        done = int(state["iteration"])
         if args.overrides:
-            config = extend_run_config(args.resume, args.overrides,
-                                       done=int(state["iteration"]))
+            config = extend_run_config(args.resume, args.overrides, done=done)
         run_dir = args.resume
+        if done >= config.training.iterations:
+            print(f"metarl: {run_dir} has trained all {config.training.iterations} "
+                  "meta-iterations of its config; nothing to do. Train it longer with "
+                  f"`metarl train --resume {run_dir} --set training.iterations=N`",
+                  file=sys.stderr)
+            return 0
     else:
         if not args.config:
             raise ConfigError("give a CONFIG to train, or --resume RUN_DIR")
         config_path = resolve_config_path(args.config)
         experiment, config = load_config(config_path, args.overrides, args.seed)
         run_dir = args.run_dir or _default_run_dir(config_path)
+        check_new_run_dir(run_dir)
     print(f"metarl: {experiment.name} run in {run_dir}", file=sys.stderr)
     checkpoint = train_run(experiment, config, run_dir, resume=args.resume is not None)
     print(f"metarl: trained; checkpoint {checkpoint}", file=sys.stderr)
@@ -178,10 +201,24 @@ def _evaluate(args: argparse.Namespace) -> int:
               "an evaluation.json in each snapshot", file=sys.stderr)
         return 0
     config = with_evaluation_overrides(experiment, config, args.overrides)
+    _note_learned_rates(config, args.overrides)
     result = experiment.evaluate(config, state, args.run_dir, options)
     print(result.get("table", ""))
     print(f"metarl: wrote {args.run_dir / 'evaluation.json'}", file=sys.stderr)
     return 0
+
+
+def _note_learned_rates(config: object, overrides: Sequence[str]) -> None:
+    """Say so when --set gives test-time learning rates that a Meta-SGD run doesn't use."""
+    adaptation = getattr(config, "adaptation", None)
+    if not getattr(adaptation, "learn_inner_lr", False):
+        return
+    ignored = [text for text in overrides
+               if text.split("=", 1)[0].strip() in ("evaluation.inner_lr",
+                                                    "evaluation.later_lr_scale")]
+    if ignored:
+        print(f"metarl: note: this Meta-SGD run adapts with its learned per-parameter rates; "
+              f"{', '.join(ignored)} has no effect", file=sys.stderr)
 
 
 def _render(args: argparse.Namespace) -> int:
@@ -190,8 +227,10 @@ def _render(args: argparse.Namespace) -> int:
 
     _check_positive("tasks", args.tasks)
     _check_positive("steps", args.steps, 0)
+    _check_positive("seed", args.seed, 0)
     experiment, config, state = load_run(args.run_dir)
     config = with_evaluation_overrides(experiment, config, args.overrides, baselines=False)
+    _note_learned_rates(config, args.overrides)
     paths = experiment.render(config, state, args.run_dir, RenderOptions(
         tasks=args.tasks, steps=args.steps, seed=args.seed, output=args.output,
         video=args.video, task=args.task))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -35,14 +36,16 @@ def param(
     ge: float | None = None,
     lt: float | None = None,
     le: float | None = None,
+    min_items: int | None = None,
     default_factory: Any = dataclasses.MISSING,
 ) -> Any:
     """Declare a config field with its one-line meaning and numeric bounds.
 
-    Bounds apply to numbers and to every element of a list of numbers. Allowed strings are
-    declared with ``Literal[...]`` in the type annotation.
+    Bounds apply to numbers and to every element of a list of numbers; ``min_items`` is the
+    shortest list allowed. Allowed strings are declared with ``Literal[...]`` in the type
+    annotation.
     """
-    metadata = {"help": help, "gt": gt, "ge": ge, "lt": lt, "le": le}
+    metadata = {"help": help, "gt": gt, "ge": ge, "lt": lt, "le": le, "min_items": min_items}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     if isinstance(default, list | dict):
@@ -59,17 +62,26 @@ def section(cls: type[T], help: str = "") -> Any:
 
 # --------------------------------------------------------------------------- building
 
+_PLAIN_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+                type(None): "null"}
+
+
 def _type_name(tp: Any) -> str:
+    """What values of annotation ``tp`` look like, in words: "a number or null", ..."""
     origin = get_origin(tp)
     if origin is Literal:
         return " | ".join(repr(a) for a in get_args(tp))
     if origin in (Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in get_args(tp))
+        return " or ".join(_type_name(a) for a in get_args(tp))
     if origin in (list, Sequence, tuple):
         args = get_args(tp)
-        return f"list of {_type_name(args[0])}" if args else "list"
-    if tp is type(None):
-        return "null"
+        if not args:
+            return "a list"
+        item = _type_name(args[0])
+        return "a list of " + {"a number": "numbers", "an integer": "integers",
+                               "a string": "strings"}.get(item, item)
+    if tp in _PLAIN_NAMES:
+        return _PLAIN_NAMES[tp]
     return getattr(tp, "__name__", str(tp))
 
 
@@ -87,12 +99,11 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                               + ", ".join(repr(a) for a in allowed))
         return value
     if origin in (Union, types.UnionType):
-        errors = []
         for option in get_args(tp):
             try:
                 return _convert(value, option, key)
-            except ConfigError as error:
-                errors.append(str(error))
+            except ConfigError:
+                continue
         raise ConfigError(f"{key} = {value!r}: expected {_type_name(tp)}")
     if origin in (list, tuple, Sequence):
         if not isinstance(value, list | tuple):
@@ -108,6 +119,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key} = {value!r}: expected true or false")
         return value
     if tp is int:
+        if isinstance(value, float) and value.is_integer():
+            return int(value)  # 1e4 is a YAML float
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key} = {value!r}: expected an integer")
         return value
@@ -128,15 +141,22 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
 
 
 def _check_bounds(value: Any, meta: Mapping[str, Any], key: str) -> None:
-    values = value if isinstance(value, list) else [value]
-    for v in values:
+    if isinstance(value, list):
+        min_items = meta.get("min_items")
+        if min_items is not None and len(value) < min_items:
+            raise ConfigError(f"{key} = {yaml_scalar(value)}: give at least {min_items} "
+                              f"value{'s' if min_items != 1 else ''}")
+        items = [(f"{key}[{i}]", v) for i, v in enumerate(value)]
+    else:
+        items = [(key, value)]
+    for where, v in items:
         if not isinstance(v, int | float) or isinstance(v, bool):
             continue
         for name, test, words in (("gt", v.__gt__, ">"), ("ge", v.__ge__, ">="),
                                   ("lt", v.__lt__, "<"), ("le", v.__le__, "<=")):
             bound = meta.get(name)
             if bound is not None and not test(bound):
-                raise ConfigError(f"{key} = {v!r}: must be {words} {bound}")
+                raise ConfigError(f"{where} = {v!r}: must be {words} {bound}")
 
 
 def _build(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
@@ -145,8 +165,8 @@ def _build(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
     unknown = [k for k in data if k not in fields]
     if unknown:
         where = f" in {prefix}" if prefix else ""
-        raise ConfigError(f"unknown key {prefix + '.' if prefix else ''}{unknown[0]}{where}; "
-                          f"allowed keys: {', '.join(fields)}")
+        raise ConfigError(f"unknown key {prefix + '.' if prefix else ''}{unknown[0]}; "
+                          f"allowed keys{where}: {', '.join(fields)}")
     kwargs = {}
     for name, f in fields.items():
         key = f"{prefix}.{name}" if prefix else name
@@ -160,7 +180,13 @@ def _build(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
     try:
         instance = cls(**kwargs)
     except ConfigError as error:
-        raise ConfigError(f"{prefix + ': ' if prefix else ''}{error}") from None
+        if not prefix:
+            raise
+        # A check across fields (__post_init__) names its first field without the section.
+        message = str(error)
+        first = re.split(r"[\s\[.=]", message, maxsplit=1)[0]
+        raise ConfigError(f"{prefix}.{message}" if first in fields
+                          else f"{prefix}: {message}") from None
     return instance
 
 
@@ -172,6 +198,43 @@ def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
 def to_dict(config: Any) -> dict[str, Any]:
     """Plain nested dict of a config dataclass tree (lists stay lists)."""
     return dataclasses.asdict(config)
+
+
+# --------------------------------------------------------------------------- reading YAML
+
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with two YAML 1.2 rules it lacks: ``1e-3`` is a number (YAML 1.1
+    needs a dot, ``1.0e-3``), and a key given twice in one mapping is an error instead of the
+    later value silently replacing the earlier."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: the base class reports it
+                break
+            if duplicate:
+                raise ConfigError(f"key {key} is given twice in one mapping (lines "
+                                  f"{seen[key].line + 1} and {key_node.start_mark.line + 1})")
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: list(resolvers) for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def yaml_load(text: str) -> Any:
+    """Parse YAML text as configs and ``--set`` values are read (see :class:`_ConfigLoader`)."""
+    return yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader subclass: no arbitrary objects
 
 
 # --------------------------------------------------------------------------- overrides
@@ -186,9 +249,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key:
         raise ConfigError(f"override {text!r}: empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml_load(raw) if raw.strip() else ""
     except yaml.YAMLError as error:
         raise ConfigError(f"override {text!r}: value is not valid YAML ({error})") from None
+    except ConfigError as error:
+        raise ConfigError(f"override {text!r}: {error}") from None
     return key.split("."), value
 
 
@@ -221,9 +286,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml_load(path.read_text())
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML ({error})") from None
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -39,6 +39,7 @@ from metarl.config import (
     parse_override,
     read_yaml,
     to_dict,
+    yaml_scalar,
 )
 from metarl.experiment import Experiment, NonFiniteLossError, config_from_data
 from metarl.logging import METRICS_NAME, RunLogger
@@ -56,14 +57,70 @@ class TrainingStopped(RuntimeError):
 
 
 def load_run(run_dir: str | Path) -> tuple[Experiment, Any, dict[str, Any]]:
-    """The experiment, resolved config and latest checkpoint of a run directory."""
+    """The experiment, resolved config and latest checkpoint of a run directory.
+
+    The config file is checked against the config the checkpoint was trained with: only the
+    keys that may change after training started (:data:`CHANGEABLE_AFTER_START`) may differ.
+    """
     run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise ConfigError(f"run directory {run_dir} does not exist")
+    if not run_dir.is_dir():
+        raise ConfigError(f"{run_dir} is a file, not a run directory")
     if not (run_dir / CONFIG_NAME).is_file():
         raise ConfigError(f"{run_dir} is not a run directory: {CONFIG_NAME} is missing")
     experiment, config = config_from_data(read_yaml(run_dir / CONFIG_NAME))
     if not (run_dir / CHECKPOINT_NAME).is_file():
         raise ConfigError(f"{run_dir} has no {CHECKPOINT_NAME} yet: train it first")
-    return experiment, config, load_checkpoint(run_dir / CHECKPOINT_NAME)
+    state = load_checkpoint(run_dir / CHECKPOINT_NAME)
+    _check_config_matches_checkpoint(run_dir, experiment, config, state)
+    return experiment, config, state
+
+
+# Keys of config.yaml that may differ from the config a run's checkpoint was trained with:
+# how long it trains and its bookkeeping (`metarl train --resume --set`), and how it is
+# evaluated. Everything else defines what was trained.
+CHANGEABLE_AFTER_START = ("training.iterations", "run.", "evaluation.")
+
+
+def _check_config_matches_checkpoint(run_dir: Path, experiment: Experiment, config: Any,
+                                     state: dict[str, Any]) -> None:
+    trained = state.get("experiment")
+    if trained is not None and trained != experiment.name:
+        raise ConfigError(f"{run_dir / CONFIG_NAME} configures a {experiment.name} run but "
+                          f"{run_dir / CHECKPOINT_NAME} holds a {trained} run; the two files "
+                          "belong to different runs")
+    saved = state.get("config")
+    if not isinstance(saved, dict):
+        return
+    changeable = CHANGEABLE_AFTER_START
+    if experiment.baseline_section:
+        changeable += (experiment.baseline_section + ".",)
+    current = _leaves(to_dict(config))
+    # Only the keys the checkpoint recorded: a key added to metarl after the run was
+    # trained takes its default in config.yaml, which may not be what the run used.
+    for key, value in _leaves(saved).items():
+        if key in current and current[key] != value and not any(
+                key == free or (free.endswith(".") and key.startswith(free))
+                for free in changeable):
+            raise ConfigError(
+                f"{run_dir / CONFIG_NAME} says {key} = {yaml_scalar(current[key])}, but "
+                f"{run_dir / CHECKPOINT_NAME} was trained with {key} = {yaml_scalar(value)}. "
+                "What a run trains can't change after it starts (training.iterations and "
+                "run.* change with `metarl train --resume RUN --set`, evaluation settings "
+                "with `metarl evaluate RUN --set`); restore the value, or start a new run")
+
+
+def _leaves(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists are leaves)."""
+    leaves = {}
+    for name, value in data.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict):
+            leaves.update(_leaves(value, key + "."))
+        else:
+            leaves[key] = value
+    return leaves
 
 
 @contextmanager
@@ -92,6 +149,17 @@ def _deferred_interrupts() -> Iterator[list[int]]:
             signal.signal(s, h)
 
 
+def check_new_run_dir(run_dir: str | Path) -> None:
+    """Refuse ``run_dir`` for a new run when it is a file or already holds a run."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--run-dir {run_dir} is a file; give a directory (it is created "
+                          "when missing)")
+    if (run_dir / CHECKPOINT_NAME).exists():
+        raise ConfigError(f"{run_dir} already holds a run; continue it with "
+                          f"`metarl train --resume {run_dir}` or choose another --run-dir")
+
+
 def train_run(experiment: Experiment, config: Any, run_dir: str | Path, *,
               resume: bool = False) -> Path:
     """Meta-train ``config`` in ``run_dir``, or continue the run there when ``resume``.
@@ -101,6 +169,8 @@ def train_run(experiment: Experiment, config: Any, run_dir: str | Path, *,
     """
     run_dir = Path(run_dir)
     checkpoint_path = run_dir / CHECKPOINT_NAME
+    if not resume:
+        check_new_run_dir(run_dir)
     trainer = experiment.make_trainer(config)
     start = 0
     if resume:
@@ -108,10 +178,10 @@ def train_run(experiment: Experiment, config: Any, run_dir: str | Path, *,
         trainer.load_state_dict(state["trainer"])
         start = int(state["iteration"])
     else:
-        if checkpoint_path.exists():
-            raise ConfigError(f"{run_dir} already holds a run; continue it with "
-                              f"`metarl train --resume {run_dir}` or choose another --run-dir")
-        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(f"--run-dir {run_dir}: can't create it ({error})") from None
         atomic_write_text(run_dir / CONFIG_NAME, dump_config(
             config, header=f"Resolved config of this run (metarl {__version__}).\n"
                            f"Continue it with: metarl train --resume {run_dir}"))

@@ -19,7 +19,9 @@ FAST = ["--set", "training.iterations=12", "--set", "training.meta_batch_size=4"
     (["train", "sine", "--set", "training.colour=red"], "unknown key training.colour"),
     (["train", "no-such-config"], "neither a file nor a shipped config"),
     (["train"], "give a CONFIG to train, or --resume RUN_DIR"),
-    (["evaluate", "/nonexistent/run"], "not a run directory"),
+    (["evaluate", "/nonexistent/run"], "run directory /nonexistent/run does not exist"),
+    (["render", "/nonexistent/run", "--seed", "-1"], "--seed = -1: must be >= 0"),
+    (["config", "sine", "--set", "evaluation.shots=[]"], "evaluation.shots = []: give at least"),
     (["evaluate", "/nonexistent/run", "--tasks", "0"], "--tasks = 0: must be >= 2"),
     (["benchmark", "chess"], "known benchmarks are"),
     (["train", "navigation2d", "--set", "env.frame_skip=1"],
@@ -71,6 +73,28 @@ def test_train_evaluate_render_resume(tmp_path, capsys):
     assert "seed: 3" in (run / "config.yaml").read_text()
     out = capsys.readouterr().out
     assert "maml, K=10" in out and "pretrained, K=10" in out
+
+
+def test_run_dir_problems_are_reported_before_any_work(tmp_path, capsys):
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    assert main(["train", "sine-quick", "--run-dir", str(a_file), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert f"--run-dir {a_file} is a file" in err and "sine run in" not in err
+    run = tmp_path / "run"
+    assert main(["train", "sine-quick", "--run-dir", str(run), *FAST]) == 0
+    capsys.readouterr()
+    assert main(["train", "sine-quick", "--run-dir", str(run), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "sine run in" not in err
+    assert main(["train", "--resume", str(run)]) == 0
+    assert "has trained all 12 meta-iterations of its config; nothing to do" in (
+        capsys.readouterr().err)
+    (run / "checkpoint.pt").write_bytes(b"garbage")
+    for args in (["evaluate", str(run)], ["render", str(run)], ["train", "--resume", str(run)]):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert "can't be read as a metarl checkpoint" in err and "Traceback" not in err
 
 
 def test_resume_with_more_iterations_extends_a_finished_run_exactly(tmp_path, capsys):

@@ -74,8 +74,14 @@ def test_dump_and_load_round_trip():
     ({"adaptation": {"method": "sgd"}}, "allowed values are 'maml', 'fomaml', 'reptile'"),
     ({"adaptation": {"method": "reptile", "learn_inner_lr": True}}, "learn_inner_lr"),
     ({"task": {"amplitude_min": 3.0, "amplitude_max": 1.0}}, "amplitude_min = 3.0 must be <="),
-    ({"model": {"hidden_sizes": [40, 0]}}, r"model.hidden_sizes = 0: must be >= 1"),
-    ({"evaluation": {"shots": 5}}, "expected list of int"),
+    ({"model": {"hidden_sizes": [40, 0]}}, r"model.hidden_sizes\[1\] = 0: must be >= 1"),
+    ({"evaluation": {"shots": 5}}, "expected a list of integers"),
+    ({"evaluation": {"shots": []}}, r"evaluation.shots = \[\]: give at least 1 value"),
+    ({"evaluation": {"inner_lr": "abc"}}, "evaluation.inner_lr = 'abc': expected a number or "
+                                           "null"),
+    ({"task": {"amplitude_min": 6.0}}, "^task.amplitude_min = 6.0 must be <= amplitude_max"),
+    ({"adaptation": {"bogus": 1}}, "^unknown key adaptation.bogus; allowed keys in adaptation: "
+                                   "method, "),
     ({"run": {"progress": "yes"}}, "expected true or false"),
     ({"training": 3}, "expected a mapping"),
     ({"evaluation": {"inner_lr": 0}}, "must be > 0"),
@@ -119,3 +125,18 @@ def test_navigation_accepts_the_cheetah_options_at_their_defaults():
                        r"no torso; it applies to the MuJoCo families .*; leave it false"):
         config_from_data({"experiment": "meta_rl",
                           "env": {"name": "navigation2d", "observe_x_position": True}})
+
+
+def test_yaml_reads_exponent_numbers_and_refuses_duplicate_keys(tmp_path):
+    """PyYAML alone reads 1e-3 as a string and lets a repeated key replace the first."""
+    path = tmp_path / "c.yaml"
+    path.write_text("experiment: sine\ntraining:\n  outer_lr: 1e-3\n  iterations: 2e3\n")
+    _, config = load_config(path, ["adaptation.inner_lr=5E-2"])
+    assert config.training.outer_lr == 0.001 and config.adaptation.inner_lr == 0.05
+    assert config.training.iterations == 2000 and isinstance(config.training.iterations, int)
+    path.write_text("experiment: sine\ntraining: {iterations: 5}\ntraining: {outer_lr: 0.1}\n")
+    with pytest.raises(ConfigError, match=r"key training is given twice in one mapping "
+                                          r"\(lines 2 and 3\)"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="given twice"):
+        apply_overrides({}, ["evaluation.shots={a: 1, a: 2}"])

@@ -252,3 +252,36 @@ def test_load_or_compute_reuses_the_cache_only_for_the_same_key(tmp_path):
     assert len(calls) == 1 and torch.equal(first["w"], again["w"])
     changed = load_or_compute(path, {"seed": 1}, compute)
     assert len(calls) == 2 and float(changed["w"]) == 2.0
+
+    path.write_bytes(b"")  # a damaged cache is computed again
+    assert float(load_or_compute(path, {"seed": 1}, compute)["w"]) == 3.0
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage\n", b"PK\x03\x04 not a zip"])
+def test_a_damaged_checkpoint_is_a_clear_error(tmp_path, content):
+    from metarl.checkpoint import UnreadableCheckpointError
+
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(content)
+    with pytest.raises(UnreadableCheckpointError, match="can't be read as a metarl checkpoint"):
+        load_checkpoint(path)
+
+
+def test_config_file_must_match_what_the_checkpoint_trained(tmp_path):
+    run = tmp_path / "run"
+    train_run(SineExperiment(), small_config(iterations=3), run)
+    text = (run / "config.yaml").read_text()
+    # how long it trains, its bookkeeping and its evaluation may change after the start
+    (run / "config.yaml").write_text(text.replace("iterations: 3 ", "iterations: 9 ")
+                                     .replace("progress: false", "progress: true")
+                                     .replace("tasks: 600", "tasks: 50"))
+    _, config, _ = load_run(run)
+    assert config.training.iterations == 9 and config.evaluation.tasks == 50
+    (run / "config.yaml").write_text(text.replace("outer_lr: 0.001", "outer_lr: 0.5"))
+    with pytest.raises(ConfigError, match=r"says training.outer_lr = 0.5, but .*checkpoint.pt "
+                                          r"was trained with training.outer_lr = 0.001"):
+        load_run(run)
+    (run / "config.yaml").write_text("experiment: meta_rl\n")
+    with pytest.raises(ConfigError, match=r"configures a meta_rl run but .* holds a sine "
+                                          r"run"):
+        load_run(run)

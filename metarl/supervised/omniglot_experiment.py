@@ -128,7 +128,8 @@ class OmniglotEvaluationConfig:
         None, "query images per class of a test task (null: task.queries; the MAML paper "
         "scored as many queries as shots)", ge=1, le=19)
     inner_lr: float | None = param(
-        None, "adaptation learning rate at test time (null: adaptation.inner_lr)", gt=0)
+        None, "adaptation learning rate at test time (null: adaptation.inner_lr; a Meta-SGD "
+        "run adapts with its learned rates instead)", gt=0)
     later_lr_scale: float = param(
         1.0, "learning rate of the steps after the first, as a fraction of inner_lr (1.0: one "
         "step size, as in the MAML paper's Omniglot evaluation)", gt=0, le=1)

@@ -55,11 +55,12 @@ class SineEvaluationConfig:
     """`metarl evaluate`: new tasks, adapted from K support points, scored on query points."""
 
     tasks: int = param(600, "number of test tasks", ge=2)
-    shots: list[int] = param([5, 10, 20], "support sizes K to evaluate", ge=1)
+    shots: list[int] = param([5, 10, 20], "support sizes K to evaluate", ge=1, min_items=1)
     steps: int = param(10, "evaluate after 0..steps gradient steps", ge=0)
     query_points: int = param(100, "query points per task for the test MSE", ge=1)
     inner_lr: float | None = param(
-        None, "adaptation learning rate at test time (null: adaptation.inner_lr)", gt=0)
+        None, "adaptation learning rate at test time (null: adaptation.inner_lr; a Meta-SGD "
+        "run adapts with its learned rates instead)", gt=0)
     later_lr_scale: float = param(
         0.5, "learning rate of the steps after the first, as a fraction of inner_lr (0.5 as "
         "in the MAML authors' evaluation protocol; 1.0 keeps one step size)", gt=0, le=1)
