@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
-from metarl.config import ConfigError, dump_config
+from metarl.config import ConfigError, dump_config, parse_override
 from metarl.runner import TrainingStopped
 
 DEMO_CONFIG = "navigation2d-quick"
@@ -214,8 +214,8 @@ def _note_learned_rates(config: object, overrides: Sequence[str]) -> None:
     if not getattr(adaptation, "learn_inner_lr", False):
         return
     ignored = [text for text in overrides
-               if text.split("=", 1)[0].strip() in ("evaluation.inner_lr",
-                                                    "evaluation.later_lr_scale")]
+               if parse_override(text)[0] in (["evaluation", "inner_lr"],
+                                              ["evaluation", "later_lr_scale"])]
     if ignored:
         print(f"metarl: note: this Meta-SGD run adapts with its learned per-parameter rates; "
               f"{', '.join(ignored)} has no effect", file=sys.stderr)

@@ -77,10 +77,12 @@ def load_run(run_dir: str | Path) -> tuple[Experiment, Any, dict[str, Any]]:
     return experiment, config, state
 
 
+# What --set may change when resuming: how long the run goes on and its bookkeeping. Any
+# other key would make the continued run a different experiment from its first part.
+RESUME_OVERRIDABLE = ("training.iterations", "run.")
 # Keys of config.yaml that may differ from the config a run's checkpoint was trained with:
-# how long it trains and its bookkeeping (`metarl train --resume --set`), and how it is
-# evaluated. Everything else defines what was trained.
-CHANGEABLE_AFTER_START = ("training.iterations", "run.", "evaluation.")
+# those and how it is evaluated. Everything else defines what was trained.
+CHANGEABLE_AFTER_START = (*RESUME_OVERRIDABLE, "evaluation.")
 
 
 def _check_config_matches_checkpoint(run_dir: Path, experiment: Experiment, config: Any,
@@ -100,15 +102,18 @@ def _check_config_matches_checkpoint(run_dir: Path, experiment: Experiment, conf
     # Only the keys the checkpoint recorded: a key added to metarl after the run was
     # trained takes its default in config.yaml, which may not be what the run used.
     for key, value in _leaves(saved).items():
-        if key in current and current[key] != value and not any(
-                key == free or (free.endswith(".") and key.startswith(free))
-                for free in changeable):
+        if key in current and current[key] != value and not _matches(key, changeable):
             raise ConfigError(
                 f"{run_dir / CONFIG_NAME} says {key} = {yaml_scalar(current[key])}, but "
                 f"{run_dir / CHECKPOINT_NAME} was trained with {key} = {yaml_scalar(value)}. "
                 "What a run trains can't change after it starts (training.iterations and "
                 "run.* change with `metarl train --resume RUN --set`, evaluation settings "
                 "with `metarl evaluate RUN --set`); restore the value, or start a new run")
+
+
+def _matches(key: str, patterns: Sequence[str]) -> bool:
+    """Whether dotted ``key`` is one of ``patterns``: whole keys, or sections ending in a dot."""
+    return any(key == p or (p.endswith(".") and key.startswith(p)) for p in patterns)
 
 
 def _leaves(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -237,19 +242,13 @@ def train_run(experiment: Experiment, config: Any, run_dir: str | Path, *,
     return checkpoint_path
 
 
-# What --set may change when resuming: how long the run goes on and its bookkeeping. Any
-# other key would make the continued run a different experiment from its first part.
-RESUME_OVERRIDABLE = ("training.iterations", "run.")
-
-
 def extend_run_config(run_dir: str | Path, overrides: Sequence[str], *, done: int) -> Any:
     """Apply ``overrides`` (``training.iterations`` and ``run.*`` only) to the saved config
     of ``run_dir``, whose checkpoint holds ``done`` iterations, validated; rewrite its
     ``config.yaml`` atomically and return the new config."""
     for text in overrides:
         key = ".".join(parse_override(text)[0])
-        if not any(key == allowed or (allowed.endswith(".") and key.startswith(allowed))
-                   for allowed in RESUME_OVERRIDABLE):
+        if not _matches(key, RESUME_OVERRIDABLE):
             raise ConfigError(f"--set {text}: a resumed run keeps its config; only "
                               "training.iterations and run.* may change (to train it longer "
                               "or change its bookkeeping)")
