@@ -362,7 +362,7 @@ def test_config_reward_velocity_reaches_the_sampler():
 
 
 def test_batched_reset_noise_is_gymnasiums_and_seeded():
-    targets = np.ones(2000)
+    targets = np.ones(500)  # each simulation reserves (not uses) MuJoCo's 6 MB arena
     batched = BatchedHalfCheetah("velocity", targets, np.random.default_rng(5), threads=1)
     obs = batched.reset().numpy().astype(np.float64)
     reference = gym.make("HalfCheetah-v5").unwrapped
@@ -399,7 +399,7 @@ def test_rllab_reset_noise():
     from metarl.experiment import config_from_data
     from metarl.rl.experiment import env_title, evaluation_family, family_of
 
-    batched = BatchedHalfCheetah("velocity", np.ones(3000), np.random.default_rng(5), threads=1,
+    batched = BatchedHalfCheetah("velocity", np.ones(1000), np.random.default_rng(5), threads=1,
                                  reset_noise="rllab")
     obs = batched.reset().numpy().astype(np.float64)
     init_qpos = gym.make("HalfCheetah-v5").unwrapped.init_qpos[1:]
@@ -714,7 +714,7 @@ def test_evaluate_with_rllab_reset_noise(cheetah_run, tmp_path):
 
 
 @pytest.mark.parametrize("suffix", [".gif", ".mp4"])
-def test_render_video(short_run, suffix, capsys):
+def test_render_video(short_run, suffix, capsys, monkeypatch):
     from metarl.cli import main
 
     video = short_run / f"adaptation{suffix}"
@@ -724,10 +724,7 @@ def test_render_video(short_run, suffix, capsys):
     if code == 2 and "could not render" in err:
         pytest.skip(f"no OpenGL backend for MuJoCo here: {err}")
     assert code == 0, err
-    import imageio.v2 as imageio
-
-    with imageio.get_reader(video) as reader:
-        frames = [np.asarray(frame) for frame in reader.iter_data()]
+    frames = read_video_frames(video, monkeypatch)
     assert len(frames) == 31  # the reset frame and one per step
     height, width = frames[0].shape[:2]
     assert width >= 2 * 320 and height >= 240  # two panels side by side, and a title band
@@ -903,16 +900,61 @@ def test_video_at_100_steps_per_second_plays_in_real_time(tmp_path, monkeypatch,
     assert [int(f[-1, -1, 0]) // 10 for f in written["frames"]] == shown
 
 
+def read_video_frames(path, monkeypatch) -> list[np.ndarray]:
+    """The decoded frames of a video, each ``(H, W, 3)`` uint8."""
+    import imageio.v2 as imageio
+
+    # imageio-ffmpeg's reader otherwise forks ffmpeg (a preexec_fn), which needs memory for a
+    # copy of this process's address space: tens of GB reserved after the batched tests.
+    monkeypatch.setenv("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")
+    with imageio.get_reader(path) as reader:
+        return [np.asarray(frame) for frame in reader.iter_data()]
+
+
+def test_mp4_encoder_spawns_ffmpeg_without_a_fork(tmp_path, monkeypatch):
+    """No preexec_fn, so subprocess can vfork; a session of its own, so Ctrl-C spares it."""
+    import subprocess
+
+    import metarl.rl.video as video
+
+    seen = []
+    real_popen = subprocess.Popen
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs)
+        return real_popen(*args, **kwargs)
+
+    monkeypatch.setattr(video.subprocess, "Popen", spy)
+    video.write_video([np.zeros((32, 48, 3), np.uint8)] * 3, tmp_path / "a.mp4", fps=10)
+    assert len(seen) == 1
+    assert seen[0].get("preexec_fn") is None and seen[0]["start_new_session"] is True
+    assert len(read_video_frames(tmp_path / "a.mp4", monkeypatch)) == 3
+
+
+def test_a_failing_ffmpeg_is_reported_and_leaves_no_file(tmp_path, monkeypatch):
+    """An ffmpeg that stops without reading its input: its exit code and message, no file."""
+    import imageio_ffmpeg
+
+    import metarl.rl.video as video
+
+    fake = tmp_path / "bin" / "ffmpeg"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'Unknown encoder libx264' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(imageio_ffmpeg, "get_ffmpeg_exe", lambda: str(fake))
+    frames = [np.zeros((480, 640, 3), np.uint8)] * 20  # more than a pipe's buffer
+    with pytest.raises(RuntimeError, match=r"exit code 3\): Unknown encoder libx264"):
+        video.write_video(frames, tmp_path / "out" / "a.mp4", fps=10)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
 @pytest.mark.parametrize("suffix", [".gif", ".mp4"])
 def test_write_video_is_atomic(tmp_path, suffix, monkeypatch):
     from metarl.rl.video import write_video
 
     frames = [np.full((50, 70, 3), i * 20, np.uint8) for i in range(6)]
     write_video(frames, tmp_path / f"ok{suffix}", fps=20)
-    import imageio.v2 as imageio
-
-    with imageio.get_reader(tmp_path / f"ok{suffix}") as reader:
-        read = [np.asarray(f) for f in reader.iter_data()]
+    read = read_video_frames(tmp_path / f"ok{suffix}", monkeypatch)
     assert len(read) == 6 and read[0].shape[:2] == ((50, 70) if suffix == ".gif" else (64, 80))
     broken = [*frames[:3], np.zeros((50, 70, 3))]  # float, not uint8
     with pytest.raises(ValueError, match="uint8"):
