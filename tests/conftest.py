@@ -43,3 +43,18 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("a test tried to use the network")
 
     monkeypatch.setattr(urllib.request, "urlopen", refuse)
+
+
+@pytest.fixture
+def saved_figures(monkeypatch: pytest.MonkeyPatch):
+    """The matplotlib figures metarl.plots saves during the test, for their artists."""
+    import metarl.plots as plots
+
+    figures, real = [], plots.save_figure
+
+    def keep(fig, output, **kwargs):
+        figures.append(fig)
+        return real(fig, output, **kwargs)
+
+    monkeypatch.setattr(plots, "save_figure", keep)
+    return figures

@@ -73,6 +73,9 @@ def test_train_evaluate_render_resume(tmp_path, capsys):
     assert "seed: 3" in (run / "config.yaml").read_text()
     out = capsys.readouterr().out
     assert "maml, K=10" in out and "pretrained, K=10" in out
+    assert main(["render", str(run), "--video", str(tmp_path / "a.mp4")]) == 2
+    assert "a sine run draws pictures only" in capsys.readouterr().err
+    assert not (tmp_path / "a.mp4").exists()
 
 
 def test_run_dir_problems_are_reported_before_any_work(tmp_path, capsys):
@@ -181,5 +184,10 @@ def test_navigation_train_evaluate_render(tmp_path, capsys):
     assert "meta_rl baselines are random, pretrained, oracle" in capsys.readouterr().err
 
 
-def test_meta_rl_config_rejects_reptile():
-    assert main(["train", "navigation2d", "--set", "adaptation.method=reptile"]) == 2
+def test_meta_rl_config_rejects_reptile(tmp_path, capsys):
+    run = tmp_path / "nav"
+    assert main(["train", "navigation2d", "--run-dir", str(run), "--set",
+                 "adaptation.method=reptile"]) == 2
+    assert ("adaptation.method = 'reptile': allowed values are 'maml', 'fomaml'"
+            in capsys.readouterr().err)
+    assert not run.exists()

@@ -7,6 +7,7 @@ import pickle
 
 import gymnasium as gym
 import numpy as np
+import policy_reference as ref
 import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
@@ -825,6 +826,16 @@ def test_rollouts_keep_the_weights_of_every_step():
             rollouts.weights[0][name]))
         assert not torch.equal(rollouts.weights[1][name], rollouts.weights[2][name])
     assert rollouts.fast is rollouts.weights[-1]
+    # Step s starts from the weights after s steps and uses the s-th rate: per task, by hand.
+    for step, lr in enumerate([0.1, 0.05]):
+        for task in range(2):
+            start = {k: v[task].clone().requires_grad_(True)
+                     for k, v in rollouts.weights[step].items()}
+            expected = ref.adapt_one_task(start, task, [rollouts.support[step]], [lr],
+                                          create_graph=False)
+            for name, value in expected.items():
+                torch.testing.assert_close(rollouts.weights[step + 1][name][task], value,
+                                           rtol=1e-5, atol=1e-6)
 
 
 def test_video_panels_use_the_weights_of_their_step(tmp_path, monkeypatch):

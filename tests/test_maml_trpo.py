@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from collections import OrderedDict
 
+import policy_reference as ref
 import pytest
 import torch
 from torch.distributions import Normal
@@ -76,6 +77,47 @@ def problem(inner_steps, mode="second_order"):
         return mean_kl(POLICY, fast_of(vector), valid, old)
 
     return params, support, lrs, valid, surrogate, kl
+
+
+@pytest.mark.parametrize("inner_steps", [1, 2])
+def test_batched_adaptation_and_outer_losses_match_a_per_task_reference(inner_steps):
+    """adapt_policy, surrogate_loss and mean_kl over T tasks, values and meta-gradients,
+    against one task at a time with the policy and losses written out (policy_reference)."""
+    params = tiny_params()
+    support = [random_steps(10 + s) for s in range(inner_steps)]
+    lrs = [0.2, 0.1][:inner_steps]
+    valid = random_steps(20)
+    old_params = tiny_params(seed=1)
+    old = POLICY(expand_params(detached(old_params), T), valid.observations)
+    old_log_probs = old.log_prob(valid.actions).sum(-1)
+
+    fast = adapt_policy(POLICY, expand_params(params, T), support, lrs, "second_order")
+    surrogate = surrogate_loss(POLICY, fast, valid, old_log_probs)
+    kl = mean_kl(POLICY, fast, valid, Normal(old.loc, old.scale))
+    surrogate_grad = torch.autograd.grad(surrogate, list(params.values()), retain_graph=True)
+    kl_grad = torch.autograd.grad(kl, list(params.values()))
+
+    reference = [ref.adapt_one_task(params, t, support, lrs, create_graph=True)
+                 for t in range(T)]
+    for t, phi in enumerate(reference):
+        for name in params:
+            torch.testing.assert_close(fast[name][t], phi[name], rtol=1e-10, atol=1e-12)
+    ref_surrogate = torch.stack([ref.surrogate_one_task(phi, t, valid, old_log_probs)
+                                 for t, phi in enumerate(reference)]).mean()
+    ref_kl = torch.stack([ref.kl_one_task(old.loc[t], old.scale[t], phi, t, valid)
+                          for t, phi in enumerate(reference)]).mean()
+    torch.testing.assert_close(surrogate, ref_surrogate, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(kl, ref_kl, rtol=1e-10, atol=1e-12)
+    assert kl > 0.01  # the two policies differ: the comparison is not of zeros
+    for got, want in zip(surrogate_grad, torch.autograd.grad(ref_surrogate, list(params.values()),
+                                                             retain_graph=True), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+    for got, want in zip(kl_grad, torch.autograd.grad(ref_kl, list(params.values())),
+                         strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+    # Each task moved by its own gradient: tasks' fast weights differ from θ and each other.
+    assert (fast["w0"][0] - params["w0"]).abs().max() > 1e-3
+    assert (fast["w0"][0] - fast["w0"][1]).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("inner_steps", [1, 2])
@@ -185,11 +227,12 @@ def test_sampler_masks_after_termination_and_is_reproducible():
     assert packed.observations.shape == (2, 60, 2)
     assert packed.mask[0].sum() == 3 and packed.mask[1].sum() == 60
     torch.testing.assert_close(packed.actions[0, :3], episodes.actions[0, :, 0])
-    # log-probabilities recorded by the sampler are those of the sampling policy
-    torch.testing.assert_close(
-        episodes.log_probs[1], POLICY({k: v[1:] for k, v in params.items()},
-                                      episodes.observations[1:].reshape(1, 60, 2))
-        .log_prob(episodes.actions[1:].reshape(1, 60, 2)).sum(-1).view(3, 20))
+    # log-probabilities recorded by the sampler are those of the sampling policy, on every
+    # valid step of both tasks
+    recorded = POLICY(params, episodes.observations.reshape(2, 60, 2)).log_prob(
+        episodes.actions.reshape(2, 60, 2)).sum(-1).view(2, 3, 20)
+    valid = episodes.mask.bool()
+    torch.testing.assert_close(episodes.log_probs[valid], recorded[valid])
 
 
 def budget_episodes(step_budget: bool, goals, *, max_steps=20, std=0.01, mean_action=0.05,
@@ -343,15 +386,55 @@ def small_config(**training):
 
 
 @pytest.mark.parametrize("sampling", ["episodes", "steps"])
-def test_meta_iteration_is_deterministic_and_accepted_steps_keep_kl_bound(sampling):
+def test_meta_iteration_is_deterministic_and_accepted_steps_keep_kl_bound(sampling, monkeypatch):
+    """Each iteration's reported KL and surrogate are those of the parameters it left,
+    recomputed per task with the reference policy; accepted steps keep the KL bound."""
+    import metarl.rl.maml_trpo as maml_trpo
+
+    seen = []
+
+    def recording(*args, **kwargs):
+        seen.append(real(*args, **kwargs))
+        return seen[-1]
+
+    real = maml_trpo.rollouts_with_adaptation
+    monkeypatch.setattr(maml_trpo, "rollouts_with_adaptation", recording)
     config = small_config(sampling=sampling)
     a, b = make_trainer(config), make_trainer(config)
+    accepted = 0
     for i in range(3):
+        before = {k: v.detach().clone() for k, v in a.params.items()}
         ma, mb = a.train_iteration(i), b.train_iteration(i)
         assert ma == mb
+        after = {k: v.detach().clone() for k, v in a.params.items()}
+        rollouts = seen[-2]  # a's (b's is the last)
+        valid = pack_steps(rollouts.episodes[-1],
+                           compute_advantages(rollouts.episodes[-1], a.advantages))
+        lrs = [a.inner_lr] * a.inner_steps
+        activation = config.policy.activation
+        old, new = ([ref.adapt_one_task({k: v.requires_grad_(True) for k, v in theta.items()},
+                                        t, rollouts.support, lrs, create_graph=False,
+                                        activation=activation) for t in range(a.num_tasks)]
+                    for theta in (before, after))
+        old_log_probs = torch.stack([
+            ref.log_prob(phi, valid.observations[t], valid.actions[t], activation)
+            for t, phi in enumerate(old)])
+        kl = torch.stack([ref.kl_one_task(*ref.gaussian_mlp(old[t], valid.observations[t],
+                                                             activation), new[t], t, valid,
+                                          activation) for t in range(a.num_tasks)]).mean()
+        surrogate = torch.stack([ref.surrogate_one_task(phi, t, valid, old_log_probs,
+                                                        activation)
+                                 for t, phi in enumerate(new)]).mean()
+        assert ma["kl"] == pytest.approx(float(kl), rel=1e-3, abs=1e-7)
+        assert ma["surrogate_after"] == pytest.approx(float(surrogate), rel=1e-3, abs=1e-6)
         if ma["step_accepted"]:
-            assert ma["kl"] <= config.trpo.max_kl
+            accepted += 1
+            assert float(kl) <= config.trpo.max_kl * (1 + 1e-4)
+            assert float(kl) > 0.1 * config.trpo.max_kl  # a real step, not a tiny one
             assert ma["surrogate_after"] < ma["surrogate_before"]
+        else:
+            assert all(torch.equal(before[k], after[k]) for k in before)
+    assert accepted >= 2
     state = a.state_dict()
     c = make_trainer(config)
     c.load_state_dict(state)

@@ -1,5 +1,7 @@
 """The oracle baseline: observations with the task appended, trained without adaptation."""
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -98,17 +100,41 @@ def test_oracle_learns_to_reach_goals_it_is_told(tmp_path):
     assert random_init < -60
     assert trained > -20
     # cached: the same parameters again, without training
-    again, _ = oracle_params(config, tmp_path)
+    with counting_iterations() as trained_iterations:
+        again, _ = oracle_params(config, tmp_path)
+    assert trained_iterations == []
     assert all(torch.equal(again[k], params[k]) for k in params)
+
+
+@contextlib.contextmanager
+def counting_iterations():
+    """The iterations MAMLTRPO trains inside the block (training is deterministic, so equal
+    parameters alone cannot tell a cache hit from training again)."""
+    from metarl.rl.maml_trpo import MAMLTRPO
+
+    original, calls = MAMLTRPO.train_iteration, []
+
+    def counted(self, iteration):
+        calls.append(iteration)
+        return original(self, iteration)
+
+    MAMLTRPO.train_iteration = counted
+    try:
+        yield calls
+    finally:
+        MAMLTRPO.train_iteration = original
 
 
 def test_oracle_cache_is_keyed_by_its_iterations_not_the_pretrained_ones(tmp_path):
     first, _ = oracle_params(_navigation_config(oracle_iterations=1), tmp_path)
-    same, _ = oracle_params(_navigation_config(oracle_iterations=1, pretrained_iterations=7),
-                            tmp_path)
+    with counting_iterations() as trained_iterations:
+        same, _ = oracle_params(_navigation_config(oracle_iterations=1,
+                                                   pretrained_iterations=7), tmp_path)
+    assert trained_iterations == []
     assert all(torch.equal(same[k], first[k]) for k in first)
-    _, returns = oracle_params(_navigation_config(oracle_iterations=2), tmp_path)
-    assert len(returns) == 2
+    with counting_iterations() as trained_iterations:
+        _, returns = oracle_params(_navigation_config(oracle_iterations=2), tmp_path)
+    assert trained_iterations == [0, 1] and len(returns) == 2
 
 
 def test_resolve_baselines_names_and_errors():
@@ -123,7 +149,8 @@ def test_resolve_baselines_names_and_errors():
         resolve_baselines(meta_rl, "oracel")
 
 
-def test_a_curve_without_adaptation_is_a_line_in_the_plot_and_blank_in_the_table(tmp_path):
+def test_a_curve_without_adaptation_is_a_line_in_the_plot_and_blank_in_the_table(
+        tmp_path, saved_figures):
     curves = {"maml": {"mean": [-40.0, -12.0, -5.0], "ci95": [2.0, 1.0, 0.5]},
               "oracle": {"mean": [-2.5], "ci95": [0.25]}}
     table = format_table(curves, [0, 1, 2], "return").splitlines()
@@ -131,7 +158,21 @@ def test_a_curve_without_adaptation_is_a_line_in_the_plot_and_blank_in_the_table
     assert table[2].rstrip().endswith("0.25"), "no numbers after step 0"
     output = plot_adaptation_curves(curves, [0, 1, 2], tmp_path / "curves.png",
                                     ylabel="return", reference={"paper: oracle": {0: -2.29}})
-    assert output.stat().st_size > 0
+    assert output.read_bytes().startswith(b"\x89PNG")
+    (ax,) = saved_figures[-1].axes
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    (maml,) = ax.containers  # the adapting curve: points with error bars
+    assert maml.get_label() == "maml"
+    assert list(maml.lines[0].get_xdata()) == [0, 1, 2]
+    assert list(maml.lines[0].get_ydata()) == [-40.0, -12.0, -5.0]
+    for label, y, style in [("oracle (no adaptation)", -2.5, "--"),
+                            ("paper: oracle", -2.29, ":")]:
+        line = lines[label]  # axhline: across the axes (x in axes units 0..1), one height
+        assert list(line.get_xdata()) == [0, 1] and list(line.get_ydata()) == [y, y]
+        assert line.get_linestyle() == style
+    assert len(ax.patches) == 1  # the oracle's 95% band
+    band = ax.transData.inverted().transform(ax.patches[0].get_verts())[:, 1]
+    assert (band.min(), band.max()) == pytest.approx((-2.75, -2.25))
 
 
 def test_interrupted_baseline_training_continues_to_the_same_result(tmp_path, monkeypatch):

@@ -102,7 +102,11 @@ def test_cli_prints_the_table_and_refuses_a_run_without_snapshots(run_with_snaps
 
 @pytest.mark.parametrize("reference", [
     {"name": "MAML paper", "values": {"0": -40.0, "1": -11.7}}, None])
-def test_plot_draws_with_and_without_a_reference(tmp_path, reference):
+def test_plot_draws_with_and_without_a_reference(tmp_path, reference, saved_figures):
+    """One line per step count through its means, and the reference of each step as a dotted
+    line in that step's colour."""
+    from matplotlib.colors import same_color
+
     from metarl.plots import plot_over_training
 
     summary = {"metric": "return", "steps": [0, 1], "iterations": [50, 100],
@@ -110,6 +114,21 @@ def test_plot_draws_with_and_without_a_reference(tmp_path, reference):
                "reference": reference}
     output = plot_over_training(summary, tmp_path / "curve.png", shown=[0, 1])
     assert output.read_bytes().startswith(b"\x89PNG")
+    (ax,) = saved_figures[-1].axes
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    for column, label in enumerate(["0 steps", "1 step"]):
+        assert list(lines[label].get_xdata()) == [50, 100]
+        assert list(lines[label].get_ydata()) == [row[column] for row in summary["mean"]]
+    dotted = [line for line in ax.get_lines()
+              if line.get_linestyle() == ":" and len(line.get_ydata()) == 2]
+    if reference is None:
+        assert dotted == []
+        return
+    assert sorted(line.get_ydata()[0] for line in dotted) == [-40.0, -11.7]
+    for line in dotted:
+        label = "0 steps" if line.get_ydata()[0] == -40.0 else "1 step"
+        assert same_color(line.get_color(), lines[label].get_color())
+    assert "MAML paper (dotted)" in [t.get_text() for t in ax.get_legend().get_texts()]
 
 
 def test_reference_is_the_published_curve_of_the_runs_shots_or_method():

@@ -83,3 +83,11 @@ def test_meta_sgd_learns_per_parameter_rates_and_evaluation_uses_them(tmp_path):
     result = experiment.evaluate(config, state, tmp_path,
                                  EvaluateOptions(steps=2, tasks=10, seed=1))
     assert result["inner_lr"] == "learned (Meta-SGD)"
+    params = state["trainer"]["params"]
+    for k in config.evaluation.shots:
+        with_rates, with_fixed = (
+            experiment.curves(config, params, lr, shots=k, tasks=10, steps=2, seed=1)
+            for lr in (rates, [0.01, 0.005]))
+        np.testing.assert_allclose(result["by_shots"][str(k)]["mean"], with_rates.mean(axis=0),
+                                   rtol=1e-6)
+        assert np.abs(with_rates[:, 1:] - with_fixed[:, 1:]).max() > 1e-4
