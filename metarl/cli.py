@@ -75,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--baselines", nargs="?", const="all", metavar="NAMES",
                           help="also evaluate the paper's baselines on the same test tasks: "
                           "all of the experiment's, or those named, comma-separated (meta-RL: "
-                          "random, pretrained, oracle; sine: pretrained)")
+                          "random, pretrained, oracle; sine: pretrained; omniglot: none)")
     evaluate.add_argument("--set", dest="overrides", action="append", default=[],
                           metavar="KEY=VALUE", help="evaluate with an evaluation.* value other "
                           "than the run's, e.g. evaluation.later_lr_scale=0.25, or a baseline "
@@ -91,10 +91,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="a run directory (or one of its snapshots/iteration-N)")
     render.add_argument("--tasks", type=int, default=4,
                         help="number of tasks to show (default: %(default)s)")
-    render.add_argument("--steps", type=int, help="adaptation steps to show")
+    render.add_argument("--steps", type=int, help="adaptation steps to show (default: the "
+                        "config's evaluation.steps)")
     render.add_argument("--seed", type=int, help="seed of the shown tasks and their data "
                         "(episodes, points or images; with evaluation.task_draw=maml_authors: "
-                        "of the episodes only)")
+                        "of the episodes only; default: the config's evaluation.seed)")
     render.add_argument("--output", type=Path, help="output file (default: in RUN_DIR)")
     render.add_argument("--video", type=Path, metavar="FILE.mp4|FILE.gif",
                         help="MuJoCo environments: a video of one task's episodes before "
@@ -112,13 +113,17 @@ def _parser() -> argparse.ArgumentParser:
                            help=f"which benchmark: {', '.join(_benchmark_names())} or all "
                            "(default: all)")
     benchmark.add_argument("--repeats", type=int, default=20,
-                           help="timed meta-iterations per configuration (default: "
-                           "%(default)s)")
+                           help="how long to time each configuration (default: %(default)s): "
+                           "sine times REPEATS meta-iterations, navigation 2-5 (REPEATS, "
+                           "clipped) iterations and REPEATS/4 rollouts, cheetah REPEATS/10 "
+                           "of each, omniglot REPEATS/4 iterations (at least one; all takes "
+                           "minutes, most of them on the cheetah)")
 
     demo = commands.add_parser("demo", help="train, evaluate and render a small default run")
     demo.add_argument("config", nargs="?", default=DEMO_CONFIG,
                       help=f"config file or shipped name (default: {DEMO_CONFIG})")
-    demo.add_argument("--run-dir", type=Path, help="where the run is written")
+    demo.add_argument("--run-dir", type=Path, help="where the run is written (default: "
+                      "runs/CONFIG-TIME)")
     demo.add_argument("--seed", type=int, help="override the config's seed")
 
     config = commands.add_parser("config", help="list shipped configs, or print one resolved")
@@ -229,6 +234,9 @@ def _render(args: argparse.Namespace) -> int:
     _check_positive("steps", args.steps, 0)
     _check_positive("seed", args.seed, 0)
     experiment, config, state = load_run(args.run_dir)
+    if experiment.name != "meta_rl" and (args.video is not None or args.task is not None):
+        raise ConfigError(f"--video and --task are for meta-RL runs on the MuJoCo "
+                          f"environments; a {experiment.name} run draws pictures only")
     config = with_evaluation_overrides(experiment, config, args.overrides, baselines=False)
     _note_learned_rates(config, args.overrides)
     paths = experiment.render(config, state, args.run_dir, RenderOptions(

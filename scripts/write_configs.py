@@ -1,4 +1,5 @@
-"""Regenerate configs/ from the dataclasses: ``python scripts/write_configs.py``.
+"""Regenerate configs/ from the dataclasses: ``python scripts/write_configs.py`` (``--check``:
+only compare).
 
 Each preset is the dataclass defaults plus a few overrides, written as commented YAML, so
 the files always mirror every field with its meaning. tests/test_config.py checks they do.
@@ -6,6 +7,8 @@ the files always mirror every field with its meaning. tests/test_config.py check
 
 from __future__ import annotations
 
+import argparse
+import sys
 from pathlib import Path
 
 from metarl.config import dump_config
@@ -152,14 +155,26 @@ PRESETS.update({
 })
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Write configs/ from the config dataclasses.")
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing; list the files that differ, exit 1 if any do")
+    args = parser.parse_args(argv)
+    stale = []
     for relative, (header, data) in PRESETS.items():
         _, config = config_from_data(data)
         path = ROOT / relative
+        text = dump_config(config, header=header)
+        if args.check:
+            if not path.is_file() or path.read_text() != text:
+                stale.append(path)
+                print(f"differs: {path}")
+            continue
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(dump_config(config, header=header))
+        path.write_text(text)
         print(f"wrote {path}")
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
