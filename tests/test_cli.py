@@ -191,3 +191,41 @@ def test_meta_rl_config_rejects_reptile(tmp_path, capsys):
     assert ("adaptation.method = 'reptile': allowed values are 'maml', 'fomaml'"
             in capsys.readouterr().err)
     assert not run.exists()
+
+
+def test_a_nan_reward_stops_meta_rl_training_and_keeps_the_last_good_checkpoint(
+        tmp_path, monkeypatch, capsys):
+    """A NaN reward in meta-iteration 4: exit 1 with a message that names it, the checkpoint
+    of iteration 2 (checkpoint_every=2) kept, its parameters finite."""
+    import torch
+
+    from metarl.checkpoint import load_checkpoint
+    from metarl.envs.navigation import BatchedNavigation2D
+    from metarl.rl.maml_trpo import MAMLTRPO
+
+    poisoned = []
+    train_iteration, step = MAMLTRPO.train_iteration, BatchedNavigation2D.step
+
+    def tracking(self, iteration):
+        poisoned[:] = [iteration == 3]
+        return train_iteration(self, iteration)
+
+    def nan_reward(self, actions):
+        observations, rewards, terminated = step(self, actions)
+        if poisoned and poisoned[0]:
+            rewards = rewards.clone()
+            rewards[0] = float("nan")
+        return observations, rewards, terminated
+
+    monkeypatch.setattr(MAMLTRPO, "train_iteration", tracking)
+    monkeypatch.setattr(BatchedNavigation2D, "step", nan_reward)
+    run = tmp_path / "nav"
+    assert main(["train", "navigation2d", "--run-dir", str(run), *TINY_RL,
+                 "--set", "training.iterations=6", "--set", "run.checkpoint_every=2"]) == 1
+    err = capsys.readouterr().err
+    assert ("stopped at meta-iteration 4: a sampled reward is nan: the environment returned "
+            "a non-finite value") in err
+    assert "last good checkpoint (iteration 2)" in err
+    state = load_checkpoint(run / "checkpoint.pt")
+    assert state["iteration"] == 2
+    assert all(torch.isfinite(v).all() for v in state["trainer"]["params"].values())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -217,3 +218,40 @@ def test_query_predictions_agree_with_the_adaptation_curve():
                                              for s in range(3)]) for t in range(3)])
     torch.testing.assert_close(from_outputs, curve)
     assert not torch.allclose(curve[:, 0], curve[:, 2])  # the steps change the outputs
+
+
+def test_data_root_search_order(tmp_path, monkeypatch):
+    """data.root, then $METARL_OMNIGLOT, then data/omniglot and ../shared/data/omniglot from
+    the working directory, then from the checkout; none: a ConfigError, or data/omniglot to
+    download to."""
+    import metarl.supervised.omniglot_experiment as omniglot_experiment
+    from metarl.config import ConfigError
+
+    resolve = omniglot_experiment.resolve_root
+    monkeypatch.setattr(omniglot_experiment, "CHECKOUT", tmp_path / "checkout")
+    monkeypatch.delenv("METARL_OMNIGLOT", raising=False)
+    work = tmp_path / "work" / "here"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    with pytest.raises(ConfigError, match=r"no Omniglot folder found .*data.download: true"):
+        resolve(None)
+    assert str(resolve(None, download=True)) == "data/omniglot"
+    (tmp_path / "checkout" / "data" / "omniglot").mkdir(parents=True)
+    assert resolve(None) == tmp_path / "checkout" / "data" / "omniglot"
+    (tmp_path / "work" / "shared" / "data" / "omniglot").mkdir(parents=True)
+    assert str(resolve(None)) == "../shared/data/omniglot"
+    (work / "data" / "omniglot").mkdir(parents=True)
+    assert str(resolve(None)) == "data/omniglot"
+    monkeypatch.setenv("METARL_OMNIGLOT", str(tmp_path / "from-env"))
+    assert resolve(None) == tmp_path / "from-env"
+    assert resolve("~/given") == Path("~/given").expanduser()
+
+
+def test_a_checkpoint_of_another_character_split_is_refused():
+    from metarl.config import ConfigError
+    from metarl.supervised.omniglot_experiment import OmniglotTrainer
+
+    trainer = OmniglotTrainer.__new__(OmniglotTrainer)  # only the split matters here
+    trainer.split = {"train": ["a", "b"], "test": ["c"]}
+    with pytest.raises(ConfigError, match=r"character split .* differs"):
+        trainer.load_state_dict({"split": {"train": ["a", "c"], "test": ["b"]}})

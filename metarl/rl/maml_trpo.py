@@ -50,9 +50,19 @@ class AdvantageSettings:
 
 
 def compute_advantages(episodes: Episodes, settings: AdvantageSettings) -> Tensor:
-    """GAE with the per-task linear feature baseline fitted on these episodes, ``(T, S, L)``."""
+    """GAE with the per-task linear feature baseline fitted on these episodes, ``(T, S, L)``.
+
+    Raises :class:`NonFiniteLossError` when a valid step's reward or observation is nan or
+    inf (the environment's fault, reported before the baseline's fit breaks on it).
+    """
     mask = episodes.mask.to(torch.float64)
     rewards = episodes.rewards.to(torch.float64)
+    valid = episodes.mask.bool()
+    for name, values in (("reward", rewards[valid]), ("observation", episodes.observations[valid])):
+        if not bool(torch.isfinite(values).all()):
+            bad = values[~torch.isfinite(values)][0]
+            raise NonFiniteLossError(f"a sampled {name} is {float(bad)}: the environment "
+                                     f"returned a non-finite value")
     ends = episodes.ends
     returns = discounted_returns(rewards, mask, settings.discount, ends)
     features = baseline_features(episodes.observations, mask, episodes.times)
