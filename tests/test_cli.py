@@ -229,3 +229,21 @@ def test_a_nan_reward_stops_meta_rl_training_and_keeps_the_last_good_checkpoint(
     state = load_checkpoint(run / "checkpoint.pt")
     assert state["iteration"] == 2
     assert all(torch.isfinite(v).all() for v in state["trainer"]["params"].values())
+
+
+def test_demo_trains_evaluates_with_baselines_and_renders(tmp_path, capsys):
+    """`metarl demo CONFIG` (README's quick start) on a tiny navigation config."""
+    assert main(["config", "navigation2d-quick", *TINY_RL]) == 0
+    config = tmp_path / "tiny.yaml"
+    config.write_text(capsys.readouterr().out)
+    run = tmp_path / "demo"
+    assert main(["demo", str(config), "--run-dir", str(run), "--seed", "4"]) == 0
+    captured = capsys.readouterr()
+    assert "metarl demo: done" in captured.err
+    result = json.loads((run / "evaluation.json").read_text())
+    assert result["baseline_names"] == ["random", "pretrained", "oracle"]
+    assert result["tasks"] == 3 and result["steps"] == [0, 1, 2, 3]
+    for name in ("adaptation.png", "learning_curve.png", "trajectories.png"):
+        assert (run / name).read_bytes().startswith(b"\x89PNG"), name
+    assert "seed: 4" in (run / "config.yaml").read_text()
+    assert "oracle" in captured.out and "maml" in captured.out  # the table
