@@ -11,6 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 from metarl.config import ConfigError, dump_config, parse_override
+from metarl.experiment import NonFiniteLossError
 from metarl.runner import TrainingStopped
 
 DEMO_CONFIG = "navigation2d-quick"
@@ -306,6 +307,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingStopped as error:
         print(f"metarl: {error}", file=sys.stderr)
         return error.exit_code
+    except NonFiniteLossError as error:  # outside training: evaluation, baselines, rendering
+        print(f"metarl: stopped: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("metarl: interrupted", file=sys.stderr)
         return 130

@@ -229,6 +229,9 @@ def test_a_nan_reward_stops_meta_rl_training_and_keeps_the_last_good_checkpoint(
     state = load_checkpoint(run / "checkpoint.pt")
     assert state["iteration"] == 2
     assert all(torch.isfinite(v).all() for v in state["trainer"]["params"].values())
+    poisoned[:] = [True]  # evaluation meets the NaN too: the same message, no traceback
+    assert main(["evaluate", str(run)]) == 1
+    assert "stopped: a sampled reward is nan" in capsys.readouterr().err
 
 
 def test_demo_trains_evaluates_with_baselines_and_renders(tmp_path, capsys):

@@ -52,13 +52,13 @@ class AdvantageSettings:
 def compute_advantages(episodes: Episodes, settings: AdvantageSettings) -> Tensor:
     """GAE with the per-task linear feature baseline fitted on these episodes, ``(T, S, L)``.
 
-    Raises :class:`NonFiniteLossError` when a valid step's reward or observation is nan or
-    inf (the environment's fault, reported before the baseline's fit breaks on it).
+    Raises :class:`NonFiniteLossError` when a reward or observation is nan or inf (the
+    environment's fault, reported before the baseline's fit breaks on it; padding is checked
+    too, since masking multiplies and nan · 0 stays nan).
     """
     mask = episodes.mask.to(torch.float64)
     rewards = episodes.rewards.to(torch.float64)
-    valid = episodes.mask.bool()
-    for name, values in (("reward", rewards[valid]), ("observation", episodes.observations[valid])):
+    for name, values in (("reward", rewards), ("observation", episodes.observations)):
         if not bool(torch.isfinite(values).all()):
             bad = values[~torch.isfinite(values)][0]
             raise NonFiniteLossError(f"a sampled {name} is {float(bad)}: the environment "

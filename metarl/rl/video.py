@@ -205,9 +205,7 @@ def write_video(frames: Sequence[np.ndarray], output: Path, *, fps: float) -> No
             images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], loop=0,
                            duration=round(1000 / fps), optimize=True)
         else:
-            height, width = frames[0].shape[:2]
-            pad = ((0, -height % 16), (0, -width % 16), (0, 0))  # H.264 macroblocks of 16
-            _encode_mp4([np.pad(frame, pad) for frame in frames], tmp, fps=fps)
+            _encode_mp4(frames, tmp, fps=fps)
         os.replace(tmp, output)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -219,7 +217,8 @@ H264_CRF = 10
 
 
 def _encode_mp4(frames: Sequence[np.ndarray], output: Path, *, fps: float) -> None:
-    """Pipes uint8 ``(H, W, 3)`` frames, H and W multiples of 16, to imageio-ffmpeg's ffmpeg.
+    """Pipes uint8 ``(H, W, 3)`` frames to imageio-ffmpeg's ffmpeg, each padded with black at
+    the bottom and right to multiples of 16 (H.264's macroblocks), one frame at a time.
 
     ffmpeg starts in a session of its own, so Ctrl-C in the terminal reaches only Python
     (which then stops ffmpeg and removes the partial file), and without a ``preexec_fn``, so
@@ -230,6 +229,8 @@ def _encode_mp4(frames: Sequence[np.ndarray], output: Path, *, fps: float) -> No
     import imageio_ffmpeg
 
     height, width = frames[0].shape[:2]
+    pad = ((0, -height % 16), (0, -width % 16), (0, 0))
+    height, width = height + pad[0][1], width + pad[1][1]
     command = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error",
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
                "-framerate", f"{fps:g}", "-i", "pipe:0", "-an",
@@ -243,13 +244,15 @@ def _encode_mp4(frames: Sequence[np.ndarray], output: Path, *, fps: float) -> No
             # A broken pipe means ffmpeg stopped early: its exit code and message say why.
             with contextlib.suppress(BrokenPipeError):
                 for frame in frames:
-                    process.stdin.write(np.ascontiguousarray(frame).tobytes())
+                    process.stdin.write(np.pad(frame, pad).data)
             with contextlib.suppress(BrokenPipeError):
                 process.stdin.close()  # closes the pipe even when the last flush fails
             code = process.wait()
         except BaseException:
             process.kill()
             process.wait()
+            with contextlib.suppress(OSError):
+                process.stdin.close()  # type: ignore[union-attr]
             raise
         if code != 0:
             errors.seek(0)
