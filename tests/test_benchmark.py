@@ -58,3 +58,117 @@ def test_sine_benchmark_runs_each_configuration_and_prints_loop_vs_vmap(monkeypa
 def test_benchmark_repeats_must_be_positive(repeats, capsys):
     assert main(["benchmark", "sine", "--repeats", repeats]) == 2
     assert "--repeats" in capsys.readouterr().err
+
+
+def _shrunk(monkeypatch, benchmarks, **env):
+    """Make the meta-RL benchmarks read their shipped config with 2 tasks x 2 episodes and
+    tiny episodes, so that each table's rows run here in seconds."""
+    real = benchmarks._shipped
+
+    def shipped(name):
+        data = real(name)
+        return {**data, "env": {**data["env"], **env},
+                "policy": {**data["policy"], "hidden_sizes": [8]},
+                "training": {**data["training"], "meta_batch_size": 2, "episodes_per_task": 2}}
+
+    monkeypatch.setattr(benchmarks, "_shipped", shipped)
+
+
+def _fake_rates(monkeypatch, benchmarks):
+    """Each stepping runs once; its rate is faked as one step per second, so the printed
+    rate is the number of env steps the benchmark counts for one call."""
+    def one_call(run, steps, repeats):
+        run()
+        return float(steps)
+
+    monkeypatch.setattr(benchmarks, "_steps_per_second", one_call)
+
+
+def _rows(out: str, first_words: tuple[str, ...]) -> list[list[str]]:
+    return [line.split() for line in out.splitlines() if line.split()[:1] in
+            [[w] for w in first_words]]
+
+
+def _check_split(out: str) -> None:
+    """The seconds-per-iteration table: one row per variant, the parts within the total."""
+    split = out[out.index("seconds per meta-iteration"):]
+    rows = [line for line in split.splitlines()[3:] if line.strip()]
+    assert [r.split(",")[0].split()[0] for r in rows] == ["maml", "maml", "fomaml"]
+    assert "every 5th step" in rows[1]
+    for row in rows:
+        sampling, adaptation, trpo, total = map(float, row.split()[-4:])
+        assert min(sampling, adaptation, trpo) > 0
+        assert sampling + adaptation + trpo <= total * 1.001
+
+
+def test_navigation_benchmark_counts_each_steppings_env_steps(monkeypatch, capsys):
+    import metarl.rl.benchmarks as benchmarks
+
+    _shrunk(monkeypatch, benchmarks, max_episode_steps=5)
+    _fake_rates(monkeypatch, benchmarks)
+    assert main(["benchmark", "navigation", "--repeats", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "(2 tasks x 2 episodes x 5 steps, full episodes)" in out
+    rates = [line.split()[-1] for line in out.splitlines()
+             if line.startswith(("Gymnasium", "metarl"))]
+    assert rates == ["20"] * 4  # 2 tasks x 2 episodes x 5 steps
+    _check_split(out)
+
+
+def test_cheetah_benchmark_counts_each_steppings_env_steps(monkeypatch, capsys):
+    import metarl.rl.benchmarks as benchmarks
+
+    _shrunk(monkeypatch, benchmarks, max_episode_steps=5)
+    _fake_rates(monkeypatch, benchmarks)
+    assert main(["benchmark", "cheetah", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "(2 tasks x 2 episodes x 5 steps; MuJoCo threads:" in out
+    rates = {line.rsplit(maxsplit=1)[0]: line.split()[-1] for line in out.splitlines()
+             if line.startswith(("Gymnasium", "raw", "metarl"))}
+    assert rates == {
+        "Gymnasium SyncVectorEnv (2 envs), random actions": "10",  # one env per task
+        "raw mujoco.batch (4 sims, 5 substeps)": "20",
+        "metarl BatchedHalfCheetah (rewards, observations)": "20",
+        "metarl sampler (policy per task in the loop)": "20",
+    }
+    _check_split(out)
+
+
+def test_omniglot_benchmark_runs_each_method_and_prints_loop_vs_vmap(monkeypatch, capsys):
+    import metarl.supervised.benchmarks as benchmarks
+
+    monkeypatch.setattr(benchmarks, "OMNIGLOT_SETTINGS", {"tiny": (3, 1, 2, 1, 0.4)})
+    real_metarl, ran = benchmarks._omniglot_metarl, []
+
+    def tagged(setting, method, vectorize):
+        iteration = real_metarl(setting, method, vectorize)
+
+        def run():
+            ran.append((method, vectorize))
+            iteration()
+
+        run.vectorize = vectorize
+        return run
+
+    def fake_seconds(fn, repeats, warmup=3):
+        fn()
+        return 0.5 if fn.vectorize else 2.0
+
+    monkeypatch.setattr(benchmarks, "_omniglot_metarl", tagged)
+    monkeypatch.setattr(benchmarks, "seconds_per_call", fake_seconds)
+    monkeypatch.setattr(benchmarks, "is_installed", lambda module: False)
+    assert main(["benchmark", "omniglot", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert sorted(ran) == sorted((m, v) for m in ("maml", "fomaml", "reptile")
+                                 for v in (False, True))
+    rows = _rows(out, ("tiny",))
+    assert [row[1] for row in rows] == ["maml", "fomaml", "reptile"]
+    for row in rows:
+        assert row[2:] == ["2", "0.5", "4.00x", "-"], row
+    assert "(learn2learn not installed)" in out
+
+
+def test_unknown_benchmark_exits_2_naming_the_known_ones(capsys):
+    assert main(["benchmark", "atari"]) == 2
+    err = capsys.readouterr().err
+    assert "atari" in err and "cheetah" in err

@@ -61,8 +61,8 @@ def benchmark_navigation(*, repeats: int) -> None:
     shipped = _shipped("navigation2d")
     config = from_dict(MetaRLConfig, shipped)
     family = family_of(config)
-    num_tasks, episodes, horizon = (config.training.meta_batch_size,
-                                    config.training.episodes_per_task, 100)
+    num_tasks, episodes = config.training.meta_batch_size, config.training.episodes_per_task
+    horizon = episode_length(config)
     n = num_tasks * episodes
     rng = np.random.default_rng(0)
     tasks = family.sample_tasks(num_tasks, rng)

@@ -127,14 +127,19 @@ def _omniglot_learn2learn(setting: tuple[int, int, int, int, float], method: str
     return iteration
 
 
+# (ways, shots, meta-batch, inner steps, inner lr) of the paper's Omniglot training settings
+OMNIGLOT_SETTINGS: dict[str, tuple[int, int, int, int, float]] = {
+    "5-way 1-shot, batch 32, 1 step": (5, 1, 32, 1, 0.4),
+    "20-way 1-shot, batch 16, 5 steps": (20, 1, 16, 5, 0.1),
+}
+
+
 def benchmark_omniglot(*, repeats: int) -> list[list[object]]:
     """Print (and return) seconds per meta-iteration for the paper's Omniglot settings."""
-    settings = {"5-way 1-shot, batch 32, 1 step": (5, 1, 32, 1, 0.4),
-                "20-way 1-shot, batch 16, 5 steps": (20, 1, 16, 5, 0.1)}
     repeats = max(1, repeats // 4)
     has_l2l = is_installed("learn2learn")
     rows: list[list[object]] = []
-    for name, setting in settings.items():
+    for name, setting in OMNIGLOT_SETTINGS.items():
         for method in ("maml", "fomaml", "reptile"):
             loop = seconds_per_call(_omniglot_metarl(setting, method, False), repeats, warmup=1)
             vmap = seconds_per_call(_omniglot_metarl(setting, method, True), repeats, warmup=1)
