@@ -24,8 +24,8 @@ import torch
 from torch import Tensor
 
 from metarl.envs.half_cheetah import ACTION_BOUND, VELOCITY_HIGH, VELOCITY_LOW, control_costs
+from metarl.rl.build import action_scale, evaluation_rollouts
 from metarl.rl.episodes import Episodes
-from metarl.rl.experiment import action_scale, evaluation_rollouts
 from metarl.runner import load_run
 
 CHEETAH_ENVS = ("half_cheetah_dir", "half_cheetah_vel")

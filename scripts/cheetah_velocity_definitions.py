@@ -34,7 +34,7 @@ from torch import Tensor
 
 from metarl.envs.half_cheetah import ACTION_BOUND, BatchedHalfCheetah, control_costs
 from metarl.evaluation import summarize
-from metarl.rl.experiment import evaluation_family, evaluation_rollouts
+from metarl.rl.build import evaluation_family, evaluation_rollouts
 from metarl.runner import load_run
 
 DEFINITIONS = ("torso", "com", "com-instant")

@@ -56,7 +56,8 @@ def test_unknown_family():
 
 def test_config_picks_them_for_every_seed():
     from metarl.experiment import config_from_data
-    from metarl.rl.experiment import parse_task, sample_test_tasks
+    from metarl.rl.build import sample_test_tasks
+    from metarl.rl.experiment import parse_task
 
     _, config = config_from_data({"experiment": "meta_rl", "env": {"name": "half_cheetah_vel"},
                                   "evaluation": {"task_draw": "maml_authors"}})

@@ -338,7 +338,7 @@ def test_env_family_with_the_centre_of_mass_observed():
 def test_config_centre_of_mass_observation_reaches_the_policy_and_the_sampler():
     from metarl.config import ConfigError
     from metarl.experiment import config_from_data
-    from metarl.rl.experiment import env_title, family_of, new_policy_params
+    from metarl.rl.build import env_title, family_of, new_policy_params
 
     _, config = config_from_data({"experiment": "meta_rl", "env": {
         "name": "half_cheetah_vel", "frame_skip": 1, "observe_centre_of_mass": True}})
@@ -354,7 +354,7 @@ def test_config_centre_of_mass_observation_reaches_the_policy_and_the_sampler():
 
 def test_config_reward_velocity_reaches_the_sampler():
     from metarl.experiment import config_from_data
-    from metarl.rl.experiment import env_title, family_of
+    from metarl.rl.build import env_title, family_of
 
     _, config = config_from_data({"experiment": "meta_rl", "env": {
         "name": "half_cheetah_vel", "reward_velocity": "centre_of_mass"}})
@@ -399,7 +399,7 @@ def test_rllab_reset_noise():
     not apply."""
     from metarl.config import ConfigError
     from metarl.experiment import config_from_data
-    from metarl.rl.experiment import env_title, evaluation_family, family_of
+    from metarl.rl.build import env_title, evaluation_family, family_of
 
     batched = BatchedHalfCheetah("velocity", np.ones(1000), np.random.default_rng(5), threads=1,
                                  reset_noise="rllab")
@@ -505,7 +505,7 @@ def test_env_family_with_the_x_position_observed():
 
 def test_config_x_position_reaches_the_policy_and_the_sampler():
     from metarl.experiment import config_from_data
-    from metarl.rl.experiment import env_title, family_of, new_policy_params
+    from metarl.rl.build import env_title, family_of, new_policy_params
 
     _, config = config_from_data({"experiment": "meta_rl", "env": {
         "name": "half_cheetah_dir", "observe_x_position": True}})
@@ -520,7 +520,7 @@ def test_config_x_position_reaches_the_policy_and_the_sampler():
 
 def test_config_frame_skip_reaches_the_sampler():
     from metarl.experiment import config_from_data
-    from metarl.rl.experiment import episode_length, family_of
+    from metarl.rl.build import episode_length, family_of
 
     _, config = config_from_data({"experiment": "meta_rl",
                                   "env": {"name": "half_cheetah_vel", "frame_skip": 1}})
@@ -553,7 +553,8 @@ def test_config_rejects_bad_test_velocities(data, message):
 
 def test_test_velocities_pick_the_test_tasks_of_evaluate_and_render():
     from metarl.experiment import config_from_data
-    from metarl.rl.experiment import parse_task, sample_test_tasks
+    from metarl.rl.build import sample_test_tasks
+    from metarl.rl.experiment import parse_task
 
     _, default = config_from_data({"experiment": "meta_rl", "env": {"name": "half_cheetah_vel"}})
     _, authors = config_from_data({"experiment": "meta_rl", "env": {"name": "half_cheetah_vel"},
@@ -1022,16 +1023,16 @@ def test_a_frame_skip_1_run_evaluates_and_renders_at_its_rate(tmp_path, monkeypa
 
 def test_pretrained_cache_key_of_the_default_frame_skip_is_unchanged(tmp_path, monkeypatch):
     """Caches written before env.frame_skip existed keep matching the default config."""
-    import metarl.rl.experiment as rl_experiment
+    import metarl.rl.baseline_policies as baseline_policies
     from metarl.experiment import config_from_data
 
     keys = []
-    monkeypatch.setattr(rl_experiment, "load_or_compute",
+    monkeypatch.setattr(baseline_policies, "load_or_compute",
                         lambda path, key, compute: keys.append(key))
     for frame_skip in (None, 1):
         _, config = config_from_data({"experiment": "meta_rl", "env": {
             "name": "half_cheetah_dir", "frame_skip": frame_skip}})
-        rl_experiment.pretrained_params(config, tmp_path)
+        baseline_policies.pretrained_params(config, tmp_path)
     assert keys[0]["env"] == {"name": "half_cheetah_dir", "max_episode_steps": None}
     assert keys[1]["env"]["frame_skip"] == 1
 

@@ -11,8 +11,9 @@ from torch.distributions import Normal
 
 from metarl.config import from_dict
 from metarl.envs.navigation import BatchedNavigation2D, Navigation2DEnv
+from metarl.rl.build import make_trainer
+from metarl.rl.config import MetaRLConfig
 from metarl.rl.episodes import Episodes, sample_episodes
-from metarl.rl.experiment import MetaRLConfig, make_trainer
 from metarl.rl.losses import (
     StepBatch,
     mean_kl,

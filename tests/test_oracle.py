@@ -11,12 +11,9 @@ from metarl.envs import ENV_FAMILIES
 from metarl.evaluation import format_table
 from metarl.experiment import get_experiment, resolve_baselines
 from metarl.plots import plot_adaptation_curves
-from metarl.rl.experiment import (
-    MetaRLConfig,
-    evaluation_rollouts,
-    new_policy_params,
-    oracle_params,
-)
+from metarl.rl.baseline_policies import oracle_params
+from metarl.rl.build import evaluation_rollouts, new_policy_params
+from metarl.rl.config import MetaRLConfig
 from metarl.rl.oracle import TaskObservations, oracle_family, task_features
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from metarl.cli import main, resolve_config_path
 from metarl.experiment import load_config
-from metarl.rl.experiment import evaluation_rollouts, new_policy_params
+from metarl.rl.build import evaluation_rollouts, new_policy_params
 
 
 def test_one_policy_gradient_step_improves_a_random_navigation_policy():

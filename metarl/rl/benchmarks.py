@@ -14,15 +14,9 @@ import torch
 from metarl.benchmark import print_table
 from metarl.config import from_dict, read_yaml
 from metarl.envs.navigation import Navigation2DEnv
+from metarl.rl.build import episode_length, family_of, make_policy, make_trainer, new_policy_params
+from metarl.rl.config import MetaRLConfig
 from metarl.rl.episodes import sample_episodes
-from metarl.rl.experiment import (
-    MetaRLConfig,
-    episode_length,
-    family_of,
-    make_policy,
-    make_trainer,
-    new_policy_params,
-)
 from metarl.rl.policy import expand_params
 
 

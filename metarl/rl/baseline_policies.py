@@ -1,0 +1,95 @@
+"""The paper's comparison policies for ``metarl evaluate --baselines``: the pretrained policy
+(multi-task TRPO without adaptation) and the oracle (told the task), trained once per run and
+cached in ``RUN_DIR/baselines/``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from metarl.adaptation import Params
+from metarl.checkpoint import load_checkpoint, load_or_compute, save_checkpoint
+from metarl.config import to_dict
+from metarl.envs import EnvFamily
+from metarl.rl.build import family_of, make_trainer
+from metarl.rl.config import MetaRLConfig
+from metarl.rl.oracle import oracle_family
+
+
+def _multitask_trpo(config: MetaRLConfig, iterations: int, purpose: str, description: str,
+                    progress_path: Path, key: dict[str, Any],
+                    family: EnvFamily | None = None) -> tuple[Params, list[float]]:
+    """θ after ``iterations`` of TRPO on the task distribution, without adaptation, and the
+    mean episode return of each iteration's batch.
+
+    The trainer's state (θ and its random generators) is written atomically to
+    ``progress_path`` after every iteration, so an interrupted training (Ctrl-C) continues
+    where it stopped when asked again for the same ``key``, to the same result; the file is
+    removed when training ends.
+    """
+    from tqdm import trange
+
+    trainer = make_trainer(config, inner_steps=0, purpose=purpose, family=family)
+    returns: list[float] = []
+    if progress_path.is_file():
+        saved = load_checkpoint(progress_path)
+        if saved.get("key") == key:
+            trainer.load_state_dict(saved["trainer"])
+            returns = list(saved["returns"])
+    bar = trange(len(returns), iterations, initial=len(returns), total=iterations,
+                 desc=description, disable=not config.run.progress, mininterval=0.5)
+    for i in bar:
+        returns.append(float(trainer.train_iteration(i)["return_before"]))
+        save_checkpoint(progress_path, {"key": key, "trainer": trainer.state_dict(),
+                                        "returns": returns})
+        bar.set_postfix(ret=f"{returns[-1]:.4g}", refresh=False)
+    params = trainer.state_dict()["params"]
+    progress_path.unlink(missing_ok=True)
+    return params, returns
+
+
+def _baseline_key(config: MetaRLConfig) -> dict[str, Any]:
+    key = {k: to_dict(getattr(config, k)) for k in
+           ("env", "policy", "training", "trpo", "baselines")} | {"seed": config.seed}
+    # as keyed before these options, so that cached baselines stay valid
+    if key["env"]["frame_skip"] is None:
+        del key["env"]["frame_skip"]
+    if not key["env"]["observe_x_position"]:
+        del key["env"]["observe_x_position"]
+    if not key["env"]["observe_centre_of_mass"]:
+        del key["env"]["observe_centre_of_mass"]
+    if key["env"]["reward_velocity"] == "torso":
+        del key["env"]["reward_velocity"]
+    if key["env"]["reset_noise"] == "v5":
+        del key["env"]["reset_noise"]
+    return key
+
+
+def pretrained_params(config: MetaRLConfig, run_dir: Path) -> Params:
+    """The pretrained baseline: multi-task TRPO without adaptation, cached in baselines/."""
+    key = _baseline_key(config)
+    # keyed as before the oracle existed, so that cached pretrained policies stay valid
+    del key["baselines"]["oracle_iterations"]
+    return load_or_compute(
+        run_dir / "baselines" / "pretrained.pt", key,
+        lambda: _multitask_trpo(config, config.baselines.pretrained_iterations,
+                                "pretrained-", "pretrained baseline",
+                                run_dir / "baselines" / "pretrained.partial.pt", key)[0])
+
+
+def oracle_params(config: MetaRLConfig, run_dir: Path) -> tuple[Params, list[float]]:
+    """The oracle baseline: multi-task TRPO on observations that end with the task
+    (:func:`metarl.rl.oracle.oracle_family`), cached in baselines/oracle.pt; with the mean
+    training return of each of its iterations."""
+    key = _baseline_key(config)
+    key["baselines"] = {"oracle_iterations": config.baselines.oracle_iterations}
+
+    def train() -> dict[str, Any]:
+        params, returns = _multitask_trpo(config, config.baselines.oracle_iterations,
+                                          "oracle-", "oracle baseline",
+                                          run_dir / "baselines" / "oracle.partial.pt", key,
+                                          oracle_family(family_of(config)))
+        return {"params": params, "training_returns": returns}
+
+    trained = load_or_compute(run_dir / "baselines" / "oracle.pt", key, train)
+    return trained["params"], trained["training_returns"]
