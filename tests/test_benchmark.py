@@ -60,33 +60,29 @@ def test_benchmark_repeats_must_be_positive(repeats, capsys):
     assert "--repeats" in capsys.readouterr().err
 
 
-def _shrunk(monkeypatch, benchmarks, **env):
-    """Make the meta-RL benchmarks read their shipped config with 2 tasks x 2 episodes and
-    tiny episodes, so that each table's rows run here in seconds."""
+def _run_shrunk(monkeypatch, capsys, name: str, repeats: str) -> str:
+    """``metarl benchmark NAME`` on its shipped config shrunk to 2 tasks x 2 episodes of 5
+    steps (and 8 hidden units), so that every row runs here in seconds. Each stepping runs
+    once and its rate is faked as one step per second: the printed rate is the number of env
+    steps the benchmark counts for one call. Returns what it printed."""
+    import metarl.rl.benchmarks as benchmarks
+
     real = benchmarks._shipped
 
-    def shipped(name):
-        data = real(name)
-        return {**data, "env": {**data["env"], **env},
+    def shipped(config_name):
+        data = real(config_name)
+        return {**data, "env": {**data["env"], "max_episode_steps": 5},
                 "policy": {**data["policy"], "hidden_sizes": [8]},
                 "training": {**data["training"], "meta_batch_size": 2, "episodes_per_task": 2}}
 
-    monkeypatch.setattr(benchmarks, "_shipped", shipped)
-
-
-def _fake_rates(monkeypatch, benchmarks):
-    """Each stepping runs once; its rate is faked as one step per second, so the printed
-    rate is the number of env steps the benchmark counts for one call."""
     def one_call(run, steps, repeats):
         run()
         return float(steps)
 
+    monkeypatch.setattr(benchmarks, "_shipped", shipped)
     monkeypatch.setattr(benchmarks, "_steps_per_second", one_call)
-
-
-def _rows(out: str, first_words: tuple[str, ...]) -> list[list[str]]:
-    return [line.split() for line in out.splitlines() if line.split()[:1] in
-            [[w] for w in first_words]]
+    assert main(["benchmark", name, "--repeats", repeats]) == 0
+    return capsys.readouterr().out
 
 
 def _check_split(out: str) -> None:
@@ -102,12 +98,7 @@ def _check_split(out: str) -> None:
 
 
 def test_navigation_benchmark_counts_each_steppings_env_steps(monkeypatch, capsys):
-    import metarl.rl.benchmarks as benchmarks
-
-    _shrunk(monkeypatch, benchmarks, max_episode_steps=5)
-    _fake_rates(monkeypatch, benchmarks)
-    assert main(["benchmark", "navigation", "--repeats", "2"]) == 0
-    out = capsys.readouterr().out
+    out = _run_shrunk(monkeypatch, capsys, "navigation", "2")
     assert "(2 tasks x 2 episodes x 5 steps, full episodes)" in out
     rates = [line.split()[-1] for line in out.splitlines()
              if line.startswith(("Gymnasium", "metarl"))]
@@ -116,12 +107,7 @@ def test_navigation_benchmark_counts_each_steppings_env_steps(monkeypatch, capsy
 
 
 def test_cheetah_benchmark_counts_each_steppings_env_steps(monkeypatch, capsys):
-    import metarl.rl.benchmarks as benchmarks
-
-    _shrunk(monkeypatch, benchmarks, max_episode_steps=5)
-    _fake_rates(monkeypatch, benchmarks)
-    assert main(["benchmark", "cheetah", "--repeats", "1"]) == 0
-    out = capsys.readouterr().out
+    out = _run_shrunk(monkeypatch, capsys, "cheetah", "1")
     assert "(2 tasks x 2 episodes x 5 steps; MuJoCo threads:" in out
     rates = {line.rsplit(maxsplit=1)[0]: line.split()[-1] for line in out.splitlines()
              if line.startswith(("Gymnasium", "raw", "metarl"))}
@@ -161,7 +147,7 @@ def test_omniglot_benchmark_runs_each_method_and_prints_loop_vs_vmap(monkeypatch
     out = capsys.readouterr().out
     assert sorted(ran) == sorted((m, v) for m in ("maml", "fomaml", "reptile")
                                  for v in (False, True))
-    rows = _rows(out, ("tiny",))
+    rows = [line.split() for line in out.splitlines() if line.startswith("tiny ")]
     assert [row[1] for row in rows] == ["maml", "fomaml", "reptile"]
     for row in rows:
         assert row[2:] == ["2", "0.5", "4.00x", "-"], row
