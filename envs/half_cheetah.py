@@ -55,12 +55,15 @@ class MujocoUnavailableError(ConfigError):
 
 try:
     from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
-except (ImportError, RuntimeError, gym.error.DependencyNotInstalled) as _error:
-    # MuJoCo reads MUJOCO_GL on import and fails there on a value it does not know.
+except (ImportError, RuntimeError, AttributeError, gym.error.DependencyNotInstalled) as _error:
+    # MuJoCo reads MUJOCO_GL on import and fails there on a value it does not know
+    # (RuntimeError), or in PyOpenGL when the backend's library is missing (AttributeError:
+    # MUJOCO_GL=osmesa without libosmesa6).
     raise MujocoUnavailableError(
         f"MuJoCo could not be loaded (MUJOCO_GL={os.environ.get('MUJOCO_GL', 'unset')}): "
         f"{type(_error).__name__}: {_error}. "
-        + (GL_HELP if isinstance(_error, RuntimeError) else
+        + (GL_HELP + " Unset MUJOCO_GL to train and evaluate without rendering."
+           if isinstance(_error, (RuntimeError, AttributeError)) else
            "Install it with pip install 'mujoco>=4' 'gymnasium[mujoco]'.")) from _error
 
 from gymnasium import utils  # noqa: E402  (after the guarded MuJoCo import)

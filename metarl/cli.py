@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
 import sys
 import time
@@ -37,6 +39,9 @@ def resolve_config_path(text: str) -> Path:
     path = Path(text)
     if path.is_file():
         return path
+    if path.is_dir() and (path / "config.yaml").is_file():
+        raise ConfigError(f"config {text!r} is a run directory: continue it with `metarl train "
+                          f"--resume {text}`; its config is {path / 'config.yaml'}")
     configs = builtin_configs()
     if text in configs:
         return configs[text]
@@ -55,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--set", dest="overrides", action="append", default=[],
                        metavar="KEY=VALUE", help="override a config value, e.g. "
                        "training.iterations=500 (repeatable)")
-    train.add_argument("--run-dir", type=Path, help="where the run is written "
+    train.add_argument("--run-dir", type=_run_dir, help="where the run is written "
                        "(default: runs/<config>-<time>)")
     train.add_argument("--seed", type=int, help="override the config's seed")
     train.add_argument("--resume", type=Path, metavar="RUN_DIR",
@@ -63,7 +68,8 @@ def _parser() -> argparse.ArgumentParser:
                        "training.iterations=N: train a finished run longer)")
 
     evaluate = commands.add_parser("evaluate", help="adaptation curve of a trained run")
-    evaluate.add_argument("run_dir", type=Path, metavar="RUN_DIR",
+    # optional only to explain `--baselines RUN_DIR`, where --baselines takes it as NAMES
+    evaluate.add_argument("run_dir", type=Path, metavar="RUN_DIR", nargs="?",
                           help="a run directory (or one of its snapshots/iteration-N)")
     evaluate.add_argument("--steps", type=int, help="evaluate after 0..STEPS gradient steps "
                           "(default: the config's evaluation.steps)")
@@ -123,7 +129,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="train, evaluate and render a small default run")
     demo.add_argument("config", nargs="?", default=DEMO_CONFIG,
                       help=f"config file or shipped name (default: {DEMO_CONFIG})")
-    demo.add_argument("--run-dir", type=Path, help="where the run is written (default: "
+    demo.add_argument("--run-dir", type=_run_dir, help="where the run is written (default: "
                       "runs/CONFIG-TIME)")
     demo.add_argument("--seed", type=int, help="override the config's seed")
 
@@ -132,6 +138,13 @@ def _parser() -> argparse.ArgumentParser:
     config.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a config value (repeatable)")
     return parser
+
+
+def _run_dir(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("give a directory name (an empty one would write the "
+                                          "run into the current directory)")
+    return Path(text)
 
 
 def _benchmark_names() -> list[str]:
@@ -146,17 +159,37 @@ def _check_positive(name: str, value: int | None, minimum: int = 1) -> None:
 
 
 def _default_run_dir(config_path: Path) -> Path:
-    return Path("runs") / f"{config_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """A new, empty ``runs/<config>-<time>[-N]``, created here so that runs started in the same
+    second (in parallel) each get their own."""
+    base = Path("runs") / f"{config_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    for n in itertools.count(1):
+        candidate = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            candidate.mkdir(parents=True)
+        except FileExistsError:
+            continue
+        except OSError as error:
+            raise ConfigError(f"can't create the run directory {candidate} ({error}); give "
+                              "another with --run-dir") from None
+        return candidate
+    raise AssertionError("unreachable")
 
 
 def _train(args: argparse.Namespace) -> int:
     from metarl.experiment import load_config
-    from metarl.runner import check_new_run_dir, extend_run_config, load_run, train_run
+    from metarl.runner import (
+        check_new_run_dir,
+        check_resumable,
+        extend_run_config,
+        load_run,
+        train_run,
+    )
 
     if args.resume is not None:
         if args.config or args.seed is not None or args.run_dir:
             raise ConfigError("--resume RUN_DIR continues a run with its saved config; "
                               "give no CONFIG, --seed or --run-dir with it")
+        check_resumable(args.resume)
         experiment, config, state = load_run(args.resume)
         done = int(state["iteration"])
         if args.overrides:
@@ -176,15 +209,34 @@ def _train(args: argparse.Namespace) -> int:
         run_dir = args.run_dir or _default_run_dir(config_path)
         check_new_run_dir(run_dir)
     print(f"metarl: {experiment.name} run in {run_dir}", file=sys.stderr)
-    checkpoint = train_run(experiment, config, run_dir, resume=args.resume is not None)
+    try:
+        checkpoint = train_run(experiment, config, run_dir, resume=args.resume is not None)
+    except BaseException:
+        if args.resume is None and not args.run_dir:
+            _remove_if_empty(run_dir)
+        raise
     print(f"metarl: trained; checkpoint {checkpoint}", file=sys.stderr)
     return 0
+
+
+def _remove_if_empty(run_dir: Path) -> None:
+    """Remove the default run directory made for a run that failed before writing to it (and
+    ``runs/`` if that leaves it empty)."""
+    for folder in (run_dir, run_dir.parent):
+        with contextlib.suppress(OSError):  # not empty, or gone
+            folder.rmdir()
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from metarl.experiment import EvaluateOptions, resolve_baselines, with_evaluation_overrides
     from metarl.runner import load_run
 
+    if args.run_dir is None:
+        if args.baselines is not None and Path(args.baselines).is_dir():
+            raise ConfigError(f"--baselines took {args.baselines!r} for its NAMES; give RUN_DIR "
+                              f"first (metarl evaluate {args.baselines} --baselines) or write "
+                              "--baselines=NAMES")
+        raise ConfigError("give the RUN_DIR to evaluate")
     _check_positive("steps", args.steps, 0)
     _check_positive("tasks", args.tasks, 2)
     _check_positive("seed", args.seed, 0)
@@ -234,10 +286,13 @@ def _render(args: argparse.Namespace) -> int:
     _check_positive("tasks", args.tasks)
     _check_positive("steps", args.steps, 0)
     _check_positive("seed", args.seed, 0)
+    if args.output is not None:
+        _check_picture_path(args.output)
     experiment, config, state = load_run(args.run_dir)
     if experiment.name != "meta_rl" and (args.video is not None or args.task is not None):
         raise ConfigError(f"--video and --task are for meta-RL runs on the MuJoCo "
-                          f"environments; a {experiment.name} run draws pictures only")
+                          f"environments; runs of experiment {experiment.name} draw pictures "
+                          "only")
     config = with_evaluation_overrides(experiment, config, args.overrides, baselines=False)
     _note_learned_rates(config, args.overrides)
     paths = experiment.render(config, state, args.run_dir, RenderOptions(
@@ -246,6 +301,20 @@ def _render(args: argparse.Namespace) -> int:
     for path in paths:
         print(f"metarl: wrote {path}", file=sys.stderr)
     return 0
+
+
+def _check_picture_path(path: Path) -> None:
+    """``--output``: a file type matplotlib writes, named by its suffix; its folder is made."""
+    from matplotlib.figure import Figure
+
+    types = sorted(Figure().canvas.get_supported_filetypes())
+    if path.suffix.lower().lstrip(".") not in types:
+        raise ConfigError(f"--output {path}: name the picture's file type by its suffix, one "
+                          f"of .{', .'.join(types)} (e.g. {path.with_suffix('.png').name})")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"--output {path}: can't create its folder ({error})") from None
 
 
 def _benchmark(args: argparse.Namespace) -> int:

@@ -59,8 +59,9 @@ class RunLogger:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(str(run_dir / "tensorboard"),
-                                         purge_step=start + 1 if start > 0 else None)
+            # Events from iteration start + 1 on belong to work lost since the checkpoint
+            # (or, for a new run, to an earlier one that never wrote a checkpoint here).
+            self._writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start + 1)
         self._bar = tqdm(total=total, initial=start, desc=description, disable=not progress,
                          dynamic_ncols=True, mininterval=0.5, unit="it")
         self._shown = tuple(shown)

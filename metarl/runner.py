@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import signal
 import sys
 import types
@@ -27,6 +28,7 @@ from typing import Any
 from metarl import __version__
 from metarl.checkpoint import (
     CHECKPOINT_NAME,
+    UnreadableCheckpointError,
     atomic_write_bytes,
     atomic_write_text,
     load_checkpoint,
@@ -73,8 +75,22 @@ def load_run(run_dir: str | Path) -> tuple[Experiment, Any, dict[str, Any]]:
     if not (run_dir / CHECKPOINT_NAME).is_file():
         raise ConfigError(f"{run_dir} has no {CHECKPOINT_NAME} yet: train it first")
     state = load_checkpoint(run_dir / CHECKPOINT_NAME)
+    _check_run_checkpoint(run_dir / CHECKPOINT_NAME, state)
     _check_config_matches_checkpoint(run_dir, experiment, config, state)
     return experiment, config, state
+
+
+def _check_run_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Refuse a readable file that lacks what :func:`train_run` writes into a checkpoint."""
+    for key, kind in (("iteration", int), ("experiment", str), ("config", dict),
+                      ("trainer", dict)):
+        if not isinstance(state.get(key), kind):
+            raise UnreadableCheckpointError(
+                f"{path} is not a metarl run checkpoint: {key!r} is "
+                + ("missing" if key not in state else
+                   f"of type {type(state[key]).__name__}, not {kind.__name__}")
+                + "; the file is damaged or another file. A run's snapshots "
+                "(snapshots/iteration-N/checkpoint.pt) hold earlier states to go back to")
 
 
 # What --set may change when resuming: how long the run goes on and its bookkeeping. Any
@@ -89,9 +105,9 @@ def _check_config_matches_checkpoint(run_dir: Path, experiment: Experiment, conf
                                      state: dict[str, Any]) -> None:
     trained = state.get("experiment")
     if trained is not None and trained != experiment.name:
-        raise ConfigError(f"{run_dir / CONFIG_NAME} configures a {experiment.name} run but "
-                          f"{run_dir / CHECKPOINT_NAME} holds a {trained} run; the two files "
-                          "belong to different runs")
+        raise ConfigError(f"{run_dir / CONFIG_NAME} configures experiment {experiment.name} "
+                          f"but {run_dir / CHECKPOINT_NAME} holds a run of experiment "
+                          f"{trained}; the two files belong to different runs")
     saved = state.get("config")
     if not isinstance(saved, dict):
         return
@@ -132,7 +148,8 @@ def _leaves(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def _deferred_interrupts() -> Iterator[list[int]]:
     """Turn the first SIGINT/SIGTERM into a flag checked between meta-iterations.
 
-    A second signal interrupts at once (the last checkpoint stays valid either way).
+    The first signal says so on stderr; a second interrupts at once (the last checkpoint stays
+    valid either way).
     """
     received: list[int] = []
 
@@ -140,6 +157,9 @@ def _deferred_interrupts() -> Iterator[list[int]]:
         if received:
             raise KeyboardInterrupt
         received.append(signum)
+        # os.write, not print: the handler may run in the middle of a write to stderr.
+        os.write(2, b"\nmetarl: stopping after this meta-iteration, with a checkpoint; press "
+                    b"Ctrl-C again to stop at once (losing the work since the last one)\n")
 
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -152,6 +172,18 @@ def _deferred_interrupts() -> Iterator[list[int]]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def check_resumable(run_dir: str | Path) -> None:
+    """Refuse to continue a snapshot (``RUN/snapshots/iteration-N``) in place: training there
+    would overwrite what the snapshot keeps. A copy of it branches a new run."""
+    run_dir = Path(run_dir)
+    if (run_dir.parent.name == SNAPSHOTS_NAME and run_dir.name.startswith("iteration-")
+            and (run_dir.parent.parent / CONFIG_NAME).is_file()):
+        raise ConfigError(
+            f"{run_dir} is a snapshot of the run in {run_dir.parent.parent}; training it in "
+            "place would overwrite it. Branch a new run from a copy: cp -r "
+            f"{run_dir} runs/branch && metarl train --resume runs/branch")
 
 
 def check_new_run_dir(run_dir: str | Path) -> None:
@@ -199,6 +231,12 @@ def train_run(experiment: Experiment, config: Any, run_dir: str | Path, *,
             "metarl_version": __version__,
         })
 
+    def kept(iteration: int) -> str:
+        if checkpoint_path.is_file():
+            return f"The last good checkpoint (iteration {iteration}) is kept in {checkpoint_path}"
+        return (f"No checkpoint had been written yet (one is written every "
+                f"{config.run.checkpoint_every} meta-iterations, run.checkpoint_every)")
+
     if start >= total:
         return checkpoint_path
     logger = RunLogger(run_dir, total, start=start, progress=config.run.progress,
@@ -212,15 +250,13 @@ def train_run(experiment: Experiment, config: Any, run_dir: str | Path, *,
                     metrics = trainer.train_iteration(iteration)
                 except NonFiniteLossError as error:
                     raise TrainingStopped(
-                        f"stopped at meta-iteration {iteration + 1}: {error}. The last good "
-                        f"checkpoint (iteration {last_saved}) is kept in {checkpoint_path}",
-                        exit_code=1) from None
+                        f"stopped at meta-iteration {iteration + 1}: {error}. "
+                        + kept(last_saved), exit_code=1) from None
                 bad = [k for k, v in metrics.items() if not math.isfinite(float(v))]
                 if bad:
                     raise TrainingStopped(
                         f"stopped at meta-iteration {iteration + 1}: {bad[0]} is "
-                        f"{metrics[bad[0]]}. The last good checkpoint (iteration {last_saved}) "
-                        f"is kept in {checkpoint_path}", exit_code=1)
+                        f"{metrics[bad[0]]}. " + kept(last_saved), exit_code=1)
                 logger.log(iteration + 1, metrics)
                 done = iteration + 1
                 snapshot = config.run.snapshot_every > 0 and done % config.run.snapshot_every == 0
@@ -235,7 +271,7 @@ def train_run(experiment: Experiment, config: Any, run_dir: str | Path, *,
                 if signals:
                     raise TrainingStopped(
                         f"interrupted after meta-iteration {done}; checkpoint saved. Continue "
-                        f"with: metarl train --resume {run_dir}", exit_code=130)
+                        f"with: metarl train --resume {run_dir}", exit_code=128 + signals[0])
     finally:
         logger.close()
         _plot_learning_curve(experiment, run_dir)  # also when interrupted or stopped

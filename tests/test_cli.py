@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +25,11 @@ FAST = ["--set", "training.iterations=12", "--set", "training.meta_batch_size=4"
     (["config", "sine", "--set", "evaluation.shots=[]"], "evaluation.shots = []: give at least"),
     (["evaluate", "/nonexistent/run", "--tasks", "0"], "--tasks = 0: must be >= 2"),
     (["benchmark", "chess"], "known benchmarks are"),
+    (["config", "sine", "--set", "evaluation.shots=[5, 10, 5]"],
+     "evaluation.shots = [5, 10, 5]: give each K once"),
+    (["render", "/nonexistent/run", "--output", "fits.txt"],
+     "--output fits.txt: name the picture's file type by its suffix, one of "),
+    (["render", "/nonexistent/run", "--output", "fits"], "(e.g. fits.png)"),
     (["train", "navigation2d", "--set", "env.frame_skip=1"],
      "env.frame_skip = 1: navigation2d has no frame skip; it applies to the MuJoCo families "
      "(half_cheetah_vel, half_cheetah_dir); leave it null"),
@@ -67,14 +73,18 @@ def test_train_evaluate_render_resume(tmp_path, capsys):
     assert result["tasks"] == 20 and len(result["mean"]) == len(result["ci95"]) == 3
     assert set(result["by_shots"]) == {"5", "10", "20"}
     assert set(result["baselines"]["pretrained"]["by_shots"]) == {"5", "10", "20"}
+    assert result["baseline_names"] == ["pretrained"]
     assert (run / "adaptation.png").stat().st_size > 0
     assert main(["render", str(run), "--tasks", "2"]) == 0
     assert (run / "sine_fits.png").stat().st_size > 0
+    assert main(["render", str(run), "--tasks", "2", "--output",
+                 str(tmp_path / "new" / "folder" / "fits.svg")]) == 0
+    assert (tmp_path / "new" / "folder" / "fits.svg").read_text().lstrip().startswith("<?xml")
     assert "seed: 3" in (run / "config.yaml").read_text()
     out = capsys.readouterr().out
     assert "maml, K=10" in out and "pretrained, K=10" in out
     assert main(["render", str(run), "--video", str(tmp_path / "a.mp4")]) == 2
-    assert "a sine run draws pictures only" in capsys.readouterr().err
+    assert "runs of experiment sine draw pictures only" in capsys.readouterr().err
     assert not (tmp_path / "a.mp4").exists()
 
 
@@ -250,3 +260,79 @@ def test_demo_trains_evaluates_with_baselines_and_renders(tmp_path, capsys):
         assert (run / name).read_bytes().startswith(b"\x89PNG"), name
     assert "seed: 4" in (run / "config.yaml").read_text()
     assert "oracle" in captured.out and "maml" in captured.out  # the table
+
+
+def test_default_run_dirs_of_runs_started_in_one_second_differ(tmp_path, monkeypatch):
+    import metarl.cli as cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli.time, "strftime", lambda fmt: "20261205-120000")
+    made = [cli._default_run_dir(Path("configs/sine-quick.yaml")) for _ in range(3)]
+    assert [str(p) for p in made] == ["runs/sine-quick-20261205-120000",
+                                      "runs/sine-quick-20261205-120000-2",
+                                      "runs/sine-quick-20261205-120000-3"]
+    assert all(p.is_dir() for p in made)
+
+
+def test_a_default_run_dir_is_removed_when_training_fails_before_writing(tmp_path, monkeypatch,
+                                                                       capsys):
+    import metarl.runner as runner
+    from metarl.config import ConfigError
+
+    def failing(*args, **kwargs):
+        raise ConfigError("MuJoCo could not be loaded")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(runner, "train_run", failing)
+    assert main(["train", "sine-quick", *FAST]) == 2
+    assert "MuJoCo could not be loaded" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_given_a_run_directory_as_config_points_to_resume(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "sine-quick", "--run-dir", str(run), *FAST]) == 0
+    capsys.readouterr()
+    assert main(["train", str(run)]) == 2
+    assert f"is a run directory: continue it with `metarl train --resume {run}`" in (
+        capsys.readouterr().err)
+
+
+def test_resuming_a_snapshot_in_place_is_refused(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "sine-quick", "--run-dir", str(run), *FAST,
+                 "--set", "run.snapshot_every=6"]) == 0
+    snapshot = run / "snapshots" / "iteration-6"
+    before = (snapshot / "checkpoint.pt").read_bytes()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(snapshot), "--set", "training.iterations=14"]) == 2
+    err = capsys.readouterr().err
+    assert f"{snapshot} is a snapshot of the run in {run}" in err
+    assert f"cp -r {snapshot} runs/branch && metarl train --resume runs/branch" in err
+    assert (snapshot / "checkpoint.pt").read_bytes() == before
+    assert not (snapshot / "snapshots").exists()
+
+
+def test_evaluate_explains_a_run_dir_taken_by_baselines(tmp_path, capsys):
+    assert main(["evaluate", "--baselines", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"--baselines took {str(tmp_path)!r} for its NAMES; give RUN_DIR first" in err
+    assert main(["evaluate"]) == 2
+    assert "give the RUN_DIR to evaluate" in capsys.readouterr().err
+
+
+def test_an_empty_run_dir_is_refused(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "sine-quick", "--run-dir", ""])
+    assert exit_.value.code == 2
+    assert "give a directory name" in capsys.readouterr().err
+
+
+def test_a_diverging_inner_step_stops_meta_rl_training_with_a_message(tmp_path, capsys):
+    run = tmp_path / "nav"
+    assert main(["train", "navigation2d", "--run-dir", str(run), *TINY_RL,
+                 "--set", "adaptation.inner_lr=1e4"]) == 1
+    err = capsys.readouterr().err
+    assert "stopped at meta-iteration 1: inner step 1 (lr 10000) diverged" in err
+    assert "lower the inner learning rate" in err
+    assert "No checkpoint had been written yet" in err and "Traceback" not in err

@@ -739,6 +739,7 @@ def test_render_video(short_run, suffix, capsys, monkeypatch):
     (["--video", "out.gif", "--task", "direction=fast"], "is not a number"),
     (["--video", "out.gif", "--task", "goal=0.1,0.2"], "tasks have the key direction"),
     (["--video", "out.gif", "--task", "direction=0.5"], "direction is +1 or -1"),
+    (["--video", "out.gif", "--task", "direction=nan"], "give finite numbers"),
     (["--video", "out.gif", "--task", "-3"], "must be >= 0 and < 3"),
     (["--video", "out.gif", "--task", "3"], "must be >= 0 and < 3"),
     (["--video", "out.gif", "--output", "x.png"], "give no --output with it"),

@@ -480,3 +480,18 @@ def test_curvature_stride_leaves_the_gradient_and_the_kl_check_on_every_step(mon
     full = 5 * 100  # 5 episodes of 100 steps (navigation: none reaches its goal this early)
     assert widths == {"surrogate": {full}, "kl": {full}}
     assert metrics["step_accepted"] and metrics["kl"] <= config.trpo.max_kl
+
+
+def test_check_adapted_policy_names_the_broken_weight_or_standard_deviation():
+    from metarl.experiment import NonFiniteLossError
+    from metarl.rl.maml_trpo import check_adapted_policy
+
+    good = OrderedDict(w0=torch.zeros(2, 3, 4), log_std=torch.zeros(2, 4))
+    check_adapted_policy(good, 1, 0.1)  # acts: nothing raised
+    cases = [({"w0": torch.full((2, 3, 4), float("nan"))}, "a weight of w0 is nan"),
+             ({"log_std": torch.full((2, 4), 1e3)}, "an action standard deviation is inf"),
+             ({"log_std": torch.full((2, 4), -1e3)}, "an action standard deviation is 0.0")]
+    for change, message in cases:
+        with pytest.raises(NonFiniteLossError, match=rf"inner step 2 \(lr 50\) diverged: "
+                                                     rf"{message}; lower the inner"):
+            check_adapted_policy(OrderedDict({**good, **change}), 2, 50.0)

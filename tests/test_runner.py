@@ -67,7 +67,8 @@ def test_run_directory_holds_config_checkpoint_logs_and_curve(tmp_path):
         train_run(SineExperiment(), config, tmp_path / "run")
 
 
-def test_interrupt_then_resume_reaches_the_uninterrupted_numbers(tmp_path, monkeypatch):
+def test_interrupt_then_resume_reaches_the_uninterrupted_numbers(tmp_path, monkeypatch,
+                                                                  capfd):
     experiment = SineExperiment()
     train_run(experiment, small_config(), tmp_path / "straight")
 
@@ -83,6 +84,7 @@ def test_interrupt_then_resume_reaches_the_uninterrupted_numbers(tmp_path, monke
     with pytest.raises(TrainingStopped, match="interrupted after meta-iteration 13") as stop:
         train_run(experiment, small_config(), tmp_path / "resumed")
     assert stop.value.exit_code == 130
+    assert "press Ctrl-C again to stop at once" in capfd.readouterr().err
     assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["iteration"] == 13
     assert (tmp_path / "resumed" / "learning_curve.png").stat().st_size > 0  # so far
     monkeypatch.setattr(SupervisedMetaTrainer, "train_iteration", original)
@@ -282,6 +284,66 @@ def test_config_file_must_match_what_the_checkpoint_trained(tmp_path):
                                           r"was trained with training.outer_lr = 0.001"):
         load_run(run)
     (run / "config.yaml").write_text("experiment: meta_rl\n")
-    with pytest.raises(ConfigError, match=r"configures a meta_rl run but .* holds a sine "
-                                          r"run"):
+    with pytest.raises(ConfigError, match=r"configures experiment meta_rl but .* holds a "
+                                          r"run of experiment sine;"):
         load_run(run)
+
+
+def test_sigterm_stops_after_the_iteration_with_exit_code_143(tmp_path, monkeypatch):
+    original = SupervisedMetaTrainer.train_iteration
+
+    def terminated(self, iteration):
+        metrics = original(self, iteration)
+        if iteration == 2:
+            signal.raise_signal(signal.SIGTERM)
+        return metrics
+
+    monkeypatch.setattr(SupervisedMetaTrainer, "train_iteration", terminated)
+    with pytest.raises(TrainingStopped, match="interrupted after meta-iteration 3") as stop:
+        train_run(SineExperiment(), small_config(), tmp_path / "run")
+    assert stop.value.exit_code == 128 + signal.SIGTERM
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["iteration"] == 3
+
+
+def test_divergence_before_the_first_checkpoint_says_there_is_none(tmp_path, monkeypatch):
+    config = small_config()
+    make_trainer = SineExperiment.make_trainer
+
+    def poisoned(self, config):
+        trainer = make_trainer(self, config)
+        sample = trainer.sample_batch
+
+        def sample_with_nan(generator):
+            batch = sample(generator)
+            batch.query_y[0, 0, 0] = float("nan")
+            return batch
+
+        trainer.sample_batch = sample_with_nan
+        return trainer
+
+    monkeypatch.setattr(SineExperiment, "make_trainer", poisoned)
+    with pytest.raises(TrainingStopped, match="meta-iteration 1: query loss nan") as stop:
+        train_run(SineExperiment(), config, tmp_path / "run")
+    assert "No checkpoint had been written yet (one is written every 5 meta-iterations" in (
+        str(stop.value))
+    assert "last good checkpoint" not in str(stop.value)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda state: state.pop("trainer"), "'trainer' is missing"),
+    (lambda state: state.pop("config"), "'config' is missing"),
+    (lambda state: state.update(iteration="12"), "'iteration' is of type str, not int"),
+])
+def test_a_readable_checkpoint_without_a_runs_contents_is_refused(tmp_path, change, message):
+    from metarl.checkpoint import UnreadableCheckpointError
+
+    config = from_dict(SineConfig, {"training": {"iterations": 2, "meta_batch_size": 2},
+                                    "run": {"progress": False, "tensorboard": False}})
+    train_run(SineExperiment(), config, tmp_path / "run")
+    path = tmp_path / "run" / "checkpoint.pt"
+    state = load_checkpoint(path)
+    change(state)
+    save_checkpoint(path, state)
+    with pytest.raises(UnreadableCheckpointError, match=message):
+        load_run(tmp_path / "run")

@@ -8,7 +8,7 @@ from typing import Any
 
 from metarl.adaptation import Params, test_time_learning_rates
 from metarl.config import to_dict
-from metarl.envs import EnvFamily, env_family
+from metarl.envs import ENV_FAMILIES, EnvFamily, env_family
 from metarl.rl.authors_tasks import maml_authors_test_tasks
 from metarl.rl.config import MetaRLConfig
 from metarl.rl.maml_trpo import (
@@ -23,7 +23,12 @@ from metarl.seeding import numpy_generator, torch_generator
 
 
 def family_of(config: MetaRLConfig, reset_noise: str | None = None) -> EnvFamily:
-    """The environments of meta-training (episodes started with ``reset_noise`` where given)."""
+    """The environments of meta-training (episodes started with ``reset_noise`` where given).
+
+    For the MuJoCo families MuJoCo is loaded here, so that a missing install or a bad
+    ``MUJOCO_GL`` stops a command before it starts work or writes files."""
+    if ENV_FAMILIES[config.env.name].mujoco:
+        import metarl.envs.half_cheetah  # noqa: F401
     return env_family(config.env.name, frame_skip=config.env.frame_skip,
                       observe_x_position=config.env.observe_x_position,
                       observe_centre_of_mass=config.env.observe_centre_of_mass,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -189,6 +190,8 @@ def parse_task(config: MetaRLConfig, text: str | None, seed: int) -> dict[str, A
         numbers = [float(v) for v in value.split(",")]
     except ValueError:
         raise ConfigError(f"--task {text!r}: {value!r} is not a number") from None
+    if not all(math.isfinite(v) for v in numbers):
+        raise ConfigError(f"--task {text!r}: give finite numbers")
     task = {key: numbers[0] if len(numbers) == 1 else np.array(numbers)}
     shape = np.shape(example[key])
     if np.shape(task[key]) != shape:

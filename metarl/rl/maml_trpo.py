@@ -93,6 +93,23 @@ def adapt_policy(policy: PolicyFn, params: Params, support: Sequence[StepBatch],
     return fast
 
 
+def check_adapted_policy(fast: Params, step: int, lr: float) -> None:
+    """Raise :class:`NonFiniteLossError` when the fast weights after inner step ``step`` (at
+    learning rate ``lr``) can't act: a weight is nan or inf, or an action standard deviation
+    ``exp(log_std)`` is 0 or inf. A too large inner learning rate does this."""
+    for name, tensor in fast.items():
+        if not bool(torch.isfinite(tensor).all()):
+            bad = float(tensor[~torch.isfinite(tensor)][0])
+            raise NonFiniteLossError(f"inner step {step} (lr {lr:g}) diverged: a weight of "
+                                     f"{name} is {bad}; lower the inner learning rate")
+    std = fast["log_std"].exp()
+    broken = (std == 0) | torch.isinf(std)
+    if bool(broken.any()):
+        raise NonFiniteLossError(f"inner step {step} (lr {lr:g}) diverged: an action standard "
+                                 f"deviation is {float(std[broken][0])}; lower the inner "
+                                 "learning rate")
+
+
 def detached(params: Params) -> Params:
     return OrderedDict((k, v.detach()) for k, v in params.items())
 
@@ -147,6 +164,7 @@ def rollouts_with_adaptation(env: BatchedEnv, policy: PolicyFn, params: Params, 
         support.append(pack_steps(batch, compute_advantages(batch, advantages)))
         fast = detached(adapt_policy(policy, fast, support[-1:], [learning_rates[step]],
                                      "detached"))
+        check_adapted_policy(fast, step + 1, learning_rates[step])
         timings["adaptation"] = timings.get("adaptation", 0.0) + time.perf_counter() - start
     return Rollouts(episodes, support, weights)
 

@@ -14,7 +14,15 @@ from torch.func import functional_call
 
 from metarl.adaptation import LearningRate, Params, params_of, test_time_learning_rates
 from metarl.checkpoint import load_or_compute
-from metarl.config import AdaptationConfig, RunConfig, param, section, to_dict
+from metarl.config import (
+    AdaptationConfig,
+    ConfigError,
+    RunConfig,
+    param,
+    section,
+    to_dict,
+    yaml_scalar,
+)
 from metarl.evaluation import format_table, summarize, write_evaluation
 from metarl.experiment import EvaluateOptions, Experiment, RenderOptions, baseline_section
 from metarl.plots import plot_adaptation_curves
@@ -66,6 +74,10 @@ class SineEvaluationConfig:
         "in the MAML authors' evaluation protocol; 1.0 keeps one step size; a Meta-SGD run "
         "keeps its learned rates at every step)", gt=0, le=1)
     seed: int = param(2017, "seed of the test tasks (independent of the training seed)", ge=0)
+
+    def __post_init__(self) -> None:
+        if len(set(self.shots)) != len(self.shots):
+            raise ConfigError(f"shots = {yaml_scalar(self.shots)}: give each K once")
 
 
 @dataclasses.dataclass
@@ -193,7 +205,8 @@ class SineExperiment(Experiment):
             **by_shots[main_k], "tasks": tasks, "shots": int(main_k), "seed": seed,
             "inner_lr": lr if not isinstance(lr, dict) else "learned (Meta-SGD)",
             "checkpoint_iteration": state["iteration"], "method": config.adaptation.method,
-            "by_shots": by_shots, "baselines": {}, "published": {
+            "by_shots": by_shots, "baselines": {}, "baseline_names": list(options.baselines),
+            "published": {
                 name: {str(s): v for s, v in values.items()}
                 for name, values in PUBLISHED_MSE.items()},
         }
