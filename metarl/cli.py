@@ -196,10 +196,10 @@ def _train(args: argparse.Namespace) -> int:
             config = extend_run_config(args.resume, args.overrides, done=done)
         run_dir = args.resume
         if done >= config.training.iterations:
-            print(f"metarl: {run_dir} has trained all {config.training.iterations} "
-                  "meta-iterations of its config; nothing to do. Train it longer with "
-                  f"`metarl train --resume {run_dir} --set training.iterations=N`",
-                  file=sys.stderr)
+            print(f"metarl: {run_dir} holds {done} meta-iterations, all that its config asks "
+                  f"for (training.iterations = {config.training.iterations}); nothing to do. "
+                  f"Train it longer with `metarl train --resume {run_dir} --set "
+                  "training.iterations=N`", file=sys.stderr)
             return 0
     else:
         if not args.config:
@@ -382,6 +382,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("metarl: interrupted", file=sys.stderr)
         return 130
+    except (MemoryError, RuntimeError) as error:
+        # torch reports a failed allocation as a RuntimeError
+        if not isinstance(error, MemoryError) and "allocate memory" not in str(error):
+            raise
+        print(f"metarl: out of memory: {error}. Smaller batches need less: fewer tasks, "
+              "episodes or steps per batch (meta-RL: training.meta_batch_size, "
+              "episodes_per_task, env.max_episode_steps)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -101,8 +101,8 @@ def test_run_dir_problems_are_reported_before_any_work(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "already holds a run" in err and "sine run in" not in err
     assert main(["train", "--resume", str(run)]) == 0
-    assert "has trained all 12 meta-iterations of its config; nothing to do" in (
-        capsys.readouterr().err)
+    assert ("holds 12 meta-iterations, all that its config asks for (training.iterations = 12)"
+            in capsys.readouterr().err)
     (run / "checkpoint.pt").write_bytes(b"garbage")
     for args in (["evaluate", str(run)], ["render", str(run)], ["train", "--resume", str(run)]):
         assert main(args) == 2
@@ -336,3 +336,31 @@ def test_a_diverging_inner_step_stops_meta_rl_training_with_a_message(tmp_path, 
     assert "stopped at meta-iteration 1: inner step 1 (lr 10000) diverged" in err
     assert "lower the inner learning rate" in err
     assert "No checkpoint had been written yet" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate "
+                 "memory: you tried to allocate 54000000000 bytes"),
+    MemoryError(),
+])
+def test_running_out_of_memory_is_a_message_not_a_traceback(error, monkeypatch, capsys):
+    import metarl.cli as cli
+
+    def allocate(args):
+        raise error
+
+    monkeypatch.setitem(cli.COMMANDS, "config", allocate)
+    assert main(["config"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("metarl: out of memory") and "training.meta_batch_size" in err
+
+
+def test_other_runtime_errors_are_not_reported_as_memory(monkeypatch):
+    import metarl.cli as cli
+
+    def broken(args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setitem(cli.COMMANDS, "config", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["config"])

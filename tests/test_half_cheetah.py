@@ -583,6 +583,28 @@ def test_family_and_sampler_roll_out_full_episodes():
     assert bool((episodes.rewards < 0).all())  # -|v - v_goal| - cost
 
 
+def test_velocity_plot_of_short_episodes_draws_lines(tmp_path, monkeypatch):
+    """10-step episodes: the 10-step smoothing shrinks so that each curve keeps 5 points."""
+    import metarl.rl.render as render
+
+    family = ENV_FAMILIES["half_cheetah_vel"]
+    tasks = family.sample_tasks(2, np.random.default_rng(0))
+    params = init_policy_params(17, 6, [8], generator=torch.Generator().manual_seed(0))
+    episodes = [sample_episodes(family.make_batched(tasks, 2, np.random.default_rng(step)),
+                                policy_distribution, expand_params(params, 2), num_tasks=2,
+                                episodes_per_task=2, max_steps=10,
+                                generator=torch.Generator().manual_seed(step))
+                for step in range(2)]
+    figures, real = [], render.save_figure
+    monkeypatch.setattr(render, "save_figure",
+                        lambda fig, output, **kw: figures.append(fig) or real(fig, output, **kw))
+    render.plot_cheetah_velocities(tasks, episodes, tmp_path / "v.png")
+    velocity_lines = [line for ax in figures[0].axes for line in ax.get_lines()
+                      if "step(s)" in line.get_label()]
+    assert len(velocity_lines) == 4  # 2 tasks x 2 steps
+    assert all(len(line.get_xdata()) == 9 for line in velocity_lines)  # 10 - 2 + 1
+
+
 TINY_CHEETAH = ["--set", "policy.hidden_sizes=[16, 16]", "--set", "training.iterations=1",
                 "--set", "training.meta_batch_size=3", "--set", "training.episodes_per_task=3",
                 "--set", "evaluation.tasks=3", "--set", "evaluation.episodes_per_task=3",
@@ -740,6 +762,8 @@ def test_render_video(short_run, suffix, capsys, monkeypatch):
     (["--video", "out.gif", "--task", "goal=0.1,0.2"], "tasks have the key direction"),
     (["--video", "out.gif", "--task", "direction=0.5"], "direction is +1 or -1"),
     (["--video", "out.gif", "--task", "direction=nan"], "give finite numbers"),
+    (["--video", "out.gif", "--task", "backward"], "give a test-task index or key=value, e.g. "
+                                                   "direction=-1"),
     (["--video", "out.gif", "--task", "-3"], "must be >= 0 and < 3"),
     (["--video", "out.gif", "--task", "3"], "must be >= 0 and < 3"),
     (["--video", "out.gif", "--output", "x.png"], "give no --output with it"),

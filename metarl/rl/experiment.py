@@ -175,8 +175,9 @@ def parse_task(config: MetaRLConfig, text: str | None, seed: int) -> dict[str, A
         try:
             index = int(text) if text is not None else 0
         except ValueError:
+            example = {"half_cheetah_vel": "velocity=1.5", "half_cheetah_dir": "direction=-1"}
             raise ConfigError(f"--task {text!r}: give a test-task index or key=value, e.g. "
-                              f"velocity=1.5, direction=-1, goal=0.3,-0.2") from None
+                              f"{example.get(config.env.name, 'goal=0.3,-0.2')}") from None
         if not 0 <= index < config.evaluation.tasks:
             raise ConfigError(f"--task {index}: a test-task index must be >= 0 and < "
                               f"{config.evaluation.tasks} (evaluation.tasks)")

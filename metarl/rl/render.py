@@ -56,10 +56,13 @@ def plot_cheetah_velocities(tasks: list[dict[str, Any]], episodes_per_step: list
                             output: Path, *, smoothing: int = 10, control_dt: float = 0.05,
                             title: str = "") -> Path:
     """One panel per task: the torso's forward velocity (m/s) over an episode, averaged over
-    the task's episodes and over ``smoothing`` time steps, after 0, 1, ... adaptation steps,
+    the task's episodes and over ``smoothing`` time steps (fewer for episodes shorter than 5
+    times that), after 0, 1, ... adaptation steps,
     with the target velocity (velocity tasks) or the direction to run (direction tasks).
     ``control_dt``: seconds per time step, for the axis label."""
     fig, axes = panel_grid(len(tasks), width=4.2, height=3.2)
+    # short episodes keep at least 5 points to draw a line through
+    smoothing = max(1, min(smoothing, episodes_per_step[0].mask.shape[-1] // 5))
     kernel = np.ones(smoothing) / smoothing
     for t, ax in enumerate(axes):
         for step, episodes in enumerate(episodes_per_step):
