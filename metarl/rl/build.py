@@ -11,6 +11,7 @@ from metarl.config import to_dict
 from metarl.envs import ENV_FAMILIES, EnvFamily, env_family
 from metarl.rl.authors_tasks import maml_authors_test_tasks
 from metarl.rl.config import MetaRLConfig
+from metarl.rl.episodes import PolicyFn
 from metarl.rl.maml_trpo import (
     MAMLTRPO,
     AdvantageSettings,
@@ -69,14 +70,17 @@ def env_title(config: MetaRLConfig) -> str:
 
 
 def episode_length(config: MetaRLConfig) -> int:
+    """H: ``env.max_episode_steps``, else the family's (100 navigation, 200 half-cheetahs)."""
     return config.env.max_episode_steps or family_of(config).max_episode_steps
 
 
 def action_scale(config: MetaRLConfig) -> float:
+    """Environment units per policy unit: the action bound with ``policy.normalized_actions``."""
     return family_of(config).action_bound if config.policy.normalized_actions else 1.0
 
 
-def make_policy(config: MetaRLConfig):
+def make_policy(config: MetaRLConfig) -> PolicyFn:
+    """π(· | o) for task-batched parameters, with the config's hidden activation."""
     return functools.partial(policy_distribution, activation=config.policy.activation)
 
 
@@ -110,15 +114,19 @@ def make_trainer(config: MetaRLConfig, *, inner_steps: int | None = None,
 
 
 def step_budget(config: MetaRLConfig) -> bool:
+    """Whether batches are budgets of steps (``training.sampling: steps``), not episodes."""
     return config.training.sampling == "steps"
 
 
 def advantage_settings(config: MetaRLConfig) -> AdvantageSettings:
+    """Discount, GAE λ and per-task standardization of the advantages."""
     return AdvantageSettings(config.training.discount, config.training.gae_lambda,
                              config.training.normalize_advantages)
 
 
 def evaluation_learning_rates(config: MetaRLConfig, steps: int) -> list[float]:
+    """The learning rate of each of ``steps`` test-time steps: the first, then the first times
+    ``evaluation.later_lr_scale``."""
     ev = config.evaluation
     first = ev.inner_lr if ev.inner_lr is not None else config.adaptation.inner_lr
     return test_time_learning_rates(first, ev.later_lr_scale, steps)[:steps]
