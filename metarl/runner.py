@@ -20,10 +20,12 @@ import os
 import signal
 import sys
 import types
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from metarl import __version__
 from metarl.checkpoint import (
@@ -89,8 +91,21 @@ def _check_run_checkpoint(path: Path, state: dict[str, Any]) -> None:
                 f"{path} is not a metarl run checkpoint: {key!r} is "
                 + ("missing" if key not in state else
                    f"of type {type(state[key]).__name__}, not {kind.__name__}")
-                + "; the file is damaged or another file. A run's snapshots "
-                "(snapshots/iteration-N/checkpoint.pt) hold earlier states to go back to")
+                + "; the file is damaged or another file. " + _EARLIER_STATES)
+    params = state["trainer"].get("params")
+    if not isinstance(params, Mapping) or not all(isinstance(v, torch.Tensor)
+                                                  for v in params.values()):
+        raise UnreadableCheckpointError(f"{path} is not a metarl run checkpoint: its trainer "
+                                        "holds no parameter tensors. " + _EARLIER_STATES)
+    for name, tensor in params.items():
+        if not bool(torch.isfinite(tensor).all()):
+            # training never writes these: a non-finite loss stops a run before its checkpoint
+            raise UnreadableCheckpointError(f"{path} holds non-finite weights in {name}: the "
+                                            "file is damaged. " + _EARLIER_STATES)
+
+
+_EARLIER_STATES = ("A run's snapshots (snapshots/iteration-N/checkpoint.pt) hold earlier states "
+                   "to go back to")
 
 
 # What --set may change when resuming: how long the run goes on and its bookkeeping. Any

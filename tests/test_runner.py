@@ -330,12 +330,20 @@ def test_divergence_before_the_first_checkpoint_says_there_is_none(tmp_path, mon
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
+def _first_weight(state):
+    return next(iter(state["trainer"]["params"].values()))
+
+
 @pytest.mark.parametrize(("change", "message"), [
     (lambda state: state.pop("trainer"), "'trainer' is missing"),
     (lambda state: state.pop("config"), "'config' is missing"),
     (lambda state: state.update(iteration="12"), "'iteration' is of type str, not int"),
+    (lambda state: state["trainer"].pop("params"), "its trainer holds no parameter tensors"),
+    (lambda state: _first_weight(state).view(-1).__setitem__(3, float("inf")),
+     "holds non-finite weights in "),
 ])
-def test_a_readable_checkpoint_without_a_runs_contents_is_refused(tmp_path, change, message):
+def test_a_readable_checkpoint_without_a_runs_contents_or_with_broken_weights_is_refused(
+        tmp_path, change, message):
     from metarl.checkpoint import UnreadableCheckpointError
 
     config = from_dict(SineConfig, {"training": {"iterations": 2, "meta_batch_size": 2},
