@@ -293,6 +293,11 @@ def _render(args: argparse.Namespace) -> int:
         raise ConfigError(f"--video and --task are for meta-RL runs on the MuJoCo "
                           f"environments; runs of experiment {experiment.name} draw pictures "
                           "only")
+    for text in args.overrides:
+        key = ".".join(parse_override(text)[0])
+        if key in experiment.render_ignored_keys:
+            raise ConfigError(f"--set {text}: metarl render draws no {key}; it changes only "
+                              "metarl evaluate")
     config = with_evaluation_overrides(experiment, config, args.overrides, baselines=False)
     _note_learned_rates(config, args.overrides)
     paths = experiment.render(config, state, args.run_dir, RenderOptions(

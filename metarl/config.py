@@ -351,6 +351,12 @@ class AdaptationConfig:
             raise ConfigError("learn_inner_lr = true needs method maml or fomaml (Reptile has "
                               "no gradient through the inner learning rate)")
 
+    @property
+    def label(self) -> str:
+        """The method as tables, plots and titles name it: ``maml + Meta-SGD`` for learned
+        per-parameter rates."""
+        return self.method + (" + Meta-SGD" if self.learn_inner_lr else "")
+
 
 @dataclasses.dataclass
 class RunConfig:

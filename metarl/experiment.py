@@ -83,6 +83,11 @@ class Experiment(ABC):
     shown_metrics: ClassVar[tuple[str, ...]] = ()
     baseline_names: ClassVar[tuple[str, ...]] = ()  # what `evaluate --baselines` can add
     baseline_section: ClassVar[str | None] = None  # the config section of those baselines
+    # Keys that say where data lives, not what is trained: they may change after a run starts
+    # (a moved data folder), in config.yaml, with `train --resume --set` and `evaluate --set`.
+    location_keys: ClassVar[tuple[str, ...]] = ()
+    # evaluation.* keys that only `metarl evaluate` uses (`render --set` refuses them)
+    render_ignored_keys: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def make_trainer(self, config: Any) -> Trainer: ...
@@ -107,10 +112,13 @@ def resolve_baselines(experiment: Experiment, text: str | None) -> tuple[str, ..
         return experiment.baseline_names
     names = tuple(name.strip() for name in text.split(",") if name.strip())
     unknown = [name for name in names if name not in experiment.baseline_names]
+    if not experiment.baseline_names:
+        raise ConfigError(f"--baselines {text!r}: experiment {experiment.name} defines no "
+                          "baselines")
     if unknown or not names:
-        allowed = ", ".join(experiment.baseline_names) or "none (it defines no baselines)"
-        raise ConfigError(f"--baselines {text!r}: {experiment.name} baselines are {allowed}; "
-                          "give some of them, comma-separated, or none for all")
+        raise ConfigError(f"--baselines {text!r}: {experiment.name} baselines are "
+                          f"{', '.join(experiment.baseline_names)}; give some of them, "
+                          "comma-separated, or none for all")
     return names
 
 
@@ -129,7 +137,12 @@ def config_from_data(data: dict[str, Any]) -> tuple[Experiment, Any]:
         raise ConfigError("missing required key experiment; known experiments are "
                           + ", ".join(sorted(EXPERIMENTS)))
     experiment = get_experiment(name)
-    return experiment, from_dict(experiment.config_class, data)
+    try:
+        return experiment, from_dict(experiment.config_class, data)
+    except ConfigError as error:
+        if str(error).startswith("unknown key"):  # say whose keys: the file's experiment's
+            raise ConfigError(f"{error} (of experiment {name})") from None
+        raise
 
 
 def baseline_section(experiment: Experiment, config: Any) -> Any:
@@ -150,10 +163,14 @@ def with_evaluation_overrides(experiment: Experiment, config: Any, overrides: Se
         sections += (experiment.baseline_section,)
     for text in overrides:
         path, _ = parse_override(text)
+        if ".".join(path) in experiment.location_keys:
+            continue
         if len(path) < 2 or path[0] not in sections:
             allowed = " and ".join(f"{name}.*" for name in sections)
+            also = (f" (and where its data lives: {', '.join(experiment.location_keys)})"
+                    if experiment.location_keys else "")
             raise ConfigError(f"--set {text!r}: --set changes only {allowed} keys (how the "
-                              "run is evaluated), e.g. evaluation.later_lr_scale=0.25")
+                              f"run is evaluated){also}, e.g. evaluation.later_lr_scale=0.25")
         if path[0] == "evaluation" and len(path) == 2 and path[1] in COMMAND_LINE_KEYS:
             raise ConfigError(f"--set {text!r}: give --{path[1]} {path[1].upper()} instead")
     if not overrides:

@@ -126,7 +126,7 @@ def _check_config_matches_checkpoint(run_dir: Path, experiment: Experiment, conf
     saved = state.get("config")
     if not isinstance(saved, dict):
         return
-    changeable = CHANGEABLE_AFTER_START
+    changeable = CHANGEABLE_AFTER_START + experiment.location_keys
     if experiment.baseline_section:
         changeable += (experiment.baseline_section + ".",)
     current = _leaves(to_dict(config))
@@ -173,8 +173,8 @@ def _deferred_interrupts() -> Iterator[list[int]]:
             raise KeyboardInterrupt
         received.append(signum)
         # os.write, not print: the handler may run in the middle of a write to stderr.
-        os.write(2, b"\nmetarl: stopping after this meta-iteration, with a checkpoint; press "
-                    b"Ctrl-C again to stop at once (losing the work since the last one)\n")
+        os.write(2, b"\nmetarl: stopping after this meta-iteration, with a checkpoint; a second "
+                    b"Ctrl-C (or SIGTERM) stops at once, losing the work since the last one\n")
 
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -297,13 +297,16 @@ def extend_run_config(run_dir: str | Path, overrides: Sequence[str], *, done: in
     """Apply ``overrides`` (``training.iterations`` and ``run.*`` only) to the saved config
     of ``run_dir``, whose checkpoint holds ``done`` iterations, validated; rewrite its
     ``config.yaml`` atomically and return the new config."""
+    path = Path(run_dir) / CONFIG_NAME
+    experiment, _ = config_from_data(read_yaml(path))
     for text in overrides:
         key = ".".join(parse_override(text)[0])
-        if not _matches(key, RESUME_OVERRIDABLE):
+        if not _matches(key, RESUME_OVERRIDABLE + experiment.location_keys):
+            also = (f", and where its data lives ({', '.join(experiment.location_keys)})"
+                    if experiment.location_keys else "")
             raise ConfigError(f"--set {text}: a resumed run keeps its config; only "
                               "training.iterations and run.* may change (to train it longer "
-                              "or change its bookkeeping)")
-    path = Path(run_dir) / CONFIG_NAME
+                              f"or change its bookkeeping){also}")
     _, config = config_from_data(apply_overrides(read_yaml(path), overrides))
     if config.training.iterations < done:
         raise ConfigError(f"training.iterations = {config.training.iterations}: the "

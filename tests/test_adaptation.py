@@ -235,3 +235,19 @@ def test_adaptation_curve_vectorized_equals_loop_and_plain_sgd(learned):
         torch.testing.assert_close(curves[False][task], torch.stack(expected).detach(),
                                    rtol=1e-10, atol=1e-12)
     assert (curves[False].diff(dim=1).abs() > 1e-3).all()  # every step moves the fit
+
+
+@pytest.mark.parametrize("vectorize", [False, True])
+def test_adaptation_curve_refuses_to_score_diverged_weights(vectorize):
+    """A rate that sends the weights to inf/nan at the second step: an error naming the step
+    and its rate (in both paths), not a curve of what nan weights score."""
+    from metarl.experiment import NonFiniteLossError
+
+    model, params, batch = tiny_problem(seed=9, num_tasks=3)
+    with pytest.raises(NonFiniteLossError, match=r"not finite after 2 test-time step\(s\) "
+                                                 r"\(lr 1e\+300\): adaptation diverged"):
+        adaptation_curve(model, params, batch, mse_loss, mse_loss, steps=3,
+                         lr=[LR, 1e300, 1e300], vectorize=vectorize)
+    finite = adaptation_curve(model, params, batch, mse_loss, mse_loss, steps=1, lr=[LR],
+                              vectorize=vectorize)
+    assert bool(torch.isfinite(finite).all())

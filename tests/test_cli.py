@@ -25,6 +25,11 @@ FAST = ["--set", "training.iterations=12", "--set", "training.meta_batch_size=4"
     (["config", "sine", "--set", "evaluation.shots=[]"], "evaluation.shots = []: give at least"),
     (["evaluate", "/nonexistent/run", "--tasks", "0"], "--tasks = 0: must be >= 2"),
     (["benchmark", "chess"], "known benchmarks are"),
+    (["config", "sine", "--set", "experiment=omniglot"],
+     "unknown key baseline; allowed keys: experiment, seed, data"),
+    (["config", "sine", "--set", "experiment=omniglot"], "(of experiment omniglot)"),
+    (["config", "omniglot-5w1s-cpu", "--set", "task.ways=25", "--set",
+      "data.train_characters=20"], "task.ways = 25 exceeds data.train_characters = 20"),
     (["config", "sine", "--set", "evaluation.shots=[5, 10, 5]"],
      "evaluation.shots = [5, 10, 5]: give each K once"),
     (["render", "/nonexistent/run", "--output", "fits.txt"],
@@ -83,6 +88,9 @@ def test_train_evaluate_render_resume(tmp_path, capsys):
     assert "seed: 3" in (run / "config.yaml").read_text()
     out = capsys.readouterr().out
     assert "maml, K=10" in out and "pretrained, K=10" in out
+    assert main(["render", str(run), "--set", "evaluation.shots=[2]"]) == 2
+    assert ("--set evaluation.shots=[2]: metarl render draws no evaluation.shots; it changes "
+            "only metarl evaluate" in capsys.readouterr().err)
     assert main(["render", str(run), "--video", str(tmp_path / "a.mp4")]) == 2
     assert "runs of experiment sine draw pictures only" in capsys.readouterr().err
     assert not (tmp_path / "a.mp4").exists()

@@ -28,7 +28,7 @@ from metarl.supervised.omniglot import (
 )
 from metarl.supervised.omniglot_data import OmniglotImages
 
-from omniglot_fixtures import needs_omniglot
+from omniglot_fixtures import OMNIGLOT_ROOT, needs_omniglot
 from param_vectors import flatten
 
 
@@ -199,13 +199,31 @@ def test_train_evaluate_render_through_the_cli(tmp_path, omniglot_images, omnigl
     assert [m["iteration"] for m in metrics] == [1, 2, 3]
     assert all(0 <= m["query_accuracy"] <= 100 for m in metrics)
 
+    # where the data lives may change after training: --set, resume --set, config.yaml
+    capsys.readouterr()
+    nowhere = tmp_path / "moved"
+    assert main(["evaluate", str(run), "--tasks", "4", "--set", f"data.root={nowhere}"]) == 2
+    assert f"neither {nowhere / 'images_background.zip'}" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--tasks", "4", "--set",
+                 f"data.root={OMNIGLOT_ROOT}"]) == 0
+    assert main(["train", "--resume", str(run), "--set", f"data.root={OMNIGLOT_ROOT}"]) == 0
+    assert f"root: {OMNIGLOT_ROOT}" in (run / "config.yaml").read_text()
+    assert main(["evaluate", str(run), "--tasks", "4"]) == 0
+    assert main(["evaluate", str(run), "--set", "data.rotations=false"]) == 2
+    assert "and where its data lives: data.root" in capsys.readouterr().err
 
-def test_missing_data_exits_2_naming_the_archives(tmp_path, capsys):
+
+def test_missing_data_exits_2_naming_the_archives(tmp_path, capsys, monkeypatch):
     code = main(["train", "omniglot-5w1s", "--run-dir", str(tmp_path / "run"),
                  "--set", f"data.root={tmp_path / 'nowhere'}"])
     assert code == 2
-    assert "images_background.zip" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "images_background.zip" in err and "METARL_OMNIGLOT" not in err
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    monkeypatch.setenv("METARL_OMNIGLOT", str(tmp_path / "elsewhere"))
+    assert main(["train", "omniglot-5w1s", "--run-dir", str(tmp_path / "run")]) == 2
+    assert (f"(the folder {tmp_path / 'elsewhere'} came from $METARL_OMNIGLOT, as data.root "
+            "is null)") in capsys.readouterr().err
 
 
 def test_query_predictions_agree_with_the_adaptation_curve():

@@ -79,6 +79,48 @@ def test_wrong_archive_contents_are_reported(tmp_path):
         load_omniglot(tmp_path, cache_dir=tmp_path / "cache")
 
 
+def _one_character_archive(path: Path, drawing, compression=zipfile.ZIP_STORED) -> None:
+    """An images_background.zip of one character whose first drawing is ``drawing``."""
+    with zipfile.ZipFile(path, "w", compression=compression) as zf:
+        for drawer in range(1, 21):
+            zf.writestr(f"images_background/Latin/character01/0001_{drawer:02d}.png",
+                        drawing if drawer == 1 else _png())
+
+
+def test_an_undecodable_drawing_is_a_data_error_naming_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(omniglot_data.ARCHIVES, "images_background",
+                        {**omniglot_data.ARCHIVES["images_background"], "characters": 1})
+    _one_character_archive(tmp_path / "images_background.zip", b"not a png")
+    with pytest.raises(OmniglotDataError, match=r"images_background/Latin/character01/"
+                                                r"0001_01\.png in .*images_background\.zip is "
+                                                r"not a readable image"):
+        load_omniglot(tmp_path, cache_dir=tmp_path / "cache")
+    unpacked = tmp_path / "unpacked" / "images_background"
+    with zipfile.ZipFile(tmp_path / "images_background.zip") as zf:
+        zf.extractall(tmp_path / "unpacked")
+    (unpacked / "Latin" / "character01" / "0001_01.png").write_bytes(b"")
+    with pytest.raises(OmniglotDataError, match=r"0001_01\.png is not a readable image"):
+        load_omniglot(tmp_path / "unpacked", cache_dir=tmp_path / "cache")
+
+
+def test_a_corrupt_deflate_stream_is_a_data_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(omniglot_data.ARCHIVES, "images_background",
+                        {**omniglot_data.ARCHIVES["images_background"], "characters": 1})
+    archive = tmp_path / "images_background.zip"
+    _one_character_archive(archive, _png(), compression=zipfile.ZIP_DEFLATED)
+    with zipfile.ZipFile(archive) as zf:
+        first = zf.infolist()[0]
+    data = bytearray(archive.read_bytes())
+    header = first.header_offset  # local header: 30 bytes, then the name and extra field
+    name_length = int.from_bytes(data[header + 26:header + 28], "little")
+    extra_length = int.from_bytes(data[header + 28:header + 30], "little")
+    data[header + 30 + name_length + extra_length] = 0xFF  # a deflate block of invalid type
+    archive.write_bytes(bytes(data))
+    with pytest.raises(OmniglotDataError, match=r"images_background\.zip cannot be read "
+                                                r"\(Error -3 while decompressing"):
+        load_omniglot(tmp_path, cache_dir=tmp_path / "cache")
+
+
 class _FakeResponse(io.BytesIO):
     def __enter__(self):
         return self

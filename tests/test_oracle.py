@@ -140,7 +140,7 @@ def test_resolve_baselines_names_and_errors():
     assert resolve_baselines(meta_rl, "all") == ("random", "pretrained", "oracle")
     assert resolve_baselines(meta_rl, "oracle, random") == ("oracle", "random")
     assert resolve_baselines(omniglot, "all") == ()
-    with pytest.raises(Exception, match="omniglot baselines are none"):
+    with pytest.raises(Exception, match="experiment omniglot defines no baselines"):
         resolve_baselines(omniglot, "pretrained")
     with pytest.raises(Exception, match="meta_rl baselines are random, pretrained, oracle"):
         resolve_baselines(meta_rl, "oracel")

@@ -84,7 +84,7 @@ def test_interrupt_then_resume_reaches_the_uninterrupted_numbers(tmp_path, monke
     with pytest.raises(TrainingStopped, match="interrupted after meta-iteration 13") as stop:
         train_run(experiment, small_config(), tmp_path / "resumed")
     assert stop.value.exit_code == 130
-    assert "press Ctrl-C again to stop at once" in capfd.readouterr().err
+    assert "a second Ctrl-C (or SIGTERM) stops at once" in capfd.readouterr().err
     assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["iteration"] == 13
     assert (tmp_path / "resumed" / "learning_curve.png").stat().st_size > 0  # so far
     monkeypatch.setattr(SupervisedMetaTrainer, "train_iteration", original)

@@ -83,6 +83,7 @@ def test_meta_sgd_learns_per_parameter_rates_and_evaluation_uses_them(tmp_path):
     result = experiment.evaluate(config, state, tmp_path,
                                  EvaluateOptions(steps=2, tasks=10, seed=1))
     assert result["inner_lr"] == "learned (Meta-SGD)"
+    assert "maml + Meta-SGD, K=5 " in result["table"]
     params = state["trainer"]["params"]
     for k in config.evaluation.shots:
         with_rates, with_fixed = (

@@ -25,6 +25,7 @@ from metarl.adaptation import (
     reptile_gradient,
     step_learning_rate,
 )
+from metarl.experiment import NonFiniteLossError
 from metarl.supervised.tasks import TaskBatch
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -130,6 +131,9 @@ def adaptation_curve(model: nn.Module, params: Params, batch: TaskBatch, loss_fn
     """Query metric before adaptation and after each of ``steps`` inner steps on the support set.
 
     Returns a detached tensor of shape ``(T, steps + 1)``; column s is the metric after s steps.
+    Raises :class:`NonFiniteLossError` when a step leaves a weight or the metric nan or inf
+    (a too large learning rate), rather than report what such weights score (an accuracy of
+    NaN logits is chance, not a result).
     """
     start = OrderedDict((k, v.detach()) for k, v in params.items())
 
@@ -137,15 +141,31 @@ def adaptation_curve(model: nn.Module, params: Params, batch: TaskBatch, loss_fn
         def support_loss(p: Params) -> Tensor:
             return loss_fn(functional_call(model, p, (sx,)), sy)
 
+        def scored(fast: Params) -> Tensor:
+            """(metric, 1 if it and every weight are finite else 0)."""
+            metric = metric_fn(functional_call(model, fast, (qx,)), qy).detach()
+            finite = torch.stack([torch.isfinite(v).all() for v in fast.values()]
+                                 + [torch.isfinite(metric)]).all()
+            return torch.stack([metric, finite.to(metric.dtype)])
+
         fast = start
-        values = [metric_fn(functional_call(model, fast, (qx,)), qy).detach()]
+        values = [scored(fast)]
         for step in range(steps):
             fast = adapt(fast, support_loss, steps=1, lr=step_learning_rate(lr, step),
                          mode="detached", functional=functional)
-            values.append(metric_fn(functional_call(model, fast, (qx,)), qy).detach())
+            values.append(scored(fast))
         return torch.stack(values)
 
-    return map_tasks(one_task, batch, vectorize=vectorize)
+    scores = map_tasks(one_task, batch, vectorize=vectorize)  # (T, steps + 1, 2)
+    broken = (scores[..., 1] == 0).any(dim=0)
+    if bool(broken.any()):
+        step = int(broken.nonzero()[0])
+        rate = step_learning_rate(lr, step - 1) if step else None
+        raise NonFiniteLossError(
+            f"the weights or the query metric are not finite after {step} test-time step(s)"
+            + (f" (lr {rate:g})" if isinstance(rate, float) else "")
+            + ": adaptation diverged; lower evaluation.inner_lr")
+    return scores[..., 0]
 
 
 def query_predictions(model: nn.Module, params: Params, batch: TaskBatch, loss_fn: LossFn, *,

@@ -207,7 +207,7 @@ def _decode_archive(name: str, root: Path, size: int) -> tuple[np.ndarray, list[
         with zipfile.ZipFile(root / f"{name}.zip") as zf:
             try:
                 blobs = [zf.read(member) for member in files]
-            except (zipfile.BadZipFile, OSError) as error:
+            except (zipfile.BadZipFile, OSError, zlib.error) as error:
                 raise OmniglotDataError(f"{root / f'{name}.zip'} cannot be read ({error}). "
                                         f"Expected {_expected(name)}") from error
     index = {c: i for i, c in enumerate(characters)}
@@ -215,7 +215,12 @@ def _decode_archive(name: str, root: Path, size: int) -> tuple[np.ndarray, list[
     filled = np.zeros((len(characters),), dtype=np.int64)
     for member, blob in zip(files, blobs, strict=True):
         row = index[_character_of(member)]
-        images[row, filled[row]] = _decode(blob, size)
+        try:
+            images[row, filled[row]] = _decode(blob, size)
+        except (OSError, ValueError) as error:  # PIL.UnidentifiedImageError is an OSError
+            where = blob if isinstance(blob, Path) else f"{member} in {root / f'{name}.zip'}"
+            raise OmniglotDataError(f"{where} is not a readable image ({error}). Expected "
+                                    f"{_expected(name)}; copy the data again") from error
         filled[row] += 1
     return images, characters
 

@@ -32,6 +32,7 @@ from metarl.supervised.omniglot import (
 from metarl.supervised.omniglot_data import (
     DRAWERS,
     TOTAL_CHARACTERS,
+    OmniglotDataError,
     OmniglotImages,
     load_omniglot,
 )
@@ -159,6 +160,10 @@ class OmniglotConfig:
             if queries is not None and task.shots + queries > DRAWERS:
                 raise ConfigError(f"task.shots + {name} = {task.shots + queries}: a character "
                                   f"has only {DRAWERS} drawings")
+        if task.ways > self.data.train_characters:
+            raise ConfigError(f"task.ways = {task.ways} exceeds data.train_characters = "
+                              f"{self.data.train_characters}: each task needs that many "
+                              "different training characters")
         test_characters = TOTAL_CHARACTERS - self.data.train_characters
         if task.ways > test_characters:
             raise ConfigError(f"task.ways = {task.ways} exceeds the {test_characters} test "
@@ -188,9 +193,15 @@ def resolve_root(setting: str | None, *, download: bool = False) -> Path:
 
 def load_images(config: OmniglotConfig) -> OmniglotImages:
     data = config.data
-    return load_omniglot(resolve_root(data.root, download=data.download),
-                         image_size=data.image_size, download=data.download,
-                         cache_dir=data.cache_dir)
+    root = resolve_root(data.root, download=data.download)
+    try:
+        return load_omniglot(root, image_size=data.image_size, download=data.download,
+                             cache_dir=data.cache_dir)
+    except OmniglotDataError as error:
+        if data.root is None and os.environ.get(DATA_ENV):
+            raise OmniglotDataError(f"{error} (the folder {root} came from ${DATA_ENV}, as "
+                                    "data.root is null)") from None
+        raise
 
 
 def character_split(config: OmniglotConfig, images: OmniglotImages) -> CharacterSplit:
@@ -247,6 +258,8 @@ class OmniglotExperiment(Experiment):
     config_class = OmniglotConfig
     metric = "accuracy"
     shown_metrics = ("query_loss", "query_accuracy")
+    location_keys = ("data.root", "data.download", "data.cache_dir")
+    render_ignored_keys = ("evaluation.queries", "evaluation.chunk_tasks")
 
     def make_trainer(self, config: OmniglotConfig) -> OmniglotTrainer:
         images = load_images(config)
@@ -308,7 +321,7 @@ class OmniglotExperiment(Experiment):
                                    vectorize=vectorize)
                   for start in range(0, tasks, ev.chunk_tasks)]
         curve = summarize(torch.cat(chunks).numpy())
-        label = f"{config.adaptation.method}, {task.ways}-way {task.shots}-shot"
+        label = f"{config.adaptation.label}, {task.ways}-way {task.shots}-shot"
         published = PUBLISHED_ACCURACY.get((task.ways, task.shots), {})
         result: dict[str, Any] = {
             "experiment": self.name, "metric": "accuracy (%)", "steps": list(range(steps + 1)),
@@ -375,7 +388,7 @@ class OmniglotExperiment(Experiment):
                                         transform=axes[top + row, 0].transAxes, ha="right",
                                         va="center", fontsize=8)
         fig.suptitle(f"Omniglot {task.ways}-way {task.shots}-shot test tasks, "
-                     f"{config.adaptation.method}, iteration {state['iteration']}: predicted "
+                     f"{config.adaptation.label}, iteration {state['iteration']}: predicted "
                      "class of query images (green right, red wrong)", fontsize=9)
         fig.tight_layout()
         output = options.output or run_dir / "omniglot_predictions.png"

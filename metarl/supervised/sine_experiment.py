@@ -161,6 +161,7 @@ class SineExperiment(Experiment):
     shown_metrics = ("query_loss",)
     baseline_names = ("pretrained",)
     baseline_section = "baseline"
+    render_ignored_keys = ("evaluation.shots", "evaluation.query_points")  # draws training K
 
     def make_trainer(self, config: SineConfig) -> SupervisedMetaTrainer:
         model = make_model(config, torch_generator(config.seed, "init"))
@@ -210,7 +211,7 @@ class SineExperiment(Experiment):
                 name: {str(s): v for s, v in values.items()}
                 for name, values in PUBLISHED_MSE.items()},
         }
-        curves = {f"{config.adaptation.method}, K={k}": v for k, v in by_shots.items()}
+        curves = {f"{config.adaptation.label}, K={k}": v for k, v in by_shots.items()}
         if "pretrained" in options.baselines:
             baseline = pretrained_params(config, run_dir)
             fixed_lr = evaluation_lr(config, None, steps)
@@ -266,7 +267,7 @@ class SineExperiment(Experiment):
             ax.set_title(f"A={float(tasks.amplitude[t]):.2f}, φ={float(tasks.phase[t]):.2f}")
             ax.grid(alpha=0.3)
         axes.flat[0].legend(fontsize=7)
-        fig.suptitle(f"sine regression: {config.adaptation.method}, "
+        fig.suptitle(f"sine regression: {config.adaptation.label}, "
                      f"iteration {state['iteration']}")
         fig.tight_layout()
         output = options.output or run_dir / "sine_fits.png"
