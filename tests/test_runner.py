@@ -196,8 +196,8 @@ def test_crash_then_resume_from_last_checkpoint_reaches_the_same_numbers(tmp_pat
     assert_same_params(final_params(tmp_path / "crashed"), final_params(tmp_path / "straight"))
 
 
-def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-    experiment = SineExperiment()
+def _nan_query_from_batch(monkeypatch, first: int) -> None:
+    """Sine trainers whose sampled meta-batches, from the ``first``-th on, hold a NaN target."""
     make_trainer = SineExperiment.make_trainer
 
     def poisoned(self, config):
@@ -207,7 +207,7 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, mo
         def sample_with_nan(generator):
             batch = sample(generator)
             calls.append(1)
-            if len(calls) == 8:
+            if len(calls) >= first:
                 batch.query_y[0, 0, 0] = float("nan")
             return batch
 
@@ -215,6 +215,11 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, mo
         return trainer
 
     monkeypatch.setattr(SineExperiment, "make_trainer", poisoned)
+
+
+def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    experiment = SineExperiment()
+    _nan_query_from_batch(monkeypatch, 8)
     with pytest.raises(TrainingStopped, match="meta-iteration 8: query loss nan") as stop:
         train_run(experiment, small_config(), tmp_path / "run")
     assert stop.value.exit_code == 1
@@ -307,21 +312,7 @@ def test_sigterm_stops_after_the_iteration_with_exit_code_143(tmp_path, monkeypa
 
 def test_divergence_before_the_first_checkpoint_says_there_is_none(tmp_path, monkeypatch):
     config = small_config()
-    make_trainer = SineExperiment.make_trainer
-
-    def poisoned(self, config):
-        trainer = make_trainer(self, config)
-        sample = trainer.sample_batch
-
-        def sample_with_nan(generator):
-            batch = sample(generator)
-            batch.query_y[0, 0, 0] = float("nan")
-            return batch
-
-        trainer.sample_batch = sample_with_nan
-        return trainer
-
-    monkeypatch.setattr(SineExperiment, "make_trainer", poisoned)
+    _nan_query_from_batch(monkeypatch, 1)
     with pytest.raises(TrainingStopped, match="meta-iteration 1: query loss nan") as stop:
         train_run(SineExperiment(), config, tmp_path / "run")
     assert "No checkpoint had been written yet (one is written every 5 meta-iterations" in (
