@@ -135,7 +135,9 @@ class OmniglotEvaluationConfig:
         1.0, "learning rate of the steps after the first, as a fraction of inner_lr (1.0: one "
         "step size, as in the MAML paper's Omniglot evaluation; a Meta-SGD run keeps its "
         "learned rates at every step)", gt=0, le=1)
-    chunk_tasks: int = param(100, "test tasks adapted together (memory vs speed)", ge=1)
+    chunk_tasks: int = param(100, "test tasks adapted together: bounds the adaptation's "
+                             "memory (activations, fast weights) at some speed; all test "
+                             "tasks' images are drawn first", ge=1)
     seed: int = param(2017, "seed of the test tasks (independent of the training seed)", ge=0)
 
 
