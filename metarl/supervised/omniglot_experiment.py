@@ -391,7 +391,9 @@ class OmniglotExperiment(Experiment):
                                         va="center", fontsize=8)
         fig.suptitle(f"Omniglot {task.ways}-way {task.shots}-shot test tasks, "
                      f"{config.adaptation.label}, iteration {state['iteration']}: predicted "
-                     "class of query images (green right, red wrong)", fontsize=9)
+                     "class of query images (green right, red wrong)"
+                     + (f"; support of classes 0-{shown_classes - 1} of {task.ways} shown"
+                        if shown_classes < task.ways else ""), fontsize=9)
         fig.tight_layout()
         output = options.output or run_dir / "omniglot_predictions.png"
         fig.savefig(output, dpi=110)
