@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
 import json
 import sys
 import time
@@ -162,17 +161,17 @@ def _default_run_dir(config_path: Path) -> Path:
     """A new, empty ``runs/<config>-<time>[-N]``, created here so that runs started in the same
     second (in parallel) each get their own."""
     base = Path("runs") / f"{config_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    for n in itertools.count(1):
-        candidate = base if n == 1 else base.with_name(f"{base.name}-{n}")
+    candidate, n = base, 1
+    while True:
         try:
             candidate.mkdir(parents=True)
+            return candidate
         except FileExistsError:
-            continue
+            n += 1
+            candidate = base.with_name(f"{base.name}-{n}")
         except OSError as error:
             raise ConfigError(f"can't create the run directory {candidate} ({error}); give "
                               "another with --run-dir") from None
-        return candidate
-    raise AssertionError("unreachable")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -193,7 +192,7 @@ def _train(args: argparse.Namespace) -> int:
         experiment, config, state = load_run(args.resume)
         done = int(state["iteration"])
         if args.overrides:
-            config = extend_run_config(args.resume, args.overrides, done=done)
+            config = extend_run_config(args.resume, experiment, args.overrides, done=done)
         run_dir = args.resume
         if done >= config.training.iterations:
             print(f"metarl: {run_dir} holds {done} meta-iterations, all that its config asks "

@@ -293,12 +293,13 @@ def train_run(experiment: Experiment, config: Any, run_dir: str | Path, *,
     return checkpoint_path
 
 
-def extend_run_config(run_dir: str | Path, overrides: Sequence[str], *, done: int) -> Any:
-    """Apply ``overrides`` (``training.iterations`` and ``run.*`` only) to the saved config
-    of ``run_dir``, whose checkpoint holds ``done`` iterations, validated; rewrite its
-    ``config.yaml`` atomically and return the new config."""
+def extend_run_config(run_dir: str | Path, experiment: Experiment, overrides: Sequence[str],
+                      *, done: int) -> Any:
+    """Apply ``overrides`` (``training.iterations``, ``run.*`` and the experiment's location
+    keys only) to the saved config of ``run_dir``, an ``experiment`` run whose checkpoint
+    holds ``done`` iterations, validated; rewrite its ``config.yaml`` atomically and return
+    the new config."""
     path = Path(run_dir) / CONFIG_NAME
-    experiment, _ = config_from_data(read_yaml(path))
     for text in overrides:
         key = ".".join(parse_override(text)[0])
         if not _matches(key, RESUME_OVERRIDABLE + experiment.location_keys):
