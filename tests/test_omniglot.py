@@ -22,6 +22,7 @@ from metarl.supervised.omniglot import (
     accuracy,
     class_pool,
     cross_entropy,
+    draw_omniglot_tasks,
     reset_conv4,
     sample_omniglot_batch,
     split_characters,
@@ -95,6 +96,18 @@ def test_task_sampling_is_reproducible_from_a_seed():
                for s in (7, 7, 8))
     assert torch.equal(a.support_x, b.support_x) and torch.equal(a.query_x, b.query_x)
     assert not torch.equal(a.support_x, c.support_x)
+
+
+def test_a_draw_gathered_a_chunk_at_a_time_gives_the_tasks_drawn_at_once():
+    pool = class_pool(_labelled_images(), range(30), rotations=True)
+    whole = sample_omniglot_batch(pool, 10, 5, 2, 3, torch.Generator().manual_seed(3))
+    draw = draw_omniglot_tasks(pool, 10, 5, 2, 3, torch.Generator().manual_seed(3))
+    assert draw.num_tasks == 10 and draw.drawers.shape == (10, 5, 5)
+    chunks = [draw.gather(pool, start, start + 4) for start in range(0, 10, 4)]
+    assert [chunk.num_tasks for chunk in chunks] == [4, 4, 2]
+    for field in ("support_x", "support_y", "query_x", "query_y"):
+        assert torch.equal(torch.cat([getattr(chunk, field) for chunk in chunks]),
+                           getattr(whole, field))
 
 
 def test_batch_stat_norm_equals_builtin_batch_norm_in_training_mode():
@@ -191,6 +204,10 @@ def test_train_evaluate_render_through_the_cli(tmp_path, omniglot_images, omnigl
     assert result["tasks"] == 20 and result["ways"] == 5 and result["queries_per_class"] == 1
     assert all(0 <= m <= 100 for m in result["mean"])
     assert (run / "adaptation.png").stat().st_size > 0
+    # the test tasks' images are gathered a chunk at a time: the chunk size changes no number
+    assert main(["evaluate", str(run), "--tasks", "20", "--steps", "2",
+                 "--set", "evaluation.chunk_tasks=3"]) == 0
+    assert json.loads((run / "evaluation.json").read_text())["mean"] == result["mean"]
     split = json.loads((run / "omniglot_split.json").read_text())
     assert len(split["train"]) == 1200 and len(split["test"]) == 423
     assert main(["render", str(run), "--tasks", "2"]) == 0

@@ -54,12 +54,54 @@ def class_pool(data: OmniglotImages, characters: Sequence[int], rotations: bool)
     return torch.stack([torch.rot90(images, k, dims=(-2, -1)) for k in range(4)], dim=1)
 
 
-def sample_omniglot_batch(pool: Tensor, num_tasks: int, ways: int, shots: int, queries: int,
-                          generator: torch.Generator) -> TaskBatch:
-    """``num_tasks`` N-way K-shot tasks drawn from ``pool`` (see :func:`class_pool`).
+@dataclass(frozen=True)
+class OmniglotTaskDraw:
+    """Which images make up T N-way tasks, without the images: a few bytes a task.
 
-    Returns a :class:`TaskBatch` with images ``(T, N*K, 1, S, S)`` / ``(T, N*Q, 1, S, S)`` in
-    [0, 1] (ink = 1) and integer labels ``(T, N*K)`` / ``(T, N*Q)`` grouped by class.
+    ``characters (T, N)`` index the pool's characters, ``rotations (T, N)`` its rotations,
+    ``drawers (T, N, K+Q)`` the drawings of each class, the first ``shots`` for the support.
+    """
+
+    characters: Tensor
+    rotations: Tensor
+    drawers: Tensor
+    shots: int
+
+    @property
+    def num_tasks(self) -> int:
+        return self.characters.shape[0]
+
+    def gather(self, pool: Tensor, start: int = 0, stop: int | None = None) -> TaskBatch:
+        """Tasks ``start`` to ``stop - 1`` with their images taken from ``pool``.
+
+        Returns a :class:`TaskBatch` with images ``(T, N*K, 1, S, S)`` / ``(T, N*Q, 1, S, S)``
+        in [0, 1] (ink = 1) and integer labels ``(T, N*K)`` / ``(T, N*Q)`` grouped by class.
+        """
+        s = slice(start, stop)
+        characters, rotations, drawers = self.characters[s], self.rotations[s], self.drawers[s]
+        num_tasks, ways, per_class = drawers.shape
+        queries = per_class - self.shots
+        images = pool[characters.unsqueeze(-1), rotations.unsqueeze(-1), drawers]
+        images = images.to(torch.float32).div_(255.0).unsqueeze(-3)  # (T, N, K+Q, 1, S, S)
+        labels = torch.arange(ways).view(1, ways, 1)
+
+        def flat(x: Tensor) -> Tensor:
+            return x.reshape(num_tasks, -1, *x.shape[3:])
+
+        return TaskBatch(
+            support_x=flat(images[:, :, :self.shots]),
+            support_y=flat(labels.expand(num_tasks, ways, self.shots)),
+            query_x=flat(images[:, :, self.shots:]),
+            query_y=flat(labels.expand(num_tasks, ways, queries)),
+        )
+
+
+def draw_omniglot_tasks(pool: Tensor, num_tasks: int, ways: int, shots: int, queries: int,
+                        generator: torch.Generator) -> OmniglotTaskDraw:
+    """Draw ``num_tasks`` N-way K-shot tasks from ``pool`` (see :func:`class_pool`).
+
+    Each task takes ``ways`` distinct characters, a random rotation of each, and
+    ``shots + queries`` distinct drawings of each class.
     """
     num_characters, num_rotations = pool.shape[:2]
     if ways > num_characters:
@@ -69,22 +111,19 @@ def sample_omniglot_batch(pool: Tensor, num_tasks: int, ways: int, shots: int, q
         raise ValueError(f"shots + queries = {shots + queries} exceeds the {DRAWERS} drawings "
                          f"of a character")
     characters = torch.rand(num_tasks, num_characters, generator=generator).argsort(1)[:, :ways]
-    rotation = torch.randint(num_rotations, (num_tasks, ways), generator=generator)
+    rotations = torch.randint(num_rotations, (num_tasks, ways), generator=generator)
     drawers = torch.rand(num_tasks, ways, DRAWERS, generator=generator).argsort(-1)
-    drawers = drawers[..., : shots + queries]
-    images = pool[characters.unsqueeze(-1), rotation.unsqueeze(-1), drawers]  # (T, N, K+Q, S, S)
-    images = images.to(torch.float32).div_(255.0).unsqueeze(-3)
-    labels = torch.arange(ways).view(1, ways, 1)
+    return OmniglotTaskDraw(characters, rotations, drawers[..., : shots + queries], shots)
 
-    def flat(x: Tensor) -> Tensor:
-        return x.reshape(num_tasks, -1, *x.shape[3:])
 
-    return TaskBatch(
-        support_x=flat(images[:, :, :shots]),
-        support_y=flat(labels.expand(num_tasks, ways, shots)),
-        query_x=flat(images[:, :, shots:]),
-        query_y=flat(labels.expand(num_tasks, ways, queries)),
-    )
+def sample_omniglot_batch(pool: Tensor, num_tasks: int, ways: int, shots: int, queries: int,
+                          generator: torch.Generator) -> TaskBatch:
+    """``num_tasks`` N-way K-shot tasks drawn from ``pool`` with their images.
+
+    The draw of :func:`draw_omniglot_tasks` gathered at once; see
+    :meth:`OmniglotTaskDraw.gather` for the shapes.
+    """
+    return draw_omniglot_tasks(pool, num_tasks, ways, shots, queries, generator).gather(pool)
 
 
 # --------------------------------------------------------------------------- model

@@ -22,9 +22,11 @@ from metarl.supervised.meta import adaptation_curve, query_predictions
 from metarl.supervised.omniglot import (
     CharacterSplit,
     Conv4,
+    OmniglotTaskDraw,
     accuracy,
     class_pool,
     cross_entropy,
+    draw_omniglot_tasks,
     reset_conv4,
     sample_omniglot_batch,
     split_characters,
@@ -135,9 +137,9 @@ class OmniglotEvaluationConfig:
         1.0, "learning rate of the steps after the first, as a fraction of inner_lr (1.0: one "
         "step size, as in the MAML paper's Omniglot evaluation; a Meta-SGD run keeps its "
         "learned rates at every step)", gt=0, le=1)
-    chunk_tasks: int = param(100, "test tasks adapted together: bounds the adaptation's "
-                             "memory (activations, fast weights) at some speed; all test "
-                             "tasks' images are drawn first", ge=1)
+    chunk_tasks: int = param(100, "test tasks loaded and adapted together: bounds "
+                             "evaluation's memory (images, activations, fast weights) at "
+                             "some cost in speed", ge=1)
     seed: int = param(2017, "seed of the test tasks (independent of the training seed)", ge=0)
 
 
@@ -299,10 +301,11 @@ class OmniglotExperiment(Experiment):
         return class_pool(images, split.test, config.data.rotations), images
 
     def test_tasks(self, config: OmniglotConfig, pool: torch.Tensor, tasks: int,
-                   seed: int) -> TaskBatch:
+                   seed: int) -> OmniglotTaskDraw:
+        """Which images make up the test tasks; their images are gathered a chunk at a time."""
         queries = config.evaluation.queries or config.task.queries
-        return sample_omniglot_batch(pool, tasks, config.task.ways, config.task.shots, queries,
-                                     torch_generator(seed, "evaluate"))
+        return draw_omniglot_tasks(pool, tasks, config.task.ways, config.task.shots, queries,
+                                   torch_generator(seed, "evaluate"))
 
     def evaluate(self, config: OmniglotConfig, state: dict[str, Any], run_dir: Path,
                  options: EvaluateOptions) -> dict[str, Any]:
@@ -311,14 +314,14 @@ class OmniglotExperiment(Experiment):
         tasks = ev.tasks if options.tasks is None else options.tasks
         seed = ev.seed if options.seed is None else options.seed
         pool, _ = self.test_pool(config, state, run_dir)
-        batch = self.test_tasks(config, pool, tasks, seed)
-        queries = batch.query_x.shape[1] // task.ways
+        draw = self.test_tasks(config, pool, tasks, seed)
+        queries = draw.drawers.shape[-1] - task.shots
         vectorize = resolve_vectorize(config.adaptation.vectorize, task.ways,
                                       task.shots + queries)
         lr = evaluation_lr(config, state["trainer"].get("inner_lr"), steps)
         model = make_model(config)
         params = state["trainer"]["params"]
-        chunks = [adaptation_curve(model, params, batch.tasks(start, start + ev.chunk_tasks),
+        chunks = [adaptation_curve(model, params, draw.gather(pool, start, start + ev.chunk_tasks),
                                    cross_entropy, percent_accuracy, steps=steps, lr=lr,
                                    vectorize=vectorize)
                   for start in range(0, tasks, ev.chunk_tasks)]
