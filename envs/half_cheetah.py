@@ -283,7 +283,10 @@ class _HalfCheetahTaskEnv(HalfCheetahEnv):
             return float(self.data.qpos[0])
         return float(self._centre_of_mass()[0])
 
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+    # MujocoEnv annotates a float64 reward and float64 info values; a Gymnasium Env's step
+    # returns a SupportsFloat reward and any info, as here.
+    def step(  # type: ignore[override]
+            self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         action = np.clip(np.asarray(action, dtype=np.float64), -ACTION_BOUND, ACTION_BOUND)
         x_before = self._tracked_x()
         self.do_simulation(action, self.frame_skip)

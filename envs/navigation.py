@@ -40,7 +40,9 @@ class Navigation2DEnv(gym.Env[np.ndarray, np.ndarray]):
     be passed as ``reset(options={"task": task})``.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 10}
+    # gym.Env declares metadata as an instance attribute; it is the class's here
+    metadata: ClassVar[dict[str, Any]] = {  # type: ignore[misc]
+        "render_modes": ["rgb_array"], "render_fps": 10}
 
     def __init__(self, task: dict[str, Any] | None = None, render_mode: str | None = None):
         # 100 steps of at most 0.1 per coordinate keep the position within [-10, 10]^2.

@@ -158,7 +158,7 @@ def with_evaluation_overrides(experiment: Experiment, config: Any, overrides: Se
     and validated (``metarl evaluate --set``; ``metarl render --set`` without baselines).
     Other keys are refused: they would change what the run trained, not how it is
     evaluated."""
-    sections = ("evaluation",)
+    sections: tuple[str, ...] = ("evaluation",)
     if baselines and experiment.baseline_section:
         sections += (experiment.baseline_section,)
     for text in overrides:

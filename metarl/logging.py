@@ -16,7 +16,7 @@ METRICS_NAME = "metrics.jsonl"
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """The records of a ``metrics.jsonl`` file, in order (a torn last line is skipped)."""
-    records = []
+    records: list[dict[str, Any]] = []
     path = Path(path)
     if not path.is_file():
         return records

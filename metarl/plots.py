@@ -152,11 +152,11 @@ def plot_over_training(summary: Mapping[str, Any], output: Path, *, title: str =
                         log_y=log_y)
 
 
-def moving_average(values: Sequence[float], window: int) -> np.ndarray:
+def moving_average(values: Sequence[float] | np.ndarray, window: int) -> np.ndarray:
     """Means over the last ``window`` values (fewer at the start), same length as ``values``."""
-    values = np.asarray(values, dtype=float)
-    sums = np.cumsum(np.insert(values, 0, 0.0))
-    ends = np.arange(1, len(values) + 1)
+    array = np.asarray(values, dtype=float)
+    sums = np.cumsum(np.insert(array, 0, 0.0))
+    ends = np.arange(1, len(array) + 1)
     starts = np.maximum(ends - window, 0)
     return (sums[ends] - sums[starts]) / (ends - starts)
 

@@ -26,8 +26,8 @@ from metarl.plots import moving_average, plot_runs_compared
 
 def parse_run(text: str) -> tuple[str, Path]:
     """``"LABEL=RUN_DIR"`` (or a bare ``RUN_DIR``, labelled with its name)."""
-    label, _, path = text.rpartition("=")
-    path = Path(path)
+    label, _, location = text.rpartition("=")
+    path = Path(location)
     if not (path / "metrics.jsonl").is_file():
         raise argparse.ArgumentTypeError(f"{path} has no metrics.jsonl: not a meta-RL run "
                                          "directory")

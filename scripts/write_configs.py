@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from metarl.config import dump_config
 from metarl.experiment import config_from_data
@@ -17,8 +18,9 @@ from metarl.experiment import config_from_data
 ROOT = Path(__file__).resolve().parent.parent / "configs"
 
 # The navigation settings of the MAML authors' code: normalized actions, lr 0.5, step budget.
-NAVIGATION_AUTHORS = {"policy": {"normalized_actions": True}, "adaptation": {"inner_lr": 0.5},
-                      "training": {"sampling": "steps"}}
+NAVIGATION_AUTHORS: dict[str, dict[str, Any]] = {
+    "policy": {"normalized_actions": True}, "adaptation": {"inner_lr": 0.5},
+    "training": {"sampling": "steps"}}
 
 PRESETS: dict[str, tuple[str, dict]] = {
     "sine/sine.yaml": (
@@ -114,8 +116,9 @@ PRESETS.update({
         steps=100),
 })
 
-OMNIGLOT_20_WAY = {"task": {"ways": 20}, "adaptation": {"inner_lr": 0.1, "inner_steps": 5},
-                   "training": {"meta_batch_size": 16}, "evaluation": {"steps": 5}}
+OMNIGLOT_20_WAY: dict[str, dict[str, Any]] = {
+    "task": {"ways": 20}, "adaptation": {"inner_lr": 0.1, "inner_steps": 5},
+    "training": {"meta_batch_size": 16}, "evaluation": {"steps": 5}}
 
 
 def _omniglot(header: str, **sections: dict) -> tuple[str, dict]:

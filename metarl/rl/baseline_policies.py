@@ -49,7 +49,7 @@ def _multitask_trpo(config: MetaRLConfig, iterations: int, purpose: str, descrip
 
 
 def _baseline_key(config: MetaRLConfig) -> dict[str, Any]:
-    key = {k: to_dict(getattr(config, k)) for k in
+    key: dict[str, Any] = {k: to_dict(getattr(config, k)) for k in
            ("env", "policy", "training", "trpo", "baselines")} | {"seed": config.seed}
     # as keyed before these options, so that cached baselines stay valid
     if key["env"]["frame_skip"] is None:

@@ -4,6 +4,7 @@ adaptation and TRPO."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 
@@ -66,7 +67,7 @@ def benchmark_navigation(*, repeats: int) -> None:
 
     def sync_vector_env(with_policy: bool):
         envs = gym.vector.SyncVectorEnv(
-            [lambda task=task: Navigation2DEnv(task) for task in tasks for _ in range(episodes)],
+            [functools.partial(Navigation2DEnv, task) for task in tasks for _ in range(episodes)],
             autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
         shared = expand_params({k: v.detach() for k, v in params.items()}, 1)
 

@@ -75,7 +75,8 @@ class MetaRLExperiment(Experiment):
         seed = ev.seed if options.seed is None else options.seed
         family = evaluation_family(config)
         # name -> (θ, the environments it acts in, adaptation steps to evaluate)
-        policies = {config.adaptation.method: (state["trainer"]["params"], family, steps)}
+        policies: dict[str, tuple[Params, Any, int]] = {
+            config.adaptation.method: (state["trainer"]["params"], family, steps)}
         if "random" in options.baselines:
             policies["random init"] = (new_policy_params(config, "random-baseline-init"),
                                        family, steps)
@@ -85,7 +86,9 @@ class MetaRLExperiment(Experiment):
         if "oracle" in options.baselines:  # told the task, it has nothing to adapt to
             oracle, oracle_training = oracle_params(config, run_dir)
             policies["oracle"] = (oracle, oracle_family(family), 0)
-        curves, episodes_sampled, test_tasks = {}, [], []
+        curves: dict[str, dict[str, Any]] = {}
+        episodes_sampled: list[float] = []
+        test_tasks: list[dict[str, Any]] = []
         for name, (params, policy_family, policy_steps) in policies.items():
             test_tasks, rollouts = evaluation_rollouts(config, params, tasks=tasks,
                                                        steps=policy_steps, seed=seed,

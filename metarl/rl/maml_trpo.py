@@ -244,9 +244,9 @@ def meta_fisher_product(policy: PolicyFn, params: Params, support: Sequence[Step
         def mean_of(p: dict[str, Tensor]) -> Tensor:
             return policy({**final, **p}, valid.observations).mean
 
-        _, mean_tangent = torch.func.jvp(
+        mean_tangent = torch.func.jvp(
             mean_of, ({k: final[k].detach() for k in mean_params},),
-            ({k: tangents[k] for k in mean_params},))
+            ({k: tangents[k] for k in mean_params},))[1]
         pulled = torch.autograd.grad(mean, [final[k] for k in mean_params],
                                      grad_outputs=mean_weight * mean_tangent,
                                      retain_graph=True)

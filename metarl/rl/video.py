@@ -82,7 +82,7 @@ def _first_frame(env: gym.Env) -> np.ndarray:
         raise _render_failure(error) from error
     if frame is None:
         raise _render_failure(RuntimeError("no frame"))
-    return frame
+    return np.asarray(frame)
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -129,7 +129,7 @@ def run_episode(env: gym.Env, policy: PolicyFn, params: Params, *, steps: int, s
         observation, reward, terminated, truncated, _ = env.step(
             action.view(-1).numpy() * action_scale)
         rewards.append(reward)
-        frames.append(env.render())
+        frames.append(np.asarray(env.render()))
         if terminated or truncated:
             break
     return frames, np.asarray(rewards)
@@ -193,7 +193,7 @@ def write_video(frames: Sequence[np.ndarray], output: Path, *, fps: float) -> No
         raise ConfigError(f"video {output}: the file name must end in .mp4 or .gif")
     # Checked first: a writer failing mid-way may leave ffmpeg writing after it is closed.
     frames = [np.asarray(frame) for frame in frames]
-    shape = frames[0].shape if frames else None
+    shape = frames[0].shape if frames else ()
     if not frames or any(f.shape != shape or f.dtype != np.uint8 for f in frames) or (
             len(shape) != 3 or shape[2] != 3):
         raise ValueError("video frames must be uint8 arrays (H, W, 3) of one size")

@@ -8,11 +8,12 @@ from metarl.adaptation import params_of
 from metarl.benchmark import is_installed, print_table, seconds_per_call
 from metarl.config import from_dict
 from metarl.seeding import torch_generator
+from metarl.supervised.meta import MetaMethod
 from metarl.supervised.sine import sample_sine_batch
 from metarl.supervised.sine_experiment import SineConfig, SineExperiment
 
 
-def _metarl_iteration(method: str, steps: int, vectorize: str):
+def _metarl_iteration(method: MetaMethod, steps: int, vectorize: str):
     config = from_dict(SineConfig, {"adaptation": {"method": method, "inner_steps": steps,
                                                    "vectorize": vectorize}})
     trainer = SineExperiment().make_trainer(config)
@@ -84,7 +85,8 @@ def _omniglot_setup(ways: int, shots: int, meta_batch: int, steps: int, lr: floa
     return model, sample
 
 
-def _omniglot_metarl(setting: tuple[int, int, int, int, float], method: str, vectorize: bool):
+def _omniglot_metarl(setting: tuple[int, int, int, int, float], method: MetaMethod,
+                     vectorize: bool):
     from metarl.supervised.meta import meta_gradient
     from metarl.supervised.omniglot import cross_entropy
 

@@ -46,8 +46,11 @@ def map_tasks(fn: Callable[[Tensor, Tensor, Tensor, Tensor, bool], Any], batch: 
     task dimension.
     """
     if vectorize:
-        return vmap(lambda *xs: fn(*xs, True))(
-            batch.support_x, batch.support_y, batch.query_x, batch.query_y)
+        def functional_fn(sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> Any:
+            return fn(sx, sy, qx, qy, True)
+
+        return vmap(functional_fn)(batch.support_x, batch.support_y, batch.query_x,
+                                   batch.query_y)
     outputs = [fn(batch.support_x[t], batch.support_y[t], batch.query_x[t], batch.query_y[t],
                   False) for t in range(batch.num_tasks)]
     return _stack(outputs)
@@ -115,12 +118,14 @@ def meta_gradient(model: nn.Module, params: Params, batch: TaskBatch, loss_fn: L
                                         mode=mode, vectorize=vectorize, metric_fn=metric_fn)
     if method == "reptile":
         return MetaGradient(reptile_gradient(params, fast), None, losses.detach(), metrics)
-    learned_lr = isinstance(lr, Mapping) and any(v.requires_grad for v in lr.values())
-    inputs = list(params.values()) + (list(lr.values()) if learned_lr else [])  # type: ignore[union-attr]
-    grads = torch.autograd.grad(losses.mean(), inputs, allow_unused=True)
-    grads = [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads, strict=True)]
+    learned_lr = (lr if isinstance(lr, Mapping) and any(v.requires_grad for v in lr.values())
+                  else None)
+    inputs = list(params.values()) + (list(learned_lr.values()) if learned_lr else [])
+    raw_grads = torch.autograd.grad(losses.mean(), inputs, allow_unused=True)
+    grads = [torch.zeros_like(x) if g is None else g
+             for x, g in zip(inputs, raw_grads, strict=True)]
     grad_params = OrderedDict(zip(params, grads[: len(params)], strict=True))
-    grad_lr = (OrderedDict(zip(lr, grads[len(params):], strict=True))  # type: ignore[arg-type]
+    grad_lr = (OrderedDict(zip(learned_lr, grads[len(params):], strict=True))
                if learned_lr else None)
     return MetaGradient(grad_params, grad_lr, losses.detach(), metrics)
 
@@ -148,7 +153,7 @@ def adaptation_curve(model: nn.Module, params: Params, batch: TaskBatch, loss_fn
                                  + [torch.isfinite(metric)]).all()
             return torch.stack([metric, finite.to(metric.dtype)])
 
-        fast = start
+        fast: Params = start
         values = [scored(fast)]
         for step in range(steps):
             fast = adapt(fast, support_loss, steps=1, lr=step_learning_rate(lr, step),
@@ -181,7 +186,7 @@ def query_predictions(model: nn.Module, params: Params, batch: TaskBatch, loss_f
         def support_loss(p: Params) -> Tensor:
             return loss_fn(functional_call(model, p, (sx,)), sy)
 
-        fast = start
+        fast: Params = start
         outputs = [functional_call(model, fast, (qx,)).detach()]
         for step in range(steps):
             fast = adapt(fast, support_loss, steps=1, lr=step_learning_rate(lr, step),
