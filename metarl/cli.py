@@ -48,9 +48,27 @@ def resolve_config_path(text: str) -> Path:
                       f"configs: {', '.join(configs)}")
 
 
+def _versions() -> str:
+    """``metarl X (torch Y, gymnasium Z, mujoco W, Python V)``, without importing them."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    from metarl import __version__
+    parts = ", ".join(f"{name} {of(name)}" for name in ("torch", "gymnasium", "mujoco"))
+    return f"metarl {__version__} ({parts}, Python {sys.version.split()[0]})"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="metarl", description="Meta-learning and meta-RL: MAML, first-order MAML, Reptile.")
+        prog="metarl", description="Meta-learning and meta-RL on PyTorch, Gymnasium and MuJoCo: "
+        "MAML (second and first order), Reptile, Meta-SGD, MAML-TRPO.")
+    parser.add_argument("--version", action="version", version=_versions(),
+                        help="print the versions of metarl and what it runs on, and exit")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="meta-train from a config (or resume a run)")

@@ -154,6 +154,19 @@ def test_config_command_lists_and_resolves(capsys):
     assert "inner_steps: 5  #" in capsys.readouterr().out
 
 
+def test_version_names_metarl_and_what_it_runs_on(capsys):
+    import torch
+
+    import metarl
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--version"])
+    assert stopped.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"metarl {metarl.__version__} (torch {torch.__version__}, gymnasium ")
+    assert "mujoco " in out and "not installed" not in out
+
+
 TINY_RL = ["--set", "policy.hidden_sizes=[16, 16]", "--set", "training.iterations=3",
            "--set", "training.meta_batch_size=3", "--set", "training.episodes_per_task=4",
            "--set", "evaluation.tasks=3", "--set", "evaluation.episodes_per_task=4",
