@@ -84,6 +84,13 @@ OBSERVATION_DIM = 17
 CENTRE_OF_MASS_DIM = 3
 TORSO_BODY = 1  # body 0 is the world; the torso's subtree is the whole cheetah
 ACTION_DIM = 6
+QPOS_DIM = 9
+
+
+def forward_velocity_index(observe_x_position: bool) -> int:
+    """Where the torso's forward velocity qvel[0] (m/s) sits in an observation: after qpos
+    without its x (8 numbers), or with it (9)."""
+    return QPOS_DIM - (0 if observe_x_position else 1)
 
 
 def model_path() -> Path:
@@ -140,20 +147,20 @@ def task_rewards(kind: TaskKind, targets: np.ndarray, x_velocity: np.ndarray,
 
 
 def reset_noise_draws(reset_noise: ResetNoise, rng: np.random.Generator,
-                      positions: int | tuple[int, ...], velocities: int | tuple[int, ...],
-                      ) -> tuple[np.ndarray, np.ndarray]:
+                      position_shape: int | tuple[int, ...],
+                      velocity_shape: int | tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Noise added to the initial positions and velocities of an episode, of shapes
-    ``positions`` and ``velocities``, drawn from ``rng`` positions first.
+    ``position_shape`` and ``velocity_shape``, drawn from ``rng`` positions first.
 
     ``"v5"``: U(±0.1) (rad or m) and 0.1·N(0, 1) (rad/s or m/s), HalfCheetah-v5's draws in
     its order; ``"rllab"``: 0.01·N(0, 1) and 0.1·N(0, 1), the rllab half-cheetah's.
     """
     check_reset_noise(reset_noise)
     if reset_noise == "v5":
-        position_noise = rng.uniform(-RESET_NOISE_SCALE, RESET_NOISE_SCALE, size=positions)
+        position_noise = rng.uniform(-RESET_NOISE_SCALE, RESET_NOISE_SCALE, size=position_shape)
     else:
-        position_noise = RLLAB_POSITION_NOISE_STD * rng.standard_normal(positions)
-    return position_noise, RESET_NOISE_SCALE * rng.standard_normal(velocities)
+        position_noise = RLLAB_POSITION_NOISE_STD * rng.standard_normal(position_shape)
+    return position_noise, RESET_NOISE_SCALE * rng.standard_normal(velocity_shape)
 
 
 def check_reset_noise(reset_noise: str) -> None:
@@ -398,6 +405,9 @@ class BatchedHalfCheetah:
         return self.observations()
 
     def observations(self) -> Tensor:
+        """Current observations ``(N, observation_dim)`` float32: qpos without the torso's x
+        (all of it with ``observe_x_position``), qvel, then the torso subtree's centre of mass
+        (m) with ``observe_centre_of_mass``."""
         parts = [self._qpos[:, self._first_observed_position:], self._qvel]
         if self.observe_centre_of_mass:
             parts.append(self._subtree_com[:, TORSO_BODY])

@@ -35,9 +35,9 @@ def sample_goals(num_tasks: int, rng: np.random.Generator) -> np.ndarray:
 class Navigation2DEnv(gym.Env[np.ndarray, np.ndarray]):
     """Point-mass navigation to a goal; see the module docstring.
 
-    Observation: position ``(2,)`` float32. Action: velocity ``(2,)``, clipped to
-    [-0.1, 0.1]^2. Task interface: :meth:`sample_tasks`, :meth:`reset_task`; a task can also
-    be passed as ``reset(options={"task": task})``.
+    Observation: position ``(2,)`` float32. Action: velocity ``(2,)`` (the displacement in one
+    step), clipped to [-0.1, 0.1]^2. Task interface: :meth:`sample_tasks`,
+    :meth:`reset_task`; a task can also be passed as ``reset(options={"task": task})``.
     """
 
     # gym.Env declares metadata as an instance attribute; it is the class's here

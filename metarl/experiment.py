@@ -37,7 +37,9 @@ class Trainer(Protocol):
     def train_iteration(self, iteration: int) -> dict[str, float]:
         """Run meta-iteration ``iteration`` (0-based) and return its metrics.
 
-        Raises :class:`NonFiniteLossError` before changing any state if the loss is NaN/inf.
+        Raises :class:`NonFiniteLossError` if the loss is NaN/inf. The runner then stops
+        without writing a checkpoint, so the last good one stays (the trainer's in-memory
+        state, random generators included, may have moved on).
         """
         ...
 
@@ -156,8 +158,8 @@ def with_evaluation_overrides(experiment: Experiment, config: Any, overrides: Se
     """``config`` with ``evaluation.KEY=VALUE`` overrides (and, with ``baselines``, those of
     the experiment's baseline section, such as ``baselines.oracle_iterations=500``) applied
     and validated (``metarl evaluate --set``; ``metarl render --set`` without baselines).
-    Other keys are refused: they would change what the run trained, not how it is
-    evaluated."""
+    The experiment's ``location_keys`` (where its data lives) are accepted too. Other keys are
+    refused: they would change what the run trained, not how it is evaluated."""
     sections: tuple[str, ...] = ("evaluation",)
     if baselines and experiment.baseline_section:
         sections += (experiment.baseline_section,)

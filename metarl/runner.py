@@ -64,7 +64,8 @@ def load_run(run_dir: str | Path) -> tuple[Experiment, Any, dict[str, Any]]:
     """The experiment, resolved config and latest checkpoint of a run directory.
 
     The config file is checked against the config the checkpoint was trained with: only the
-    keys that may change after training started (:data:`CHANGEABLE_AFTER_START`) may differ.
+    keys that may change after training started (:data:`CHANGEABLE_AFTER_START`), the
+    experiment's ``location_keys`` and its baseline section may differ.
     """
     run_dir = Path(run_dir)
     if not run_dir.exists():

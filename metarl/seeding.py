@@ -9,7 +9,8 @@ import torch
 
 
 def derive_seed(seed: int, purpose: str) -> int:
-    """A 63-bit seed for one purpose ("tasks", "init", ...), independent across purposes."""
+    """A seed in [0, 2^63 + 2^31) for one purpose ("tasks", "init", ...), independent across
+    purposes."""
     sequence = np.random.SeedSequence([seed, zlib.crc32(purpose.encode())])
     return int(sequence.generate_state(2, dtype=np.uint32).astype(np.uint64)
                .dot(np.array([1 << 31, 1], dtype=np.uint64)))

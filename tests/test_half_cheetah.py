@@ -20,6 +20,7 @@ from metarl.envs.half_cheetah import (
     HalfCheetahDirEnv,
     HalfCheetahVelEnv,
     compile_model,
+    forward_velocity_index,
     model_path,
     reset_noise_draws,
     sample_targets,
@@ -583,6 +584,23 @@ def test_family_and_sampler_roll_out_full_episodes():
     assert bool((episodes.rewards < 0).all())  # -|v - v_goal| - cost
 
 
+@pytest.mark.parametrize("observe_x", [False, True])
+@pytest.mark.parametrize("observe_com", [False, True])
+def test_forward_velocity_index_picks_the_torsos_qvel0(observe_x, observe_com):
+    env = HalfCheetahVelEnv({"velocity": 1.0}, observe_centre_of_mass=observe_com,
+                            exclude_current_positions_from_observation=not observe_x)
+    env.reset(seed=0)
+    batched = BatchedHalfCheetah("velocity", np.ones(2), np.random.default_rng(0),
+                                 observe_x_position=observe_x, observe_centre_of_mass=observe_com)
+    batched.reset()
+    index = forward_velocity_index(observe_x)
+    for _ in range(5):
+        observation = env.step(env.action_space.sample())[0]
+        assert observation[index] == pytest.approx(env.unwrapped.data.qvel[0])
+        observations = batched.step(torch.rand(2, 6) * 2 - 1)[0]
+        assert observations[:, index].numpy() == pytest.approx(batched._qvel[:, 0], abs=1e-6)
+
+
 def test_velocity_plot_of_short_episodes_draws_lines(tmp_path, monkeypatch):
     """10-step episodes: the 10-step smoothing shrinks so that each curve keeps 5 points."""
     import metarl.rl.render as render
@@ -598,7 +616,8 @@ def test_velocity_plot_of_short_episodes_draws_lines(tmp_path, monkeypatch):
     figures, real = [], render.save_figure
     monkeypatch.setattr(render, "save_figure",
                         lambda fig, output, **kw: figures.append(fig) or real(fig, output, **kw))
-    render.plot_cheetah_velocities(tasks, episodes, tmp_path / "v.png")
+    render.plot_cheetah_velocities(tasks, episodes, tmp_path / "v.png",
+                                   velocity_index=forward_velocity_index(False))
     velocity_lines = [line for ax in figures[0].axes for line in ax.get_lines()
                       if "step(s)" in line.get_label()]
     assert len(velocity_lines) == 4  # 2 tasks x 2 steps
@@ -1044,6 +1063,21 @@ def test_a_frame_skip_1_run_evaluates_and_renders_at_its_rate(tmp_path, monkeypa
     assert main(["render", str(run), "--video", str(tmp_path / "v.gif"), "--steps", "1"]) == 0
     assert seen["dt"] == pytest.approx(0.01) and "(dt 0.01 s)" in seen["title"]
     assert dict(seen["check"]) == dict(seen["video"]) == {"frame_skip": 1}
+
+
+def test_the_velocity_plot_of_a_run_observing_x_reads_the_velocity(tmp_path, monkeypatch):
+    """With the torso's x observed, qvel[0] moves from observation index 8 to 9."""
+    import metarl.rl.render as render
+    from metarl.cli import main
+
+    run = tmp_path / "xobs"
+    assert main(["train", "half-cheetah-vel", "--run-dir", str(run), *TINY_CHEETAH,
+                 "--set", "env.max_episode_steps=10", "--set", "env.observe_x_position=true"]) == 0
+    seen = {}
+    monkeypatch.setattr(render, "plot_cheetah_velocities",
+                        lambda *a, velocity_index, **k: seen.update(index=velocity_index) or a[2])
+    assert main(["render", str(run), "--tasks", "1", "--steps", "1"]) == 0
+    assert seen["index"] == 9 == forward_velocity_index(True)
 
 
 def test_pretrained_cache_key_of_the_default_frame_skip_is_unchanged(tmp_path, monkeypatch):

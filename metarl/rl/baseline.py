@@ -1,7 +1,8 @@
 """The linear feature baseline of Duan et al. (2016), fitted per task by ridge regression.
 
-Features of an observation o at time t (of an episode of at most H steps), with s = t / 100:
-``[o, o², s, s², s³, 1]`` — the usual choice of rllab and the MAML authors' code.
+Features of an observation o clipped to [-10, 10] at time t (of an episode of at most H
+steps), with s = t / 100: ``[o, o², s, s², s³, 1]`` — the usual choice of rllab and the MAML
+authors' code.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from torch import Tensor
 
 
 def baseline_features(observations: Tensor, mask: Tensor, times: Tensor | None = None) -> Tensor:
-    """Features ``(..., H, 2·obs_dim + 4)`` of observations ``(..., H, obs_dim)``.
+    """Features ``(..., H, 2·obs_dim + 4)`` float64 of observations ``(..., H, obs_dim)``
+    clipped to [-10, 10]; zero where ``mask`` ``(..., H)`` is 0.
 
     ``times`` ``(..., H)``: each step's index within its episode (default: its position along
     H, one episode per row).

@@ -164,11 +164,11 @@ def evaluation_rollouts(config: MetaRLConfig, params: Params, *, tasks: int, ste
     (in ``family``'s environments, by default the config's evaluation environments)."""
     family = family or evaluation_family(config)
     test_tasks = sample_test_tasks(config, tasks, seed)
-    episodes = episodes_per_task or config.evaluation.episodes_per_task
+    num_episodes = episodes_per_task or config.evaluation.episodes_per_task
     rollouts = rollouts_with_adaptation(
-        family.make_batched(test_tasks, episodes, numpy_generator(seed, "evaluate-resets")),
+        family.make_batched(test_tasks, num_episodes, numpy_generator(seed, "evaluate-resets")),
         make_policy(config), params,
-        num_tasks=tasks, episodes_per_task=episodes, max_steps=episode_length(config),
+        num_tasks=tasks, episodes_per_task=num_episodes, max_steps=episode_length(config),
         learning_rates=evaluation_learning_rates(config, steps),
         advantages=advantage_settings(config),
         generator=torch_generator(seed, "evaluate-actions"), action_scale=action_scale(config),

@@ -102,7 +102,7 @@ class MetaRLExperiment(Experiment):
                                     for e in rollouts.episodes]
         main = curves[config.adaptation.method]
         # The paper's returns are sums over its episode length; other lengths are not comparable.
-        # So are returns on other test targets than the paper's.
+        # Nor are returns on other test targets (evaluation.test_velocities).
         published = (PUBLISHED_RETURNS.get(config.env.name, {})
                      if episode_length(config) == family.max_episode_steps
                      and config.evaluation.test_velocities is None else {})
@@ -151,10 +151,13 @@ class MetaRLExperiment(Experiment):
         tasks, rollouts = evaluation_rollouts(config, params, tasks=options.tasks, steps=steps,
                                               seed=seed)
         if family_of(config).mujoco:
+            from metarl.envs.half_cheetah import forward_velocity_index
             from metarl.rl.render import plot_cheetah_velocities
 
             output = options.output or run_dir / "velocities.png"
+            index = forward_velocity_index(config.env.observe_x_position)
             return [plot_cheetah_velocities(tasks, rollouts.episodes, output,
+                                            velocity_index=index,
                                             control_dt=family_of(config).control_dt,
                                             title=f"{env_title(config)}: {title}")]
         from metarl.rl.render import plot_navigation_trajectories

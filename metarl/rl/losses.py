@@ -35,7 +35,11 @@ class StepBatch:
 
 
 def pack_steps(episodes: Episodes, advantages: Tensor) -> StepBatch:
-    """Gather the valid steps of each task (in episode-then-time order) into a StepBatch."""
+    """Gather the valid steps of each task (in episode-then-time order) into a StepBatch.
+
+    ``advantages`` ``(T, S, L)`` as ``episodes.mask``; every field of the result is padded to
+    ``N`` = the most valid steps of any task (``mask (T, N)`` marks the real ones).
+    """
     t_, e_, h_ = episodes.mask.shape
     width = max(int(episodes.mask.sum(dim=(1, 2)).max()), 1)
     ids = episodes.episode_ids().reshape(t_, e_ * h_)
@@ -81,12 +85,18 @@ def reinforce_loss(policy: PolicyFn, params: Params, steps: StepBatch) -> Tensor
 
 def surrogate_loss(policy: PolicyFn, params: Params, steps: StepBatch,
                    old_log_probs: Tensor) -> Tensor:
-    """Outer TRPO surrogate: mean over tasks of −mean_steps[π/π_old · A], a scalar."""
+    """Outer TRPO surrogate: mean over tasks of −mean_steps[π/π_old · A], a scalar.
+
+    ``old_log_probs`` ``(T, N)``: log π_old(a|o) of the behaviour policy at ``steps``.
+    """
     ratio = torch.exp(log_probs(policy, params, steps) - old_log_probs)
     return -_task_mean(ratio * steps.advantages, steps.mask).mean()
 
 
 def mean_kl(policy: PolicyFn, params: Params, steps: StepBatch, old: Normal) -> Tensor:
-    """Mean over tasks and valid steps of KL(π_old ‖ π_params), a scalar."""
+    """Mean over tasks and valid steps of KL(π_old ‖ π_params), a scalar.
+
+    ``old``: the behaviour policy's Normal, batch shape ``(T, N, act_dim)``.
+    """
     kl = kl_divergence(old, policy(params, steps.observations)).sum(-1)
     return _task_mean(kl, steps.mask).mean()

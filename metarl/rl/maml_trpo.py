@@ -143,8 +143,9 @@ def rollouts_with_adaptation(env: BatchedEnv, policy: PolicyFn, params: Params, 
     ``step_budget``: sample ``episodes_per_task · max_steps`` steps per task rather than
     ``episodes_per_task`` episodes (see :func:`sample_episodes`).
 
-    Returns every sampled batch of episodes (``len(learning_rates) + 1`` of them), the
-    support batches used for the steps, and the final fast weights (detached).
+    Returns :class:`Rollouts`: every sampled batch of episodes (``len(learning_rates) + 1``
+    of them), the support batches used for the steps, and the detached task-batched weights
+    that sampled each batch (``.fast``: the final ones).
     """
     timings = timings if timings is not None else {}
     fast = expand_params(detached(params), num_tasks)

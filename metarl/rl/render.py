@@ -49,17 +49,16 @@ def plot_navigation_trajectories(tasks: list[dict[str, Any]], episodes_per_step:
     return save_figure(fig, output, title=f"2D navigation: {title}" if title else "")
 
 
-CHEETAH_FORWARD_VELOCITY = 8  # observation index of qvel[0], the torso's forward velocity
-
-
 def plot_cheetah_velocities(tasks: list[dict[str, Any]], episodes_per_step: list[Episodes],
-                            output: Path, *, smoothing: int = 10, control_dt: float = 0.05,
-                            title: str = "") -> Path:
+                            output: Path, *, velocity_index: int, smoothing: int = 10,
+                            control_dt: float = 0.05, title: str = "") -> Path:
     """One panel per task: the torso's forward velocity (m/s) over an episode, averaged over
-    the task's episodes and over ``smoothing`` time steps (fewer for episodes shorter than 5
-    times that), after 0, 1, ... adaptation steps,
+    the task's episodes and over ``smoothing`` time steps (fewer when the padded episode
+    length L is under 5 times that), after 0, 1, ... adaptation steps,
     with the target velocity (velocity tasks) or the direction to run (direction tasks).
-    ``control_dt``: seconds per time step, for the axis label."""
+    ``velocity_index``: where that velocity sits in an observation (see
+    ``metarl.envs.half_cheetah.forward_velocity_index``); ``control_dt``: seconds per time
+    step, for the axis label."""
     fig, axes = panel_grid(len(tasks), width=4.2, height=3.2)
     # short episodes keep at least 5 points to draw a line through
     smoothing = max(1, min(smoothing, episodes_per_step[0].mask.shape[-1] // 5))
@@ -71,7 +70,7 @@ def plot_cheetah_velocities(tasks: list[dict[str, Any]], episodes_per_step: list
             if not bool(valid.any()):
                 continue
             times = episodes.times[t][valid]  # step index within the episode
-            velocity = episodes.observations[t][valid][:, CHEETAH_FORWARD_VELOCITY].double()
+            velocity = episodes.observations[t][valid][:, velocity_index].double()
             counts = torch.bincount(times).double()
             sums = torch.zeros_like(counts).index_add_(0, times, velocity)
             mean_velocity = (sums / counts.clamp_min(1)).numpy()

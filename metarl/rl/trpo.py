@@ -65,7 +65,12 @@ def assign_flat_parameters(params: Sequence[Tensor], vector: Tensor) -> None:
 
 @dataclass(frozen=True)
 class TRPOStep:
-    """What one trust-region update did."""
+    """What one trust-region update did.
+
+    ``kl``: mean KL of the accepted step; ``step_norm``: L2 norm of its parameter change. A
+    rejected step (parameters restored) reports ``kl = step_norm = 0`` and ``loss_after =
+    loss_before``.
+    """
 
     accepted: bool
     backtracks: int

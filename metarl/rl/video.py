@@ -93,7 +93,8 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 
 
 def describe_task(task: dict[str, Any]) -> str:
-    """``velocity 1.50 m/s``, ``direction forward``, ``goal (0.30, -0.20)``."""
+    """``target velocity 1.50 m/s``, ``run forward`` / ``run backward``, or for other tasks
+    ``KEY VALUE`` rounded to 2 places (``goal [0.3, -0.2]``)."""
     if "velocity" in task:
         return f"target velocity {float(task['velocity']):.2f} m/s"
     if "direction" in task:
@@ -116,8 +117,10 @@ def run_episode(env: gym.Env, policy: PolicyFn, params: Params, *, steps: int, s
                 generator: torch.Generator,
                 action_scale: float = 1.0) -> tuple[list[np.ndarray], np.ndarray]:
     """One episode of ``env`` with actions sampled from the policy (task-batched ``params``
-    with T = 1) and multiplied by ``action_scale``; returns the frames after reset and after
-    each step, and the rewards."""
+    with T = 1) and multiplied by ``action_scale``.
+
+    Returns the frames ``(H, W, 3)`` uint8 after reset and after each step taken, and the
+    rewards ``(steps_taken,)``."""
     observation, _ = env.reset(seed=seed)
     frames = [_first_frame(env)]
     rewards = []

@@ -194,7 +194,9 @@ class Conv4(nn.Module):
 
 
 def reset_conv4(model: Conv4, generator: torch.Generator) -> None:
-    """Glorot-uniform weights (as in MAML's code) and zero biases, drawn from ``generator``."""
+    """Glorot-uniform weights for every convolution and the output layer, zero biases, drawn
+    from ``generator`` (MAML's code: Glorot for the convolutions, N(0, 1) for the output
+    layer)."""
     with torch.no_grad():
         for layer in model.modules():
             if isinstance(layer, nn.Conv2d | nn.Linear):

@@ -251,7 +251,8 @@ def load_omniglot(root: str | Path, *, image_size: int = 28, download: bool = Fa
             their unpacked folders of the same names).
         image_size: side length in pixels of the returned images.
         download: fetch the canonical archives into ``root`` first if they are missing.
-        cache_dir: where the decoded array is kept (default ``~/.cache/metarl/omniglot``);
+        cache_dir: where the decoded array is kept (default ``$XDG_CACHE_HOME/metarl/omniglot``,
+            else ``~/.cache/metarl/omniglot``);
             the first call decodes all 32,460 PNGs (about 10 s), later calls read one file.
 
     Raises:

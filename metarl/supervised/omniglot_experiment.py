@@ -72,7 +72,8 @@ class OmniglotDataConfig:
     download: bool = param(
         False, "download the canonical archives into root when missing (needs internet)")
     cache_dir: str | None = param(
-        None, "where the decoded image array is cached (null: ~/.cache/metarl/omniglot)")
+        None, "where the decoded image array is cached (null: $XDG_CACHE_HOME/metarl/omniglot, "
+        "else ~/.cache/metarl/omniglot)")
     image_size: int = param(28, "images are resized to image_size x image_size pixels", ge=8)
     train_characters: int = param(
         1200, "characters for meta-training; the other 1623 - n are test characters",

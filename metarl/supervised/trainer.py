@@ -69,7 +69,7 @@ class SupervisedMetaTrainer:
 
     def train_iteration(self, iteration: int) -> dict[str, float]:
         batch = self.sample_batch(self.task_generator)
-        grads, grad_lr, losses, metric = meta_gradient(
+        grads, grad_lr, losses, query_metric = meta_gradient(
             self.model, self.params, batch, self.loss_fn, method=self.adaptation.method,
             steps=self.adaptation.inner_steps, lr=self.learning_rate, vectorize=self.vectorize,
             metric_fn=self.metric[1] if self.metric is not None else None)
@@ -85,8 +85,8 @@ class SupervisedMetaTrainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         metrics = {"query_loss": query_loss}
-        if self.metric is not None and metric is not None:
-            metrics[f"query_{self.metric[0]}"] = float(metric.mean())
+        if self.metric is not None and query_metric is not None:
+            metrics[f"query_{self.metric[0]}"] = float(query_metric.mean())
         return metrics
 
     def state_dict(self) -> dict[str, Any]:
