@@ -251,3 +251,24 @@ def test_adaptation_curve_refuses_to_score_diverged_weights(vectorize):
     finite = adaptation_curve(model, params, batch, mse_loss, mse_loss, steps=1, lr=[LR],
                               vectorize=vectorize)
     assert bool(torch.isfinite(finite).all())
+
+
+def test_mse_loss_is_the_mean_not_the_sum_of_squared_errors():
+    # The inner learning rate (and the sine results) assume the mean over points and outputs.
+    prediction = torch.tensor([[1.0, 0.0], [2.0, 0.0], [4.0, 3.0]])
+    target = torch.tensor([[0.0, 0.0], [0.0, 0.0], [1.0, 1.0]])
+    assert float(mse_loss(prediction, target)) == pytest.approx((1 + 4 + 9 + 4) / 6)
+
+
+def test_detached_adaptation_returns_weights_without_a_graph():
+    from metarl.adaptation import adapt
+
+    gen = torch.Generator().manual_seed(0)
+    params = {"w": torch.randn(3, generator=gen, dtype=torch.float64).requires_grad_(True)}
+    x = torch.randn(5, 3, generator=gen, dtype=torch.float64)
+
+    def support(p):
+        return ((x @ p["w"]) ** 2).mean()
+
+    fast = adapt(params, support, steps=2, lr=0.1, mode="detached")
+    assert not fast["w"].requires_grad and fast["w"].grad_fn is None

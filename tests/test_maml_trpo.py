@@ -30,6 +30,7 @@ from metarl.rl.maml_trpo import (
     meta_fisher_product,
 )
 from metarl.rl.policy import expand_params, init_policy_params, policy_distribution
+from metarl.rl.trpo import hessian_vector_product
 
 import policy_reference as ref
 from param_vectors import flatten, unflatten
@@ -495,3 +496,178 @@ def test_check_adapted_policy_names_the_broken_weight_or_standard_deviation():
         with pytest.raises(NonFiniteLossError, match=rf"inner step 2 \(lr 50\) diverged: "
                                                      rf"{message}; lower the inner"):
             check_adapted_policy(OrderedDict({**good, **change}), 2, 50.0)
+
+
+def _reference_advantages(obs, rewards, mask, times, gamma, lam, normalize):
+    """compute_advantages written out episode by episode, in plain Python: discounted returns,
+    rllab features [o, o², s, s², s³, 1] (o clipped to ±10, s = step / 100), ridge 1e-5 fit per
+    task, GAE(γ, λ) with value 0 after each episode's last step, per-task standardization."""
+    num_tasks, slots, length = mask.shape
+    out = torch.zeros(num_tasks, slots, length, dtype=torch.float64)
+    for t in range(num_tasks):
+        episodes = []
+        for s in range(slots):
+            current = []
+            for h in range(length):
+                if mask[t, s, h] == 0:
+                    break
+                if times[t, s, h] == 0 and current:
+                    episodes.append((s, current))
+                    current = []
+                current.append(h)
+            if current:
+                episodes.append((s, current))
+
+        def feature(s, h, k, t=t):
+            o = min(max(float(obs[t, s, h, 0]), -10.0), 10.0)
+            step = k / 100
+            return [o, o * o, step, step**2, step**3, 1.0]
+
+        rows, targets = [], []
+        for s, steps in episodes:
+            running, returns = 0.0, {}
+            for h in reversed(steps):
+                running = float(rewards[t, s, h]) + gamma * running
+                returns[h] = running
+            for k, h in enumerate(steps):
+                rows.append(feature(s, h, k))
+                targets.append(returns[h])
+        x = torch.tensor(rows, dtype=torch.float64)
+        y = torch.tensor(targets, dtype=torch.float64)
+        coefficients = torch.linalg.solve(x.T @ x + 1e-5 * torch.eye(6, dtype=torch.float64),
+                                          x.T @ y)
+        for s, steps in episodes:
+            values = [float(torch.tensor(feature(s, h, k), dtype=torch.float64) @ coefficients)
+                      for k, h in enumerate(steps)]
+            advantage = 0.0
+            for k in reversed(range(len(steps))):
+                next_value = values[k + 1] if k + 1 < len(steps) else 0.0
+                delta = float(rewards[t, s, steps[k]]) + gamma * next_value - values[k]
+                advantage = delta + gamma * lam * advantage
+                out[t, s, steps[k]] = advantage
+        if normalize:
+            valid = mask[t] > 0
+            mean = out[t][valid].mean()
+            std = out[t][valid].std(unbiased=False)
+            out[t] = torch.where(valid, (out[t] - mean) / std, 0.0)
+    return out
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_compute_advantages_matches_a_per_episode_reference(normalize):
+    # Task 0: slot 0 holds two 3-step episodes back to back, slot 1 one 6-step episode.
+    # Task 1: a 5-step and a 4-step episode, then padding (with junk that must not count).
+    times = torch.tensor([[[0, 1, 2, 0, 1, 2], [0, 1, 2, 3, 4, 5]],
+                          [[0, 1, 2, 3, 4, 0], [0, 1, 2, 3, 0, 0]]])
+    mask = torch.tensor([[[1.0] * 6, [1.0] * 6],
+                         [[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 0, 0]]], dtype=torch.float32)
+    gen = torch.Generator().manual_seed(0)
+    obs = torch.rand(2, 2, 6, 1, generator=gen) * 6 - 3
+    obs[0, 1, 4, 0] = 12.0  # clipped to 10 by the baseline's features
+    rewards = torch.randn(2, 2, 6, generator=gen)
+    rewards[mask == 0] = 0.0
+    episodes = Episodes(obs, torch.zeros(2, 2, 6, 1), rewards, mask, torch.zeros(2, 2, 6),
+                        times)
+    settings = AdvantageSettings(discount=0.9, gae_lambda=0.7, normalize=normalize)
+    expected = _reference_advantages(obs, rewards, mask, times, 0.9, 0.7, normalize)
+    got = compute_advantages(episodes, settings)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_train_iteration_steps_along_the_second_order_gradient_and_fisher(monkeypatch):
+    """The surrogate's gradient and the Fisher product that train_iteration hands to TRPO are
+    those of the KL and surrogate differentiated through second-order adaptation (for
+    method maml), not their first-order versions."""
+    import metarl.rl.maml_trpo as maml_trpo
+
+    config = from_dict(MetaRLConfig, {
+        "env": {"max_episode_steps": 20},
+        "policy": {"hidden_sizes": [8], "activation": "tanh"},
+        "adaptation": {"method": "maml", "inner_steps": 1, "inner_lr": 0.5},
+        "training": {"iterations": 1, "meta_batch_size": 2, "episodes_per_task": 3},
+        "run": {"progress": False, "tensorboard": False}})
+    trainer = make_trainer(config)
+    seen = {}
+    real_rollouts = maml_trpo.rollouts_with_adaptation
+
+    class Checked(Exception):
+        pass
+
+    def recording_rollouts(*args, **kwargs):
+        seen["rollouts"] = real_rollouts(*args, **kwargs)
+        return seen["rollouts"]
+
+    def checking_update(params, loss_and_kl, *, fisher_product, **kwargs):
+        rollouts, policy = seen["rollouts"], trainer.policy
+        lrs = [trainer.inner_lr] * trainer.inner_steps
+        valid = pack_steps(rollouts.episodes[-1],
+                           compute_advantages(rollouts.episodes[-1], trainer.advantages))
+        with torch.no_grad():
+            old = policy(rollouts.fast, valid.observations)
+        old = Normal(old.loc, old.scale)
+        old_log_probs = old.log_prob(valid.actions).sum(-1)
+
+        def through(mode):
+            return adapt_policy(policy, expand_params(trainer.params, trainer.num_tasks),
+                                rollouts.support, lrs, mode)
+
+        def grad(loss):
+            return torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params)])
+
+        want = grad(surrogate_loss(policy, through("second_order"), valid, old_log_probs))
+        first = grad(surrogate_loss(policy, through("first_order"), valid, old_log_probs))
+        assert (want - first).norm() > 0.05 * want.norm()  # the check can tell them apart
+        got = grad(loss_and_kl(True)[0])
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6 * float(want.norm()))
+
+        kl = mean_kl(policy, through("second_order"), valid, old)
+        hvp = hessian_vector_product(kl, params, damping=config.trpo.cg_damping)
+        kl_first = mean_kl(policy, through("first_order"), valid, old)
+        hvp_first = hessian_vector_product(kl_first, params, damping=config.trpo.cg_damping)
+        v = torch.randn(want.numel(), generator=torch.Generator().manual_seed(0))
+        exact, first_order = hvp(v), hvp_first(v)
+        assert (exact - first_order).norm() > 0.05 * exact.norm()
+        torch.testing.assert_close(fisher_product(v), exact, rtol=1e-3,
+                                   atol=1e-4 * float(exact.norm()))
+        raise Checked  # the step itself is tested elsewhere
+
+    monkeypatch.setattr(maml_trpo, "rollouts_with_adaptation", recording_rollouts)
+    monkeypatch.setattr(maml_trpo, "trpo_update", checking_update)
+    with pytest.raises(Checked):
+        trainer.train_iteration(0)
+
+
+def test_pack_steps_zeroes_the_advantages_of_padding():
+    # Task 0 took 3 steps (a 2-step and a 1-step episode), task 1 took 6: task 0's packed row
+    # ends in 3 padding steps, gathered from padding whose advantage is given as 1.
+    mask = torch.tensor([[[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]], [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]])
+    times = torch.tensor([[[0, 1, 0], [0, 0, 0]], [[0, 1, 2], [0, 1, 2]]])
+    episodes = Episodes(torch.zeros(2, 2, 3, 2), torch.zeros(2, 2, 3, 2), torch.zeros(2, 2, 3),
+                        mask, torch.zeros(2, 2, 3), times)
+    packed = pack_steps(episodes, torch.ones(2, 2, 3))
+    assert packed.mask.tolist() == [[1.0, 1.0, 1.0, 0.0, 0.0, 0.0], [1.0] * 6]
+    assert torch.equal(packed.advantages, packed.mask)
+
+
+def test_sampler_zeroes_rewards_after_an_episode_ends_whatever_the_env_reports():
+    # An env that keeps paying 1 after its first environment terminates at step 1.
+    class PaysAfterDone:
+        observation_dim = action_dim = 1
+
+        def reset(self):
+            self.t = 0
+            return torch.zeros(2, 1)
+
+        def step(self, actions):
+            self.t += 1
+            return (torch.zeros(2, 1), torch.ones(2, dtype=torch.float64),
+                    torch.tensor([self.t == 1, False]))
+
+    params = expand_params(init_policy_params(1, 1, [2], generator=torch.Generator()
+                                              .manual_seed(0)), 1)
+    episodes = sample_episodes(PaysAfterDone(), policy_distribution,
+                               params, num_tasks=1, episodes_per_task=2, max_steps=3,
+                               generator=torch.Generator().manual_seed(0))
+    assert episodes.mask.tolist() == [[[1.0, 0.0, 0.0], [1.0, 1.0, 1.0]]]
+    assert episodes.rewards.tolist() == [[[1.0, 0.0, 0.0], [1.0, 1.0, 1.0]]]

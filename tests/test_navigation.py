@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -97,3 +99,32 @@ def test_render_draws_goal_and_trail():
     image = env.render()
     assert image.shape == (200, 200, 3) and image.dtype == np.uint8
     assert (image == [220, 40, 40]).all(axis=-1).any()
+
+
+@pytest.mark.parametrize(("miss", "terminates"), [(0.015, False), (0.009, True)])
+def test_success_radius_is_0_01_in_each_coordinate(miss, terminates):
+    goal = np.array([0.05, -0.04])
+    action = goal - np.array([miss, -0.5 * miss])  # one step, lands `miss` short in x
+    env = Navigation2DEnv({"goal": goal})
+    env.reset()
+    _, reward, terminated, _, _ = env.step(action)
+    assert terminated == terminates
+    assert reward == pytest.approx(-math.hypot(miss, 0.5 * miss))
+    batched = BatchedNavigation2D(torch.tensor(goal[None], dtype=torch.float64))
+    batched.reset()
+    _, _, terminated_b = batched.step(torch.tensor(action[None], dtype=torch.float64))
+    assert bool(terminated_b[0]) == terminates
+
+
+def test_batched_environments_that_are_done_stay_put_without_reward():
+    # Environment 0 reaches its goal (0.005 short in each coordinate) at step 1; the next
+    # action would move it away, but it is done: no move and reward exactly 0.
+    env = BatchedNavigation2D(torch.tensor([[0.05, 0.05], [0.4, 0.4]], dtype=torch.float64))
+    env.reset()
+    _, _, terminated = env.step(torch.tensor([[0.045, 0.045], [0.1, 0.1]], dtype=torch.float64))
+    assert terminated.tolist() == [True, False]
+    obs, rewards, terminated = env.step(torch.tensor([[0.1, 0.1], [0.1, 0.1]],
+                                                     dtype=torch.float64))
+    assert float(rewards[0]) == 0.0 and not bool(terminated[0])
+    torch.testing.assert_close(obs[0], torch.tensor([0.045, 0.045]))
+    assert float(rewards[1]) == pytest.approx(-math.hypot(0.2, 0.2))

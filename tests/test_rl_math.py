@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -201,3 +202,164 @@ def test_policy_initializations():
     default = {k: v.detach() for k, v in default.items()}
     assert float(default["b0"].abs().max()) > 0.0
     assert float(default["w0"].abs().max()) <= 1 / 17**0.5
+
+
+def test_normalize_per_task_divides_by_each_tasks_population_std():
+    # Task 0: valid [0, 3, 6] (mean 3, population std √6), padding 50.
+    # Task 1: valid [1, 1, 1, 5] (mean 2, population std √3).
+    values = torch.tensor([[[0.0, 3.0], [6.0, 50.0]], [[1.0, 1.0], [1.0, 5.0]]],
+                          dtype=torch.float64)
+    mask = torch.tensor([[[1.0, 1.0], [1.0, 0.0]], [[1.0, 1.0], [1.0, 1.0]]],
+                        dtype=torch.float64)
+    s0, s1 = math.sqrt(6.0), math.sqrt(3.0)
+    expected = torch.tensor([[[-3 / s0, 0.0], [3 / s0, 0.0]],
+                             [[-1 / s1, -1 / s1], [-1 / s1, 3 / s1]]], dtype=torch.float64)
+    torch.testing.assert_close(normalize_per_task(values, mask), expected, rtol=1e-7, atol=1e-7)
+
+
+def test_baseline_features_are_o_o2_s_s2_s3_1_with_observations_clipped():
+    # rllab's LinearFeatureBaseline: o = clip(obs, -10, 10), s = t / 100,
+    # features [o, o², s, s², s³, 1]; padding rows are zero.
+    obs = torch.tensor([[[[0.5, -2.0], [20.0, -30.0], [1.0, 3.0], [7.0, 7.0]]]])
+    mask = torch.tensor([[[1.0, 1.0, 1.0, 0.0]]])
+    rows = []
+    for t, (a, b) in enumerate([(0.5, -2.0), (10.0, -10.0), (1.0, 3.0)]):
+        s = t / 100
+        rows.append([a, b, a * a, b * b, s, s**2, s**3, 1.0])
+    rows.append([0.0] * 8)
+    expected = torch.tensor([[rows]], dtype=torch.float64)
+    features = baseline_features(obs, mask)
+    assert features.dtype == torch.float64
+    torch.testing.assert_close(features, expected, rtol=1e-12, atol=1e-15)
+
+
+def test_linear_baseline_fits_returns_given_by_hand_in_the_features():
+    # A target written out by hand (not through baseline_features): intercept, linear,
+    # squared and time terms must all be representable.
+    gen = torch.Generator().manual_seed(0)
+    obs = torch.rand(1, 4, 50, 1, generator=gen, dtype=torch.float64) * 4 - 2
+    mask = torch.ones(1, 4, 50, dtype=torch.float64)
+    s = torch.arange(50, dtype=torch.float64) / 100
+    o = obs[..., 0]
+    returns = 3.0 + 2.0 * o - 1.5 * o**2 + 4.0 * s + 200.0 * s**3
+    features = baseline_features(obs, mask)
+    coefficients = fit_linear_baseline(features, returns, mask, reg=1e-12)
+    torch.testing.assert_close(predict_baseline(features, coefficients), returns,
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_linear_baseline_default_ridge_is_rllabs_1e_5():
+    # Coefficients = (XᵀX + 1e-5·I)⁻¹ Xᵀy per task, X and y masked; the system is small and
+    # badly scaled so that the ridge term visibly matters.
+    gen = torch.Generator().manual_seed(1)
+    features = torch.randn(2, 3, 5, 4, generator=gen, dtype=torch.float64) * 0.05
+    returns = torch.randn(2, 3, 5, generator=gen, dtype=torch.float64)
+    mask = torch.ones(2, 3, 5, dtype=torch.float64)
+    mask[1, 2, 3:] = 0.0
+    got = fit_linear_baseline(features, returns, mask)
+    for t in range(2):
+        x = (features[t] * mask[t, ..., None]).reshape(-1, 4)
+        y = (returns[t] * mask[t]).reshape(-1)
+        want = torch.linalg.solve(x.T @ x + 1e-5 * torch.eye(4, dtype=torch.float64), x.T @ y)
+        torch.testing.assert_close(got[t], want, rtol=1e-9, atol=1e-12)
+
+
+def test_conjugate_gradient_stops_once_the_residual_vanishes():
+    # b an eigenvector of A: one iteration solves it exactly (residual exactly 0); a further
+    # iteration would divide 0 by 0. b = 0: x = 0 without iterating.
+    matrix = 2.0 * torch.eye(4, dtype=torch.float64)
+    b = torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=torch.float64)
+    x = conjugate_gradient(lambda v: matrix @ v, b, iterations=10)
+    assert torch.equal(x, b / 2)
+    zero = conjugate_gradient(lambda v: matrix @ v, torch.zeros(4, dtype=torch.float64),
+                              iterations=10)
+    assert torch.equal(zero, torch.zeros(4, dtype=torch.float64))
+
+
+def _linear_loss_problem():
+    theta = torch.tensor([0.3, -0.2, 0.1], dtype=torch.float64, requires_grad=True)
+    theta0 = theta.detach().clone()
+    c = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    return theta, theta0, c
+
+
+def test_trpo_rejects_a_step_that_only_ties_the_loss():
+    theta, theta0, c = _linear_loss_problem()
+
+    def ties(differentiable):
+        with torch.set_grad_enabled(differentiable):
+            d = theta - theta0
+            loss = c @ theta
+            if not differentiable:
+                loss = (c @ theta0).detach()  # every candidate equals the current loss
+            return loss, 0.5 * d @ d
+
+    step = trpo_update([theta], ties, max_kl=0.01, max_backtracks=3)
+    assert not step.accepted
+    assert torch.equal(theta.detach(), theta0)
+
+
+def test_trpo_line_search_tries_max_backtracks_shrinking_candidates():
+    theta, theta0, c = _linear_loss_problem()
+    candidates = []
+
+    def never_improves(differentiable):
+        with torch.set_grad_enabled(differentiable):
+            d = theta - theta0
+            loss = c @ theta
+            if not differentiable:
+                candidates.append(d.detach().clone())
+                loss = loss.detach() + 1.0
+            return loss, 0.5 * d @ d
+
+    trpo_update([theta], never_improves, max_kl=0.01, cg_damping=0.0, backtrack_ratio=0.5,
+                max_backtracks=4)
+    assert len(candidates) == 4
+    # full step on the KL boundary (½|d|² = 0.01), then halved each time
+    norms = [float(d.norm()) for d in candidates]
+    assert norms == pytest.approx([math.sqrt(0.02) * 0.5**k for k in range(4)], rel=1e-9)
+
+
+def test_trpo_backtracks_until_the_true_kl_is_within_the_bound():
+    # KL = ½ dᵀAd + q·(dᵀd)²: the quartic term has no curvature at θ₀, so the full step, sized
+    # by the quadratic part to KL = max_kl, overshoots; q makes its true KL 1.3·max_kl. The
+    # line search must shrink it to the first candidate within max_kl.
+    theta = torch.tensor([0.3, -0.2, 0.1], dtype=torch.float64, requires_grad=True)
+    theta0 = theta.detach().clone()
+    a = torch.tensor([[2.0, 0.3, 0.0], [0.3, 1.0, 0.1], [0.0, 0.1, 0.5]], dtype=torch.float64)
+    c = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    max_kl, ratio = 0.01, 0.8
+    natural = -torch.linalg.solve(a, c)
+    full = natural * math.sqrt(max_kl / float(0.5 * natural @ (a @ natural)))
+    q = 0.3 * max_kl / float(full @ full) ** 2
+
+    def kl_of(d):
+        return 0.5 * d @ (a @ d) + q * (d @ d) ** 2
+
+    def loss_and_kl(differentiable):
+        with torch.set_grad_enabled(differentiable):
+            d = theta - theta0
+            return c @ theta, kl_of(d)
+
+    assert float(kl_of(full)) == pytest.approx(1.3 * max_kl)
+    assert float(kl_of(ratio * full)) < max_kl  # so the first backtrack is accepted
+    step = trpo_update([theta], loss_and_kl, max_kl=max_kl, cg_damping=0.0,
+                       backtrack_ratio=ratio)
+    assert step.accepted and step.backtracks == 1
+    d = theta.detach() - theta0
+    assert step.kl == pytest.approx(float(kl_of(d))) and step.kl <= max_kl
+    torch.testing.assert_close(d, ratio * full, rtol=1e-8, atol=1e-12)
+
+
+def test_torch_scheme_bounds_are_one_over_sqrt_fan_in():
+    # PyTorch's nn.Linear default: weights and biases U(±1/√fan_in).
+    from metarl.rl.policy import init_policy_params
+
+    params = init_policy_params(17, 6, [100, 100], generator=torch.Generator().manual_seed(0))
+    for i, fan_in in enumerate([17, 100, 100]):
+        bound = fan_in**-0.5
+        weight = params[f"w{i}"].detach()
+        bias = params[f"b{i}"].detach()
+        assert float(weight.abs().max()) <= bound
+        assert float(weight.abs().max()) > 0.95 * bound
+        assert float(bias.abs().max()) <= bound
