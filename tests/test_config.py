@@ -140,3 +140,56 @@ def test_yaml_reads_exponent_numbers_and_refuses_duplicate_keys(tmp_path):
         load_config(path)
     with pytest.raises(ConfigError, match="given twice"):
         apply_overrides({}, ["evaluation.shots={a: 1, a: 2}"])
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"task": {"amplitude_min": 0}}, r"^task.amplitude_min = 0.0: must be > 0$"),
+    ({"task": {"support_shots": 0}}, r"^task.support_shots = 0: must be >= 1$"),
+    ({"evaluation": {"tasks": 1}}, r"^evaluation.tasks = 1: must be >= 2$"),
+    ({"evaluation": {"shots": [5, 10, 5]}}, r"evaluation.shots = \[5, 10, 5\]: give each K once"),
+    ({"adaptation": {"inner_steps": 0}}, r"^adaptation.inner_steps = 0: must be >= 1$"),
+    ({"run": {"checkpoint_every": 0}}, r"^run.checkpoint_every = 0: must be >= 1$"),
+    ({"training": {"iterations": True}}, r"training.iterations = True: expected an integer"),
+    ({"training": {"outer_lr": True}}, r"training.outer_lr = True: expected a number"),
+    ({"training": {"outer_lr": float("inf")}}, r"training.outer_lr = inf: expected a finite"),
+    ({"training": {"outer_lr": float("nan")}}, r"training.outer_lr = nan: expected a finite"),
+    ({"run": {"progress": 1}}, r"run.progress = 1: expected true or false"),
+    ({"_comment": "x"}, r"^unknown key _comment; allowed keys: experiment, seed, "),
+])
+def test_more_bad_sine_values_name_the_key_and_what_is_allowed(data, message):
+    with pytest.raises(ConfigError, match=message):
+        from_dict(SineConfig, data)
+
+
+def _meta_rl(**sections):
+    return config_from_data({"experiment": "meta_rl", **sections})
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"training": {"discount": 1.5}}, r"^training.discount = 1.5: must be <= 1$"),
+    ({"training": {"gae_lambda": 1.01}}, r"^training.gae_lambda = 1.01: must be <= 1$"),
+    ({"trpo": {"backtrack_ratio": 1.0}}, r"^trpo.backtrack_ratio = 1.0: must be < 1$"),
+    ({"trpo": {"max_kl": 0}}, r"^trpo.max_kl = 0.0: must be > 0$"),
+    ({"adaptation": {"inner_steps": 0}}, r"^adaptation.inner_steps = 0: must be >= 1$"),
+    ({"evaluation": {"tasks": 1}}, r"^evaluation.tasks = 1: must be >= 2$"),
+    ({"env": {"name": "half_cheetah_vel"}, "evaluation": {"test_velocities": [0.1, 0.5, 0.8]}},
+     r"give \[low, high\] with low < high"),
+    ({"env": {"name": "half_cheetah_vel"}, "evaluation": {"test_velocities": [0.5, 0.5]}},
+     r"give \[low, high\] with low < high"),
+    ({"env": {"name": "navigation2d", "reward_velocity": "centre_of_mass"}},
+     r"env.reward_velocity = centre_of_mass: navigation2d has no torso"),
+    ({"env": {"name": "navigation2d"}, "evaluation": {"reset_noise": "rllab"}},
+     r"evaluation.reset_noise = rllab: navigation2d starts every episode at its origin"),
+])
+def test_bad_meta_rl_values_name_the_key_and_what_is_allowed(data, message):
+    with pytest.raises(ConfigError, match=message):
+        _meta_rl(**data)
+
+
+def test_override_values_may_hold_an_equals_sign_and_keys_must_be_sections():
+    from metarl.config import apply_overrides, parse_override
+
+    assert parse_override("data.root=/data/a=b") == (["data", "root"], "/data/a=b")
+    with pytest.raises(ConfigError, match=r"override 'training\.iterations\.x=1': iterations is "
+                                          r"not a section"):
+        apply_overrides({"training": {"iterations": 5}}, ["training.iterations.x=1"])

@@ -671,3 +671,124 @@ def test_sampler_zeroes_rewards_after_an_episode_ends_whatever_the_env_reports()
                                generator=torch.Generator().manual_seed(0))
     assert episodes.mask.tolist() == [[[1.0, 0.0, 0.0], [1.0, 1.0, 1.0]]]
     assert episodes.rewards.tolist() == [[[1.0, 0.0, 0.0], [1.0, 1.0, 1.0]]]
+
+
+class FixedLengthEpisodes:
+    """Environment i's episodes end after exactly lengths[i] steps; it observes (and is paid)
+    the number of steps taken in its current episode."""
+
+    observation_dim = action_dim = 1
+
+    def __init__(self, lengths: list[int]) -> None:
+        self.lengths = torch.tensor(lengths)
+        self.t = torch.zeros(len(lengths), dtype=torch.long)
+
+    def reset(self) -> torch.Tensor:
+        self.t.zero_()
+        return self.t[:, None].float()
+
+    def step(self, actions):
+        self.t += 1
+        return self.t[:, None].float(), self.t.double(), self.t >= self.lengths
+
+    def restart(self, where):
+        self.t[where] = 0
+        return self.t[:, None].float()
+
+
+def test_step_budget_starts_episodes_while_under_budget_by_hand():
+    """One slot per task, H = 10: a budget of 10 steps per task. Task 0's episodes last 3
+    steps: they end after 3, 6 and 9 steps (under budget: restart) and 12 (stop): 4 episodes.
+    Task 1's last 5: they end after 5 (restart) and 10 steps, exactly the budget: 2."""
+    params = expand_params(init_policy_params(1, 1, [2], generator=torch.Generator()
+                                              .manual_seed(0)), 2)
+    episodes = sample_episodes(FixedLengthEpisodes([3, 5]), policy_distribution, params,
+                               num_tasks=2, episodes_per_task=1, max_steps=10,
+                               generator=torch.Generator().manual_seed(0), step_budget=True)
+    assert episodes.num_episodes().tolist() == [4, 2]
+    assert episodes.mask.shape == (2, 1, 12)
+    assert episodes.mask.sum(dim=(1, 2)).tolist() == [12.0, 10.0]
+    assert episodes.times[0, 0].tolist() == [0, 1, 2] * 4
+    assert episodes.times[1, 0].tolist() == [0, 1, 2, 3, 4] * 2 + [0, 0]
+    # each episode starts from its environment's restart, not from where the last one ended
+    assert episodes.observations[0, 0, :, 0].tolist() == [0.0, 1.0, 2.0] * 4
+    assert episodes.observations[1, 0, :10, 0].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0] * 2
+    assert episodes.episode_spans(0) == [(0, 0, 3), (0, 3, 3), (0, 6, 3), (0, 9, 3)]
+    assert episodes.episode_spans(1) == [(0, 0, 5), (0, 5, 5)]
+    assert episodes.episode_returns().tolist() == [[6.0] * 4, [15.0, 15.0, 0.0, 0.0]]
+    assert episodes.task_returns().tolist() == [6.0, 15.0]
+
+
+def test_time_limit_ends_an_episode_after_exactly_h_steps_in_both_samplers():
+    params = expand_params(init_policy_params(1, 1, [2], generator=torch.Generator()
+                                              .manual_seed(0)), 1)
+    for budget in (False, True):
+        episodes = sample_episodes(FixedLengthEpisodes([100, 100]), policy_distribution,
+                                   params, num_tasks=1, episodes_per_task=2, max_steps=4,
+                                   generator=torch.Generator().manual_seed(0),
+                                   step_budget=budget)
+        assert episodes.mask.tolist() == [[[1.0] * 4, [1.0] * 4]], budget
+        assert episodes.times.tolist() == [[[0, 1, 2, 3], [0, 1, 2, 3]]], budget
+        assert episodes.episode_returns().tolist() == [[10.0, 10.0]], budget
+
+
+# --------------------------------------------------------------------------- config wiring
+
+def test_make_trainer_takes_each_setting_from_the_config():
+    import math
+
+    from metarl.config import from_dict
+    from metarl.rl.build import make_trainer
+    from metarl.rl.config import MetaRLConfig
+
+    config = from_dict(MetaRLConfig, {
+        "env": {"name": "navigation2d", "max_episode_steps": 30},
+        "policy": {"hidden_sizes": [8], "init_std": 0.5, "normalized_actions": True},
+        "adaptation": {"inner_steps": 2, "inner_lr": 0.3, "method": "fomaml"},
+        "training": {"meta_batch_size": 4, "episodes_per_task": 6, "sampling": "steps",
+                     "discount": 0.9, "gae_lambda": 0.8, "normalize_advantages": False},
+        "trpo": {"max_kl": 0.02}})
+    trainer = make_trainer(config)
+    assert (trainer.num_tasks, trainer.episodes_per_task, trainer.max_steps) == (4, 6, 30)
+    assert (trainer.inner_steps, trainer.inner_lr, trainer.method) == (2, 0.3, "fomaml")
+    assert trainer.action_scale == 0.1  # navigation's action bound: ±1 policy unit is ±0.1
+    assert trainer.step_budget is True
+    assert (trainer.advantages.discount, trainer.advantages.gae_lambda,
+            trainer.advantages.normalize) == (0.9, 0.8, False)
+    assert trainer.trpo.max_kl == 0.02
+    assert torch.allclose(trainer.params["log_std"], torch.full((2,), math.log(0.5)))
+    assert make_trainer(config, inner_steps=0).inner_steps == 0  # the pretrained baseline
+    plain = make_trainer(from_dict(MetaRLConfig, {}))
+    assert (plain.max_steps, plain.action_scale, plain.step_budget) == (100, 1.0, False)
+
+
+def test_evaluation_learning_rates_and_test_tasks_follow_the_evaluation_section():
+    from metarl.config import from_dict
+    from metarl.rl.build import evaluation_learning_rates, sample_test_tasks
+    from metarl.rl.config import MetaRLConfig
+
+    config = from_dict(MetaRLConfig, {"adaptation": {"inner_lr": 0.1}})
+    assert evaluation_learning_rates(config, 3) == [0.1, 0.05, 0.05]
+    own = from_dict(MetaRLConfig, {"adaptation": {"inner_lr": 0.1},
+                                   "evaluation": {"inner_lr": 0.4, "later_lr_scale": 0.25}})
+    assert evaluation_learning_rates(own, 3) == [0.4, 0.1, 0.1]
+    assert evaluation_learning_rates(own, 0) == []
+
+    def goals(seed):
+        return [task["goal"].tolist() for task in sample_test_tasks(config, 5, seed)]
+
+    assert goals(1) == goals(1) and goals(1) != goals(2)  # the evaluation seed draws them
+
+
+def test_evaluation_rollouts_take_the_episodes_per_task_they_are_given():
+    from metarl.config import from_dict
+    from metarl.rl.build import evaluation_rollouts, new_policy_params
+    from metarl.rl.config import MetaRLConfig
+    config = from_dict(MetaRLConfig, {"env": {"max_episode_steps": 5},
+                                      "policy": {"hidden_sizes": [4]},
+                                      "evaluation": {"episodes_per_task": 3}})
+    params = new_policy_params(config, "init")
+    for given, slots in ((None, 3), (2, 2)):
+        _, rollouts = evaluation_rollouts(config, params, tasks=2, steps=0, seed=0,
+                                          episodes_per_task=given)
+        assert rollouts.episodes[0].mask.shape == (2, slots, 5)

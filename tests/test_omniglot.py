@@ -5,6 +5,7 @@ an end-to-end train / evaluate / render through the CLI on the offline copy."""
 from __future__ import annotations
 
 import json
+import math
 from collections import OrderedDict
 from pathlib import Path
 
@@ -290,3 +291,90 @@ def test_a_checkpoint_of_another_character_split_is_refused():
     trainer.split = {"train": ["a", "b"], "test": ["c"]}
     with pytest.raises(ConfigError, match=r"character split .* differs"):
         trainer.load_state_dict({"split": {"train": ["a", "c"], "test": ["b"]}})
+
+
+def test_each_class_of_a_task_gets_its_own_random_rotation_applied_to_its_images():
+    data = _labelled_images()
+    pool = class_pool(data, range(30), rotations=True)
+    draw = draw_omniglot_tasks(pool, 400, 5, 1, 1, torch.Generator().manual_seed(0))
+    counts = torch.bincount(draw.rotations.flatten(), minlength=4)
+    assert bool((counts > 400).all()), counts  # ~U{0, 1, 2, 3}: 500 each
+    # drawn per class, not once per task: P(5 equal rotations) = 1/256
+    assert (draw.rotations != draw.rotations[:, :1]).any(dim=1).float().mean() > 0.9
+    batch = draw.gather(pool)
+    for t in range(8):
+        for c in range(5):
+            character, drawer = int(draw.characters[t, c]), int(draw.drawers[t, c, 0])
+            original = torch.from_numpy(data.images[character, drawer])
+            expected = torch.rot90(original, int(draw.rotations[t, c])).float() / 255
+            assert torch.equal(batch.support_x[t, c, 0], expected), (t, c)
+
+
+def test_a_task_may_use_all_20_drawings_and_all_characters_of_the_pool():
+    pool = class_pool(_labelled_images(characters=5), range(5), rotations=False)
+    draw = draw_omniglot_tasks(pool, 3, 5, 1, 19, torch.Generator().manual_seed(0))
+    assert sorted(draw.characters[0].tolist()) == [0, 1, 2, 3, 4]
+    assert torch.equal(draw.drawers.sort(-1).values, torch.arange(20).expand(3, 5, 20))
+    with pytest.raises(ValueError, match="exceeds the 20 drawings"):
+        draw_omniglot_tasks(pool, 3, 5, 1, 20, torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="6-way tasks need 6 characters"):
+        draw_omniglot_tasks(pool, 3, 6, 1, 1, torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("train", [0, 1623])
+def test_a_split_keeps_characters_on_both_sides(train):
+    with pytest.raises(ValueError, match=r"train_characters must be in 1..1622"):
+        split_characters([f"c{i}" for i in range(1623)], train, seed=0)
+
+
+@pytest.mark.parametrize(("downsample", "sizes", "flat"), [
+    ("stride", [14, 7, 4, 2], 64 * 2 * 2),  # MAML: stride-2 convolutions, 28 -> 2
+    ("maxpool", [14, 7, 3, 1], 64),  # stride-1 convolutions, each followed by 2x2 max-pool
+])
+def test_conv4_is_four_conv_batchnorm_relu_blocks(downsample, sizes, flat):
+    model = Conv4(5, downsample=downsample)
+    layers = list(model.features)
+    per_block = 4 if downsample == "maxpool" else 3
+    assert len(layers) == 4 * per_block
+    seen = []
+    x = torch.rand(2, 1, 28, 28)
+    for block in range(4):
+        conv, norm, relu, *pool = layers[block * per_block:(block + 1) * per_block]
+        assert isinstance(conv, torch.nn.Conv2d) and conv.kernel_size == (3, 3)
+        assert conv.padding == (1, 1) and conv.out_channels == 64 and conv.bias is None
+        assert conv.stride == ((2, 2) if downsample == "stride" else (1, 1))
+        assert isinstance(norm, BatchStatNorm) and isinstance(relu, torch.nn.ReLU)
+        if downsample == "maxpool":
+            assert isinstance(pool[0], torch.nn.MaxPool2d) and pool[0].kernel_size == 2
+        for layer in layers[block * per_block:(block + 1) * per_block]:
+            x = layer(x)
+        seen.append(x.shape[-1])
+        assert bool((x >= 0).all())  # after the ReLU
+    assert seen == sizes and model.classifier.in_features == flat
+
+
+def test_batch_stat_norm_is_pytorchs_batch_norm_with_its_default_epsilon():
+    x = 1e-3 * torch.randn(8, 3, 4, 4, dtype=torch.float64,
+                           generator=torch.Generator().manual_seed(0))  # var ~1e-6: eps shows
+    reference = torch.nn.BatchNorm2d(3).double().train()  # eps 1e-5
+    torch.testing.assert_close(BatchStatNorm(3).double()(x), reference(x))
+
+
+def test_reset_conv4_draws_glorot_uniform_weights():
+    """U(±sqrt(6 / (fan_in + fan_out))), fans counting the 3x3 receptive field."""
+    model = Conv4(5, filters=64)
+    reset_conv4(model, torch.Generator().manual_seed(0))
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+    assert len(layers) == 5
+    for layer in layers:
+        receptive = 9 if isinstance(layer, torch.nn.Conv2d) else 1
+        fan_out, fan_in = layer.weight.shape[0] * receptive, layer.weight.shape[1] * receptive
+        bound = math.sqrt(6.0 / (fan_in + fan_out))
+        w = layer.weight.abs()
+        assert w.max() <= bound and w.max() > 0.95 * bound, (layer, bound)
+    assert torch.equal(model.classifier.bias, torch.zeros(5))
+
+
+def test_accuracy_is_the_fraction_of_argmax_hits():
+    logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0], [0.0, 1.0, 5.0], [1.0, 0.0, 0.5]])
+    assert accuracy(logits, torch.tensor([0, 2, 2, 1])).item() == pytest.approx(0.5)

@@ -257,3 +257,52 @@ def test_evaluate_set_accepts_only_evaluation_keys(run_with_snapshots, capsys):
         assert main(["evaluate", str(run), "--snapshots", "--set", f"evaluation.{key}=3"]) == 2
         assert f"give --{key} {key.upper()} instead" in capsys.readouterr().err
     assert not (run / "evaluation.json").exists(), "nothing evaluated before the check"
+
+
+def test_only_complete_numbered_snapshots_count(tmp_path):
+    """A snapshot's checkpoint is its last file: a folder without it (a crash while
+    snapshotting) is incomplete and left out, as are folders not named iteration-N."""
+    root = tmp_path / "snapshots"
+    for name, complete in [("iteration-12", True), ("iteration-4", True),
+                           ("iteration-8", False), ("iteration-x", True), ("other-3", True)]:
+        (root / name).mkdir(parents=True)
+        (root / name / "config.yaml").write_text("experiment: sine\n")
+        if complete:
+            (root / name / "checkpoint.pt").write_bytes(b"")
+    assert run_snapshots(tmp_path) == [(4, root / "iteration-4"), (12, root / "iteration-12")]
+    assert run_snapshots(tmp_path / "elsewhere") == []
+
+
+def test_a_saved_evaluation_is_reused_only_for_the_same_checkpoint_settings_and_baselines(
+        tmp_path):
+    from metarl.checkpoint import save_checkpoint
+    from metarl.config import to_dict
+    from metarl.evaluation import write_evaluation
+    from metarl.over_training import previous_evaluation
+    from metarl.supervised.sine_experiment import PretrainedBaselineConfig, SineEvaluationConfig
+
+    save_checkpoint(tmp_path / "checkpoint.pt", {"iteration": 4})
+    evaluation, baseline = SineEvaluationConfig(), PretrainedBaselineConfig()
+    write_evaluation(tmp_path, {
+        "metric": "mse", "mean": [1.0, 0.5], "sem": [0.1, 0.1], "ci95": [0.2, 0.2],
+        "checkpoint_iteration": 4, "steps": [0, 1], "tasks": 20, "seed": 3,
+        "baseline_names": ["pretrained"]}, to_dict(evaluation), to_dict(baseline))
+
+    def reuse(iteration=4, steps=1, tasks=20, seed=3, baselines=("pretrained",),
+              evaluation_config=evaluation, baseline_config=baseline):
+        return previous_evaluation(
+            tmp_path, iteration, steps, tasks, seed, evaluation_config=evaluation_config,
+            saved_evaluation_config=evaluation, baselines=baselines,
+            baseline_config=baseline_config, saved_baseline_config=baseline)
+
+    assert reuse()["mean"] == [1.0, 0.5]
+    assert reuse(baselines=()) is not None  # fewer baselines than it holds: still good
+    assert reuse(baselines=("pretrained", "oracle")) is None  # one it lacks
+    assert reuse(seed=4) is None
+    assert reuse(tasks=10) is None
+    assert reuse(steps=0) is None and reuse(steps=2) is None
+    assert reuse(iteration=5) is None
+    assert reuse(evaluation_config=SineEvaluationConfig(query_points=50)) is None
+    assert reuse(baseline_config=PretrainedBaselineConfig(iterations=5)) is None
+    save_checkpoint(tmp_path / "checkpoint.pt", {"iteration": 4, "other": True})
+    assert reuse() is None  # the checkpoint file changed

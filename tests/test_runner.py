@@ -10,9 +10,16 @@ from pathlib import Path
 import pytest
 import torch
 
+import metarl.runner as runner
 from metarl.checkpoint import load_checkpoint, save_checkpoint
 from metarl.config import ConfigError, from_dict, to_dict
-from metarl.runner import TrainingStopped, load_run, snapshot_dir, train_run
+from metarl.runner import (
+    TrainingStopped,
+    _deferred_interrupts,
+    load_run,
+    snapshot_dir,
+    train_run,
+)
 from metarl.supervised.sine_experiment import SineConfig, SineExperiment
 from metarl.supervised.trainer import SupervisedMetaTrainer
 
@@ -346,3 +353,119 @@ def test_a_readable_checkpoint_without_a_runs_contents_or_with_broken_weights_is
     save_checkpoint(path, state)
     with pytest.raises(UnreadableCheckpointError, match=message):
         load_run(tmp_path / "run")
+
+
+def test_a_non_finite_metric_stops_training_even_when_the_trainer_raises_nothing(
+        tmp_path, monkeypatch):
+    original = SupervisedMetaTrainer.train_iteration
+
+    def reporting_nan(self, iteration):
+        metrics = original(self, iteration)
+        return {**metrics, "query_loss": float("nan")} if iteration == 2 else metrics
+
+    monkeypatch.setattr(SupervisedMetaTrainer, "train_iteration", reporting_nan)
+    monkeypatch.setattr(runner, "_plot_learning_curve", lambda *args: None)  # no matplotlib
+    config = from_dict(SineConfig, {"model": {"hidden_sizes": [8]},
+                                    "training": {"iterations": 6, "meta_batch_size": 1},
+                                    "run": {"checkpoint_every": 2, "progress": False,
+                                            "tensorboard": False}})
+    with pytest.raises(TrainingStopped, match="stopped at meta-iteration 3: query_loss is nan"
+                       ) as stop:
+        train_run(SineExperiment(), config, tmp_path / "run")
+    assert stop.value.exit_code == 1
+    assert "last good checkpoint (iteration 2)" in str(stop.value)
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["iteration"] == 2
+
+
+def test_a_second_interrupt_stops_at_once_and_handlers_are_restored():
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt), _deferred_interrupts() as received:
+        signal.raise_signal(signal.SIGINT)  # the first: only noted
+        assert received == [signal.SIGINT]
+        signal.raise_signal(signal.SIGINT)  # the second: at once
+        pytest.fail("the second SIGINT did not interrupt")
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_checkpoints_are_synced_in_a_temporary_file_of_their_folder_then_renamed(
+        tmp_path, monkeypatch):
+    """Atomic only if the temporary file is on the same file system as the checkpoint (its
+    folder) and its bytes are on disk before the rename."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", fd))
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", Path(src), Path(dst)))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    path = tmp_path / "run" / "checkpoint.pt"
+    save_checkpoint(path, {"iteration": 1})
+    (renamed,) = [e for e in events if e[0] == "replace"]
+    assert renamed[1].parent == path.parent and renamed[2] == path
+    assert events[0][0] == "fsync", "the file's bytes are synced before the rename"
+    assert load_checkpoint(path) == {"iteration": 1}
+
+
+def test_a_file_holding_something_else_than_a_dict_is_not_a_checkpoint(tmp_path):
+    from metarl.checkpoint import UnreadableCheckpointError
+
+    torch.save([1, 2, 3], tmp_path / "checkpoint.pt")
+    with pytest.raises(UnreadableCheckpointError, match="holds a list, not a metarl checkpoint"):
+        load_checkpoint(tmp_path / "checkpoint.pt")
+
+
+def test_each_purpose_gets_its_own_random_stream():
+    from metarl.seeding import derive_seed, numpy_generator, torch_generator
+
+    purposes = ["init", "tasks", "evaluate-tasks", "evaluate-resets", "evaluate-actions"]
+    seeds = {(s, p): derive_seed(s, p) for s in range(5) for p in purposes}
+    assert len(set(seeds.values())) == len(seeds)
+    assert all(0 <= v < 2 ** 63 + 2 ** 31 for v in seeds.values())
+    assert (torch.rand(3, generator=torch_generator(0, "init")).tolist()
+            != torch.rand(3, generator=torch_generator(0, "tasks")).tolist())
+    assert (numpy_generator(0, "evaluate-tasks").random(3).tolist()
+            != numpy_generator(0, "evaluate-resets").random(3).tolist())
+    assert (numpy_generator(0, "evaluate-tasks").random(3).tolist()
+            == numpy_generator(0, "evaluate-tasks").random(3).tolist())
+
+
+def test_a_snapshot_also_writes_the_runs_checkpoint(tmp_path, monkeypatch):
+    """The run's checkpoint is never older than its latest snapshot: a crash after a
+    snapshot resumes from that snapshot's iteration, not from an older checkpoint."""
+    original = SupervisedMetaTrainer.train_iteration
+
+    def crashing(self, iteration):
+        if iteration == 5:
+            raise RuntimeError("power cut")
+        return original(self, iteration)
+
+    monkeypatch.setattr(SupervisedMetaTrainer, "train_iteration", crashing)
+    monkeypatch.setattr(runner, "_plot_learning_curve", lambda *args: None)  # no matplotlib
+    config = from_dict(SineConfig, {"model": {"hidden_sizes": [8]},
+                                    "training": {"iterations": 8, "meta_batch_size": 1},
+                                    "run": {"checkpoint_every": 100, "snapshot_every": 4,
+                                            "progress": False, "tensorboard": False}})
+    with pytest.raises(RuntimeError, match="power cut"):
+        train_run(SineExperiment(), config, tmp_path / "run")
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["iteration"] == 4
+    assert load_checkpoint(runner.snapshot_dir(tmp_path / "run", 4) / "checkpoint.pt")[
+        "iteration"] == 4
+
+
+def test_a_finished_run_may_be_resumed_with_its_own_length_to_change_its_bookkeeping(
+        tmp_path):
+    from metarl.config import ConfigError, dump_config
+
+    config = from_dict(SineConfig, {"training": {"iterations": 3}})
+    (tmp_path / "config.yaml").write_text(dump_config(config, header="a run"))
+    changed = runner.extend_run_config(tmp_path, SineExperiment(), ["run.progress=false"],
+                                       done=3)
+    assert changed.training.iterations == 3 and changed.run.progress is False
+    with pytest.raises(ConfigError, match="already holds 3 iterations; give at least 3"):
+        runner.extend_run_config(tmp_path, SineExperiment(), ["training.iterations=2"], done=3)

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+import metarl.supervised.sine_experiment as sine_experiment
 from metarl.config import from_dict
 from metarl.evaluation import summarize
 from metarl.experiment import EvaluateOptions
 from metarl.supervised.sine import SineTaskConfig, sample_sine_batch
-from metarl.supervised.sine_experiment import SineConfig, SineExperiment
+from metarl.supervised.sine_experiment import SineConfig, SineExperiment, evaluation_lr
 
 
 def test_sine_tasks_follow_the_paper_distribution():
@@ -92,3 +93,83 @@ def test_meta_sgd_learns_per_parameter_rates_and_evaluation_uses_them(tmp_path):
         np.testing.assert_allclose(result["by_shots"][str(k)]["mean"], with_rates.mean(axis=0),
                                    rtol=1e-6)
         assert np.abs(with_rates[:, 1:] - with_fixed[:, 1:]).max() > 1e-4
+
+
+def test_inputs_cover_minus_5_to_5_and_query_points_are_drawn_apart_from_the_support():
+    """MAML paper 5.1: x ~ U[-5, 5] for support and query points alike; the query points are
+    new draws (not the support points) and their targets are A sin(x + φ) of their own x."""
+    tasks, batch = sample_sine_batch(SineTaskConfig(), 2000, torch.Generator().manual_seed(0))
+    for x in (batch.support_x, batch.query_x):  # 20 000 draws each: U[-5, 5] fills the range
+        assert -5.0 <= x.min() < -4.99 and 4.99 < x.max() <= 5.0
+        assert abs(x.mean().item()) < 0.1
+        assert abs(x.std().item() - 10 / math.sqrt(12)) < 0.05  # std of U[-5, 5]
+    shared = batch.query_x[:, :, None, 0] == batch.support_x[:, None, :, 0]
+    assert not bool(shared.any()), "query points repeat support points"
+    expected = tasks.amplitude[:, None, None] * torch.sin(batch.query_x
+                                                          + tasks.phase[:, None, None])
+    torch.testing.assert_close(batch.query_y, expected)
+
+
+def test_shots_arguments_override_the_configs_support_and_query_sizes():
+    config = SineTaskConfig()  # K = 10, 10 query points
+    tasks, batch = sample_sine_batch(config, 3, torch.Generator().manual_seed(1),
+                                     support_shots=4, query_shots=7)
+    assert batch.support_x.shape == batch.support_y.shape == (3, 4, 1)
+    assert batch.query_x.shape == batch.query_y.shape == (3, 7, 1)
+    torch.testing.assert_close(batch.support_y, tasks(batch.support_x))
+
+
+def test_a_range_of_one_value_fixes_that_parameter():
+    """min == max is a valid range (a fixed amplitude); only min > max is refused."""
+    config = from_dict(SineConfig, {"task": {"amplitude_min": 2.0, "amplitude_max": 2.0}})
+    tasks, _ = sample_sine_batch(config.task, 50, torch.Generator().manual_seed(0))
+    assert torch.equal(tasks.amplitude, torch.full((50,), 2.0))
+
+
+def test_evaluation_learning_rates_follow_the_evaluation_section():
+    # REFERENCE: the first step at inner_lr, later steps at inner_lr · later_lr_scale (0.5)
+    default = from_dict(SineConfig, {})
+    assert evaluation_lr(default, None, 3) == [0.01, 0.005, 0.005]
+    own = from_dict(SineConfig, {"evaluation": {"inner_lr": 0.1, "later_lr_scale": 0.25}})
+    assert evaluation_lr(own, None, 3) == [0.1, 0.025, 0.025]
+    learned = {"w": torch.ones(2)}
+    assert evaluation_lr(own, learned, 3) is learned  # Meta-SGD keeps its learned rates
+
+
+def test_evaluation_draws_query_points_tasks_and_shots_as_asked(monkeypatch):
+    """curves(): K = shots support points, evaluation.query_points query points, `tasks`
+    tasks, and test tasks that depend on the seed."""
+    config = from_dict(SineConfig, {"evaluation": {"query_points": 3}})
+    experiment = SineExperiment()
+    params = experiment.make_trainer(config).state_dict()["params"]
+    drawn = []
+    real = sine_experiment.sample_sine_batch
+
+    def spy(*args, **kwargs):
+        tasks, batch = real(*args, **kwargs)
+        drawn.append(batch)
+        return tasks, batch
+
+    monkeypatch.setattr(sine_experiment, "sample_sine_batch", spy)
+    curve = experiment.curves(config, params, 0.01, shots=4, tasks=2, steps=1, seed=0)
+    assert curve.shape == (2, 2)
+    assert drawn[0].support_x.shape == (2, 4, 1) and drawn[0].query_x.shape == (2, 3, 1)
+    experiment.curves(config, params, 0.01, shots=4, tasks=2, steps=1, seed=1)
+    assert not torch.equal(drawn[0].support_x, drawn[1].support_x), "the seed picks the tasks"
+
+
+def test_evaluate_reports_the_training_k_and_the_seed_it_was_given(tmp_path):
+    """With shots [5, 10, 20] and training K = 10, the headline curve is K = 10's; the test
+    tasks come from the seed of the options, recorded in the result."""
+    config = from_dict(SineConfig, {"evaluation": {"tasks": 4, "steps": 1}})
+    experiment = SineExperiment()
+    state = {"trainer": experiment.make_trainer(config).state_dict(), "iteration": 0}
+    result = experiment.evaluate(config, state, tmp_path, EvaluateOptions(seed=3))
+    assert result["shots"] == 10 and result["seed"] == 3 and result["tasks"] == 4
+    assert result["mean"] == result["by_shots"]["10"]["mean"]
+    lr = evaluation_lr(config, None, 1)
+    expected = summarize(experiment.curves(config, state["trainer"]["params"], lr, shots=10,
+                                           tasks=4, steps=1, seed=3))
+    assert result["mean"] == pytest.approx(expected["mean"])
+    assert result["ci95"] == pytest.approx(expected["ci95"])
+    assert np.isfinite(result["sem"]).all()
