@@ -143,19 +143,50 @@ def test_evaluation_draws_query_points_tasks_and_shots_as_asked(monkeypatch):
     experiment = SineExperiment()
     params = experiment.make_trainer(config).state_dict()["params"]
     drawn = []
-    real = sine_experiment.sample_sine_batch
+    real = sine_experiment.sample_sine_test_batch
 
     def spy(*args, **kwargs):
         tasks, batch = real(*args, **kwargs)
         drawn.append(batch)
         return tasks, batch
 
-    monkeypatch.setattr(sine_experiment, "sample_sine_batch", spy)
+    monkeypatch.setattr(sine_experiment, "sample_sine_test_batch", spy)
     curve = experiment.curves(config, params, 0.01, shots=4, tasks=2, steps=1, seed=0)
     assert curve.shape == (2, 2)
     assert drawn[0].support_x.shape == (2, 4, 1) and drawn[0].query_x.shape == (2, 3, 1)
     experiment.curves(config, params, 0.01, shots=4, tasks=2, steps=1, seed=1)
     assert not torch.equal(drawn[0].support_x, drawn[1].support_x), "the seed picks the tasks"
+    assert not torch.equal(drawn[0].query_x, drawn[1].query_x)
+
+
+def test_every_k_is_evaluated_on_the_same_tasks_with_nested_support_sets(monkeypatch, tmp_path):
+    """evaluate(): K = 5, 10 and 20 share the test tasks and query points, so the loss before
+    adaptation is the same for each K; K = 10's support points start with K = 5's."""
+    config = from_dict(SineConfig, {"evaluation": {"tasks": 6, "steps": 1,
+                                                   "query_points": 7}})
+    experiment = SineExperiment()
+    drawn = []
+    real = sine_experiment.sample_sine_test_batch
+
+    def spy(*args, **kwargs):
+        tasks, batch = real(*args, **kwargs)
+        drawn.append((tasks, batch))
+        return tasks, batch
+
+    monkeypatch.setattr(sine_experiment, "sample_sine_test_batch", spy)
+    state = {"trainer": experiment.make_trainer(config).state_dict(), "iteration": 0}
+    result = experiment.evaluate(config, state, tmp_path, EvaluateOptions())
+    by_shots = result["by_shots"]
+    assert by_shots["5"]["mean"][0] == by_shots["10"]["mean"][0] == by_shots["20"]["mean"][0]
+    assert by_shots["5"]["mean"][1] != by_shots["20"]["mean"][1]
+    (tasks5, five), (tasks10, ten), (_, twenty) = drawn
+    assert torch.equal(tasks5.amplitude, tasks10.amplitude)
+    assert torch.equal(tasks5.phase, tasks10.phase)
+    assert torch.equal(five.query_x, twenty.query_x) and five.query_x.shape == (6, 7, 1)
+    assert [b.support_x.shape[1] for b in (five, ten, twenty)] == [5, 10, 20]
+    assert torch.equal(ten.support_x[:, :5], five.support_x)
+    assert torch.equal(twenty.support_x[:, :10], ten.support_x)
+    assert not torch.equal(ten.support_x[:, 5:], ten.support_x[:, :5])
 
 
 def test_evaluate_reports_the_training_k_and_the_seed_it_was_given(tmp_path):

@@ -71,6 +71,24 @@ def sample_sine_batch(config: SineTaskConfig, num_tasks: int, generator: torch.G
     return tasks, TaskBatch(support_x, tasks(support_x), query_x, tasks(query_x))
 
 
+def sample_sine_test_batch(config: SineTaskConfig, num_tasks: int, *, support_shots: int,
+                           pool_shots: int, query_shots: int, task_generator: torch.Generator,
+                           support_generator: torch.Generator) -> tuple[SineTasks, TaskBatch]:
+    """Test tasks for one K of several evaluated on the same tasks.
+
+    The tasks and their ``query_shots`` query points come from ``task_generator`` alone, so
+    every K is scored on the same tasks and points; the support set is the first
+    ``support_shots`` of ``pool_shots`` points per task drawn from ``support_generator``, so
+    each K's support set holds every smaller K's.
+    """
+    if not 1 <= support_shots <= pool_shots:
+        raise ValueError(f"support_shots = {support_shots} must be in [1, {pool_shots}]")
+    tasks = sample_sine_tasks(config, num_tasks, task_generator)
+    query_x = sample_inputs(config, num_tasks, query_shots, task_generator)
+    support_x = sample_inputs(config, num_tasks, pool_shots, support_generator)[:, :support_shots]
+    return tasks, TaskBatch(support_x, tasks(support_x), query_x, tasks(query_x))
+
+
 def _uniform(low: float, high: float, shape: tuple[int, ...],
              generator: torch.Generator) -> Tensor:
     return low + (high - low) * torch.rand(shape, generator=generator)

@@ -29,7 +29,7 @@ from metarl.plots import plot_adaptation_curves
 from metarl.seeding import torch_generator
 from metarl.supervised.meta import adaptation_curve, mse_loss, query_predictions
 from metarl.supervised.models import make_mlp
-from metarl.supervised.sine import SineTaskConfig, sample_sine_batch
+from metarl.supervised.sine import SineTaskConfig, sample_sine_batch, sample_sine_test_batch
 from metarl.supervised.trainer import SupervisedMetaTrainer
 
 PUBLISHED_MSE = {
@@ -178,10 +178,16 @@ class SineExperiment(Experiment):
 
     def curves(self, config: SineConfig, params: Params, lr: LearningRate, *, shots: int,
                tasks: int, steps: int, seed: int) -> np.ndarray:
-        """Test MSE of ``tasks`` new tasks after 0..steps steps from K = ``shots`` points."""
-        generator = torch_generator(seed, f"evaluate-K{shots}")
-        _, batch = sample_sine_batch(config.task, tasks, generator, support_shots=shots,
-                                     query_shots=config.evaluation.query_points)
+        """Test MSE ``(tasks, steps + 1)`` of ``tasks`` new tasks after 0..steps steps from
+        K = ``shots`` points. Every K of ``evaluation.shots`` gets the same tasks and query
+        points (so step 0 is the same for all), and each K's support set holds the smaller
+        K's."""
+        _, batch = sample_sine_test_batch(
+            config.task, tasks, support_shots=shots,
+            pool_shots=max(shots, *config.evaluation.shots),
+            query_shots=config.evaluation.query_points,
+            task_generator=torch_generator(seed, "evaluate-tasks"),
+            support_generator=torch_generator(seed, "evaluate-support"))
         curve = adaptation_curve(make_model(config), params, batch, mse_loss, mse_loss,
                                  steps=steps, lr=lr,
                                  vectorize=resolve_vectorize(config.adaptation.vectorize))
