@@ -135,11 +135,18 @@ def env_family(name: str, *, frame_skip: int | None = None,
         raise ValueError(f"{name} has no frame skip, x position, centre of mass, reward velocity "
                          "or reset noise (only the MuJoCo families: " + ", ".join(_CHEETAHS)
                          + ")")
-    from metarl.envs.half_cheetah import check_reset_noise, check_reward_velocity
+    from metarl.envs.half_cheetah import (
+        check_frame_skip,
+        check_reset_noise,
+        check_reward_velocity,
+    )
 
+    if frame_skip is not None:
+        check_frame_skip(frame_skip)
     check_reward_velocity(reward_velocity)
     check_reset_noise(reset_noise)
-    return _cheetah_family(*_CHEETAHS[name], frame_skip=frame_skip or CHEETAH_FRAME_SKIP,
+    return _cheetah_family(*_CHEETAHS[name],
+                           frame_skip=CHEETAH_FRAME_SKIP if frame_skip is None else frame_skip,
                            observe_x_position=observe_x_position,
                            reward_velocity=reward_velocity, reset_noise=reset_noise,
                            observe_centre_of_mass=observe_centre_of_mass)

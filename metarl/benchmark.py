@@ -7,6 +7,7 @@ import importlib.util
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 
@@ -32,6 +33,20 @@ def seconds_per_call(fn: Callable[[], object], repeats: int, warmup: int = 3) ->
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def announce(what: str) -> None:
+    """Say on stderr what is being timed now (a benchmark runs for minutes)."""
+    print(f"  timing {what} ...", file=sys.stderr, flush=True)
+
+
+def timed_rows(rows: Sequence[tuple[str, Callable[[], float]]]) -> list[tuple[str, float]]:
+    """``(label, measure())`` for each row, announcing each before it is measured."""
+    measured = []
+    for label, measure in rows:
+        announce(label)
+        measured.append((label, measure()))
+    return measured
 
 
 def is_installed(module: str) -> bool:

@@ -27,6 +27,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file private (0600); give it the mode open() would have
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -36,6 +38,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -62,10 +70,13 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_or_compute(path: str | Path, key: dict[str, Any], compute: Callable[[], Any]) -> Any:
+def load_or_compute(path: str | Path, key: dict[str, Any], compute: Callable[[], Any], *,
+                    matches: Callable[[Any], bool] | None = None) -> Any:
     """The value cached at ``path`` for ``key``, or ``compute()`` saved there for next time.
 
-    A cache written for another key (a changed config) is recomputed and replaced.
+    A cache written for another key (a changed config) is recomputed and replaced. With
+    ``matches``, a cached key is accepted when ``matches(cached_key)`` is true instead of when
+    it equals ``key`` (for keys written by earlier versions).
     """
     path = Path(path)
     if path.is_file():
@@ -73,7 +84,7 @@ def load_or_compute(path: str | Path, key: dict[str, Any], compute: Callable[[],
             cached = load_checkpoint(path)
         except UnreadableCheckpointError:
             cached = {}  # a damaged cache is computed again
-        if cached.get("key") == key:
+        if (matches(cached.get("key")) if matches is not None else cached.get("key") == key):
             return cached["value"]
     value = compute()
     save_checkpoint(path, {"key": key, "value": value})

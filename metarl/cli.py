@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from importlib import resources
@@ -44,6 +45,10 @@ def resolve_config_path(text: str) -> Path:
     configs = builtin_configs()
     if text in configs:
         return configs[text]
+    if path.suffix.lower() in (".yaml", ".yml") or "/" in text:
+        raise ConfigError(f"config file {text} does not exist" + (
+            " (it is a directory)" if path.is_dir() else "")
+            + "; or give a shipped config's name (see `metarl config`)")
     raise ConfigError(f"config {text!r} is neither a file nor a shipped config; shipped "
                       f"configs: {', '.join(configs)}")
 
@@ -113,8 +118,9 @@ def _parser() -> argparse.ArgumentParser:
     render = commands.add_parser("render", help="pictures of a trained run adapting")
     render.add_argument("run_dir", type=Path, metavar="RUN_DIR",
                         help="a run directory (or one of its snapshots/iteration-N)")
-    render.add_argument("--tasks", type=int, default=4,
-                        help="number of tasks to show (default: %(default)s)")
+    render.add_argument("--tasks", type=int,
+                        help="number of tasks the pictures show (default: 4; a --video shows "
+                        "one, chosen with --task)")
     render.add_argument("--steps", type=int, help="adaptation steps to show (default: the "
                         "config's evaluation.steps)")
     render.add_argument("--seed", type=int, help="seed of the shown tasks and their data "
@@ -233,7 +239,19 @@ def _train(args: argparse.Namespace) -> int:
             _remove_if_empty(run_dir)
         raise
     print(f"metarl: trained; checkpoint {checkpoint}", file=sys.stderr)
+    if args.resume is not None:
+        _note_stale_evaluation(run_dir)
     return 0
+
+
+def _note_stale_evaluation(run_dir: Path) -> None:
+    """Say so when ``evaluation.json`` was written for an earlier checkpoint of the run."""
+    path = run_dir / "evaluation.json"
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        evaluated = json.loads(path.read_text()).get("checkpoint_iteration")
+        print(f"metarl: note: {path} (and adaptation.png) are of meta-iteration {evaluated}, "
+              f"before this training; evaluate again: metarl evaluate {run_dir}",
+              file=sys.stderr)
 
 
 def _remove_if_empty(run_dir: Path) -> None:
@@ -279,7 +297,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     _note_learned_rates(config, args.overrides)
     result = experiment.evaluate(config, state, args.run_dir, options)
     print(result.get("table", ""))
-    print(f"metarl: wrote {args.run_dir / 'evaluation.json'}", file=sys.stderr)
+    print(f"metarl: wrote {args.run_dir / 'evaluation.json'} and "
+          f"{args.run_dir / 'adaptation.png'}", file=sys.stderr)
     return 0
 
 
@@ -310,6 +329,11 @@ def _render(args: argparse.Namespace) -> int:
         raise ConfigError(f"--video and --task are for meta-RL runs on the MuJoCo "
                           f"environments; runs of experiment {experiment.name} draw pictures "
                           "only")
+    if args.video is not None:
+        if args.tasks is not None:
+            raise ConfigError("--tasks sets how many tasks the pictures show; a --video shows "
+                              "one task, chosen with --task INDEX or KEY=VALUE")
+        _check_video_path(args.video)
     for text in args.overrides:
         key = ".".join(parse_override(text)[0])
         if key in experiment.render_ignored_keys:
@@ -318,8 +342,8 @@ def _render(args: argparse.Namespace) -> int:
     config = with_evaluation_overrides(experiment, config, args.overrides, baselines=False)
     _note_learned_rates(config, args.overrides)
     paths = experiment.render(config, state, args.run_dir, RenderOptions(
-        tasks=args.tasks, steps=args.steps, seed=args.seed, output=args.output,
-        video=args.video, task=args.task))
+        tasks=4 if args.tasks is None else args.tasks, steps=args.steps, seed=args.seed,
+        output=args.output, video=args.video, task=args.task))
     for path in paths:
         print(f"metarl: wrote {path}", file=sys.stderr)
     return 0
@@ -333,10 +357,34 @@ def _check_picture_path(path: Path) -> None:
     if path.suffix.lower().lstrip(".") not in types:
         raise ConfigError(f"--output {path}: name the picture's file type by its suffix, one "
                           f"of .{', .'.join(types)} (e.g. {path.with_suffix('.png').name})")
+    _check_writable("--output", path)
+
+
+def _check_video_path(path: Path) -> None:
+    """``--video``: .mp4 or .gif, in a folder that can be made and written."""
+    from metarl.rl.video import VIDEO_SUFFIXES
+
+    if path.is_dir():
+        raise ConfigError(f"--video {path} is a directory; give a file name")
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise ConfigError(f"--video {path}: the file name must end in "
+                          f"{' or '.join(VIDEO_SUFFIXES)} (e.g. {path.with_suffix('.mp4').name})")
+    _check_writable("--video", path)
+
+
+def _check_writable(flag: str, path: Path) -> None:
+    """Make ``path``'s folder and write a file there, before any work that would be lost."""
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path} is a directory; give a file name")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ConfigError(f"--output {path}: can't create its folder ({error})") from None
+        raise ConfigError(f"{flag} {path}: can't create its folder ({error})") from None
+    try:
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".metarl-write-check-"):
+            pass
+    except OSError as error:
+        raise ConfigError(f"{flag} {path}: can't write in {path.parent} ({error})") from None
 
 
 def _benchmark(args: argparse.Namespace) -> int:
@@ -395,6 +443,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as error:
         print(f"metarl: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # permissions, a full disk, a path that is a directory
+        print(f"metarl: error: {error}", file=sys.stderr)
+        return 1
     except TrainingStopped as error:
         print(f"metarl: {error}", file=sys.stderr)
         return error.exit_code

@@ -73,6 +73,13 @@ def shown_steps(steps: list[int]) -> list[int]:
     return sorted({s for s in steps if s in (0, 1, 2, 3, 5)} | {steps[-1]})
 
 
+def _significant(value: float, digits: int) -> str:
+    """``value`` to ``digits`` significant digits, but whole numbers rather than exponents
+    below a million (a CI of 240, not 2.4e+02)."""
+    text = f"{value:.{digits}g}"
+    return f"{value:.0f}" if "e+" in text and abs(value) < 1e6 else text
+
+
 def format_table(curves: dict[str, dict[str, list[float]]], steps: list[int],
                  metric: str) -> str:
     """A plain-text table: one row per curve, ``mean ± ci95`` after chosen step counts (blank
@@ -83,7 +90,8 @@ def format_table(curves: dict[str, dict[str, list[float]]], steps: list[int],
                                                   for i in columns)
     rows = [header]
     for name, curve in curves.items():
-        cells = "".join(f"{curve['mean'][i]:>9.4g} ± {curve['ci95'][i]:<5.2g}"
+        cells = "".join(f"{_significant(curve['mean'][i], 4):>9} ± "
+                        f"{_significant(curve['ci95'][i], 2):<5}"
                         if i < len(curve["mean"]) else " " * 17 for i in columns)
         rows.append(f"{name:<{name_width}}{cells}")
     return "\n".join(rows)

@@ -182,8 +182,22 @@ def with_evaluation_overrides(experiment: Experiment, config: Any, overrides: Se
 
 def load_config(path: str | Path, overrides: Sequence[str] = (),
                 seed: int | None = None) -> tuple[Experiment, Any]:
-    """Read a YAML config, apply ``key=value`` overrides and ``seed``, and validate it all."""
-    data = apply_overrides(read_yaml(path), overrides)
+    """Read a YAML config, apply ``key=value`` overrides and ``seed``, and validate it all.
+
+    The file is validated on its own first, so that its errors name it (and overrides' errors
+    are not blamed on it).
+    """
+    data = read_yaml(path)
+    config_from_file(path, data)
+    data = apply_overrides(data, overrides)
     if seed is not None:
         data["seed"] = seed
     return config_from_data(data)
+
+
+def config_from_file(path: str | Path, data: dict[str, Any]) -> tuple[Experiment, Any]:
+    """:func:`config_from_data` for the contents of the file ``path``; errors name the file."""
+    try:
+        return config_from_data(data)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None

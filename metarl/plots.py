@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from metarl.logging import read_metrics
 
@@ -81,6 +82,7 @@ def plot_learning_curve(metrics_path: Path, output: Path, *, title: str = "",
             smooth = np.convolve(values, kernel, mode="valid")
             ax.plot(iterations[window - 1:], smooth, color="C0", linewidth=1.6)
         ax.set_xlabel("meta-iteration")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(name)
         ax.grid(alpha=0.3)
     return save_figure(fig, output, title=title)
@@ -90,29 +92,36 @@ def plot_adaptation_curves(curves: Mapping[str, Mapping[str, Sequence[float]]],
                            steps: Sequence[int], output: Path, *, ylabel: str,
                            title: str = "",
                            reference: Mapping[str, Mapping[int, float]] | None = None,
-                           log_y: bool = False) -> Path:
+                           log_y: bool = False,
+                           value_range: tuple[float, float] | None = None) -> Path:
     """Mean ± 95% interval after each number of adaptation steps, one line per curve.
 
-    ``reference`` marks published numbers (name -> {steps: value}) with grey crosses. A curve
-    or reference with one value only (a policy that does not adapt, as the oracle) is a
-    horizontal line across the steps, its 95% interval a band.
+    ``reference`` marks published numbers (name -> {steps: value}) with grey crosses, those at
+    the evaluated ``steps`` only. A curve or reference with one value only (a policy that
+    does not adapt, as the oracle) is a horizontal line across the steps, its 95% interval a
+    band. ``value_range`` (e.g. 0-100 for an accuracy in %) clips the drawn intervals.
     """
+    low, high = value_range if value_range is not None else (-np.inf, np.inf)
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, (name, curve) in enumerate(curves.items()):
-        mean = np.asarray(curve["mean"])
-        ci = np.asarray(curve["ci95"])
+        mean = np.asarray(curve["mean"], dtype=float)
+        ci = np.asarray(curve["ci95"], dtype=float)
+        below, above = np.minimum(ci, mean - low), np.minimum(ci, high - mean)
         if len(mean) == 1 and len(steps) > 1:
             ax.axhline(mean[0], linestyle="--", color=f"C{i}", label=f"{name} (no adaptation)")
-            ax.axhspan(mean[0] - ci[0], mean[0] + ci[0], color=f"C{i}", alpha=0.12)
+            ax.axhspan(mean[0] - below[0], mean[0] + above[0], color=f"C{i}", alpha=0.12)
             continue
-        ax.errorbar(steps, mean, yerr=ci, marker="o", capsize=3, label=name, color=f"C{i}")
+        ax.errorbar(steps, mean, yerr=np.stack([below, above]), marker="o", capsize=3,
+                    label=name, color=f"C{i}")
     for i, (name, values) in enumerate((reference or {}).items()):
         color = f"{0.15 + 0.18 * i:.2f}"
         if len(values) == 1 and len(steps) > 1:
             ax.axhline(next(iter(values.values())), linestyle=":", color=color, label=name)
             continue
-        ax.plot(list(values), list(values.values()), linestyle=":", color=color,
-                marker="x", markersize=8, label=name)
+        shown = {step: value for step, value in values.items() if step in steps}
+        if shown:
+            ax.plot(list(shown), list(shown.values()), linestyle=":", color=color,
+                    marker="x", markersize=8, label=name)
     ax.set_xticks(list(steps))
     return _finish_axes(fig, ax, output, xlabel="gradient steps", ylabel=ylabel, title=title,
                         log_y=log_y)
@@ -147,6 +156,7 @@ def plot_over_training(summary: Mapping[str, Any], output: Path, *, title: str =
                        linewidth=1.2)
     if reference["name"]:
         ax.plot([], [], color="0.3", linestyle=":", label=f"{reference['name']} (dotted)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return _finish_axes(fig, ax, output, xlabel="meta-iteration of the evaluated checkpoint",
                         ylabel=f"{summary['metric']} (mean ± 95% CI)", title=title,
                         log_y=log_y)

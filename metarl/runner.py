@@ -45,7 +45,12 @@ from metarl.config import (
     to_dict,
     yaml_scalar,
 )
-from metarl.experiment import Experiment, NonFiniteLossError, config_from_data
+from metarl.experiment import (
+    Experiment,
+    NonFiniteLossError,
+    config_from_data,
+    config_from_file,
+)
 from metarl.logging import METRICS_NAME, RunLogger
 
 CONFIG_NAME = "config.yaml"
@@ -74,9 +79,14 @@ def load_run(run_dir: str | Path) -> tuple[Experiment, Any, dict[str, Any]]:
         raise ConfigError(f"{run_dir} is a file, not a run directory")
     if not (run_dir / CONFIG_NAME).is_file():
         raise ConfigError(f"{run_dir} is not a run directory: {CONFIG_NAME} is missing")
-    experiment, config = config_from_data(read_yaml(run_dir / CONFIG_NAME))
+    config_path = run_dir / CONFIG_NAME
+    experiment, config = config_from_file(config_path, read_yaml(config_path))
     if not (run_dir / CHECKPOINT_NAME).is_file():
-        raise ConfigError(f"{run_dir} has no {CHECKPOINT_NAME} yet: train it first")
+        raise ConfigError(
+            f"{run_dir} has no {CHECKPOINT_NAME} yet: it is written every "
+            f"run.checkpoint_every = {config.run.checkpoint_every} meta-iterations, and this "
+            "run stopped before the first (or is still training). Start it afresh with: "
+            f"metarl train {config_path} --run-dir {run_dir}")
     state = load_checkpoint(run_dir / CHECKPOINT_NAME)
     _check_run_checkpoint(run_dir / CHECKPOINT_NAME, state)
     _check_config_matches_checkpoint(run_dir, experiment, config, state)

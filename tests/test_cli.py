@@ -48,6 +48,21 @@ FAST = ["--set", "training.iterations=12", "--set", "training.meta_batch_size=4"
      "env.reward_velocity = centre_of_mass: navigation2d has no torso"),
     (["train", "half-cheetah-vel", "--set", "env.reward_velocity=hips"],
      "env.reward_velocity = 'hips'"),
+    (["evaluate", "/nonexistent/run", "--seed", "-1"], "--seed = -1: must be >= 0"),
+    (["render", "/nonexistent/run", "--tasks", "0"], "--tasks = 0: must be >= 1"),
+    (["render", "/nonexistent/run", "--steps", "-1"], "--steps = -1: must be >= 0"),
+    # the smallest values allowed pass the checks: the run directory is looked at next
+    (["evaluate", "/nonexistent/run", "--steps", "0", "--tasks", "2", "--seed", "0"],
+     "run directory /nonexistent/run does not exist"),
+    (["render", "/nonexistent/run", "--tasks", "1", "--steps", "0", "--seed", "0"],
+     "run directory /nonexistent/run does not exist"),
+    (["train", "--resume", "/nonexistent/run", "--seed", "3"],
+     "--resume RUN_DIR continues a run with its saved config; give no CONFIG, --seed or "
+     "--run-dir with it"),
+    (["train", "--resume", "/nonexistent/run", "--run-dir", "elsewhere"], "give no CONFIG"),
+    (["train", "sine", "--resume", "/nonexistent/run"], "give no CONFIG"),
+    (["config", "/nonexistent/dir/my.yaml"], "config file /nonexistent/dir/my.yaml does not exist"),
+    (["train", "my-config.yaml"], "config file my-config.yaml does not exist"),
 ])
 def test_bad_input_exits_2_with_the_reason(args, message, capsys, tmp_path):
     assert main(args) == 2
@@ -94,6 +109,8 @@ def test_train_evaluate_render_resume(tmp_path, capsys):
     assert main(["render", str(run), "--video", str(tmp_path / "a.mp4")]) == 2
     assert "runs of experiment sine draw pictures only" in capsys.readouterr().err
     assert not (tmp_path / "a.mp4").exists()
+    assert main(["render", str(run), "--task", "1"]) == 2
+    assert "runs of experiment sine draw pictures only" in capsys.readouterr().err
 
 
 def test_run_dir_problems_are_reported_before_any_work(tmp_path, capsys):
@@ -185,7 +202,8 @@ def test_navigation_train_evaluate_render(tmp_path, capsys):
     # a step budget of 4 episodes' worth per task: at least 4 whole episodes
     assert result["sampling"] == "steps" and len(result["episodes_sampled"]) == 4
     assert all(count >= 4 for count in result["episodes_sampled"])
-    assert set(result["baselines"]) == {"random init", "pretrained", "oracle"}
+    # keyed by the names --baselines takes, as baseline_names lists them
+    assert set(result["baselines"]) == {"random", "pretrained", "oracle"}
     assert result["baseline_names"] == ["random", "pretrained", "oracle"]
     assert (run / "baselines" / "pretrained.pt").is_file()
     assert (run / "baselines" / "oracle.pt").is_file()
@@ -213,6 +231,23 @@ def test_navigation_train_evaluate_render(tmp_path, capsys):
     assert len(result["mean"]) == 1 and result["inner_lr"] == []
     assert main(["evaluate", str(run), "--baselines", "random,oracle,typo"]) == 2
     assert "meta_rl baselines are random, pretrained, oracle" in capsys.readouterr().err
+
+    # --video: its file is checked before any episode is run or drawn
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    for video, message in [(a_file / "x.mp4", f"--video {a_file / 'x.mp4'}: can't create its "
+                            "folder"),
+                           (tmp_path / "x.avi", "the file name must end in .mp4 or .gif"),
+                           (tmp_path, f"--video {tmp_path} is a directory")]:
+        assert main(["render", str(run), "--video", str(video)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+    if Path("/proc/self").is_dir():  # a folder no one can write in, not even root
+        assert main(["render", str(run), "--video", "/proc/x.mp4"]) == 2
+        assert "--video /proc/x.mp4: can't write in /proc" in capsys.readouterr().err
+    assert main(["render", str(run), "--video", str(tmp_path / "v.mp4"), "--tasks", "2"]) == 2
+    assert "a --video shows one task, chosen with --task" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.mp4")) and not list(tmp_path.glob(".metarl-write-check*"))
 
 
 def test_meta_rl_config_rejects_reptile(tmp_path, capsys):
@@ -342,9 +377,11 @@ def test_evaluate_explains_a_run_dir_taken_by_baselines(tmp_path, capsys):
     assert "give the RUN_DIR to evaluate" in capsys.readouterr().err
 
 
-def test_an_empty_run_dir_is_refused(capsys):
+@pytest.mark.parametrize("run_dir", ["", "  "])
+def test_an_empty_run_dir_is_refused(run_dir, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where a blank name would put the run
     with pytest.raises(SystemExit) as exit_:
-        main(["train", "sine-quick", "--run-dir", ""])
+        main(["train", "sine-quick", "--run-dir", run_dir, *FAST])
     assert exit_.value.code == 2
     assert "give a directory name" in capsys.readouterr().err
 
@@ -385,3 +422,108 @@ def test_other_runtime_errors_are_not_reported_as_memory(monkeypatch):
     monkeypatch.setitem(cli.COMMANDS, "config", broken)
     with pytest.raises(RuntimeError, match="a bug"):
         main(["config"])
+
+
+@pytest.mark.parametrize(("error", "code", "message"), [
+    (KeyboardInterrupt(), 130, "metarl: interrupted"),
+    ("stopped", 143, "metarl: stopped by SIGTERM"),
+    (FileNotFoundError("no such file: x.yaml"), 2, "metarl: error: no such file: x.yaml"),
+    (PermissionError(13, "Permission denied", "x.pt"), 1,
+     "metarl: error: [Errno 13] Permission denied: 'x.pt'"),
+    (IsADirectoryError(21, "Is a directory", "out"), 1, "metarl: error: [Errno 21]"),
+    ("video", 1, "metarl: error: ffmpeg failed to write a.mp4 (exit code 3): no encoder"),
+])
+def test_each_way_a_command_stops_has_its_exit_code(error, code, message, monkeypatch, capsys):
+    import metarl.cli as cli
+    from metarl.rl.video import VideoEncodingError
+    from metarl.runner import TrainingStopped
+
+    def stop(args):
+        if error == "video":
+            raise VideoEncodingError("ffmpeg failed to write a.mp4 (exit code 3): no encoder")
+        raise TrainingStopped("stopped by SIGTERM", 143) if error == "stopped" else error
+
+    monkeypatch.setitem(cli.COMMANDS, "config", stop)
+    assert main(["config"]) == code
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_a_given_run_dir_is_kept_when_training_fails_before_writing(tmp_path, monkeypatch,
+                                                                    capsys):
+    import metarl.runner as runner
+    from metarl.config import ConfigError
+
+    def failing(*args, **kwargs):
+        raise ConfigError("MuJoCo could not be loaded")
+
+    monkeypatch.setattr(runner, "train_run", failing)
+    mine = tmp_path / "parent" / "mine"
+    mine.mkdir(parents=True)
+    assert main(["train", "sine-quick", "--run-dir", str(mine), *FAST]) == 2
+    assert mine.is_dir(), "the user's own (empty) directory stays"
+
+
+def test_a_meta_sgd_run_notes_the_test_time_rates_it_ignores(capsys):
+    from metarl.cli import _note_learned_rates
+    from metarl.experiment import config_from_data
+
+    overrides = ["evaluation.inner_lr=0.1", "evaluation.tasks=5",
+                 "evaluation.later_lr_scale=0.5"]
+    _, plain = config_from_data({"experiment": "sine"})
+    _note_learned_rates(plain, overrides)
+    assert capsys.readouterr().err == ""
+    _, meta_sgd = config_from_data({"experiment": "sine",
+                                    "adaptation": {"learn_inner_lr": True}})
+    _note_learned_rates(meta_sgd, overrides)
+    err = capsys.readouterr().err
+    assert "adapts with its learned per-parameter rates" in err
+    assert "evaluation.inner_lr=0.1, evaluation.later_lr_scale=0.5 has no effect" in err
+    assert "evaluation.tasks" not in err
+
+
+def test_a_runs_own_config_and_checkpoint_problems_say_what_to_do(tmp_path, capsys):
+    """Errors in a run's config.yaml name the file; a run stopped before its first checkpoint
+    says how to start it again, and that command works; a resumed run says its evaluation is
+    of an earlier checkpoint."""
+    run = tmp_path / "run"
+    assert main(["train", "sine-quick", "--run-dir", str(run), *FAST]) == 0
+    assert main(["evaluate", str(run), "--steps", "1", "--tasks", "4"]) == 0
+    assert "adaptation.png" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "--set", "training.iterations=14"]) == 0
+    assert (f"note: {run / 'evaluation.json'} (and adaptation.png) are of meta-iteration 12, "
+            f"before this training; evaluate again: metarl evaluate {run}"
+            in capsys.readouterr().err)
+
+    config = run / "config.yaml"
+    good = config.read_text()
+    config.write_text(good.replace("  meta_batch_size: 4", "  meta_batch_size: abc"))
+    assert main(["evaluate", str(run)]) == 2
+    assert f"{config}: training.meta_batch_size = 'abc'" in capsys.readouterr().err
+    config.write_text(good)
+
+    (run / "checkpoint.pt").unlink()
+    assert main(["train", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    restart = f"metarl train {config} --run-dir {run}"
+    assert f"{run} has no checkpoint.pt yet" in err and restart in err
+    assert main(restart.split()[1:]) == 0
+    assert (run / "checkpoint.pt").is_file()
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records] == list(range(1, 15))
+
+    binary = tmp_path / "weights.yaml"
+    binary.write_bytes(b"\x80\x02\x8a\x0a")
+    assert main(["config", str(binary)]) == 2
+    assert f"{binary}: not a YAML config (not UTF-8 text)" in capsys.readouterr().err
+
+
+def test_config_file_errors_name_the_file_and_override_errors_do_not(tmp_path, capsys):
+    config = tmp_path / "mine.yaml"
+    config.write_text("experiment: sine\ntraining:\n  meta_batch_size: 0\n")
+    assert main(["config", str(config)]) == 2
+    assert f"{config}: training.meta_batch_size = 0: must be >= 1" in capsys.readouterr().err
+    config.write_text("experiment: sine\n")
+    assert main(["config", str(config), "--set", "training.meta_batch_size=0"]) == 2
+    err = capsys.readouterr().err
+    assert "training.meta_batch_size = 0: must be >= 1" in err and str(config) not in err

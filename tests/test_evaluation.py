@@ -45,6 +45,15 @@ def test_each_table_cell_is_that_steps_mean_and_ci95():
     assert re.findall(r"(\S+) ± (\S+)", row) == [("1", "0.1"), ("2", "0.2"), ("3", "0.3")]
 
 
+def test_table_cells_keep_whole_numbers_out_of_exponent_notation():
+    """Four significant digits for the mean and two for the CI, but a CI of 240 is 240 (not
+    2.4e+02) and a return of -12345 stays whole; small numbers keep their digits."""
+    curves = {"maml": {"mean": [-216.4, -12345.0, 0.000123], "ci95": [240.0, 1234.0, 1e-5]}}
+    _, row = format_table(curves, [0, 1, 2], "return").splitlines()
+    assert re.findall(r"(\S+) ± (\S+)", row) == [("-216.4", "240"), ("-12345", "1234"),
+                                                   ("0.000123", "1e-05")]
+
+
 def test_evaluation_json_records_the_checkpoint_hash_and_the_settings(tmp_path):
     save_checkpoint(tmp_path / "checkpoint.pt", {"iteration": 3})
     evaluation = {"tasks": 40, "steps": 3, "seed": 7, "inner_lr": None, "later_lr_scale": 0.5}

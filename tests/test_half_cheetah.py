@@ -266,6 +266,14 @@ def test_env_family_with_the_centre_of_mass_reward_velocity():
         env_family("navigation2d", reward_velocity="centre_of_mass")
 
 
+@pytest.mark.parametrize("frame_skip", [0, -2, 1.5, True])
+def test_env_family_refuses_a_frame_skip_below_one_or_not_whole(frame_skip):
+    """0 is not the default and -2 not a negative control step: both are refused at once."""
+    with pytest.raises(ValueError, match="frame_skip must be an integer >= 1"):
+        env_family("half_cheetah_vel", frame_skip=frame_skip)
+    assert env_family("half_cheetah_dir", frame_skip=1).control_dt == pytest.approx(0.01)
+
+
 def _centre_of_mass(env) -> np.ndarray:
     """The cheetah's centre of mass ``(3,)`` (m), from the bodies' masses and centres on a copy
     of the simulation state, independently of the environment's code path."""
@@ -1018,7 +1026,7 @@ def test_a_failing_ffmpeg_is_reported_and_leaves_no_file(tmp_path, monkeypatch):
     fake.chmod(0o755)
     monkeypatch.setattr(imageio_ffmpeg, "get_ffmpeg_exe", lambda: str(fake))
     frames = [np.zeros((480, 640, 3), np.uint8)] * 20  # more than a pipe's buffer
-    with pytest.raises(RuntimeError, match=r"exit code 3\): Unknown encoder libx264"):
+    with pytest.raises(video.VideoEncodingError, match=r"exit code 3\): Unknown encoder libx264"):
         video.write_video(frames, tmp_path / "out" / "a.mp4", fps=10)
     assert list((tmp_path / "out").iterdir()) == []
 
@@ -1087,7 +1095,7 @@ def test_pretrained_cache_key_of_the_default_frame_skip_is_unchanged(tmp_path, m
 
     keys = []
     monkeypatch.setattr(baseline_policies, "load_or_compute",
-                        lambda path, key, compute: keys.append(key))
+                        lambda path, key, compute, **kwargs: keys.append(key))
     for frame_skip in (None, 1):
         _, config = config_from_data({"experiment": "meta_rl", "env": {
             "name": "half_cheetah_dir", "frame_skip": frame_skip}})
@@ -1269,3 +1277,188 @@ def test_velocity_definitions_script_reproduces_evaluate(cheetah_run, tmp_path, 
     with pytest.raises(SystemExit):
         load_script("cheetah_velocity_definitions").main()
     assert "non-negative" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("env_id", "env_class"), [("metarl/HalfCheetahVel-v0", HalfCheetahVelEnv),
+                                                   ("metarl/HalfCheetahDir-v0", HalfCheetahDirEnv)])
+def test_each_id_makes_its_own_task_kind(env_id, env_class):
+    env = gym.make(env_id).unwrapped
+    assert type(env) is env_class
+    key = "velocity" if env_class is HalfCheetahVelEnv else "direction"
+    assert env.reset(options={"task": {key: -1.0}})[1]["task"] == {key: -1.0}
+
+
+def test_batched_reset_takes_the_given_positions_or_velocities_and_draws_the_rest():
+    batched = BatchedHalfCheetah("velocity", np.ones(2), np.random.default_rng(0), threads=1)
+    qpos = np.zeros((2, 9))
+    qpos[:, 1] = [0.25, -0.5]
+    obs = batched.reset(qpos=qpos).numpy()
+    np.testing.assert_array_equal(obs[:, :8], qpos[:, 1:].astype(np.float32))
+    assert (obs[:, 8:] != 0).all()  # velocities: drawn reset noise
+    qvel = np.full((2, 9), 0.5)
+    obs = batched.reset(qvel=qvel).numpy()
+    np.testing.assert_array_equal(obs[:, 8:], qvel.astype(np.float32))
+    assert (obs[:, :8] != batched.init_qpos[1:].astype(np.float32)).all()  # positions: drawn
+    with pytest.raises(ValueError, match=r"targets must have shape \(N,\), got \(2, 1\)"):
+        BatchedHalfCheetah("velocity", np.ones((2, 1)), np.random.default_rng(0))
+
+
+def test_velocity_plot_averages_each_time_step_over_the_episodes_that_reach_it(
+        tmp_path, monkeypatch):
+    """2 episodes of 10 and 5 steps, the torso's velocity at observation index 9 (x observed):
+    t in the first, t + 2 in the second. Their mean, t + 1 up to t = 4 and t after, is
+    smoothed over 10 // 5 = 2 steps and drawn at the last step of each window."""
+    import metarl.rl.render as render
+    from metarl.rl.episodes import Episodes
+    from metarl.rl.render import plot_cheetah_velocities
+
+    saved_figures, real = [], render.save_figure
+    monkeypatch.setattr(render, "save_figure",
+                        lambda fig, output, **kw: saved_figures.append(fig) or real(fig, output,
+                                                                                    **kw))
+    times = torch.arange(10).repeat(1, 2, 1)
+    mask = torch.ones(1, 2, 10)
+    mask[0, 1, 5:] = 0
+    times = times * mask.long()
+    observations = torch.zeros(1, 2, 10, 18)
+    observations[0, 0, :, 9] = torch.arange(10.0)
+    observations[0, 1, :5, 9] = torch.arange(5.0) + 2
+    observations[0, 1, 5:, 9] = 100.0  # padding: not a step
+    episodes = Episodes(observations=observations, actions=torch.zeros(1, 2, 10, 6),
+                        rewards=torch.zeros(1, 2, 10), mask=mask,
+                        log_probs=torch.zeros(1, 2, 10), times=times)
+    plot_cheetah_velocities([{"velocity": 1.5}], [episodes], tmp_path / "v.png",
+                            velocity_index=9, control_dt=0.01)
+    (ax,) = saved_figures[-1].axes
+    (curve,) = [line for line in ax.get_lines() if "step(s)" in line.get_label()]
+    mean = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 5.0, 6.0, 7.0, 8.0, 9.0])
+    assert list(curve.get_xdata()) == list(range(1, 10))
+    np.testing.assert_allclose(curve.get_ydata(), (mean[:-1] + mean[1:]) / 2)
+    (target,) = [line for line in ax.get_lines() if line.get_label() == "target"]
+    assert list(target.get_ydata()) == [1.5, 1.5]
+    assert ax.get_title() == "target 1.50 m/s"
+    assert ax.get_xlabel() == "time step (0.01 s); moving mean over 2 steps"
+
+
+class _CountingEnv:
+    """A stand-in Gymnasium env: frame k is filled with k, each step is rewarded 1.5 and the
+    episode terminates after ``length`` steps (or renders nothing with ``frames=False``)."""
+
+    def __init__(self, length: int = 3, frames: bool = True):
+        self.length, self.frames, self.actions = length, frames, []
+
+    def reset(self, seed=None):
+        self.actions.clear()
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        self.actions.append(np.asarray(action))
+        return (np.zeros(2, np.float32), 1.5, len(self.actions) == self.length, False, {})
+
+    def render(self):
+        return np.full((4, 6, 3), len(self.actions), np.uint8) if self.frames else None
+
+
+def test_run_episode_samples_scaled_actions_until_the_episode_ends():
+    from metarl.rl.video import RenderBackendError, run_episode
+
+    params = expand_params(init_policy_params(2, 2, [4], init_std=0.5,
+                                              generator=torch.Generator().manual_seed(0)), 1)
+    env = _CountingEnv(length=3)
+    frames, rewards = run_episode(env, policy_distribution, params, steps=10, seed=0,
+                                  generator=torch.Generator().manual_seed(4), action_scale=0.1)
+    assert [int(f[0, 0, 0]) for f in frames] == [0, 1, 2, 3] and rewards.tolist() == [1.5] * 3
+    dist = policy_distribution(params, torch.zeros(1, 1, 2))
+    noise = torch.randn((3, *dist.mean.shape), generator=torch.Generator().manual_seed(4))
+    expected = (dist.mean + dist.stddev * noise).view(3, 2) * 0.1  # same observation each step
+    np.testing.assert_allclose(np.stack(env.actions), expected.detach().numpy(), rtol=1e-6)
+    with pytest.raises(RenderBackendError, match="could not render"):
+        run_episode(_CountingEnv(frames=False), policy_distribution, params, steps=2, seed=0,
+                    generator=torch.Generator())
+
+
+def test_choose_gl_backend_keeps_a_set_backend_and_picks_egl_without_a_display(monkeypatch):
+    import os
+
+    from metarl.rl.video import choose_gl_backend
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setenv("MUJOCO_GL", "osmesa")
+    assert choose_gl_backend() == "osmesa"
+    monkeypatch.delenv("MUJOCO_GL")
+    assert choose_gl_backend() == "egl" and os.environ["MUJOCO_GL"] == "egl"
+    monkeypatch.delenv("MUJOCO_GL")
+    monkeypatch.setenv("DISPLAY", ":0")
+    assert choose_gl_backend() == "glfw" and "MUJOCO_GL" not in os.environ
+
+
+def test_describe_task_names_each_kind_of_task():
+    from metarl.rl.video import describe_task
+
+    assert describe_task({"velocity": 1.5}) == "target velocity 1.50 m/s"
+    assert describe_task({"direction": -1.0}) == "run backward"
+    assert describe_task({"direction": 1.0}) == "run forward"
+    assert describe_task({"goal": np.array([0.304, -0.2])}) == "goal [0.3, -0.2]"
+
+
+def test_video_frames_say_the_task_step_time_and_return_so_far(tmp_path, monkeypatch):
+    import metarl.rl.video as video
+
+    class FakeEnv:
+        unwrapped = type("U", (), {"dt": 0.05})()
+
+        def close(self):
+            pass
+
+    seeds, texts = [], []
+
+    def fake_episode(env, policy, params, *, steps, seed, generator, action_scale):
+        seeds.append(generator.initial_seed())
+        frame = np.zeros((video.PANEL_HEIGHT, video.PANEL_WIDTH, 3), np.uint8)
+        return [frame] * 3, np.array([1.0, 2.5])
+
+    monkeypatch.setattr(video, "make_render_env", lambda *a, **k: FakeEnv())
+    monkeypatch.setattr(video, "run_episode", fake_episode)
+    monkeypatch.setattr(video, "annotate", lambda frame, lines: texts.append(list(lines))
+                        or frame)
+    monkeypatch.setattr(video, "write_video", lambda frames, output, *, fps: None)
+    weights = [{"b0": torch.zeros(1, 1)}] * 3
+    video.record_adaptation_video("metarl/HalfCheetahDir-v0", {"direction": -1.0},
+                                  policy_distribution, weights, tmp_path / "v.gif",
+                                  episode_steps=2, seed=7, title="maml, iteration 9")
+    assert seeds == [7, 8, 9]  # each step's episode its own actions
+    assert texts[:9] == [
+        ["run backward, before adaptation", "t =   0   return      0.0"],
+        ["run backward, before adaptation", "t =   1   return      1.0"],
+        ["run backward, before adaptation", "t =   2   return      3.5"],
+        ["run backward, after 1 step", "t =   0   return      0.0"],
+        ["run backward, after 1 step", "t =   1   return      1.0"],
+        ["run backward, after 1 step", "t =   2   return      3.5"],
+        ["run backward, after 2 steps", "t =   0   return      0.0"],
+        ["run backward, after 2 steps", "t =   1   return      1.0"],
+        ["run backward, after 2 steps", "t =   2   return      3.5"]]
+    assert texts[9:] == [["maml, iteration 9"]] * 3  # the title band of each video frame
+
+
+def test_titles_name_a_narrower_test_velocity_range_or_the_authors_tasks():
+    from metarl.experiment import config_from_data
+    from metarl.rl.build import target_range_note
+
+    def note(evaluation):
+        _, config = config_from_data({"experiment": "meta_rl", "env": {
+            "name": "half_cheetah_vel"}, "evaluation": evaluation})
+        return target_range_note(config)
+
+    assert note({}) == ""
+    assert note({"test_velocities": [0.1, 0.8]}) == ", targets U[0.1, 0.8] m/s"
+    assert note({"task_draw": "maml_authors"}) == ", the MAML authors' tasks"
+
+
+def test_write_video_refuses_other_file_types(tmp_path):
+    from metarl.config import ConfigError
+    from metarl.rl.video import write_video
+
+    with pytest.raises(ConfigError, match=r"out\.avi: the file name must end in \.mp4 or \.gif"):
+        write_video([np.zeros((8, 8, 3), np.uint8)], tmp_path / "out.avi", fps=10)
+    assert list(tmp_path.iterdir()) == []

@@ -378,3 +378,36 @@ def test_reset_conv4_draws_glorot_uniform_weights():
 def test_accuracy_is_the_fraction_of_argmax_hits():
     logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0], [0.0, 1.0, 5.0], [1.0, 0.0, 0.5]])
     assert accuracy(logits, torch.tensor([0, 2, 2, 1])).item() == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(("evaluation_queries", "expected"), [(None, 2), (3, 3)])
+def test_render_pictures_the_query_sets_that_evaluate_scores(
+        tmp_path, monkeypatch, evaluation_queries, expected):
+    """Conv4 normalizes with the statistics of the query images it is given, so render draws
+    as many queries per class as evaluate (evaluation.queries, else task.queries)."""
+    import metarl.supervised.omniglot_experiment as omniglot_experiment
+    from metarl.config import from_dict
+    from metarl.experiment import RenderOptions
+
+    config = from_dict(omniglot_experiment.OmniglotConfig, {
+        "data": {"image_size": 8, "rotations": False}, "model": {"filters": 2,
+                                                              "downsample": "stride"},
+        "task": {"ways": 3, "shots": 1, "queries": 2},
+        "evaluation": {"queries": evaluation_queries, "steps": 1}})
+    experiment = omniglot_experiment.OmniglotExperiment()
+    images = _labelled_images(size=8)
+    monkeypatch.setattr(experiment, "test_pool", lambda *args: (
+        class_pool(images, list(range(10)), rotations=False), images))
+    drawn = []
+    real = omniglot_experiment.sample_omniglot_batch
+
+    def spy(*args, **kwargs):
+        drawn.append(real(*args, **kwargs))
+        return drawn[-1]
+
+    monkeypatch.setattr(omniglot_experiment, "sample_omniglot_batch", spy)
+    model = omniglot_experiment.make_model(config, torch.Generator().manual_seed(0))
+    state = {"trainer": {"params": params_of(model)}, "iteration": 0}
+    experiment.render(config, state, tmp_path, RenderOptions(tasks=1))
+    assert drawn[0].query_x.shape[:2] == (1, 3 * expected)
+    assert (tmp_path / "omniglot_predictions.png").stat().st_size > 0

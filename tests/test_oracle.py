@@ -200,3 +200,67 @@ def test_interrupted_baseline_training_continues_to_the_same_result(tmp_path, mo
     assert resumed_returns == uninterrupted_returns
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in uninterrupted)
     assert not (tmp_path / "cut" / "baselines" / "oracle.partial.pt").exists()
+
+
+def test_task_features_are_in_key_order():
+    assert task_features([{"velocity": 1.5, "direction": -1.0}]).tolist() == [[-1.0, 1.5]]
+
+
+def test_a_partial_baseline_of_other_settings_is_not_continued(tmp_path):
+    from metarl.checkpoint import save_checkpoint
+
+    partial = tmp_path / "baselines" / "oracle.partial.pt"
+    partial.parent.mkdir()
+    save_checkpoint(partial, {"key": {"seed": 12345}, "trainer": {}, "returns": [7.0, 8.0]})
+    config = from_dict(MetaRLConfig, {
+        "env": {"name": "navigation2d", "max_episode_steps": 5},
+        "policy": {"hidden_sizes": [4]}, "training": {"meta_batch_size": 2,
+                                                      "episodes_per_task": 2},
+        "baselines": {"oracle_iterations": 1}, "run": {"progress": False}})
+    with counting_iterations() as trained_iterations:
+        _, returns = oracle_params(config, tmp_path)
+    assert trained_iterations == [0] and len(returns) == 1 and returns[0] < 0
+    assert not partial.exists()
+
+
+def test_the_pretrained_cache_ignores_the_oracles_iterations(tmp_path, monkeypatch):
+    import metarl.rl.baseline_policies as baseline_policies
+
+    keys = []
+    monkeypatch.setattr(baseline_policies, "load_or_compute",
+                        lambda path, key, compute, **kwargs: keys.append((path.name, key)))
+    for oracle_iterations in (1, 2):
+        baseline_policies.pretrained_params(
+            _navigation_config(oracle_iterations=oracle_iterations, pretrained_iterations=3),
+            tmp_path)
+    assert keys[0] == keys[1] and keys[0][0] == "pretrained.pt"
+    assert keys[0][1]["baselines"] == {"pretrained_iterations": 3}
+
+
+def test_a_run_trained_longer_keeps_its_cached_baselines(tmp_path):
+    """training.iterations (how long MAML trains) is not part of a baseline's key, also for
+    caches written when it was; the other training settings are."""
+    from metarl.checkpoint import load_checkpoint, save_checkpoint
+    from metarl.config import to_dict
+
+    def config(**training):
+        data = to_dict(_navigation_config(oracle_iterations=1))
+        data["training"] |= training
+        return from_dict(MetaRLConfig, data)
+
+    first, _ = oracle_params(config(iterations=3), tmp_path)
+    with counting_iterations() as trained_iterations:
+        same, _ = oracle_params(config(iterations=900), tmp_path)
+    assert trained_iterations == []
+    assert all(torch.equal(same[k], first[k]) for k in first)
+    cache = tmp_path / "baselines" / "oracle.pt"
+    written_before = load_checkpoint(cache)
+    assert "iterations" not in written_before["key"]["training"]
+    written_before["key"]["training"]["iterations"] = 500  # as keyed by earlier versions
+    save_checkpoint(cache, written_before)
+    with counting_iterations() as trained_iterations:
+        oracle_params(config(iterations=900), tmp_path)
+    assert trained_iterations == []
+    with counting_iterations() as trained_iterations:
+        oracle_params(config(iterations=900, meta_batch_size=6), tmp_path)
+    assert trained_iterations == [0]

@@ -469,3 +469,40 @@ def test_a_finished_run_may_be_resumed_with_its_own_length_to_change_its_bookkee
     assert changed.training.iterations == 3 and changed.run.progress is False
     with pytest.raises(ConfigError, match="already holds 3 iterations; give at least 3"):
         runner.extend_run_config(tmp_path, SineExperiment(), ["training.iterations=2"], done=3)
+
+
+def test_run_logger_writes_each_record_at_once_and_drops_work_lost_since_the_checkpoint(
+        tmp_path):
+    from metarl.logging import RunLogger, read_metrics
+
+    def iterations() -> list[int]:
+        return [r["iteration"] for r in read_metrics(tmp_path / "metrics.jsonl")]
+
+    logger = RunLogger(tmp_path, 4, progress=False, tensorboard=False)
+    for i in (1, 2, 3, 4):
+        logger.log(i, {"loss": 0.5 * i})
+        assert iterations() == list(range(1, i + 1)), "on disk before the run ends"
+    logger.close()
+    RunLogger(tmp_path, 4, start=2, progress=False, tensorboard=False).close()  # resumed at 2
+    assert iterations() == [1, 2]
+    RunLogger(tmp_path, 4, progress=False, tensorboard=False).close()  # a new run
+    assert iterations() == []
+    (tmp_path / "metrics.jsonl").write_text('{"iteration": 1}\n{"iteration": 2}\n{"itera')
+    assert iterations() == [1, 2]  # a torn last line is skipped
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_writes_get_the_mode_a_plain_open_would_give(tmp_path, umask, mode):
+    """Checkpoints and configs are readable by whoever may read the run's pictures (mkstemp
+    alone would make them 0600); the umask is left as it was."""
+    from metarl.checkpoint import atomic_write_text
+
+    previous = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "config.yaml", "seed: 0\n")
+        save_checkpoint(tmp_path / "checkpoint.pt", {"iteration": 1})
+        assert os.umask(umask) == umask
+    finally:
+        os.umask(previous)
+    for name in ("config.yaml", "checkpoint.pt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == mode

@@ -33,7 +33,7 @@ def _multitask_trpo(config: MetaRLConfig, iterations: int, purpose: str, descrip
     returns: list[float] = []
     if progress_path.is_file():
         saved = load_checkpoint(progress_path)
-        if saved.get("key") == key:
+        if _same_key(saved.get("key"), key):
             trainer.load_state_dict(saved["trainer"])
             returns = list(saved["returns"])
     bar = trange(len(returns), iterations, initial=len(returns), total=iterations,
@@ -62,7 +62,19 @@ def _baseline_key(config: MetaRLConfig) -> dict[str, Any]:
         del key["env"]["reward_velocity"]
     if key["env"]["reset_noise"] == "v5":
         del key["env"]["reset_noise"]
+    # How long the meta-training runs doesn't change the baselines: a run trained longer
+    # keeps its cached ones.
+    del key["training"]["iterations"]
     return key
+
+
+def _same_key(cached: Any, key: dict[str, Any]) -> bool:
+    """Whether a cached baseline's key is ``key``; keys written before training.iterations
+    was left out of them count as equal whatever iterations they hold."""
+    if isinstance(cached, dict) and isinstance(cached.get("training"), dict):
+        cached = cached | {"training": {k: v for k, v in cached["training"].items()
+                                        if k != "iterations"}}
+    return bool(cached == key)
 
 
 def pretrained_params(config: MetaRLConfig, run_dir: Path) -> Params:
@@ -74,7 +86,8 @@ def pretrained_params(config: MetaRLConfig, run_dir: Path) -> Params:
         run_dir / "baselines" / "pretrained.pt", key,
         lambda: _multitask_trpo(config, config.baselines.pretrained_iterations,
                                 "pretrained-", "pretrained baseline",
-                                run_dir / "baselines" / "pretrained.partial.pt", key)[0])
+                                run_dir / "baselines" / "pretrained.partial.pt", key)[0],
+        matches=lambda cached: _same_key(cached, key))
 
 
 def oracle_params(config: MetaRLConfig, run_dir: Path) -> tuple[Params, list[float]]:
@@ -91,5 +104,6 @@ def oracle_params(config: MetaRLConfig, run_dir: Path) -> tuple[Params, list[flo
                                           oracle_family(family_of(config)))
         return {"params": params, "training_returns": returns}
 
-    trained = load_or_compute(run_dir / "baselines" / "oracle.pt", key, train)
+    trained = load_or_compute(run_dir / "baselines" / "oracle.pt", key, train,
+                              matches=lambda cached: _same_key(cached, key))
     return trained["params"], trained["training_returns"]

@@ -12,7 +12,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from metarl.benchmark import print_table
+from metarl.benchmark import announce, print_table, timed_rows
 from metarl.config import from_dict, read_yaml
 from metarl.envs.navigation import Navigation2DEnv
 from metarl.rl.build import episode_length, family_of, make_policy, make_trainer, new_policy_params
@@ -95,17 +95,17 @@ def benchmark_navigation(*, repeats: int) -> None:
         return run
 
     steps = n * horizon
-    rows = [
-        ["Gymnasium SyncVectorEnv, random actions", _steps_per_second(
-            sync_vector_env(False), steps, batch_repeats)],
-        ["Gymnasium SyncVectorEnv + policy", _steps_per_second(
-            sync_vector_env(True), steps, batch_repeats)],
-        ["metarl BatchedNavigation2D, random actions", _steps_per_second(
-            batched_env(), steps, batch_repeats)],
-        ["metarl sampler (policy per task in the loop)", _steps_per_second(
+    rows = timed_rows([
+        ("Gymnasium SyncVectorEnv, random actions", lambda: _steps_per_second(
+            sync_vector_env(False), steps, batch_repeats)),
+        ("Gymnasium SyncVectorEnv + policy", lambda: _steps_per_second(
+            sync_vector_env(True), steps, batch_repeats)),
+        ("metarl BatchedNavigation2D, random actions", lambda: _steps_per_second(
+            batched_env(), steps, batch_repeats)),
+        ("metarl sampler (policy per task in the loop)", lambda: _steps_per_second(
             _sampler_run(family.make_batched(tasks, episodes, np.random.default_rng(0)), policy,
-                         params, num_tasks, episodes, horizon), steps, batch_repeats)],
-    ]
+                         params, num_tasks, episodes, horizon), steps, batch_repeats)),
+    ])
     print_table(f"navigation env steps per second ({num_tasks} tasks x {episodes} episodes x "
                 f"{horizon} steps, full episodes)", ["stepping", "env steps/s"],
                 [[name, f"{value:,.0f}"] for name, value in rows])
@@ -121,6 +121,7 @@ def print_iteration_split(name: str, data: dict, *, iterations: int) -> None:
     variants = [("maml", "maml", 1), ("maml, curvature from every 5th step", "maml", 5),
                 ("fomaml", "fomaml", 1)]
     for label, method, stride in variants:
+        announce(f"{name}, {label}: {iterations + 1} meta-iterations")
         config = from_dict(MetaRLConfig, {
             **data, "adaptation": {**data.get("adaptation", {}), "method": method},
             "trpo": {**data.get("trpo", {}), "curvature_stride": stride}})
@@ -197,18 +198,18 @@ def benchmark_cheetah(*, repeats: int) -> None:
 
         return run
 
-    rows = [
-        [f"Gymnasium SyncVectorEnv ({sync_envs} envs), random actions",
-         _steps_per_second(sync_vector_env(), sync_envs * horizon, batch_repeats)],
-        [f"raw mujoco.batch ({n} sims, {frame_skip} substeps)",
-         _steps_per_second(raw_batch(), n * horizon, batch_repeats)],
-        ["metarl BatchedHalfCheetah (rewards, observations)",
-         _steps_per_second(batched_env(), n * horizon, batch_repeats)],
-        ["metarl sampler (policy per task in the loop)",
-         _steps_per_second(_sampler_run(family.make_batched(tasks, episodes, rng), policy, params,
-                                        num_tasks, episodes, horizon),
-                           n * horizon, batch_repeats)],
-    ]
+    rows = timed_rows([
+        (f"Gymnasium SyncVectorEnv ({sync_envs} envs), random actions",
+         lambda: _steps_per_second(sync_vector_env(), sync_envs * horizon, batch_repeats)),
+        (f"raw mujoco.batch ({n} sims, {frame_skip} substeps)",
+         lambda: _steps_per_second(raw_batch(), n * horizon, batch_repeats)),
+        ("metarl BatchedHalfCheetah (rewards, observations)",
+         lambda: _steps_per_second(batched_env(), n * horizon, batch_repeats)),
+        ("metarl sampler (policy per task in the loop)",
+         lambda: _steps_per_second(_sampler_run(family.make_batched(tasks, episodes, rng),
+                                                policy, params, num_tasks, episodes, horizon),
+                                   n * horizon, batch_repeats)),
+    ])
     print_table(f"half-cheetah env steps per second ({num_tasks} tasks x {episodes} episodes x "
                 f"{horizon} steps; MuJoCo threads: {available_cpus()})",
                 ["stepping", "env steps/s"], [[name, f"{value:,.0f}"] for name, value in rows])

@@ -55,6 +55,9 @@ PUBLISHED_RETURNS = {
                          "paper: oracle": {0: 442.69}},
 }
 
+# How the paper (and our tables and plots) name the baselines whose --baselines name differs
+BASELINE_LABELS = {"random": "random init"}
+
 
 class MetaRLExperiment(Experiment):
     name = "meta_rl"
@@ -78,7 +81,7 @@ class MetaRLExperiment(Experiment):
         policies: dict[str, tuple[Params, Any, int]] = {
             config.adaptation.method: (state["trainer"]["params"], family, steps)}
         if "random" in options.baselines:
-            policies["random init"] = (new_policy_params(config, "random-baseline-init"),
+            policies["random"] = (new_policy_params(config, "random-baseline-init"),
                                        family, steps)
         if "pretrained" in options.baselines:
             policies["pretrained"] = (pretrained_params(config, run_dir), family, steps)
@@ -123,12 +126,15 @@ class MetaRLExperiment(Experiment):
             "published": {name: {str(s): v for s, v in values.items()}
                           for name, values in published.items()},
         }
-        plot_adaptation_curves(curves, result["steps"], run_dir / "adaptation.png",
+        # evaluation.json keys the baselines by their --baselines names; the pictures and
+        # the table by the paper's
+        labelled = {BASELINE_LABELS.get(name, name): curve for name, curve in curves.items()}
+        plot_adaptation_curves(labelled, result["steps"], run_dir / "adaptation.png",
                                ylabel="average return (mean ± 95% CI)",
                                title=f"{env_title(config)}: {tasks} test tasks"
                                + target_range_note(config),
                                reference=published)
-        result["table"] = format_table(curves, result["steps"], "return")
+        result["table"] = format_table(labelled, result["steps"], "return")
         write_evaluation(run_dir, result, to_dict(config.evaluation),
                          to_dict(baseline_section(self, config)) if options.baselines
                          else None)

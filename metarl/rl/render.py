@@ -43,6 +43,8 @@ def plot_navigation_trajectories(tasks: list[dict[str, Any]], episodes_per_step:
                    label="goal")
         ax.set_xlim(-0.6, 0.6)
         ax.set_ylim(-0.6, 0.6)
+        ax.set_xlabel("x", fontsize=8)
+        ax.set_ylabel("y", fontsize=8)
         ax.set_aspect("equal")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, loc="lower left")
@@ -85,8 +87,9 @@ def plot_cheetah_velocities(tasks: list[dict[str, Any]], episodes_per_step: list
             ax.axhline(0.0, color="gray", linewidth=0.8)
             ax.set_title("run " + ("forward" if float(task["direction"]) > 0 else "backward"),
                          fontsize=9)
-        ax.set_xlabel(f"time step ({control_dt:g} s); mean of {smoothing}")
-        ax.set_ylabel("forward velocity (m/s)")
+        ax.set_xlabel(f"time step ({control_dt:g} s)"
+                      + (f"; moving mean over {smoothing} steps" if smoothing > 1 else ""))
+        ax.set_ylabel("forward velocity (m/s), mean over episodes", fontsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, loc="best")
     return save_figure(fig, output, title=title)

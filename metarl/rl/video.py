@@ -28,6 +28,12 @@ from metarl.envs.half_cheetah import GL_HELP
 from metarl.rl.episodes import PolicyFn
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
+
+
+class VideoEncodingError(OSError):
+    """ffmpeg could not write a video (its exit code and message say why)."""
+
+
 PANEL_WIDTH, PANEL_HEIGHT = 320, 240
 # GIF frame delays are in 1/100 s and players slow down delays under 2/100 s.
 MAX_VIDEO_FPS = 50
@@ -260,4 +266,5 @@ def _encode_mp4(frames: Sequence[np.ndarray], output: Path, *, fps: float) -> No
         if code != 0:
             errors.seek(0)
             message = errors.read().decode(errors="replace").strip()
-            raise RuntimeError(f"ffmpeg failed to write {output} (exit code {code}): {message}")
+            raise VideoEncodingError(f"ffmpeg failed to write {output} (exit code {code}): "
+                                     f"{message}")

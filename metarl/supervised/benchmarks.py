@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from metarl.adaptation import params_of
-from metarl.benchmark import is_installed, print_table, seconds_per_call
+from metarl.benchmark import announce, is_installed, print_table, seconds_per_call
 from metarl.config import from_dict
 from metarl.seeding import torch_generator
 from metarl.supervised.meta import MetaMethod
@@ -53,6 +53,7 @@ def benchmark_sine(*, repeats: int) -> list[list[object]]:
     has_l2l = is_installed("learn2learn")
     for method in ("maml", "fomaml", "reptile"):
         for steps in (1, 5):
+            announce(f"sine {method}, {steps} inner step{'s' if steps > 1 else ''}")
             loop = seconds_per_call(_metarl_iteration(method, steps, "loop"), repeats)
             vmap = seconds_per_call(_metarl_iteration(method, steps, "vmap"), repeats)
             l2l = (seconds_per_call(_learn2learn_iteration(steps), repeats)
@@ -143,6 +144,7 @@ def benchmark_omniglot(*, repeats: int) -> list[list[object]]:
     rows: list[list[object]] = []
     for name, setting in OMNIGLOT_SETTINGS.items():
         for method in ("maml", "fomaml", "reptile"):
+            announce(f"Omniglot {name}, {method}")
             loop = seconds_per_call(_omniglot_metarl(setting, method, False), repeats, warmup=1)
             vmap = seconds_per_call(_omniglot_metarl(setting, method, True), repeats, warmup=1)
             l2l = (seconds_per_call(_omniglot_learn2learn(setting, method), repeats, warmup=1)

@@ -264,7 +264,7 @@ class OmniglotExperiment(Experiment):
     metric = "accuracy"
     shown_metrics = ("query_loss", "query_accuracy")
     location_keys = ("data.root", "data.download", "data.cache_dir")
-    render_ignored_keys = ("evaluation.queries", "evaluation.chunk_tasks")
+    render_ignored_keys = ("evaluation.chunk_tasks",)
 
     def make_trainer(self, config: OmniglotConfig) -> OmniglotTrainer:
         images = load_images(config)
@@ -339,7 +339,7 @@ class OmniglotExperiment(Experiment):
         }
         plot_adaptation_curves(
             {label: curve}, result["steps"], run_dir / "adaptation.png",
-            ylabel="test accuracy % (mean ± 95% CI)",
+            ylabel="test accuracy % (mean ± 95% CI)", value_range=(0.0, 100.0),
             title=f"Omniglot {task.ways}-way {task.shots}-shot, {tasks} test tasks",
             reference={f"{name} (paper, {ev.steps} steps)": {ev.steps: value}
                        for name, value in published.items()}
@@ -356,8 +356,10 @@ class OmniglotExperiment(Experiment):
         seed = options.seed if options.seed is not None else config.evaluation.seed
         pool, _ = self.test_pool(config, state, run_dir)
         task = config.task
+        # as many queries per class as evaluate scores: Conv4 normalizes with the statistics
+        # of the images it is given, so other query sets would give other predictions
         batch = sample_omniglot_batch(pool, options.tasks, task.ways, task.shots,
-                                      min(max(task.queries, 2), DRAWERS - task.shots),
+                                      config.evaluation.queries or task.queries,
                                       torch_generator(seed, "render"))
         lr = evaluation_lr(config, state["trainer"].get("inner_lr"), steps)
         outputs = query_predictions(make_model(config), state["trainer"]["params"], batch,
