@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from metarl.cli import main
 
@@ -158,3 +159,109 @@ def test_unknown_benchmark_exits_2_naming_the_known_ones(capsys):
     assert main(["benchmark", "atari"]) == 2
     err = capsys.readouterr().err
     assert "atari" in err and "cheetah" in err
+
+
+def test_seconds_per_call_is_the_median_not_the_mean(monkeypatch):
+    import metarl.benchmark as benchmark
+
+    clock = iter([0.0, 1.0, 10.0, 13.0, 20.0, 28.0])  # durations 1, 3, 8: median 3, mean 4
+    monkeypatch.setattr(benchmark.time, "perf_counter", lambda: next(clock))
+    assert benchmark.seconds_per_call(lambda: None, repeats=3, warmup=0) == 3.0
+
+
+def test_steps_per_second_counts_every_timed_call_after_one_warmup(monkeypatch):
+    import metarl.rl.benchmarks as benchmarks
+
+    calls = []
+    clock = iter([10.0, 14.0])  # 4 s for 2 timed calls of 50 steps each
+    monkeypatch.setattr(benchmarks.time, "perf_counter", lambda: next(clock))
+    assert benchmarks._steps_per_second(lambda: calls.append(1), 50, 2) == 25.0
+    assert len(calls) == 3
+
+
+def test_benchmark_all_runs_each_benchmark_in_turn(monkeypatch, capsys):
+    import metarl.rl.benchmarks as rl_benchmarks
+    import metarl.supervised.benchmarks as supervised_benchmarks
+
+    ran = []
+    for module, name in [(supervised_benchmarks, "benchmark_sine"),
+                         (rl_benchmarks, "benchmark_navigation"),
+                         (rl_benchmarks, "benchmark_cheetah"),
+                         (supervised_benchmarks, "benchmark_omniglot")]:
+        monkeypatch.setattr(module, name,
+                            lambda *, repeats, name=name: ran.append((name, repeats)))
+    assert main(["benchmark", "--repeats", "3"]) == 0
+    assert ran == [("benchmark_sine", 3), ("benchmark_navigation", 3),
+                   ("benchmark_cheetah", 3), ("benchmark_omniglot", 3)]
+
+
+def test_each_timed_configuration_is_the_one_its_row_names(monkeypatch):
+    """The sine trainer gets the method, inner steps and vectorization of its row; the
+    Omniglot meta-gradient its vectorization; Omniglot times REPEATS/4 iterations."""
+    import metarl.supervised.benchmarks as benchmarks
+    import metarl.supervised.meta as meta
+    from metarl.supervised.sine_experiment import SineExperiment
+
+    configs = []
+    real_make_trainer = SineExperiment.make_trainer
+    monkeypatch.setattr(SineExperiment, "make_trainer",
+                        lambda self, config: configs.append(config.adaptation)
+                        or real_make_trainer(self, config))
+    benchmarks._metarl_iteration("fomaml", 5, "vmap")
+    assert (configs[0].method, configs[0].inner_steps, configs[0].vectorize) == (
+        "fomaml", 5, "vmap")
+
+    seen = []
+
+    class Gradients:
+        def __init__(self, params):
+            self.params = {name: torch.zeros_like(value) for name, value in params.items()}
+
+    def fake_meta_gradient(model, params, batch, loss, **kwargs):
+        seen.append(kwargs)
+        return Gradients(params)
+
+    monkeypatch.setattr(meta, "meta_gradient", fake_meta_gradient)
+    monkeypatch.setattr(benchmarks, "_omniglot_setup",  # no images: only the gradient matters
+                        lambda *setting: (torch.nn.Linear(2, 2), lambda: None))
+    monkeypatch.setattr(benchmarks, "OMNIGLOT_SETTINGS", {"tiny": (3, 1, 2, 1, 0.4)})
+    repeats = []
+
+    def fake_seconds(fn, n, warmup=3):
+        repeats.append(n)
+        fn()
+        return 1.0
+
+    monkeypatch.setattr(benchmarks, "seconds_per_call", fake_seconds)
+    monkeypatch.setattr(benchmarks, "is_installed", lambda module: False)
+    benchmarks.benchmark_omniglot(repeats=8)
+    assert [(k["method"], k["vectorize"]) for k in seen] == [
+        (m, v) for m in ("maml", "fomaml", "reptile") for v in (False, True)]
+    assert set(repeats) == {2}
+
+
+def test_iteration_split_trains_each_variant_it_names(monkeypatch, capsys):
+    import metarl.rl.benchmarks as benchmarks
+
+    made = []
+
+    class FakeTrainer:
+        def __init__(self):
+            self.iterations = []
+            self.last_timings = {"sampling": 0.1, "adaptation": 0.2, "trpo": 0.3}
+
+        def train_iteration(self, i):
+            self.iterations.append(i)
+
+    def fake_make_trainer(config):
+        made.append((config.adaptation.method, config.trpo.curvature_stride, FakeTrainer()))
+        return made[-1][2]
+
+    monkeypatch.setattr(benchmarks, "make_trainer", fake_make_trainer)
+    benchmarks.print_iteration_split("navigation", {"env": {"name": "navigation2d"}},
+                                     iterations=2)
+    assert [(method, stride) for method, stride, _ in made] == [
+        ("maml", 1), ("maml", 5), ("fomaml", 1)]
+    assert all(trainer.iterations == [0, 1, 2] for *_, trainer in made)
+    rows = capsys.readouterr().out.splitlines()[-3:]
+    assert all(row.split()[-4:-1] == ["0.1", "0.2", "0.3"] for row in rows), rows

@@ -128,3 +128,112 @@ def test_batched_environments_that_are_done_stay_put_without_reward():
     assert float(rewards[0]) == 0.0 and not bool(terminated[0])
     torch.testing.assert_close(obs[0], torch.tensor([0.045, 0.045]))
     assert float(rewards[1]) == pytest.approx(-math.hypot(0.2, 0.2))
+
+
+def test_a_goal_must_be_two_numbers():
+    with pytest.raises(ValueError, match=r"task goal must have shape \(2,\), got \(3,\)"):
+        Navigation2DEnv({"goal": np.zeros(3)})
+    with pytest.raises(ValueError, match=r"goals must have shape \(N, 2\), got \(4,\)"):
+        BatchedNavigation2D(torch.zeros(4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="render_mode must be one of"):
+        Navigation2DEnv(render_mode="human")
+
+
+def test_reset_reports_the_task_and_the_environments_generator_draws_the_tasks():
+    env = Navigation2DEnv({"goal": np.array([0.2, -0.3])})
+    _, info = env.reset(seed=1)
+    np.testing.assert_array_equal(info["task"]["goal"], [0.2, -0.3])
+    first = np.stack([t["goal"] for t in env.sample_tasks(3)])
+    env.reset(seed=2)
+    assert not np.array_equal(first, np.stack([t["goal"] for t in env.sample_tasks(3)]))
+
+
+def test_observations_stay_in_the_observation_space_for_a_whole_episode():
+    env = Navigation2DEnv({"goal": np.array([0.5, 0.5])})
+    obs, _ = env.reset()
+    for _ in range(100):  # the farthest an episode can go: 0.1 per step and coordinate
+        obs, *_ = env.step(np.array([1.0, -1.0]))
+    np.testing.assert_allclose(obs, [10.0, -10.0], atol=1e-5)
+    assert env.observation_space.contains(obs)
+
+
+def test_render_draws_the_goal_and_the_trail_where_they_are():
+    """The picture spans [-1, 1]^2 with y up: (x, y) is at row (1 - y)/2 · 199, column
+    (x + 1)/2 · 199; the goal is a red 7x7 square, each visited position a blue 3x3 dot."""
+    env = Navigation2DEnv({"goal": np.array([0.5, 0.5])}, render_mode="rgb_array")
+    env.reset()
+    env.step(np.array([0.1, 0.1]))
+    image = env.render()
+    red = np.argwhere((image == [220, 40, 40]).all(axis=-1))
+    blue = np.argwhere((image == [40, 90, 200]).all(axis=-1))
+    assert red.mean(axis=0).tolist() == [50.0, 149.0] and len(red) == 49  # row, column
+    dots = {(r, c) for r in range(99, 102) for c in range(99, 102)}  # the origin
+    dots |= {(r, c) for r in range(89, 92) for c in range(108, 111)}  # (0.1, 0.1)
+    assert {tuple(p) for p in blue.tolist()} == dots
+
+
+def test_batched_reset_and_restart_start_done_environments_again():
+    """After reaching the goal an environment is done; reset (all) and restart (those
+    chosen) put it back at the origin, running: it moves and is rewarded again."""
+    goals = torch.tensor([[0.05, 0.0], [0.05, 0.0]], dtype=torch.float64)
+    reach = torch.tensor([[0.05, 0.0], [0.05, 0.0]], dtype=torch.float64)
+    env = BatchedNavigation2D(goals)
+    env.reset()
+    assert env.step(reach)[2].tolist() == [True, True]
+    observations = env.restart(torch.tensor([True, False]))
+    torch.testing.assert_close(observations, torch.tensor([[0.0, 0.0], [0.05, 0.0]]))
+    _, rewards, terminated = env.step(reach)
+    assert terminated.tolist() == [True, False] and rewards.tolist() == [0.0, 0.0]
+    env.reset()
+    obs, rewards, _ = env.step(torch.tensor([[0.01, 0.0], [0.02, 0.0]], dtype=torch.float64))
+    torch.testing.assert_close(obs, torch.tensor([[0.01, 0.0], [0.02, 0.0]]))
+    torch.testing.assert_close(rewards, torch.tensor([-0.04, -0.03], dtype=torch.float64))
+
+
+def _two_slot_episodes():
+    """Episodes of 2 tasks x 2 slots x 3 steps from the origin, actions in policy units:
+    slot 0 steps (1, 0.5), slot 1 (-2, 0) (beyond the bound); each step is rewarded -1."""
+    from metarl.rl.episodes import Episodes
+
+    actions = torch.tensor([[1.0, 0.5], [-2.0, 0.0]]).view(1, 2, 1, 2).expand(2, 2, 3, 2)
+    moves = actions.clamp(-1.0, 1.0) * 0.1
+    observations = torch.cat([torch.zeros(2, 2, 1, 2), moves.cumsum(dim=2)[:, :, :2]], dim=2)
+    ones = torch.ones(2, 2, 3)
+    return Episodes(observations=observations, actions=actions.clone(), rewards=-ones,
+                    mask=ones, log_probs=0 * ones, times=torch.arange(3).expand(2, 2, 3))
+
+
+def test_an_episodes_positions_end_with_its_last_move_scaled_and_clipped():
+    from metarl.rl.render import episode_positions
+
+    episodes = _two_slot_episodes()
+    np.testing.assert_allclose(episode_positions(episodes, 0, 0, action_scale=0.1),
+                               [[0.0, 0.0], [0.1, 0.05], [0.2, 0.1], [0.3, 0.15]], atol=1e-6)
+    np.testing.assert_allclose(episode_positions(episodes, 1, 1, action_scale=0.1),
+                               [[0.0, 0.0], [-0.1, 0.0], [-0.2, 0.0], [-0.3, 0.0]], atol=1e-6)
+
+
+def test_trajectory_plot_draws_the_episodes_shown_and_the_goal_of_each_task(tmp_path,
+                                                                          monkeypatch):
+    import metarl.rl.render as render
+    from metarl.rl.render import plot_navigation_trajectories
+
+    saved_figures, real = [], render.save_figure
+    monkeypatch.setattr(render, "save_figure",
+                        lambda fig, output, **kw: saved_figures.append(fig) or real(fig, output,
+                                                                                    **kw))
+
+    tasks = [{"goal": np.array([0.3, -0.2])}, {"goal": np.array([-0.4, 0.1])}]
+    episodes = _two_slot_episodes()
+    output = plot_navigation_trajectories(tasks, [episodes, episodes], tmp_path / "t.png",
+                                          episodes_shown=1, action_scale=0.1, title="maml")
+    assert output.read_bytes().startswith(b"\x89PNG")
+    fig = saved_figures[-1]
+    assert fig._suptitle.get_text() == "2D navigation: maml"
+    for ax, task in zip(fig.axes, tasks, strict=True):
+        lines = ax.get_lines()  # the first episode of each step only
+        assert [line.get_label() for line in lines] == ["0 step(s): return -3.0",
+                                                        "1 step(s): return -3.0"]
+        np.testing.assert_allclose(lines[0].get_xydata()[-1], [0.3, 0.15], atol=1e-6)
+        (goal,) = [c for c in ax.collections if c.get_label() == "goal"]
+        np.testing.assert_allclose(goal.get_offsets(), [task["goal"]])

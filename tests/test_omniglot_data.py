@@ -151,3 +151,126 @@ def test_download_checks_the_md5_and_keeps_nothing_bad(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images_background.zip",
                                                           "images_evaluation.zip"]
     assert (tmp_path / "images_background.zip").read_bytes() == payload
+
+
+def _drawing(row: int) -> bytes:
+    """A 105 x 105 PNG, white with a black bar across rows ``row`` to ``row + 14``."""
+    from PIL import Image
+
+    image = Image.new("L", (105, 105), 255)
+    image.paste(0, (0, row, 105, row + 15))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+CHARACTERS = {"images_background": "Latin/character01", "images_evaluation": "Greek/character01"}
+
+
+def _tiny_omniglot(root: Path, monkeypatch: pytest.MonkeyPatch, rows=None, drawers: int = 20,
+                   unpacked: bool = False) -> Path:
+    """Both archives with one character each (the loader told to expect that), drawer d's
+    drawing a bar at row ``rows[archive] + d``; unpacked into folders if asked."""
+    for name in CHARACTERS:
+        monkeypatch.setitem(omniglot_data.ARCHIVES, name,
+                            {**omniglot_data.ARCHIVES[name], "characters": 1})
+    monkeypatch.setattr(omniglot_data, "TOTAL_CHARACTERS", 2)
+    rows = rows or {"images_background": 10, "images_evaluation": 50}
+    root.mkdir(parents=True, exist_ok=True)
+    for name, character in CHARACTERS.items():
+        members = {f"{name}/{character}/0001_{d:02d}.png": _drawing(rows[name] + d)
+                   for d in range(1, drawers + 1)}
+        if unpacked:
+            for member, data in members.items():
+                (root / member).parent.mkdir(parents=True, exist_ok=True)
+                (root / member).write_bytes(data)
+        else:
+            with zipfile.ZipFile(root / f"{name}.zip", "w") as zf:
+                for member, data in members.items():
+                    zf.writestr(member, data)
+    return root
+
+
+def _bar_rows(images: np.ndarray) -> list[int]:
+    """The first inked row (of 28) of each image, character-major."""
+    return [int(np.argmax(image.max(axis=1) > 127)) for image in images.reshape(-1, 28, 28)]
+
+
+def test_tiny_archives_decode_to_named_characters_with_ink_bright(tmp_path, monkeypatch):
+    root = _tiny_omniglot(tmp_path / "data", monkeypatch)
+    images = load_omniglot(root, cache_dir=tmp_path / "cache")
+    assert images.characters == ("images_background/Latin/character01",
+                                 "images_evaluation/Greek/character01")
+    assert images.images.shape == (2, 20, 28, 28)
+    # drawer d's bar starts at row 10 + d (or 50 + d) of 105: row (10 + d) · 28 / 105 of 28
+    rows = _bar_rows(images.images)
+    assert rows[0] < rows[19] and rows[20] < rows[39] and rows[19] < rows[20]
+    assert images.images[0, 0, 0].max() < 10 and images.images[0, 0, 4].min() > 200
+
+
+def test_the_cache_is_rebuilt_when_an_archive_changes_or_is_unreadable(tmp_path, monkeypatch):
+    import os
+
+    root = _tiny_omniglot(tmp_path / "data", monkeypatch)
+    before = load_omniglot(root, cache_dir=tmp_path / "cache")
+    (cache,) = (tmp_path / "cache").iterdir()
+    cache.write_bytes(b"garbage")  # unreadable: rebuilt from the archives
+    again = load_omniglot(root, cache_dir=tmp_path / "cache")
+    assert np.array_equal(again.images, before.images)
+    _tiny_omniglot(root, monkeypatch, rows={"images_background": 70, "images_evaluation": 50})
+    os.utime(root / "images_background.zip", (1e9, 1e9))
+    after = load_omniglot(root, cache_dir=tmp_path / "cache")
+    assert _bar_rows(after.images)[:20] != _bar_rows(before.images)[:20]
+
+
+def test_unpacked_folders_are_read_before_the_zips_and_their_changes_seen(tmp_path,
+                                                                         monkeypatch):
+    import os
+
+    root = _tiny_omniglot(tmp_path / "data", monkeypatch, unpacked=True)
+    for name in CHARACTERS:
+        (root / f"{name}.zip").write_bytes(b"a leftover partial copy")
+    before = load_omniglot(root, cache_dir=tmp_path / "cache")
+    drawing = root / "images_background" / "Latin" / "character01" / "0001_01.png"
+    drawing.write_bytes(_drawing(80))
+    os.utime(drawing, (1e9, 1e9))
+    after = load_omniglot(root, cache_dir=tmp_path / "cache")
+    assert _bar_rows(after.images)[0] > _bar_rows(before.images)[0]
+    assert _bar_rows(after.images)[1:] == _bar_rows(before.images)[1:]
+
+
+def test_a_character_missing_a_drawing_is_reported(tmp_path, monkeypatch):
+    root = _tiny_omniglot(tmp_path / "data", monkeypatch, drawers=19)
+    with pytest.raises(OmniglotDataError, match=r"1 characters without 20 drawings, e\.g\. "
+                                                r"images_background/Latin/character01"):
+        load_omniglot(root, cache_dir=tmp_path / "cache")
+
+
+def test_a_binary_mode_checksum_line_is_enforced_too(tmp_path, monkeypatch):
+    root = _tiny_omniglot(tmp_path / "data", monkeypatch)
+    (root / "SHA256SUMS").write_text(f"{'0' * 64} *images_evaluation.zip\n")  # sha256sum -b
+    with pytest.raises(OmniglotDataError, match=r"images_evaluation\.zip has SHA-256"):
+        load_omniglot(root, cache_dir=tmp_path / "cache")
+
+
+def test_download_fetches_only_missing_archives_and_load_can_ask_for_it(tmp_path,
+                                                                        monkeypatch):
+    source = _tiny_omniglot(tmp_path / "source", monkeypatch)
+    payloads = {name: (source / f"{name}.zip").read_bytes() for name in CHARACTERS}
+    for name, payload in payloads.items():
+        monkeypatch.setitem(omniglot_data.ARCHIVES, name, {
+            **omniglot_data.ARCHIVES[name], "md5": hashlib.md5(payload).hexdigest()})
+    requested = []
+
+    def fake_urlopen(url, timeout):
+        requested.append(url.rsplit("/", 1)[1])
+        return _FakeResponse(payloads[url.rsplit("/", 1)[1][:-len(".zip")]])
+
+    monkeypatch.setattr(omniglot_data.urllib.request, "urlopen", fake_urlopen)
+    download_omniglot(source)  # both there already
+    assert requested == []
+    root = tmp_path / "data"
+    root.mkdir()
+    shutil.copy(source / "images_evaluation.zip", root)
+    images = load_omniglot(root, download=True, cache_dir=tmp_path / "cache")
+    assert requested == ["images_background.zip"] and images.images.shape == (2, 20, 28, 28)
