@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import tempfile
@@ -27,8 +28,10 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        # mkstemp makes the file private (0600); give it the mode open() would have
-        os.fchmod(fd, 0o666 & ~_umask())
+        # mkstemp makes the file private (0600); give it the mode open() would have (where
+        # the file system keeps modes: FAT refuses, and Windows lacks fchmod before 3.13)
+        with contextlib.suppress(OSError, AttributeError):
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -41,7 +44,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 
 def _umask() -> int:
-    mask = os.umask(0o022)  # the only way to read it is to set it
+    """The process's umask, read from Linux's /proc where it can be (setting it to read it
+    would briefly change it for other threads)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        status = Path("/proc/self/status").read_text().splitlines()
+        return int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
 

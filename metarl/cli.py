@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import tempfile
 import time
@@ -249,8 +250,12 @@ def _note_stale_evaluation(run_dir: Path) -> None:
     path = run_dir / "evaluation.json"
     with contextlib.suppress(OSError, ValueError, AttributeError):
         evaluated = json.loads(path.read_text()).get("checkpoint_iteration")
+        if not isinstance(evaluated, int):
+            return
         print(f"metarl: note: {path} (and adaptation.png) are of meta-iteration {evaluated}, "
-              f"before this training; evaluate again: metarl evaluate {run_dir}",
+              f"before this training; evaluate again: metarl evaluate {run_dir}"
+              + (" (with --snapshots for evaluation-over-training.png)"
+                 if (run_dir / "evaluation-over-training.json").is_file() else ""),
               file=sys.stderr)
 
 
@@ -322,6 +327,8 @@ def _render(args: argparse.Namespace) -> int:
     _check_positive("tasks", args.tasks)
     _check_positive("steps", args.steps, 0)
     _check_positive("seed", args.seed, 0)
+    if args.video is not None and args.output is not None:
+        raise ConfigError("--video names the video file; give no --output with it")
     if args.output is not None:
         _check_picture_path(args.output)
     experiment, config, state = load_run(args.run_dir)
@@ -354,6 +361,7 @@ def _check_picture_path(path: Path) -> None:
     from matplotlib.figure import Figure
 
     types = sorted(Figure().canvas.get_supported_filetypes())
+    _check_not_a_directory("--output", path)
     if path.suffix.lower().lstrip(".") not in types:
         raise ConfigError(f"--output {path}: name the picture's file type by its suffix, one "
                           f"of .{', .'.join(types)} (e.g. {path.with_suffix('.png').name})")
@@ -364,18 +372,20 @@ def _check_video_path(path: Path) -> None:
     """``--video``: .mp4 or .gif, in a folder that can be made and written."""
     from metarl.rl.video import VIDEO_SUFFIXES
 
-    if path.is_dir():
-        raise ConfigError(f"--video {path} is a directory; give a file name")
+    _check_not_a_directory("--video", path)
     if path.suffix.lower() not in VIDEO_SUFFIXES:
         raise ConfigError(f"--video {path}: the file name must end in "
                           f"{' or '.join(VIDEO_SUFFIXES)} (e.g. {path.with_suffix('.mp4').name})")
     _check_writable("--video", path)
 
 
-def _check_writable(flag: str, path: Path) -> None:
-    """Make ``path``'s folder and write a file there, before any work that would be lost."""
+def _check_not_a_directory(flag: str, path: Path) -> None:
     if path.is_dir():
         raise ConfigError(f"{flag} {path} is a directory; give a file name")
+
+
+def _check_writable(flag: str, path: Path) -> None:
+    """Make ``path``'s folder and write a file there, before any work that would be lost."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -443,6 +453,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as error:
         print(f"metarl: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader of stdout stopped reading (`metarl config | head`)
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a process the signal stopped
     except OSError as error:  # permissions, a full disk, a path that is a directory
         print(f"metarl: error: {error}", file=sys.stderr)
         return 1

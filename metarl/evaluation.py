@@ -86,12 +86,12 @@ def format_table(curves: dict[str, dict[str, list[float]]], steps: list[int],
     after step counts a curve lacks: a policy that does not adapt has step 0 only)."""
     columns = [steps.index(s) for s in shown_steps(steps)]
     name_width = max(len(name) for name in [*curves, metric])
-    header = f"{metric:<{name_width}}" + "".join(f"{'step ' + str(steps[i]):>17}"
+    header = f"{metric:<{name_width}}" + "".join(f"{'step ' + str(steps[i]):>19}"
                                                   for i in columns)
     rows = [header]
     for name, curve in curves.items():
         cells = "".join(f"{_significant(curve['mean'][i], 4):>9} ± "
-                        f"{_significant(curve['ci95'][i], 2):<5}"
-                        if i < len(curve["mean"]) else " " * 17 for i in columns)
+                        f"{_significant(curve['ci95'][i], 2):<7}"
+                        if i < len(curve["mean"]) else " " * 19 for i in columns)
         rows.append(f"{name:<{name_width}}{cells}")
     return "\n".join(rows)

@@ -90,6 +90,9 @@ class Experiment(ABC):
     location_keys: ClassVar[tuple[str, ...]] = ()
     # evaluation.* keys that only `metarl evaluate` uses (`render --set` refuses them)
     render_ignored_keys: ClassVar[tuple[str, ...]] = ()
+    # How the test tasks are drawn and scored; an evaluation.json written another way
+    # (recorded as "scoring_version", 1 when missing) is not reused.
+    scoring_version: ClassVar[int] = 1
 
     @abstractmethod
     def make_trainer(self, config: Any) -> Trainer: ...
@@ -184,15 +187,24 @@ def load_config(path: str | Path, overrides: Sequence[str] = (),
                 seed: int | None = None) -> tuple[Experiment, Any]:
     """Read a YAML config, apply ``key=value`` overrides and ``seed``, and validate it all.
 
-    The file is validated on its own first, so that its errors name it (and overrides' errors
-    are not blamed on it).
+    An error is blamed on the file (its message starts with the file's path) when the file
+    alone is invalid too; otherwise on the overrides.
     """
     data = read_yaml(path)
-    config_from_file(path, data)
-    data = apply_overrides(data, overrides)
+    overridden = apply_overrides(data, overrides)
     if seed is not None:
-        data["seed"] = seed
-    return config_from_data(data)
+        overridden["seed"] = seed
+    try:
+        return config_from_data(overridden)
+    except ConfigError as error:
+        if overrides or seed is not None:
+            try:
+                config_from_data(data)
+            except ConfigError:
+                pass
+            else:
+                raise  # the file is valid: an override is not
+        raise ConfigError(f"{path}: {error}") from None
 
 
 def config_from_file(path: str | Path, data: dict[str, Any]) -> tuple[Experiment, Any]:

@@ -62,7 +62,7 @@ def previous_evaluation(run_dir: Path, iteration: int, steps: int, tasks: int, s
                         evaluation_config: Any, saved_evaluation_config: Any,
                         baselines: tuple[str, ...] = (),
                         baseline_config: Any = None, saved_baseline_config: Any = None,
-                        ) -> dict[str, Any] | None:
+                        scoring_version: int = 1) -> dict[str, Any] | None:
     """``run_dir``'s evaluation.json if it evaluated the checkpoint file now there (same
     SHA-256), at ``iteration``, after 0..``steps`` steps on ``tasks`` tasks from ``seed``,
     with the evaluation section ``evaluation_config`` (a config dataclass; and with at least
@@ -70,7 +70,8 @@ def previous_evaluation(run_dir: Path, iteration: int, steps: int, tasks: int, s
     otherwise None. Steps, tasks and seed are compared as given, not as in the sections. The
     recorded section is read with the defaults of keys it lacks; a file written before
     evaluation.json recorded the sections was made with the run's saved ones,
-    ``saved_evaluation_config`` and ``saved_baseline_config``."""
+    ``saved_evaluation_config`` and ``saved_baseline_config``. A file scored another way than
+    the experiment's ``scoring_version`` (1 where it records none) is not reused."""
     path = run_dir / EVALUATION_NAME
     try:
         result = json.loads(path.read_text())
@@ -81,6 +82,7 @@ def previous_evaluation(run_dir: Path, iteration: int, steps: int, tasks: int, s
         return None
     same = (result["checkpoint_sha256"] == checkpoint_fingerprint(run_dir)
             and result.get("checkpoint_iteration") == iteration
+            and result.get("scoring_version", 1) == scoring_version
             and result.get("steps") == list(range(steps + 1))
             and result.get("tasks") == tasks and result.get("seed") == seed
             and set(baselines) <= _evaluated_baselines(result)
@@ -186,7 +188,8 @@ def evaluate_over_training(run_dir: str | Path, options: EvaluateOptions,
             path, iteration, steps, tasks, seed, evaluation_config=evaluated[path].evaluation,
             saved_evaluation_config=point_config.evaluation, baselines=baselines,
             baseline_config=baseline_section(point_experiment, evaluated[path]),
-            saved_baseline_config=baseline_section(point_experiment, point_config))
+            saved_baseline_config=baseline_section(point_experiment, point_config),
+            scoring_version=point_experiment.scoring_version)
         label = f"[{index + 1}/{len(points)}] iteration {iteration} ({path})"
         if result is None:
             print(f"metarl: evaluating {label}", file=sys.stderr)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import shlex
 import signal
 import sys
 import types
@@ -84,9 +85,10 @@ def load_run(run_dir: str | Path) -> tuple[Experiment, Any, dict[str, Any]]:
     if not (run_dir / CHECKPOINT_NAME).is_file():
         raise ConfigError(
             f"{run_dir} has no {CHECKPOINT_NAME} yet: it is written every "
-            f"run.checkpoint_every = {config.run.checkpoint_every} meta-iterations, and this "
-            "run stopped before the first (or is still training). Start it afresh with: "
-            f"metarl train {config_path} --run-dir {run_dir}")
+            f"run.checkpoint_every = {config.run.checkpoint_every} meta-iterations. If the "
+            "run is not still training, it stopped before the first; start it afresh with: "
+            f"metarl train {shlex.quote(str(config_path))} --run-dir "
+            f"{shlex.quote(str(run_dir))}")
     state = load_checkpoint(run_dir / CHECKPOINT_NAME)
     _check_run_checkpoint(run_dir / CHECKPOINT_NAME, state)
     _check_config_matches_checkpoint(run_dir, experiment, config, state)

@@ -63,6 +63,8 @@ FAST = ["--set", "training.iterations=12", "--set", "training.meta_batch_size=4"
     (["train", "sine", "--resume", "/nonexistent/run"], "give no CONFIG"),
     (["config", "/nonexistent/dir/my.yaml"], "config file /nonexistent/dir/my.yaml does not exist"),
     (["train", "my-config.yaml"], "config file my-config.yaml does not exist"),
+    (["render", "/nonexistent/run", "--video", "a.mp4", "--output", "b.png"],
+     "--video names the video file; give no --output with it"),
 ])
 def test_bad_input_exits_2_with_the_reason(args, message, capsys, tmp_path):
     assert main(args) == 2
@@ -432,6 +434,7 @@ def test_other_runtime_errors_are_not_reported_as_memory(monkeypatch):
      "metarl: error: [Errno 13] Permission denied: 'x.pt'"),
     (IsADirectoryError(21, "Is a directory", "out"), 1, "metarl: error: [Errno 21]"),
     ("video", 1, "metarl: error: ffmpeg failed to write a.mp4 (exit code 3): no encoder"),
+    (BrokenPipeError(32, "Broken pipe"), 141, ""),  # `metarl config | head`: quietly
 ])
 def test_each_way_a_command_stops_has_its_exit_code(error, code, message, monkeypatch, capsys):
     import metarl.cli as cli
@@ -527,3 +530,11 @@ def test_config_file_errors_name_the_file_and_override_errors_do_not(tmp_path, c
     assert main(["config", str(config), "--set", "training.meta_batch_size=0"]) == 2
     err = capsys.readouterr().err
     assert "training.meta_batch_size = 0: must be >= 1" in err and str(config) not in err
+    # a file completed by its overrides (or --seed) is fine
+    config.write_text("training:\n  meta_batch_size: 0\n")
+    assert main(["config", str(config), "--set", "experiment=sine", "--set",
+                 "training.meta_batch_size=3"]) == 0
+    assert "meta_batch_size: 3" in capsys.readouterr().out
+    config.write_text("experiment: sine\nseed: -1\n")
+    assert main(["train", str(config), "--seed", "2", "--run-dir", str(tmp_path / "r"),
+                 *FAST]) == 0

@@ -227,6 +227,20 @@ def test_evaluation_json_without_its_settings_counts_as_the_run_config(run_with_
         evaluate_over_training(run, EvaluateOptions(), ["evaluation.query_points=50"])
 
 
+def test_sine_evaluations_scored_the_earlier_way_are_not_reused(run_with_snapshots,
+                                                                 monkeypatch):
+    """Before scoring_version 2 each K had test tasks of its own: those files are evaluated
+    again, the current ones reused."""
+    run = run_with_snapshots
+    evaluate_over_training(run, EvaluateOptions())
+    assert json.loads((run / "evaluation.json").read_text())["scoring_version"] == 2
+    monkeypatch.setattr(SineExperiment, "evaluate", lambda *a, **k: pytest.fail("evaluated"))
+    evaluate_over_training(run, EvaluateOptions())
+    _edit_evaluations(run, lambda written: written.pop("scoring_version"))
+    with pytest.raises(pytest.fail.Exception):
+        evaluate_over_training(run, EvaluateOptions())
+
+
 def test_recorded_settings_are_read_with_the_defaults_of_later_keys(run_with_snapshots,
                                                                    monkeypatch):
     """An evaluation.json recorded before a key was added still matches that key's default."""

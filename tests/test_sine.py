@@ -189,6 +189,19 @@ def test_every_k_is_evaluated_on_the_same_tasks_with_nested_support_sets(monkeyp
     assert not torch.equal(ten.support_x[:, 5:], ten.support_x[:, :5])
 
 
+def test_a_ks_score_does_not_depend_on_the_other_ks_evaluated(tmp_path):
+    """K = 5 alone (evaluation.shots: [5]) gives the numbers of K = 5 among 5, 10 and 20."""
+    experiment = SineExperiment()
+    scores = []
+    for shots in ([5], [5, 10, 20], [20, 5]):
+        config = from_dict(SineConfig, {"evaluation": {"tasks": 6, "steps": 2,
+                                                       "shots": shots}})
+        state = {"trainer": experiment.make_trainer(config).state_dict(), "iteration": 0}
+        scores.append(experiment.evaluate(config, state, tmp_path,
+                                          EvaluateOptions())["by_shots"]["5"]["mean"])
+    assert scores[0] == scores[1] == scores[2]
+
+
 def test_evaluate_reports_the_training_k_and_the_seed_it_was_given(tmp_path):
     """With shots [5, 10, 20] and training K = 10, the headline curve is K = 10's; the test
     tasks come from the seed of the options, recorded in the result."""

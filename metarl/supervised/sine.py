@@ -72,20 +72,21 @@ def sample_sine_batch(config: SineTaskConfig, num_tasks: int, generator: torch.G
 
 
 def sample_sine_test_batch(config: SineTaskConfig, num_tasks: int, *, support_shots: int,
-                           pool_shots: int, query_shots: int, task_generator: torch.Generator,
+                           query_shots: int, task_generator: torch.Generator,
                            support_generator: torch.Generator) -> tuple[SineTasks, TaskBatch]:
     """Test tasks for one K of several evaluated on the same tasks.
 
     The tasks and their ``query_shots`` query points come from ``task_generator`` alone, so
-    every K is scored on the same tasks and points; the support set is the first
-    ``support_shots`` of ``pool_shots`` points per task drawn from ``support_generator``, so
-    each K's support set holds every smaller K's.
+    every K is scored on the same tasks and points. The support points come from
+    ``support_generator``, drawn point by point for all tasks at once (the n-th point of
+    every task before the (n+1)-th of any), so each task's first K points are the same
+    whatever other Ks are drawn: each K's support set holds every smaller K's.
     """
-    if not 1 <= support_shots <= pool_shots:
-        raise ValueError(f"support_shots = {support_shots} must be in [1, {pool_shots}]")
     tasks = sample_sine_tasks(config, num_tasks, task_generator)
     query_x = sample_inputs(config, num_tasks, query_shots, task_generator)
-    support_x = sample_inputs(config, num_tasks, pool_shots, support_generator)[:, :support_shots]
+    # (K, T, 1) drawn in that order, then (T, K, 1)
+    support_x = _uniform(config.x_min, config.x_max, (support_shots, num_tasks, 1),
+                         support_generator).transpose(0, 1).contiguous()
     return tasks, TaskBatch(support_x, tasks(support_x), query_x, tasks(query_x))
 
 

@@ -160,6 +160,7 @@ class SineExperiment(Experiment):
     metric = "mse"
     shown_metrics = ("query_loss",)
     baseline_names = ("pretrained",)
+    scoring_version = 2  # 1: each K on test tasks of its own
     baseline_section = "baseline"
     render_ignored_keys = ("evaluation.shots", "evaluation.query_points")  # draws training K
 
@@ -183,9 +184,7 @@ class SineExperiment(Experiment):
         points (so step 0 is the same for all), and each K's support set holds the smaller
         K's."""
         _, batch = sample_sine_test_batch(
-            config.task, tasks, support_shots=shots,
-            pool_shots=max(shots, *config.evaluation.shots),
-            query_shots=config.evaluation.query_points,
+            config.task, tasks, support_shots=shots, query_shots=config.evaluation.query_points,
             task_generator=torch_generator(seed, "evaluate-tasks"),
             support_generator=torch_generator(seed, "evaluate-support"))
         curve = adaptation_curve(make_model(config), params, batch, mse_loss, mse_loss,
@@ -212,6 +211,7 @@ class SineExperiment(Experiment):
             **by_shots[main_k], "tasks": tasks, "shots": int(main_k), "seed": seed,
             "inner_lr": lr if not isinstance(lr, dict) else "learned (Meta-SGD)",
             "checkpoint_iteration": state["iteration"], "method": config.adaptation.method,
+            "scoring_version": self.scoring_version,
             "by_shots": by_shots, "baselines": {}, "baseline_names": list(options.baselines),
             "published": {
                 name: {str(s): v for s, v in values.items()}
