@@ -196,15 +196,9 @@ def load_config(path: str | Path, overrides: Sequence[str] = (),
         overridden["seed"] = seed
     try:
         return config_from_data(overridden)
-    except ConfigError as error:
-        if overrides or seed is not None:
-            try:
-                config_from_data(data)
-            except ConfigError:
-                pass
-            else:
-                raise  # the file is valid: an override is not
-        raise ConfigError(f"{path}: {error}") from None
+    except ConfigError:
+        config_from_file(path, data)  # raises, naming the file, when the file is invalid
+        raise  # the file is valid: an override is not
 
 
 def config_from_file(path: str | Path, data: dict[str, Any]) -> tuple[Experiment, Any]:

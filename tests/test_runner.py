@@ -183,17 +183,23 @@ def test_no_snapshots_by_default(tmp_path):
     assert not (tmp_path / "run" / "snapshots").exists()
 
 
-def test_crash_then_resume_from_last_checkpoint_reaches_the_same_numbers(tmp_path, monkeypatch):
-    experiment = SineExperiment()
-    train_run(experiment, small_config(), tmp_path / "straight")
+def _power_cut_at(monkeypatch: pytest.MonkeyPatch, crash_iteration: int) -> None:
+    """Make supervised training raise RuntimeError("power cut") at ``crash_iteration``."""
     original = SupervisedMetaTrainer.train_iteration
 
     def crashing(self, iteration):
-        if iteration == 17:
+        if iteration == crash_iteration:
             raise RuntimeError("power cut")
         return original(self, iteration)
 
     monkeypatch.setattr(SupervisedMetaTrainer, "train_iteration", crashing)
+
+
+def test_crash_then_resume_from_last_checkpoint_reaches_the_same_numbers(tmp_path, monkeypatch):
+    experiment = SineExperiment()
+    train_run(experiment, small_config(), tmp_path / "straight")
+    original = SupervisedMetaTrainer.train_iteration
+    _power_cut_at(monkeypatch, 17)
     with pytest.raises(RuntimeError, match="power cut"):
         train_run(experiment, small_config(), tmp_path / "crashed")
     assert load_checkpoint(tmp_path / "crashed" / "checkpoint.pt")["iteration"] == 15
@@ -438,14 +444,7 @@ def test_each_purpose_gets_its_own_random_stream():
 def test_a_snapshot_also_writes_the_runs_checkpoint(tmp_path, monkeypatch):
     """The run's checkpoint is never older than its latest snapshot: a crash after a
     snapshot resumes from that snapshot's iteration, not from an older checkpoint."""
-    original = SupervisedMetaTrainer.train_iteration
-
-    def crashing(self, iteration):
-        if iteration == 5:
-            raise RuntimeError("power cut")
-        return original(self, iteration)
-
-    monkeypatch.setattr(SupervisedMetaTrainer, "train_iteration", crashing)
+    _power_cut_at(monkeypatch, 5)
     monkeypatch.setattr(runner, "_plot_learning_curve", lambda *args: None)  # no matplotlib
     config = from_dict(SineConfig, {"model": {"hidden_sizes": [8]},
                                     "training": {"iterations": 8, "meta_batch_size": 1},
