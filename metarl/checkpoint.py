@@ -109,8 +109,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     except Exception as error:  # torch.load raises many kinds for a damaged file
         raise UnreadableCheckpointError(
             f"{path} can't be read as a metarl checkpoint ({type(error).__name__}: {error}); "
-            "the file is damaged or is another file. A run's snapshots "
-            "(snapshots/iteration-N/checkpoint.pt) hold earlier states to go back to") from None
+            "the file is damaged or is another file") from None
     if not isinstance(state, dict):
         raise UnreadableCheckpointError(f"{path} holds a {type(state).__name__}, not a metarl "
                                         "checkpoint")

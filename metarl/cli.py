@@ -204,6 +204,7 @@ def _train(args: argparse.Namespace) -> int:
     from metarl.runner import (
         check_new_run_dir,
         check_resumable,
+        create_run_dir,
         extend_run_config,
         load_run,
         train_run,
@@ -232,6 +233,7 @@ def _train(args: argparse.Namespace) -> int:
         experiment, config = load_config(config_path, args.overrides, args.seed)
         run_dir = args.run_dir or _default_run_dir(config_path)
         check_new_run_dir(run_dir)
+        create_run_dir(run_dir)  # before the trainer is built: a bad path fails at once
     print(f"metarl: {experiment.name} run in {run_dir}", file=sys.stderr)
     try:
         checkpoint = train_run(experiment, config, run_dir, resume=args.resume is not None)
@@ -407,11 +409,13 @@ def _benchmark(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from metarl.experiment import EvaluateOptions, RenderOptions, load_config
-    from metarl.runner import load_run, train_run
+    from metarl.runner import check_new_run_dir, create_run_dir, load_run, train_run
 
     config_path = resolve_config_path(args.config)
     experiment, config = load_config(config_path, (), args.seed)
     run_dir = args.run_dir or _default_run_dir(config_path)
+    check_new_run_dir(run_dir)
+    create_run_dir(run_dir)
     print(f"metarl demo: 1/3 meta-training {experiment.name} in {run_dir}", file=sys.stderr)
     train_run(experiment, config, run_dir)
     _, config, state = load_run(run_dir)

@@ -27,27 +27,12 @@ from metarl.evaluation import (
     shown_steps,
 )
 from metarl.experiment import EvaluateOptions, baseline_section, with_evaluation_overrides
-from metarl.runner import SNAPSHOTS_NAME, load_run
+from metarl.runner import SNAPSHOT_PREFIX, SNAPSHOTS_NAME, load_run, run_snapshots
 
 SUMMARY_NAME = "evaluation-over-training.json"
 PLOT_NAME = "evaluation-over-training.png"
-_PREFIX = "iteration-"
 # Omniglot publishes one accuracy per method (after the config's test steps).
 _PUBLISHED_METHOD_NAMES = {"maml": "MAML", "fomaml": "first-order MAML", "reptile": "Reptile"}
-
-
-def run_snapshots(run_dir: str | Path) -> list[tuple[int, Path]]:
-    """``(N, directory)`` of each complete ``snapshots/iteration-N/`` of ``run_dir``, by N."""
-    root = Path(run_dir) / SNAPSHOTS_NAME
-    found = []
-    if root.is_dir():
-        for path in root.iterdir():
-            number = path.name[len(_PREFIX):]
-            # the checkpoint is a snapshot's last file: without it the snapshot is incomplete
-            if (path.name.startswith(_PREFIX) and number.isdigit()
-                    and (path / "checkpoint.pt").is_file()):
-                found.append((int(number), path))
-    return sorted(found)
 
 
 def _evaluated_baselines(result: dict[str, Any]) -> set[str]:
@@ -170,7 +155,7 @@ def evaluate_over_training(run_dir: str | Path, options: EvaluateOptions,
         elif number != latest:
             points.append((number, path))
     if not points:
-        raise ConfigError(f"{run_dir} has no snapshots ({SNAPSHOTS_NAME}/{_PREFIX}N/ other "
+        raise ConfigError(f"{run_dir} has no snapshots ({SNAPSHOTS_NAME}/{SNAPSHOT_PREFIX}N/ other "
                           "than its latest checkpoint): train with run.snapshot_every = N to "
                           "keep them, or evaluate the run without --snapshots")
     points = sorted([*points, (latest, run_dir)])

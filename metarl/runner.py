@@ -56,6 +56,7 @@ from metarl.logging import METRICS_NAME, RunLogger
 
 CONFIG_NAME = "config.yaml"
 SNAPSHOTS_NAME = "snapshots"
+SNAPSHOT_PREFIX = "iteration-"
 
 
 class TrainingStopped(RuntimeError):
@@ -89,8 +90,11 @@ def load_run(run_dir: str | Path) -> tuple[Experiment, Any, dict[str, Any]]:
             "run is not still training, it stopped before the first; start it afresh with: "
             f"metarl train {shlex.quote(str(config_path))} --run-dir "
             f"{shlex.quote(str(run_dir))}")
-    state = load_checkpoint(run_dir / CHECKPOINT_NAME)
-    _check_run_checkpoint(run_dir / CHECKPOINT_NAME, state)
+    try:
+        state = load_checkpoint(run_dir / CHECKPOINT_NAME)
+        _check_run_checkpoint(run_dir / CHECKPOINT_NAME, state)
+    except UnreadableCheckpointError as error:
+        raise UnreadableCheckpointError(f"{error}. {_earlier_states(run_dir)}") from None
     _check_config_matches_checkpoint(run_dir, experiment, config, state)
     return experiment, config, state
 
@@ -104,21 +108,32 @@ def _check_run_checkpoint(path: Path, state: dict[str, Any]) -> None:
                 f"{path} is not a metarl run checkpoint: {key!r} is "
                 + ("missing" if key not in state else
                    f"of type {type(state[key]).__name__}, not {kind.__name__}")
-                + "; the file is damaged or another file. " + _EARLIER_STATES)
+                + "; the file is damaged or another file")
     params = state["trainer"].get("params")
     if not isinstance(params, Mapping) or not all(isinstance(v, torch.Tensor)
                                                   for v in params.values()):
         raise UnreadableCheckpointError(f"{path} is not a metarl run checkpoint: its trainer "
-                                        "holds no parameter tensors. " + _EARLIER_STATES)
+                                        "holds no parameter tensors")
     for name, tensor in params.items():
         if not bool(torch.isfinite(tensor).all()):
             # training never writes these: a non-finite loss stops a run before its checkpoint
             raise UnreadableCheckpointError(f"{path} holds non-finite weights in {name}: the "
-                                            "file is damaged. " + _EARLIER_STATES)
+                                            "file is damaged")
 
 
-_EARLIER_STATES = ("A run's snapshots (snapshots/iteration-N/checkpoint.pt) hold earlier states "
-                   "to go back to")
+def _earlier_states(run_dir: Path) -> str:
+    """Where a run with a damaged checkpoint can go back to: the snapshots it keeps."""
+    run_root = run_dir
+    if run_dir.parent.name == SNAPSHOTS_NAME and run_dir.name.startswith(SNAPSHOT_PREFIX):
+        run_root = run_dir.parent.parent  # a snapshot's own checkpoint: its run's others
+    others = [path for _, path in run_snapshots(run_root) if path != run_dir]
+    if not others:
+        return (f"{run_root} keeps no snapshots to go back to (run.snapshot_every); "
+                "train the run afresh")
+    latest = others[-1]
+    return (f"The run's snapshots keep {len(others)} other state(s), the latest in {latest}; "
+            f"continue from a copy of one: cp -r {shlex.quote(str(latest))} runs/branch && "
+            "metarl train --resume runs/branch")
 
 
 # What --set may change when resuming: how long the run goes on and its bookkeeping. Any
@@ -206,7 +221,7 @@ def check_resumable(run_dir: str | Path) -> None:
     """Refuse to continue a snapshot (``RUN/snapshots/iteration-N``) in place: training there
     would overwrite what the snapshot keeps. A copy of it branches a new run."""
     run_dir = Path(run_dir)
-    if (run_dir.parent.name == SNAPSHOTS_NAME and run_dir.name.startswith("iteration-")
+    if (run_dir.parent.name == SNAPSHOTS_NAME and run_dir.name.startswith(SNAPSHOT_PREFIX)
             and (run_dir.parent.parent / CONFIG_NAME).is_file()):
         raise ConfigError(
             f"{run_dir} is a snapshot of the run in {run_dir.parent.parent}; training it in "
@@ -223,6 +238,14 @@ def check_new_run_dir(run_dir: str | Path) -> None:
     if (run_dir / CHECKPOINT_NAME).exists():
         raise ConfigError(f"{run_dir} already holds a run; continue it with "
                           f"`metarl train --resume {run_dir}` or choose another --run-dir")
+
+
+def create_run_dir(run_dir: str | Path) -> None:
+    """Make ``run_dir`` (and its parents) for a new run, or say why it can't be made."""
+    try:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"--run-dir {run_dir}: can't create it ({error})") from None
 
 
 def train_run(experiment: Experiment, config: Any, run_dir: str | Path, *,
@@ -243,10 +266,7 @@ def train_run(experiment: Experiment, config: Any, run_dir: str | Path, *,
         trainer.load_state_dict(state["trainer"])
         start = int(state["iteration"])
     else:
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise ConfigError(f"--run-dir {run_dir}: can't create it ({error})") from None
+        create_run_dir(run_dir)
         atomic_write_text(run_dir / CONFIG_NAME, dump_config(
             config, header=f"Resolved config of this run (metarl {__version__}).\n"
                            f"Continue it with: metarl train --resume {run_dir}"))
@@ -338,7 +358,21 @@ def extend_run_config(run_dir: str | Path, experiment: Experiment, overrides: Se
 
 def snapshot_dir(run_dir: str | Path, iteration: int) -> Path:
     """Where ``run.snapshot_every`` keeps the run as it stood after ``iteration``."""
-    return Path(run_dir) / SNAPSHOTS_NAME / f"iteration-{iteration}"
+    return Path(run_dir) / SNAPSHOTS_NAME / f"{SNAPSHOT_PREFIX}{iteration}"
+
+
+def run_snapshots(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """``(N, directory)`` of each complete ``snapshots/iteration-N/`` of ``run_dir``, by N."""
+    root = Path(run_dir) / SNAPSHOTS_NAME
+    found = []
+    if root.is_dir():
+        for path in root.iterdir():
+            number = path.name[len(SNAPSHOT_PREFIX):]
+            # the checkpoint is a snapshot's last file: without it the snapshot is incomplete
+            if (path.name.startswith(SNAPSHOT_PREFIX) and number.isdigit()
+                    and (path / CHECKPOINT_NAME).is_file()):
+                found.append((int(number), path))
+    return sorted(found)
 
 
 def write_snapshot(run_dir: str | Path, iteration: int,

@@ -121,6 +121,11 @@ def test_run_dir_problems_are_reported_before_any_work(tmp_path, capsys):
     assert main(["train", "sine-quick", "--run-dir", str(a_file), *FAST]) == 2
     err = capsys.readouterr().err
     assert f"--run-dir {a_file} is a file" in err and "sine run in" not in err
+    for command in (["train", "sine-quick", *FAST], ["demo", "sine-quick"]):
+        assert main([*command, "--run-dir", str(a_file / "run")]) == 2
+        err = capsys.readouterr().err
+        assert f"--run-dir {a_file / 'run'}: can't create it (" in err
+        assert "run in" not in err and " in " + str(a_file) not in err
     run = tmp_path / "run"
     assert main(["train", "sine-quick", "--run-dir", str(run), *FAST]) == 0
     capsys.readouterr()

@@ -15,6 +15,7 @@ from metarl.rl.baseline_policies import oracle_params
 from metarl.rl.build import evaluation_rollouts, new_policy_params
 from metarl.rl.config import MetaRLConfig
 from metarl.rl.oracle import TaskObservations, oracle_family, task_features
+from metarl.runner import TrainingStopped
 
 
 def test_task_features_are_the_goal_velocity_or_direction():
@@ -188,8 +189,11 @@ def test_interrupted_baseline_training_continues_to_the_same_result(tmp_path, mo
         return original(self, iteration)
 
     monkeypatch.setattr(MAMLTRPO, "train_iteration", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(TrainingStopped, match=r"the oracle baseline stopped after 2 of 3 "
+                       r"iterations, kept in .*oracle\.partial\.pt; the same command continues it"
+                       ) as stop:
         oracle_params(config, tmp_path / "cut")
+    assert stop.value.exit_code == 130
     assert (tmp_path / "cut" / "baselines" / "oracle.partial.pt").is_file()
     assert not (tmp_path / "cut" / "baselines" / "oracle.pt").exists()
     monkeypatch.undo()
@@ -220,6 +224,24 @@ def test_a_partial_baseline_of_other_settings_is_not_continued(tmp_path):
     with counting_iterations() as trained_iterations:
         _, returns = oracle_params(config, tmp_path)
     assert trained_iterations == [0] and len(returns) == 1 and returns[0] < 0
+    assert not partial.exists()
+
+
+def test_a_damaged_partial_baseline_is_reported_and_trained_afresh(tmp_path, capsys):
+    partial = tmp_path / "baselines" / "oracle.partial.pt"
+    partial.parent.mkdir()
+    partial.write_bytes(b"PK\x03\x04 cut short")
+    config = from_dict(MetaRLConfig, {
+        "env": {"name": "navigation2d", "max_episode_steps": 5},
+        "policy": {"hidden_sizes": [4]}, "training": {"meta_batch_size": 2,
+                                                      "episodes_per_task": 2},
+        "baselines": {"oracle_iterations": 1}, "run": {"progress": False}})
+    with counting_iterations() as trained_iterations:
+        _, returns = oracle_params(config, tmp_path)
+    assert trained_iterations == [0] and len(returns) == 1
+    err = capsys.readouterr().err
+    assert "oracle.partial.pt can't be read as a metarl checkpoint" in err
+    assert err.rstrip().endswith("; training the oracle baseline from its start")
     assert not partial.exists()
 
 

@@ -361,6 +361,38 @@ def test_a_readable_checkpoint_without_a_runs_contents_or_with_broken_weights_is
         load_run(tmp_path / "run")
 
 
+def test_a_damaged_run_checkpoint_points_to_the_snapshots_the_run_keeps(tmp_path):
+    from metarl.checkpoint import UnreadableCheckpointError
+
+    def trained(name, snapshot_every):
+        config = from_dict(SineConfig, {"training": {"iterations": 6, "meta_batch_size": 2},
+                                        "run": {"checkpoint_every": 2, "progress": False,
+                                                "tensorboard": False,
+                                                "snapshot_every": snapshot_every}})
+        train_run(SineExperiment(), config, tmp_path / name)
+        return tmp_path / name
+
+    plain = trained("plain", 0)
+    (plain / "checkpoint.pt").write_bytes(b"garbage")
+    with pytest.raises(UnreadableCheckpointError,
+                       match=r"damaged.*keeps no snapshots to go back to") as error:
+        load_run(plain)
+    assert "cp -r" not in str(error.value)
+
+    kept = trained("kept", 2)
+    (kept / "checkpoint.pt").write_bytes(b"")
+    with pytest.raises(UnreadableCheckpointError,
+                       match="snapshots keep 3 other state") as error:
+        load_run(kept)
+    assert f"the latest in {snapshot_dir(kept, 6)};" in str(error.value)
+    assert f"cp -r {snapshot_dir(kept, 6)} runs/branch" in str(error.value)
+
+    (snapshot_dir(kept, 6) / "checkpoint.pt").write_bytes(b"x")  # a snapshot's own: the others
+    with pytest.raises(UnreadableCheckpointError,
+                       match=rf"2 other state.*the latest in {snapshot_dir(kept, 4)};"):
+        load_run(snapshot_dir(kept, 6))
+
+
 def test_a_non_finite_metric_stops_training_even_when_the_trainer_raises_nothing(
         tmp_path, monkeypatch):
     original = SupervisedMetaTrainer.train_iteration

@@ -4,16 +4,23 @@ cached in ``RUN_DIR/baselines/``."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 from metarl.adaptation import Params
-from metarl.checkpoint import load_checkpoint, load_or_compute, save_checkpoint
+from metarl.checkpoint import (
+    UnreadableCheckpointError,
+    load_checkpoint,
+    load_or_compute,
+    save_checkpoint,
+)
 from metarl.config import to_dict
 from metarl.envs import EnvFamily
 from metarl.rl.build import family_of, make_trainer
 from metarl.rl.config import MetaRLConfig
 from metarl.rl.oracle import oracle_family
+from metarl.runner import TrainingStopped
 
 
 def _multitask_trpo(config: MetaRLConfig, iterations: int, purpose: str, description: str,
@@ -25,24 +32,37 @@ def _multitask_trpo(config: MetaRLConfig, iterations: int, purpose: str, descrip
     The trainer's state (θ and its random generators) is written atomically to
     ``progress_path`` after every iteration, so an interrupted training (Ctrl-C) continues
     where it stopped when asked again for the same ``key``, to the same result; the file is
-    removed when training ends.
+    removed when training ends. An interrupt raises :class:`TrainingStopped` saying so; a
+    damaged file is reported and training starts over.
     """
     from tqdm import trange
 
     trainer = make_trainer(config, inner_steps=0, purpose=purpose, family=family)
     returns: list[float] = []
     if progress_path.is_file():
-        saved = load_checkpoint(progress_path)
+        try:
+            saved = load_checkpoint(progress_path)
+        except UnreadableCheckpointError as error:
+            print(f"metarl: {error}; training the {description} from its start",
+                  file=sys.stderr)
+            saved = {}
         if _same_key(saved.get("key"), key):
             trainer.load_state_dict(saved["trainer"])
             returns = list(saved["returns"])
     bar = trange(len(returns), iterations, initial=len(returns), total=iterations,
                  desc=description, disable=not config.run.progress, mininterval=0.5)
-    for i in bar:
-        returns.append(float(trainer.train_iteration(i)["return_before"]))
-        save_checkpoint(progress_path, {"key": key, "trainer": trainer.state_dict(),
-                                        "returns": returns})
-        bar.set_postfix(ret=f"{returns[-1]:.4g}", refresh=False)
+    try:
+        for i in bar:
+            returns.append(float(trainer.train_iteration(i)["return_before"]))
+            save_checkpoint(progress_path, {"key": key, "trainer": trainer.state_dict(),
+                                            "returns": returns})
+            bar.set_postfix(ret=f"{returns[-1]:.4g}", refresh=False)
+    except KeyboardInterrupt:
+        bar.close()
+        raise TrainingStopped(
+            f"interrupted: the {description} stopped after {len(returns)} of {iterations} "
+            f"iterations, kept in {progress_path}; the same command continues it (to the "
+            "numbers an uninterrupted one gives)", exit_code=130) from None
     params = trainer.state_dict()["params"]
     progress_path.unlink(missing_ok=True)
     return params, returns
