@@ -187,7 +187,11 @@ def test_version_names_metarl_and_what_it_runs_on(capsys):
         main(["--version"])
     assert stopped.value.code == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"metarl {metarl.__version__} (torch {torch.__version__}, gymnasium ")
+    # the installed distribution's version, read without importing torch: "2.13.0+cpu" for
+    # the CPU wheel, "2.14.1" for a CUDA one whose torch.__version__ is "2.14.1+cu130"
+    torch_version = out.split("(torch ")[1].split(",")[0]
+    assert out.startswith(f"metarl {metarl.__version__} (torch {torch_version}, gymnasium ")
+    assert torch.__version__.startswith(torch_version.split("+")[0])
     assert "mujoco " in out and "not installed" not in out
 
 
