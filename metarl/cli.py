@@ -129,7 +129,7 @@ def _parser() -> argparse.ArgumentParser:
                         "of the episodes only; default: the config's evaluation.seed)")
     render.add_argument("--output", type=Path, help="output file (default: in RUN_DIR)")
     render.add_argument("--video", type=Path, metavar="FILE.mp4|FILE.gif",
-                        help="MuJoCo environments: a video of one task's episodes before "
+                        help="meta-RL runs: a video of one task's episodes before "
                         "adaptation and after each step, side by side")
     render.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="render with an evaluation.* value other than "
@@ -137,7 +137,7 @@ def _parser() -> argparse.ArgumentParser:
                         "baselines, so their keys are refused)")
     render.add_argument("--task", metavar="INDEX|KEY=VALUE",
                         help="the task of --video: a test-task index (default 0) or e.g. "
-                        "velocity=1.5, direction=-1")
+                        "velocity=1.5, direction=-1, goal=0.3,-0.2")
 
     benchmark = commands.add_parser("benchmark", help="speed figures, side by side")
     benchmark.add_argument("name", nargs="?", default="all",
@@ -210,6 +210,7 @@ def _train(args: argparse.Namespace) -> int:
         train_run,
     )
 
+    made_here = False  # a new run's directory, made by this command
     if args.resume is not None:
         if args.config or args.seed is not None or args.run_dir:
             raise ConfigError("--resume RUN_DIR continues a run with its saved config; "
@@ -233,13 +234,16 @@ def _train(args: argparse.Namespace) -> int:
         experiment, config = load_config(config_path, args.overrides, args.seed)
         run_dir = args.run_dir or _default_run_dir(config_path)
         check_new_run_dir(run_dir)
+        made_here = not run_dir.exists()
         create_run_dir(run_dir)  # before the trainer is built: a bad path fails at once
     print(f"metarl: {experiment.name} run in {run_dir}", file=sys.stderr)
     try:
         checkpoint = train_run(experiment, config, run_dir, resume=args.resume is not None)
     except BaseException:
         if args.resume is None and not args.run_dir:
-            _remove_if_empty(run_dir)
+            _remove_if_empty(run_dir, with_parent=True)
+        elif made_here:  # the user's --run-dir, made by this command
+            _remove_if_empty(run_dir, with_parent=False)
         raise
     print(f"metarl: trained; checkpoint {checkpoint}", file=sys.stderr)
     if args.resume is not None:
@@ -261,10 +265,10 @@ def _note_stale_evaluation(run_dir: Path) -> None:
               file=sys.stderr)
 
 
-def _remove_if_empty(run_dir: Path) -> None:
-    """Remove the default run directory made for a run that failed before writing to it (and
-    ``runs/`` if that leaves it empty)."""
-    for folder in (run_dir, run_dir.parent):
+def _remove_if_empty(run_dir: Path, *, with_parent: bool) -> None:
+    """Remove a run directory made for a run that failed before writing to it (and, for the
+    default one, ``runs/`` if that leaves it empty)."""
+    for folder in (run_dir, run_dir.parent) if with_parent else (run_dir,):
         with contextlib.suppress(OSError):  # not empty, or gone
             folder.rmdir()
 
@@ -335,9 +339,8 @@ def _render(args: argparse.Namespace) -> int:
         _check_picture_path(args.output)
     experiment, config, state = load_run(args.run_dir)
     if experiment.name != "meta_rl" and (args.video is not None or args.task is not None):
-        raise ConfigError(f"--video and --task are for meta-RL runs on the MuJoCo "
-                          f"environments; runs of experiment {experiment.name} draw pictures "
-                          "only")
+        raise ConfigError(f"--video and --task are for meta-RL runs; runs of experiment "
+                          f"{experiment.name} draw pictures only")
     if args.video is not None:
         if args.tasks is not None:
             raise ConfigError("--tasks sets how many tasks the pictures show; a --video shows "

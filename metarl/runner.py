@@ -121,19 +121,37 @@ def _check_run_checkpoint(path: Path, state: dict[str, Any]) -> None:
                                             "file is damaged")
 
 
+def _run_of_snapshot(run_dir: Path) -> Path | None:
+    """The run directory that ``run_dir`` is a snapshot of (``RUN/snapshots/iteration-N``),
+    however it is spelled (``.``, a symlink), or None when it is no snapshot."""
+    for spelled in (run_dir, run_dir.resolve()):  # as given where it shows the run, else real
+        if (spelled.parent.name == SNAPSHOTS_NAME and spelled.name.startswith(SNAPSHOT_PREFIX)
+                and (spelled.parent.parent / CONFIG_NAME).is_file()):
+            return spelled.parent.parent
+    return None
+
+
+_BRANCH_HINT = ("copy it to a new directory and continue the copy: cp -r {source} NEW_RUN && "
+                "metarl train --resume NEW_RUN")
+
+
 def _earlier_states(run_dir: Path) -> str:
-    """Where a run with a damaged checkpoint can go back to: the snapshots it keeps."""
-    run_root = run_dir
-    if run_dir.parent.name == SNAPSHOTS_NAME and run_dir.name.startswith(SNAPSHOT_PREFIX):
-        run_root = run_dir.parent.parent  # a snapshot's own checkpoint: its run's others
-    others = [path for _, path in run_snapshots(run_root) if path != run_dir]
-    if not others:
-        return (f"{run_root} keeps no snapshots to go back to (run.snapshot_every); "
-                "train the run afresh")
-    latest = others[-1]
-    return (f"The run's snapshots keep {len(others)} other state(s), the latest in {latest}; "
-            f"continue from a copy of one: cp -r {shlex.quote(str(latest))} runs/branch && "
-            "metarl train --resume runs/branch")
+    """What is left of a run whose checkpoint (``run_dir``'s) is damaged: the run's own
+    checkpoint when ``run_dir`` is one of its snapshots, else the snapshots it keeps."""
+    run_root = _run_of_snapshot(run_dir)
+    if run_root is not None:
+        return (f"{run_dir} is a snapshot of the run in {run_root}; the run's checkpoint and "
+                "its other snapshots are separate files. Move this snapshot aside to "
+                f"evaluate the others (metarl evaluate {shlex.quote(str(run_root))} "
+                "--snapshots)")
+    snapshots = [path for _, path in run_snapshots(run_dir)]
+    if not snapshots:
+        return (f"{run_dir} keeps no snapshots to go back to (run.snapshot_every); train "
+                "the run afresh")
+    latest = snapshots[-1]
+    return (f"The run's snapshots keep {len(snapshots)} earlier state(s), the latest in "
+            f"{latest}; to continue from one, "
+            + _BRANCH_HINT.format(source=shlex.quote(str(latest))))
 
 
 # What --set may change when resuming: how long the run goes on and its bookkeeping. Any
@@ -221,12 +239,12 @@ def check_resumable(run_dir: str | Path) -> None:
     """Refuse to continue a snapshot (``RUN/snapshots/iteration-N``) in place: training there
     would overwrite what the snapshot keeps. A copy of it branches a new run."""
     run_dir = Path(run_dir)
-    if (run_dir.parent.name == SNAPSHOTS_NAME and run_dir.name.startswith(SNAPSHOT_PREFIX)
-            and (run_dir.parent.parent / CONFIG_NAME).is_file()):
+    run_root = _run_of_snapshot(run_dir)
+    if run_root is not None:
         raise ConfigError(
-            f"{run_dir} is a snapshot of the run in {run_dir.parent.parent}; training it in "
-            "place would overwrite it. Branch a new run from a copy: cp -r "
-            f"{run_dir} runs/branch && metarl train --resume runs/branch")
+            f"{run_dir} is a snapshot of the run in {run_root}; training it in place would "
+            "overwrite it. To branch a new run from it, "
+            + _BRANCH_HINT.format(source=shlex.quote(str(run_dir))))
 
 
 def check_new_run_dir(run_dir: str | Path) -> None:

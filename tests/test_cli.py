@@ -365,7 +365,7 @@ def test_train_given_a_run_directory_as_config_points_to_resume(tmp_path, capsys
         capsys.readouterr().err)
 
 
-def test_resuming_a_snapshot_in_place_is_refused(tmp_path, capsys):
+def test_resuming_a_snapshot_in_place_is_refused(tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     assert main(["train", "sine-quick", "--run-dir", str(run), *FAST,
                  "--set", "run.snapshot_every=6"]) == 0
@@ -375,7 +375,14 @@ def test_resuming_a_snapshot_in_place_is_refused(tmp_path, capsys):
     assert main(["train", "--resume", str(snapshot), "--set", "training.iterations=14"]) == 2
     err = capsys.readouterr().err
     assert f"{snapshot} is a snapshot of the run in {run}" in err
-    assert f"cp -r {snapshot} runs/branch && metarl train --resume runs/branch" in err
+    assert f"cp -r {snapshot} NEW_RUN && metarl train --resume NEW_RUN" in err
+    # however it is spelled: from inside it, or through a link
+    monkeypatch.chdir(snapshot)
+    assert main(["train", "--resume", ".", "--set", "training.iterations=14"]) == 2
+    assert f". is a snapshot of the run in {run.resolve()}" in capsys.readouterr().err
+    (tmp_path / "link").symlink_to(snapshot)
+    assert main(["train", "--resume", str(tmp_path / "link")]) == 2
+    assert "is a snapshot of the run in" in capsys.readouterr().err
     assert (snapshot / "checkpoint.pt").read_bytes() == before
     assert not (snapshot / "snapshots").exists()
 
@@ -474,6 +481,9 @@ def test_a_given_run_dir_is_kept_when_training_fails_before_writing(tmp_path, mo
     mine.mkdir(parents=True)
     assert main(["train", "sine-quick", "--run-dir", str(mine), *FAST]) == 2
     assert mine.is_dir(), "the user's own (empty) directory stays"
+    new = tmp_path / "parent" / "new"
+    assert main(["train", "sine-quick", "--run-dir", str(new), *FAST]) == 2
+    assert not new.exists() and mine.is_dir(), "a directory made for the run goes, alone"
 
 
 def test_a_meta_sgd_run_notes_the_test_time_rates_it_ignores(capsys):

@@ -4,7 +4,9 @@ one that the documented run accepts. Nothing is trained or evaluated."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import re
 import shlex
 from dataclasses import dataclass
@@ -14,8 +16,14 @@ import pytest
 
 from metarl.cli import _parser, builtin_configs, resolve_config_path
 from metarl.config import ConfigError, apply_overrides, parse_override, read_yaml
-from metarl.experiment import config_from_data, load_config, with_evaluation_overrides
-from metarl.runner import RESUME_OVERRIDABLE, SNAPSHOTS_NAME
+from metarl.experiment import (
+    EXPERIMENTS,
+    config_from_data,
+    get_experiment,
+    load_config,
+    with_evaluation_overrides,
+)
+from metarl.runner import RESUME_OVERRIDABLE, SNAPSHOTS_NAME, _matches
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ("README.md", "docs/BENCHMARKS.md")
@@ -66,9 +74,11 @@ def _segments(line: str) -> list[list[str]]:
 
 def _metarl_argv(tokens: list[str]) -> list[str] | None:
     """The arguments of a ``metarl``/``python -m metarl`` command, or None for other ones."""
-    while tokens and (tokens[0] in _COMMAND_PREFIXES
+    while tokens and (tokens[0] in _COMMAND_PREFIXES or tokens[0].endswith("/time")
                       or ("=" in tokens[0] and not tokens[0].startswith("-"))):
         tokens = tokens[1:]
+        if tokens and tokens[0] == "-v":  # /usr/bin/time -v
+            tokens = tokens[1:]
     if tokens[:1] == ["metarl"]:
         return tokens[1:]
     if tokens[:3] == ["python", "-m", "metarl"]:
@@ -77,16 +87,58 @@ def _metarl_argv(tokens: list[str]) -> list[str] | None:
 
 
 def _with_numbers(argv: list[str]) -> list[str]:
-    """``argv`` with a placeholder for a number (``--seed S``) replaced by one."""
-    return [("1" if previous in _INTEGER_OPTIONS and token.isupper() else token)
+    """``argv`` with a placeholder for a number (``--seed S``) replaced by one, and without
+    the ``--set`` of a placeholder (``evaluation.KEY=VALUE``, ``training.iterations=N``)."""
+    argv = [("1" if previous in _INTEGER_OPTIONS and token.isupper() else token)
             for previous, token in zip(["", *argv[:-1]], argv, strict=True)]
+    kept: list[str] = []
+    for token in argv:
+        if kept[-1:] == ["--set"] and any(part.isupper() for part in re.split(r"[.=]", token)):
+            kept.pop()
+        else:
+            kept.append(token)
+    return kept
+
+
+def _is_mention(tokens: list[str]) -> bool:
+    """A command named in prose, not one to run (``metarl render``, ``metarl train
+    --resume``): no arguments, or it does not parse and ends with an option."""
+    argv = _metarl_argv(tokens)
+    if argv is None or len(argv) < 2:
+        return True
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # argparse's usage message
+            _parser().parse_args(_with_numbers(argv))
+    except SystemExit:
+        return argv[-1].startswith("-")
+    return False
+
+
+def _inline_commands(text: str) -> list[tuple[int, str]]:
+    """``(line number, command)`` of each inline code span of the prose that starts with
+    ``metarl `` (spans may wrap onto the next line)."""
+    prose, in_block = [], False
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            in_block = not in_block
+        prose.append("" if in_block or line.lstrip().startswith("```") else line)
+    joined = "\n".join(prose)
+    return [(joined.count("\n", 0, match.start()) + 1, " ".join(match.group(1).split()))
+            for match in re.finditer(r"`(metarl [^`]+)`", joined)]
 
 
 def _documented_segments() -> list[tuple[str, list[str]]]:
-    """``("FILE:LINE", tokens)`` of each simple command of the docs' code blocks."""
-    return [(f"{doc}:{number}", tokens) for doc in DOCS
-            for number, line in _code_lines((ROOT / doc).read_text())
-            for tokens in _segments(line)]
+    """``("FILE:LINE", tokens)`` of each simple command of the docs' code blocks and inline
+    code spans."""
+    found = []
+    for doc in DOCS:
+        text = (ROOT / doc).read_text()
+        for number, line in _code_lines(text):
+            found += [(f"{doc}:{number}", tokens) for tokens in _segments(line)]
+        for number, line in _inline_commands(text):
+            found += [(f"{doc}:{number}", tokens) for tokens in _segments(line)
+                      if not _is_mention(tokens)]
+    return found
 
 
 def documented_commands() -> tuple[list[Documented], int]:
@@ -125,7 +177,10 @@ def _trained_runs() -> dict[str, tuple[Path, list[str], int | None]]:
     """``--run-dir`` of each documented ``metarl train CONFIG``: its config, --set, --seed."""
     runs = {}
     for command in COMMANDS:
-        args = _parser().parse_args(command.argv)
+        try:
+            args = _parser().parse_args(command.argv)
+        except SystemExit:  # reported by its own test
+            continue
         if args.command == "train" and args.resume is None and args.run_dir is not None:
             runs[str(args.run_dir)] = (resolve_config_path(args.config), list(args.overrides),
                                        args.seed)
@@ -237,9 +292,12 @@ def _check(args) -> None:
 
 def _check_resume(run_dir: str, overrides: list[str]) -> None:
     trained = _trained_runs().get(_run_of(run_dir))
+    experiments = ([load_config(trained[0])[0]] if trained is not None
+                   else [get_experiment(name) for name in EXPERIMENTS])
+    allowed = RESUME_OVERRIDABLE + tuple(key for experiment in experiments
+                                         for key in experiment.location_keys)
     for text in overrides:
-        key = ".".join(parse_override(text)[0])
-        assert key == RESUME_OVERRIDABLE[0] or key.startswith(RESUME_OVERRIDABLE[1]), text
+        assert _matches(".".join(parse_override(text)[0]), allowed), text
     if trained is not None:
         config_path, trained_overrides, seed = trained
         data = apply_overrides(read_yaml(config_path), [*trained_overrides, *overrides])

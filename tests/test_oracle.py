@@ -194,6 +194,12 @@ def test_interrupted_baseline_training_continues_to_the_same_result(tmp_path, mo
                        ) as stop:
         oracle_params(config, tmp_path / "cut")
     assert stop.value.exit_code == 130
+    calls.clear()
+    with pytest.raises(TrainingStopped, match="stopped before finishing its first iteration; "
+                       "nothing to keep"):
+        calls.extend([0, 1])  # the next call is the third: interrupted at once
+        oracle_params(config, tmp_path / "cut-at-once")
+    assert not (tmp_path / "cut-at-once" / "baselines" / "oracle.partial.pt").exists()
     assert (tmp_path / "cut" / "baselines" / "oracle.partial.pt").is_file()
     assert not (tmp_path / "cut" / "baselines" / "oracle.pt").exists()
     monkeypatch.undo()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -361,7 +362,8 @@ def test_a_readable_checkpoint_without_a_runs_contents_or_with_broken_weights_is
         load_run(tmp_path / "run")
 
 
-def test_a_damaged_run_checkpoint_points_to_the_snapshots_the_run_keeps(tmp_path):
+def test_a_damaged_run_checkpoint_points_to_the_snapshots_the_run_keeps(tmp_path,
+                                                                         monkeypatch):
     from metarl.checkpoint import UnreadableCheckpointError
 
     def trained(name, snapshot_every):
@@ -382,15 +384,22 @@ def test_a_damaged_run_checkpoint_points_to_the_snapshots_the_run_keeps(tmp_path
     kept = trained("kept", 2)
     (kept / "checkpoint.pt").write_bytes(b"")
     with pytest.raises(UnreadableCheckpointError,
-                       match="snapshots keep 3 other state") as error:
+                       match="snapshots keep 3 earlier state") as error:
         load_run(kept)
     assert f"the latest in {snapshot_dir(kept, 6)};" in str(error.value)
-    assert f"cp -r {snapshot_dir(kept, 6)} runs/branch" in str(error.value)
+    assert (f"cp -r {snapshot_dir(kept, 6)} NEW_RUN && metarl train --resume NEW_RUN"
+            in str(error.value))
 
-    (snapshot_dir(kept, 6) / "checkpoint.pt").write_bytes(b"x")  # a snapshot's own: the others
+    # a damaged snapshot: the run's checkpoint and other snapshots are other files
+    (snapshot_dir(kept, 4) / "checkpoint.pt").write_bytes(b"x")
+    with pytest.raises(UnreadableCheckpointError) as error:
+        load_run(snapshot_dir(kept, 4))
+    assert f"{snapshot_dir(kept, 4)} is a snapshot of the run in {kept};" in str(error.value)
+    assert "Move this snapshot aside" in str(error.value) and "afresh" not in str(error.value)
+    monkeypatch.chdir(snapshot_dir(kept, 4))  # spelled from inside it
     with pytest.raises(UnreadableCheckpointError,
-                       match=rf"2 other state.*the latest in {snapshot_dir(kept, 4)};"):
-        load_run(snapshot_dir(kept, 6))
+                       match=re.escape(f". is a snapshot of the run in {kept.resolve()};")):
+        load_run(".")
 
 
 def test_a_non_finite_metric_stops_training_even_when_the_trainer_raises_nothing(

@@ -49,6 +49,7 @@ def _multitask_trpo(config: MetaRLConfig, iterations: int, purpose: str, descrip
         if _same_key(saved.get("key"), key):
             trainer.load_state_dict(saved["trainer"])
             returns = list(saved["returns"])
+    kept = len(returns)  # iterations the progress file holds for this key
     bar = trange(len(returns), iterations, initial=len(returns), total=iterations,
                  desc=description, disable=not config.run.progress, mininterval=0.5)
     try:
@@ -56,11 +57,15 @@ def _multitask_trpo(config: MetaRLConfig, iterations: int, purpose: str, descrip
             returns.append(float(trainer.train_iteration(i)["return_before"]))
             save_checkpoint(progress_path, {"key": key, "trainer": trainer.state_dict(),
                                             "returns": returns})
+            kept = len(returns)
             bar.set_postfix(ret=f"{returns[-1]:.4g}", refresh=False)
     except KeyboardInterrupt:
         bar.close()
+        if kept == 0:
+            raise TrainingStopped(f"interrupted: the {description} stopped before finishing "
+                                  "its first iteration; nothing to keep", exit_code=130) from None
         raise TrainingStopped(
-            f"interrupted: the {description} stopped after {len(returns)} of {iterations} "
+            f"interrupted: the {description} stopped after {kept} of {iterations} "
             f"iterations, kept in {progress_path}; the same command continues it (to the "
             "numbers an uninterrupted one gives)", exit_code=130) from None
     params = trainer.state_dict()["params"]

@@ -58,7 +58,7 @@ def learn2learn_gradient_gap(model: torch.nn.Module, batch: TaskBatch, loss_fn, 
                              method: MetaMethod, steps: int, lr: float) -> float:
     """max |ours - learn2learn's| / max |ours| over the meta-gradient of one batch, ours
     vectorized, both in float64: shows that the timed computations are the same (~1e-15;
-    in float32, batch norm over a few images leaves differences of rounding up to ~1e-2)."""
+    in float32, batch norm over a few images leaves rounding differences of up to ~1e-2)."""
     import dataclasses
 
     import learn2learn as l2l
