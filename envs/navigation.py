@@ -44,7 +44,9 @@ class Navigation2DEnv(gym.Env[np.ndarray, np.ndarray]):
     metadata: ClassVar[dict[str, Any]] = {  # type: ignore[misc]
         "render_modes": ["rgb_array"], "render_fps": 10}
 
-    def __init__(self, task: dict[str, Any] | None = None, render_mode: str | None = None):
+    def __init__(self, task: dict[str, Any] | None = None, render_mode: str | None = None,
+                 width: int = 200, height: int = 200):
+        """``width`` x ``height``: the size of rendered frames in pixels (at least 2 x 2)."""
         # 100 steps of at most 0.1 per coordinate keep the position within [-10, 10]^2.
         self.observation_space = gym.spaces.Box(-10.0, 10.0, shape=(2,), dtype=np.float32)
         self.action_space = gym.spaces.Box(-ACTION_BOUND, ACTION_BOUND, shape=(2,),
@@ -52,6 +54,9 @@ class Navigation2DEnv(gym.Env[np.ndarray, np.ndarray]):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}")
         self.render_mode = render_mode
+        if int(width) < 2 or int(height) < 2:
+            raise ValueError(f"render size must be at least 2 x 2 pixels, got {width} x {height}")
+        self.width, self.height = int(width), int(height)
         self._goal = np.zeros(2)
         self._position = np.zeros(2)
         self._trail: list[np.ndarray] = []
@@ -95,15 +100,34 @@ class Navigation2DEnv(gym.Env[np.ndarray, np.ndarray]):
                 {"task": {"goal": self.goal}})
 
     def render(self) -> np.ndarray | None:
+        """The plane, y up, at one scale on both axes: y from -1 to 1 over the frame's height,
+        x over its width around 0 (from -1 to 1 when square). Drawn: the square the goals
+        are drawn from (grey outline), the start (black ring), the path since the reset (light
+        blue lines, a blue 3x3 dot at each position) and the goal (a red 7x7 square), as a
+        ``(height, width, 3)`` uint8 array."""
         if self.render_mode != "rgb_array":
             return None
-        size = 200
-        image = np.full((size, size, 3), 255, dtype=np.uint8)
+        from PIL import Image, ImageDraw
+
+        height, width = self.height, self.width
+        pixels_per_unit = (height - 1) / 2.0
 
         def pixel(point: np.ndarray) -> tuple[int, int]:
-            x, y = np.clip((np.asarray(point) + 1.0) / 2.0 * (size - 1), 0, size - 1)
-            return round(float(size - 1 - y)), round(float(x))
+            x, y = np.asarray(point, dtype=np.float64)
+            row = np.clip((height - 1) / 2.0 - y * pixels_per_unit, 0, height - 1)
+            column = np.clip((width - 1) / 2.0 + x * pixels_per_unit, 0, width - 1)
+            return round(float(row)), round(float(column))
 
+        canvas = Image.new("RGB", (width, height), (255, 255, 255))
+        draw = ImageDraw.Draw(canvas)
+        (top, left), (bottom, right) = pixel(np.array([GOAL_LOW, GOAL_HIGH])), pixel(
+            np.array([GOAL_HIGH, GOAL_LOW]))
+        draw.rectangle([left, top, right, bottom], outline=(200, 200, 200))
+        r, c = pixel(np.zeros(2))
+        draw.ellipse([c - 4, r - 4, c + 4, r + 4], outline=(0, 0, 0))
+        if len(self._trail) > 1:
+            draw.line([pixel(p)[::-1] for p in self._trail], fill=(160, 190, 235))
+        image = np.array(canvas)
         for point in self._trail:
             r, c = pixel(point)
             image[max(r - 1, 0):r + 2, max(c - 1, 0):c + 2] = (40, 90, 200)

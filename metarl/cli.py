@@ -428,6 +428,14 @@ def _demo(args: argparse.Namespace) -> int:
     print(result.get("table", ""))
     print("metarl demo: 3/3 rendering", file=sys.stderr)
     paths = experiment.render(config, state, run_dir, RenderOptions())
+    if experiment.name == "meta_rl":  # and a video of one test task adapting
+        from metarl.rl.video import RenderBackendError
+
+        try:
+            paths += experiment.render(config, state, run_dir,
+                                       RenderOptions(video=run_dir / "adaptation.gif"))
+        except RenderBackendError as error:  # MuJoCo without OpenGL: the rest still stands
+            print(f"metarl demo: no video: {error}", file=sys.stderr)
     print(f"metarl demo: done. See {run_dir}/: evaluation.json, adaptation.png, "
           f"learning_curve.png, {', '.join(p.name for p in paths)}; "
           f"TensorBoard: tensorboard --logdir {run_dir}", file=sys.stderr)

@@ -325,6 +325,8 @@ def test_demo_trains_evaluates_with_baselines_and_renders(tmp_path, capsys):
     assert result["tasks"] == 3 and result["steps"] == [0, 1, 2, 3]
     for name in ("adaptation.png", "learning_curve.png", "trajectories.png"):
         assert (run / name).read_bytes().startswith(b"\x89PNG"), name
+    assert (run / "adaptation.gif").read_bytes().startswith(b"GIF8")  # the video
+    assert "trajectories.png, adaptation.gif;" in captured.err
     assert "seed: 4" in (run / "config.yaml").read_text()
     assert "oracle" in captured.out and "maml" in captured.out  # the table
 

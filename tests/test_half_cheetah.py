@@ -818,13 +818,32 @@ def test_missing_gl_backend_is_a_clear_error(short_run, tmp_path):
     assert not (tmp_path / "v.gif").exists()
 
 
-def test_video_of_navigation_is_refused(tmp_path, capsys):
+def test_video_of_navigation(tmp_path, capsys):
+    """Navigation draws its own frames (no OpenGL): 320 x 240 panels, before and after one
+    step, one frame per control step at the env's 10 frames per second, the goal in red where
+    the task puts it: rows y from 1 (top) to -1, 119.5 pixels per unit, under a 24-pixel
+    title band."""
     from metarl.cli import main
 
     run = tmp_path / "nav"
-    assert main(["train", "navigation2d", "--run-dir", str(run), *TINY_CHEETAH]) == 0
-    assert main(["render", str(run), "--video", str(tmp_path / "nav.gif")]) == 2
-    assert "--video renders the MuJoCo environments" in capsys.readouterr().err
+    assert main(["train", "navigation2d", "--run-dir", str(run), *TINY_CHEETAH,
+                 "--set", "env.max_episode_steps=12"]) == 0
+    video = tmp_path / "nav.gif"
+    assert main(["render", str(run), "--video", str(video), "--steps", "1",
+                 "--task", "goal=0.3,-0.2"]) == 0, capsys.readouterr().err
+    frames = read_video_frames(video)
+    assert 2 <= len(frames) <= 13  # the reset frame and one per step until the goal
+    assert frames[0].shape == (24 + 240, 2 * 320, 3)
+    from PIL import Image
+
+    assert Image.open(video).info["duration"] == 100  # ms: 10 frames per second
+    red = (frames[-1][..., 0] > 180) & (frames[-1][..., 1] < 90) & (frames[-1][..., 2] < 90)
+    rows, columns = np.nonzero(red)
+    row_expected = 24 + 119.5 + 0.2 * 119.5
+    for panel in (0, 1):
+        in_panel = (columns >= 320 * panel) & (columns < 320 * (panel + 1))
+        assert abs(rows[in_panel].mean() - row_expected) < 1.5
+        assert abs(columns[in_panel].mean() - (320 * panel + 159.5 + 0.3 * 119.5)) < 1.5
 
 
 def test_failing_gl_context_is_a_clear_error(short_run, tmp_path, monkeypatch, capsys):

@@ -172,6 +172,23 @@ def test_render_draws_the_goal_and_the_trail_where_they_are():
     assert {tuple(p) for p in blue.tolist()} == dots
 
 
+def test_a_frame_of_another_size_keeps_one_scale_on_both_axes():
+    """320 x 240: y from 1 to -1 over the rows (119.5 pixels per unit), x around the middle
+    column at the same scale (so from -1.34 to 1.34)."""
+    env = Navigation2DEnv({"goal": np.array([-0.5, 0.25])}, render_mode="rgb_array",
+                          width=320, height=240)
+    env.reset()
+    env.step(np.array([0.1, 0.0]))
+    image = env.render()
+    assert image.shape == (240, 320, 3)
+    red = np.argwhere((image == [220, 40, 40]).all(axis=-1))
+    assert red.mean(axis=0).tolist() == [round(119.5 - 0.25 * 119.5), round(159.5 - 0.5 * 119.5)]
+    blue = {tuple(p) for p in np.argwhere((image == [40, 90, 200]).all(axis=-1)).tolist()}
+    assert (120, 160) in blue and (120, round(159.5 + 0.1 * 119.5)) in blue
+    with pytest.raises(ValueError, match="at least 2 x 2"):
+        Navigation2DEnv(render_mode="rgb_array", width=1)
+
+
 def test_batched_reset_and_restart_start_done_environments_again():
     """After reaching the goal an environment is done; reset (all) and restart (those
     chosen) put it back at the origin, running: it moves and is rewarded again."""

@@ -221,9 +221,6 @@ def render_video(config: MetaRLConfig, params: Params, output: Path, *, task: st
     from metarl.rl.video import VIDEO_SUFFIXES, check_rendering, record_adaptation_video
 
     family = evaluation_family(config)
-    if not family.mujoco:
-        raise ConfigError(f"--video renders the MuJoCo environments; {config.env.name} draws "
-                          f"its trajectories: metarl render RUN_DIR")
     if output.suffix.lower() not in VIDEO_SUFFIXES:
         raise ConfigError(f"--video {output}: the file name must end in "
                           + " or ".join(VIDEO_SUFFIXES))

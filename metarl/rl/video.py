@@ -1,9 +1,10 @@
-"""Videos of MuJoCo tasks before and after adaptation (``metarl render RUN_DIR --video``).
+"""Videos of a task before and after adaptation (``metarl render RUN_DIR --video``).
 
 Each panel is one episode of the Gymnasium form of the environment, run with the policy of
 one adaptation step (before adaptation, after 1 step, ...), panels side by side; the task,
-the step, the time and the return so far are written on the frames. Rendering is headless
-through MuJoCo's OpenGL backends: EGL (Mesa) by default when no display is set, or OSMesa.
+the step, the time and the return so far are written on the frames. The half-cheetahs render
+headless through MuJoCo's OpenGL backends: EGL (Mesa) by default when no display is set, or
+OSMesa; 2D navigation draws its plane itself.
 """
 
 from __future__ import annotations
@@ -164,7 +165,9 @@ def record_adaptation_video(gym_id: str, task: dict[str, Any], policy: PolicyFn,
     for step, weights in enumerate(weights_per_step):
         params = {k: v[task_index:task_index + 1] for k, v in weights.items()}
         env = make_render_env(gym_id, task, episode_steps=episode_steps, gym_kwargs=gym_kwargs)
-        fps = 1.0 / env.unwrapped.dt if hasattr(env.unwrapped, "dt") else fps
+        # MuJoCo's control step in real time; navigation at its render_fps
+        fps = (1.0 / env.unwrapped.dt if hasattr(env.unwrapped, "dt")
+               else float(env.metadata.get("render_fps", fps)))
         try:
             frames, rewards = run_episode(env, policy, params, steps=episode_steps,
                                           seed=seed, action_scale=action_scale,
