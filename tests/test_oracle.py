@@ -216,12 +216,25 @@ def test_task_features_are_in_key_order():
     assert task_features([{"velocity": 1.5, "direction": -1.0}]).tolist() == [[-1.0, 1.5]]
 
 
-def test_a_partial_baseline_of_other_settings_is_not_continued(tmp_path):
+def _partial_of_other_settings(path):
     from metarl.checkpoint import save_checkpoint
 
+    save_checkpoint(path, {"key": {"seed": 12345}, "trainer": {}, "returns": [7.0, 8.0]})
+    return ""  # nothing to report: progress of other settings is not continued
+
+
+def _damaged_partial(path):
+    path.write_bytes(b"PK\x03\x04 cut short")
+    return ("oracle.partial.pt can't be read as a metarl checkpoint (",
+            "; training the oracle baseline from its start")
+
+
+@pytest.mark.parametrize("make_partial", [_partial_of_other_settings, _damaged_partial])
+def test_a_partial_baseline_of_other_settings_or_damaged_is_trained_afresh(
+        tmp_path, capsys, make_partial):
     partial = tmp_path / "baselines" / "oracle.partial.pt"
     partial.parent.mkdir()
-    save_checkpoint(partial, {"key": {"seed": 12345}, "trainer": {}, "returns": [7.0, 8.0]})
+    reported = make_partial(partial)
     config = from_dict(MetaRLConfig, {
         "env": {"name": "navigation2d", "max_episode_steps": 5},
         "policy": {"hidden_sizes": [4]}, "training": {"meta_batch_size": 2,
@@ -231,23 +244,11 @@ def test_a_partial_baseline_of_other_settings_is_not_continued(tmp_path):
         _, returns = oracle_params(config, tmp_path)
     assert trained_iterations == [0] and len(returns) == 1 and returns[0] < 0
     assert not partial.exists()
-
-
-def test_a_damaged_partial_baseline_is_reported_and_trained_afresh(tmp_path, capsys):
-    partial = tmp_path / "baselines" / "oracle.partial.pt"
-    partial.parent.mkdir()
-    partial.write_bytes(b"PK\x03\x04 cut short")
-    config = from_dict(MetaRLConfig, {
-        "env": {"name": "navigation2d", "max_episode_steps": 5},
-        "policy": {"hidden_sizes": [4]}, "training": {"meta_batch_size": 2,
-                                                      "episodes_per_task": 2},
-        "baselines": {"oracle_iterations": 1}, "run": {"progress": False}})
-    with counting_iterations() as trained_iterations:
-        _, returns = oracle_params(config, tmp_path)
-    assert trained_iterations == [0] and len(returns) == 1
     err = capsys.readouterr().err
-    assert "oracle.partial.pt can't be read as a metarl checkpoint" in err
-    assert err.rstrip().endswith("; training the oracle baseline from its start")
+    if reported:
+        assert reported[0] in err and err.rstrip().endswith(reported[1])
+    else:
+        assert "can't be read" not in err
     assert not partial.exists()
 
 
