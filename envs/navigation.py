@@ -54,9 +54,11 @@ class Navigation2DEnv(gym.Env[np.ndarray, np.ndarray]):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}")
         self.render_mode = render_mode
-        if int(width) < 2 or int(height) < 2:
-            raise ValueError(f"render size must be at least 2 x 2 pixels, got {width} x {height}")
-        self.width, self.height = int(width), int(height)
+        if render_mode is not None and not (isinstance(width, int) and isinstance(height, int)
+                                            and width >= 2 and height >= 2):
+            raise ValueError(f"render size must be whole numbers of at least 2 x 2 pixels, "
+                             f"got {width!r} x {height!r}")
+        self.width, self.height = width, height
         self._goal = np.zeros(2)
         self._position = np.zeros(2)
         self._trail: list[np.ndarray] = []
@@ -100,23 +102,25 @@ class Navigation2DEnv(gym.Env[np.ndarray, np.ndarray]):
                 {"task": {"goal": self.goal}})
 
     def render(self) -> np.ndarray | None:
-        """The plane, y up, at one scale on both axes: y from -1 to 1 over the frame's height,
-        x over its width around 0 (from -1 to 1 when square). Drawn: the square the goals
-        are drawn from (grey outline), the start (black ring), the path since the reset (light
-        blue lines, a blue 3x3 dot at each position) and the goal (a red 7x7 square), as a
-        ``(height, width, 3)`` uint8 array."""
+        """The plane, y up, at one scale on both axes: y from -1 to 1 over the frame's height
+        (further when the goal lies beyond 0.9, so that it stays in view), x over its width
+        around 0. Drawn: the square the goals are drawn from (grey outline), the start (black
+        ring), the path since the reset (light blue lines, a blue 3x3 dot at each position
+        in view) and the goal (a red 7x7 square), as a ``(height, width, 3)`` uint8 array."""
         if self.render_mode != "rgb_array":
             return None
         from PIL import Image, ImageDraw
 
         height, width = self.height, self.width
-        pixels_per_unit = (height - 1) / 2.0
+        aspect = (width - 1) / (height - 1)
+        extent = max(1.0, 1.1 * abs(float(self._goal[1])), 1.1 * abs(float(self._goal[0])) / aspect)
+        pixels_per_unit = (height - 1) / (2.0 * extent)
 
         def pixel(point: np.ndarray) -> tuple[int, int]:
+            """(row, column), possibly outside the frame."""
             x, y = np.asarray(point, dtype=np.float64)
-            row = np.clip((height - 1) / 2.0 - y * pixels_per_unit, 0, height - 1)
-            column = np.clip((width - 1) / 2.0 + x * pixels_per_unit, 0, width - 1)
-            return round(float(row)), round(float(column))
+            return (round((height - 1) / 2.0 - y * pixels_per_unit),
+                    round((width - 1) / 2.0 + x * pixels_per_unit))
 
         canvas = Image.new("RGB", (width, height), (255, 255, 255))
         draw = ImageDraw.Draw(canvas)
@@ -125,14 +129,15 @@ class Navigation2DEnv(gym.Env[np.ndarray, np.ndarray]):
         draw.rectangle([left, top, right, bottom], outline=(200, 200, 200))
         r, c = pixel(np.zeros(2))
         draw.ellipse([c - 4, r - 4, c + 4, r + 4], outline=(0, 0, 0))
-        if len(self._trail) > 1:
+        if len(self._trail) > 1:  # the parts out of view are clipped
             draw.line([pixel(p)[::-1] for p in self._trail], fill=(160, 190, 235))
         image = np.array(canvas)
         for point in self._trail:
             r, c = pixel(point)
-            image[max(r - 1, 0):r + 2, max(c - 1, 0):c + 2] = (40, 90, 200)
+            if 0 <= r < height and 0 <= c < width:
+                image[max(r - 1, 0):r + 2, max(c - 1, 0):c + 2] = (40, 90, 200)
         r, c = pixel(self._goal)
-        image[max(r - 3, 0):r + 4, max(c - 3, 0):c + 4] = (220, 40, 40)
+        image[max(r - 3, 0):max(r + 4, 0), max(c - 3, 0):max(c + 4, 0)] = (220, 40, 40)
         return image
 
 

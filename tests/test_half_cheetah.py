@@ -819,10 +819,12 @@ def test_missing_gl_backend_is_a_clear_error(short_run, tmp_path):
 
 
 def test_video_of_navigation(tmp_path, capsys):
-    """Navigation draws its own frames (no OpenGL): 320 x 240 panels, before and after one
-    step, one frame per control step at the env's 10 frames per second, the goal in red where
-    the task puts it: rows y from 1 (top) to -1, 119.5 pixels per unit, under a 24-pixel
-    title band."""
+    """Navigation draws its own frames (no OpenGL): 320 x 240 panels under a 40-row text band,
+    before and after one step, one frame per control step at the env's 10 frames per second,
+    the goal in red where the task puts it: y from 1 (top) to -1, 119.5 pixels per unit,
+    the whole under a 24-row title band."""
+    from PIL import Image
+
     from metarl.cli import main
 
     run = tmp_path / "nav"
@@ -831,19 +833,28 @@ def test_video_of_navigation(tmp_path, capsys):
     video = tmp_path / "nav.gif"
     assert main(["render", str(run), "--video", str(video), "--steps", "1",
                  "--task", "goal=0.3,-0.2"]) == 0, capsys.readouterr().err
+    assert "note" not in capsys.readouterr().err  # a goal of the training distribution
     frames = read_video_frames(video)
     assert 2 <= len(frames) <= 13  # the reset frame and one per step until the goal
-    assert frames[0].shape == (24 + 240, 2 * 320, 3)
-    from PIL import Image
-
+    assert frames[0].shape == (24 + 40 + 240, 2 * 320, 3)
     assert Image.open(video).info["duration"] == 100  # ms: 10 frames per second
     red = (frames[-1][..., 0] > 180) & (frames[-1][..., 1] < 90) & (frames[-1][..., 2] < 90)
     rows, columns = np.nonzero(red)
-    row_expected = 24 + 119.5 + 0.2 * 119.5
     for panel in (0, 1):
         in_panel = (columns >= 320 * panel) & (columns < 320 * (panel + 1))
-        assert abs(rows[in_panel].mean() - row_expected) < 1.5
+        assert abs(rows[in_panel].mean() - (24 + 40 + 119.5 + 0.2 * 119.5)) < 1.5
         assert abs(columns[in_panel].mean() - (320 * panel + 159.5 + 0.3 * 119.5)) < 1.5
+
+    # a goal beyond the usual view: noted, and the view widens to show it
+    assert main(["render", str(run), "--video", str(video), "--steps", "0",
+                 "--task", "goal=2,-2"]) == 0
+    assert ("note: goal [2.0, -2.0] lies outside the training goals, U[-0.5, 0.5]^2"
+            in capsys.readouterr().err)
+    last = read_video_frames(video)[-1][24 + 40:]
+    rows, columns = np.nonzero((last[..., 0] > 180) & (last[..., 1] < 90) & (last[..., 2] < 90))
+    scale = 239 / (2 * 2.2)  # pixels per unit: y from -2.2 to 2.2
+    assert abs(rows.mean() - (119.5 + 2 * scale)) < 1.5
+    assert abs(columns.mean() - (159.5 + 2 * scale)) < 1.5
 
 
 def test_failing_gl_context_is_a_clear_error(short_run, tmp_path, monkeypatch, capsys):
@@ -957,7 +968,7 @@ def test_video_at_100_steps_per_second_plays_in_real_time(tmp_path, monkeypatch,
         def close(self):
             pass
 
-    def fake_make(gym_id, task, *, episode_steps, gym_kwargs=None):
+    def fake_make(gym_id, task, *, episode_steps, gym_kwargs=None, mujoco=True):
         made_with.update(gym_kwargs or {})
         return FakeEnv()
 
@@ -1083,13 +1094,15 @@ def test_a_frame_skip_1_run_evaluates_and_renders_at_its_rate(tmp_path, monkeypa
                         lambda *a, control_dt, title, **k: seen.update(dt=control_dt,
                                                                        title=title) or a[2])
     monkeypatch.setattr(video, "check_rendering",
-                        lambda gym_id, task, gym_kwargs=None: seen.update(check=gym_kwargs))
+                        lambda gym_id, task, gym_kwargs=None, mujoco=True: seen.update(
+                            check=gym_kwargs, mujoco=mujoco))
     monkeypatch.setattr(video, "record_adaptation_video",
                         lambda *a, gym_kwargs=None, **k: seen.update(video=gym_kwargs) or a[4])
     assert main(["render", str(run), "--tasks", "2", "--steps", "1"]) == 0
     assert main(["render", str(run), "--video", str(tmp_path / "v.gif"), "--steps", "1"]) == 0
     assert seen["dt"] == pytest.approx(0.01) and "(dt 0.01 s)" in seen["title"]
     assert dict(seen["check"]) == dict(seen["video"]) == {"frame_skip": 1}
+    assert seen["mujoco"] is True  # rendered by MuJoCo, its GL failures explained
 
 
 def test_the_velocity_plot_of_a_run_observing_x_reads_the_velocity(tmp_path, monkeypatch):
@@ -1391,9 +1404,15 @@ def test_run_episode_samples_scaled_actions_until_the_episode_ends():
     noise = torch.randn((3, *dist.mean.shape), generator=torch.Generator().manual_seed(4))
     expected = (dist.mean + dist.stddev * noise).view(3, 2) * 0.1  # same observation each step
     np.testing.assert_allclose(np.stack(env.actions), expected.detach().numpy(), rtol=1e-6)
+    mujoco_like = _CountingEnv(frames=False)
+    mujoco_like.mujoco_renderer = None  # what marks a MuJoCo env: its failures name the fix
     with pytest.raises(RenderBackendError, match="could not render"):
+        run_episode(mujoco_like, policy_distribution, params, steps=2, seed=0,
+                    generator=torch.Generator())
+    with pytest.raises(RuntimeError, match="rendered no frame") as error:  # a drawn env's bug
         run_episode(_CountingEnv(frames=False), policy_distribution, params, steps=2, seed=0,
                     generator=torch.Generator())
+    assert not isinstance(error.value, RenderBackendError)
 
 
 def test_choose_gl_backend_keeps_a_set_backend_and_picks_egl_without_a_display(monkeypatch):

@@ -185,8 +185,21 @@ def test_a_frame_of_another_size_keeps_one_scale_on_both_axes():
     assert red.mean(axis=0).tolist() == [round(119.5 - 0.25 * 119.5), round(159.5 - 0.5 * 119.5)]
     blue = {tuple(p) for p in np.argwhere((image == [40, 90, 200]).all(axis=-1)).tolist()}
     assert (120, 160) in blue and (120, round(159.5 + 0.1 * 119.5)) in blue
-    with pytest.raises(ValueError, match="at least 2 x 2"):
-        Navigation2DEnv(render_mode="rgb_array", width=1)
+    for size in ({"width": 1}, {"height": 2.5}):
+        with pytest.raises(ValueError, match="whole numbers of at least 2 x 2"):
+            Navigation2DEnv(render_mode="rgb_array", **size)
+    Navigation2DEnv(width=1)  # no rendering, no size to check
+
+
+def test_positions_out_of_view_are_not_drawn_on_its_edge():
+    env = Navigation2DEnv({"goal": np.array([0.0, 0.5])}, render_mode="rgb_array")
+    env.reset()
+    for _ in range(15):  # to x = 1.5, beyond the right edge (x = 1)
+        env.step(np.array([0.1, 0.0]))
+    blue = np.argwhere((env.render() == [40, 90, 200]).all(axis=-1))
+    # x = 0 .. 0.9 in view, and the dot at x = 1.0 cut by the edge (its third column off it)
+    assert blue[:, 1].max() == 199 and len(blue) == 3 * 3 * 10 + 3 * 2
+    assert sorted({int(c) for c in blue[:, 1]})[-2:] == [198, 199]  # the dot at x = 1.0
 
 
 def test_batched_reset_and_restart_start_done_environments_again():
@@ -254,3 +267,16 @@ def test_trajectory_plot_draws_the_episodes_shown_and_the_goal_of_each_task(tmp_
         np.testing.assert_allclose(lines[0].get_xydata()[-1], [0.3, 0.15], atol=1e-6)
         (goal,) = [c for c in ax.collections if c.get_label() == "goal"]
         np.testing.assert_allclose(goal.get_offsets(), [task["goal"]])
+
+
+def test_a_navigation_drawing_failure_is_not_blamed_on_opengl(monkeypatch):
+    """Only MuJoCo renders through OpenGL: navigation's own errors surface as they are."""
+    import metarl.rl.video as video
+
+    def broken(self):
+        raise RuntimeError("a bug in the drawing")
+
+    monkeypatch.setattr(Navigation2DEnv, "render", broken)
+    with pytest.raises(RuntimeError, match="a bug in the drawing") as error:
+        video.check_rendering("metarl/Navigation2D-v0", {"goal": np.zeros(2)}, mujoco=False)
+    assert not isinstance(error.value, video.RenderBackendError)

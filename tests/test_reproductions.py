@@ -59,20 +59,20 @@ def test_navigation_quick_demo_config_meets_the_paper(tmp_path):
 
 @pytest.mark.slow
 def test_navigation_paper_protocol_meets_the_paper(tmp_path):
-    """configs/navigation/navigation2d.yaml, 100 iterations (4-11 min). Recorded -9.6 / -3.2 /
-    -2.9 after 1-3 steps on one machine and -10.08 / -2.81 / -3.37 on another (paper: -11.68
-    / -3.33 / -3.23)."""
+    """configs/navigation/navigation2d.yaml, 100 iterations (4-11 min). Recorded -9.24 / -3.05
+    / -3.07 after 1-3 steps on one machine and -10.08 / -2.81 / -3.37 on another (paper:
+    -11.68 / -3.33 / -3.23)."""
     result = _train_and_evaluate(tmp_path, "navigation2d")
     _at_least_the_paper(result, {1: -11.68, 2: -3.33, 3: -3.23})
 
 
 @pytest.mark.slow
-def test_sine_paper_protocol_meets_the_paper(tmp_path):
-    """configs/sine/sine.yaml, 70,000 iterations (3.5-7 min). With K = 5 after 1 / 5 /
-    10 steps recorded 0.722 / 0.493 / 0.449 on one machine and 0.635 / 0.382 / 0.346 on
-    another (paper 0.67 / 0.38 / 0.35); with K = 10 after one step 0.413 and 0.372 (paper's
-    Figure 3: about 0.42). The one machine's seed 0 is above the paper after 5 and 10 steps
-    with K = 5 (docs/BENCHMARKS.md), so those are reported, not asserted."""
+def test_sine_paper_protocol_meets_the_paper_after_one_step(tmp_path):
+    """configs/sine/sine.yaml, 70,000 iterations (3.5-7 min). After one step, K = 5: recorded
+    0.722 on one machine and 0.635 on another (paper 0.67); K = 10: 0.413 and 0.372 (paper's
+    Figure 3: about 0.42). After 5 and 10 steps with K = 5 the first machine's seed 0 is
+    above the paper even with its interval (0.493 ± 0.084, 0.449 ± 0.077 against 0.38 and
+    0.35; docs/BENCHMARKS.md), so those steps are not checked."""
     result = _train_and_evaluate(tmp_path, "sine")
     _at_least_the_paper(result["by_shots"]["5"], {1: 0.67}, higher_is_better=False)
-    assert result["by_shots"]["10"]["mean"][1] <= 0.42
+    _at_least_the_paper(result["by_shots"]["10"], {1: 0.42}, higher_is_better=False)

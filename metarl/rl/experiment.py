@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -212,7 +213,23 @@ def parse_task(config: MetaRLConfig, text: str | None, seed: int) -> dict[str, A
                           "number(s)")
     if key == "direction" and task[key] not in (-1.0, 1.0):
         raise ConfigError(f"--task {text!r}: direction is +1 or -1")
+    _note_unseen_task(key, task[key])
     return task
+
+
+def _note_unseen_task(key: str, value: Any) -> None:
+    """Say so when a --task lies outside the task distribution the policy was trained on."""
+    from metarl.envs.half_cheetah import VELOCITY_HIGH, VELOCITY_LOW
+    from metarl.envs.navigation import GOAL_HIGH, GOAL_LOW
+
+    coordinates = np.asarray(value, dtype=np.float64)
+    if key == "goal" and (np.abs(coordinates - (GOAL_LOW + GOAL_HIGH) / 2)
+                          > (GOAL_HIGH - GOAL_LOW) / 2).any():
+        print(f"metarl: note: goal {coordinates.tolist()} lies outside the training goals, "
+              f"U[{GOAL_LOW:g}, {GOAL_HIGH:g}]^2", file=sys.stderr)
+    if key == "velocity" and not VELOCITY_LOW <= float(value) <= VELOCITY_HIGH:
+        print(f"metarl: note: velocity {float(value):g} lies outside the training targets, "
+              f"U[{VELOCITY_LOW:g}, {VELOCITY_HIGH:g}] m/s", file=sys.stderr)
 
 
 def render_video(config: MetaRLConfig, params: Params, output: Path, *, task: str | None,
@@ -225,7 +242,7 @@ def render_video(config: MetaRLConfig, params: Params, output: Path, *, task: st
         raise ConfigError(f"--video {output}: the file name must end in "
                           + " or ".join(VIDEO_SUFFIXES))
     chosen = parse_task(config, task, seed)
-    check_rendering(family.gym_id, chosen, family.gym_kwargs)
+    check_rendering(family.gym_id, chosen, family.gym_kwargs, mujoco=family.mujoco)
     # Adapt on the chosen task as `metarl evaluate` does, keeping the weights of every step.
     rollouts = rollouts_with_adaptation(
         family.make_batched([chosen], config.evaluation.episodes_per_task,
@@ -238,4 +255,4 @@ def render_video(config: MetaRLConfig, params: Params, output: Path, *, task: st
     return record_adaptation_video(
         family.gym_id, chosen, make_policy(config), rollouts.weights, output,
         episode_steps=episode_length(config), seed=seed, title=f"{env_title(config)}, {title}",
-        action_scale=action_scale(config), gym_kwargs=family.gym_kwargs)
+        action_scale=action_scale(config), gym_kwargs=family.gym_kwargs, mujoco=family.mujoco)

@@ -58,9 +58,15 @@ def _render_failure(error: Exception) -> RenderBackendError:
 
 
 def make_render_env(gym_id: str, task: dict[str, Any], *, episode_steps: int,
-                    gym_kwargs: Mapping[str, Any] | None = None) -> gym.Env:
+                    gym_kwargs: Mapping[str, Any] | None = None,
+                    mujoco: bool = True) -> gym.Env:
     """The Gymnasium form of ``gym_id`` (made with ``gym_kwargs``, such as a frame skip)
-    rendering ``PANEL_WIDTH x PANEL_HEIGHT`` frames."""
+    rendering ``PANEL_WIDTH x PANEL_HEIGHT`` frames; ``mujoco``: through MuJoCo's OpenGL
+    (whose failures are reported with the fix), else drawn by the environment itself."""
+    if not mujoco:
+        return gym.make(gym_id, task=task, render_mode="rgb_array", width=PANEL_WIDTH,
+                        height=PANEL_HEIGHT, max_episode_steps=episode_steps,
+                        **(gym_kwargs or {}))
     choose_gl_backend()
     try:
         return gym.make(gym_id, task=task, render_mode="rgb_array", width=PANEL_WIDTH,
@@ -72,9 +78,9 @@ def make_render_env(gym_id: str, task: dict[str, Any], *, episode_steps: int,
 
 
 def check_rendering(gym_id: str, task: dict[str, Any],
-                    gym_kwargs: Mapping[str, Any] | None = None) -> None:
+                    gym_kwargs: Mapping[str, Any] | None = None, *, mujoco: bool = True) -> None:
     """Render one frame, so that a missing OpenGL backend fails before any other work."""
-    env = make_render_env(gym_id, task, episode_steps=1, gym_kwargs=gym_kwargs)
+    env = make_render_env(gym_id, task, episode_steps=1, gym_kwargs=gym_kwargs, mujoco=mujoco)
     try:
         env.reset(seed=0)
         _first_frame(env)
@@ -83,11 +89,18 @@ def check_rendering(gym_id: str, task: dict[str, Any],
 
 
 def _first_frame(env: gym.Env) -> np.ndarray:
+    """``env.render()``; for MuJoCo (which renders through OpenGL) a failure is reported as a
+    :class:`RenderBackendError` naming the fix, for an environment that draws itself as it is."""
+    mujoco = hasattr(getattr(env, "unwrapped", env), "mujoco_renderer")
     try:
         frame = env.render()
     except Exception as error:  # each backend fails in its own way (ImportError, FatalError...)
+        if not mujoco:
+            raise
         raise _render_failure(error) from error
     if frame is None:
+        if not mujoco:
+            raise RuntimeError(f"{env} rendered no frame (render_mode='rgb_array' expected)")
         raise _render_failure(RuntimeError("no frame"))
     return np.asarray(frame)
 
@@ -110,14 +123,15 @@ def describe_task(task: dict[str, Any]) -> str:
 
 
 def annotate(frame: np.ndarray, lines: Sequence[str]) -> np.ndarray:
-    """The frame ``(H, W, 3)`` uint8 with ``lines`` written on a dark band at the top."""
-    image = Image.fromarray(frame)
-    draw = ImageDraw.Draw(image, "RGBA")
+    """The frame ``(H, W, 3)`` uint8 under a dark band of ``8 + 16 * len(lines)`` rows with
+    ``lines`` written on it (above the frame, so that it hides nothing of it); a frame of
+    no rows gives the band alone."""
+    band = Image.new("RGB", (frame.shape[1], 8 + 16 * len(lines)), (40, 40, 40))
+    draw = ImageDraw.Draw(band)
     font = _font(13)
-    draw.rectangle([0, 0, image.width, 8 + 16 * len(lines)], fill=(0, 0, 0, 150))
     for i, line in enumerate(lines):
         draw.text((6, 4 + 16 * i), line, fill=(255, 255, 255), font=font)
-    return np.asarray(image)
+    return np.concatenate([np.asarray(band), frame], axis=0)
 
 
 def run_episode(env: gym.Env, policy: PolicyFn, params: Params, *, steps: int, seed: int,
@@ -149,7 +163,8 @@ def record_adaptation_video(gym_id: str, task: dict[str, Any], policy: PolicyFn,
                             weights_per_step: Sequence[Params], output: Path, *,
                             episode_steps: int, seed: int, title: str = "",
                             task_index: int = 0, action_scale: float = 1.0,
-                            gym_kwargs: Mapping[str, Any] | None = None) -> Path:
+                            gym_kwargs: Mapping[str, Any] | None = None,
+                            mujoco: bool = True) -> Path:
     """Write ``output`` (.mp4 or .gif): one episode per adaptation step, side by side, in
     real time (above :data:`MAX_VIDEO_FPS` control steps per second, every k-th step's
     frame, the last one always).
@@ -159,12 +174,15 @@ def record_adaptation_video(gym_id: str, task: dict[str, Any], policy: PolicyFn,
             row ``task_index`` is used.
         episode_steps: the episode length (the steps each panel shows, after the reset frame).
         gym_kwargs: keyword arguments of the Gymnasium form (``{"frame_skip": 1}``).
+        mujoco: rendered by MuJoCo (else drawn by the environment), see
+            :func:`make_render_env`.
     """
     panels = []
     fps = 20.0
     for step, weights in enumerate(weights_per_step):
         params = {k: v[task_index:task_index + 1] for k, v in weights.items()}
-        env = make_render_env(gym_id, task, episode_steps=episode_steps, gym_kwargs=gym_kwargs)
+        env = make_render_env(gym_id, task, episode_steps=episode_steps, gym_kwargs=gym_kwargs,
+                              mujoco=mujoco)
         # MuJoCo's control step in real time; navigation at its render_fps
         fps = (1.0 / env.unwrapped.dt if hasattr(env.unwrapped, "dt")
                else float(env.metadata.get("render_fps", fps)))
@@ -184,8 +202,7 @@ def record_adaptation_video(gym_id: str, task: dict[str, Any], policy: PolicyFn,
     for i in range(length):
         row = np.concatenate([p[min(i, len(p) - 1)] for p in panels], axis=1)
         if title:
-            row = np.concatenate([annotate(np.full((24, row.shape[1], 3), 30, np.uint8),
-                                           [title]), row], axis=0)
+            row = annotate(row, [title])
         video.append(row)
     stride = math.ceil(fps / MAX_VIDEO_FPS - 1e-9)
     if stride > 1:
