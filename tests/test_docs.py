@@ -86,7 +86,7 @@ def _metarl_argv(tokens: list[str]) -> list[str] | None:
     return None
 
 
-def _with_numbers(argv: list[str]) -> list[str]:
+def _placeholders_filled(argv: list[str]) -> list[str]:
     """``argv`` with a placeholder for a number (``--seed S``) replaced by one, and without
     the ``--set`` of a placeholder (``evaluation.KEY=VALUE``, ``training.iterations=N``)."""
     argv = [("1" if previous in _INTEGER_OPTIONS and token.isupper() else token)
@@ -108,7 +108,7 @@ def _is_mention(tokens: list[str]) -> bool:
         return True
     try:
         with contextlib.redirect_stderr(io.StringIO()):  # argparse's usage message
-            _parser().parse_args(_with_numbers(argv))
+            _parser().parse_args(_placeholders_filled(argv))
     except SystemExit:
         return argv[-1].startswith("-")
     return False
@@ -152,7 +152,7 @@ def documented_commands() -> tuple[list[Documented], int]:
         if any("$" in token for token in argv):
             with_variables += 1
             continue
-        found.append(Documented(where, _with_numbers(argv)))
+        found.append(Documented(where, _placeholders_filled(argv)))
     return found, with_variables
 
 

@@ -223,8 +223,7 @@ def _note_unseen_task(key: str, value: Any) -> None:
     from metarl.envs.navigation import GOAL_HIGH, GOAL_LOW
 
     coordinates = np.asarray(value, dtype=np.float64)
-    if key == "goal" and (np.abs(coordinates - (GOAL_LOW + GOAL_HIGH) / 2)
-                          > (GOAL_HIGH - GOAL_LOW) / 2).any():
+    if key == "goal" and ((coordinates < GOAL_LOW) | (coordinates > GOAL_HIGH)).any():
         print(f"metarl: note: goal {coordinates.tolist()} lies outside the training goals, "
               f"U[{GOAL_LOW:g}, {GOAL_HIGH:g}]^2", file=sys.stderr)
     if key == "velocity" and not VELOCITY_LOW <= float(value) <= VELOCITY_HIGH:

@@ -63,16 +63,15 @@ def make_render_env(gym_id: str, task: dict[str, Any], *, episode_steps: int,
     """The Gymnasium form of ``gym_id`` (made with ``gym_kwargs``, such as a frame skip)
     rendering ``PANEL_WIDTH x PANEL_HEIGHT`` frames; ``mujoco``: through MuJoCo's OpenGL
     (whose failures are reported with the fix), else drawn by the environment itself."""
-    if not mujoco:
-        return gym.make(gym_id, task=task, render_mode="rgb_array", width=PANEL_WIDTH,
-                        height=PANEL_HEIGHT, max_episode_steps=episode_steps,
-                        **(gym_kwargs or {}))
-    choose_gl_backend()
+    if mujoco:
+        choose_gl_backend()
     try:
         return gym.make(gym_id, task=task, render_mode="rgb_array", width=PANEL_WIDTH,
                         height=PANEL_HEIGHT, max_episode_steps=episode_steps,
                         **(gym_kwargs or {}))
     except (ImportError, RuntimeError, OSError, gym.error.DependencyNotInstalled) as error:
+        if not mujoco:
+            raise
         # A GL backend that cannot load fails here, on import of the GL context.
         raise _render_failure(error) from error
 
@@ -124,8 +123,7 @@ def describe_task(task: dict[str, Any]) -> str:
 
 def annotate(frame: np.ndarray, lines: Sequence[str]) -> np.ndarray:
     """The frame ``(H, W, 3)`` uint8 under a dark band of ``8 + 16 * len(lines)`` rows with
-    ``lines`` written on it (above the frame, so that it hides nothing of it); a frame of
-    no rows gives the band alone."""
+    ``lines`` written on it (above the frame, so that it hides nothing of it)."""
     band = Image.new("RGB", (frame.shape[1], 8 + 16 * len(lines)), (40, 40, 40))
     draw = ImageDraw.Draw(band)
     font = _font(13)
