@@ -36,16 +36,17 @@ def builtin_configs() -> dict[str, Path]:
 
 
 def resolve_config_path(text: str) -> Path:
-    """A config file path, or the name of a shipped config."""
+    """A config file path, or the name of a shipped config (which a folder of that name,
+    such as a run directory named after its config, does not hide)."""
     path = Path(text)
     if path.is_file():
         return path
-    if path.is_dir() and (path / "config.yaml").is_file():
-        raise ConfigError(f"config {text!r} is a run directory: continue it with `metarl train "
-                          f"--resume {text}`; its config is {path / 'config.yaml'}")
     configs = builtin_configs()
     if text in configs:
         return configs[text]
+    if path.is_dir() and (path / "config.yaml").is_file():
+        raise ConfigError(f"config {text!r} is a run directory: continue it with `metarl train "
+                          f"--resume {text}`; its config is {path / 'config.yaml'}")
     if path.suffix.lower() in (".yaml", ".yml") or "/" in text:
         raise ConfigError(f"config file {text} does not exist" + (
             " (it is a directory)" if path.is_dir() else "")
@@ -90,8 +91,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="continue the interrupted run in RUN_DIR (with --set "
                        "training.iterations=N: train a finished run longer)")
 
-    evaluate = commands.add_parser("evaluate", help="adaptation curve of a trained run")
-    # optional only to explain `--baselines RUN_DIR`, where --baselines takes it as NAMES
+    # RUN_DIR is optional to argparse only to explain `--baselines RUN_DIR` (where --baselines
+    # takes it as NAMES); the usage line shows it required, as it is
+    evaluate = commands.add_parser("evaluate", help="adaptation curve of a trained run",
+                                   usage="%(prog)s [-h] RUN_DIR [options]")
     evaluate.add_argument("run_dir", type=Path, metavar="RUN_DIR", nargs="?",
                           help="a run directory (or one of its snapshots/iteration-N)")
     evaluate.add_argument("--steps", type=int, help="evaluate after 0..STEPS gradient steps "
@@ -123,14 +126,15 @@ def _parser() -> argparse.ArgumentParser:
                         help="number of tasks the pictures show (default: 4; a --video shows "
                         "one, chosen with --task)")
     render.add_argument("--steps", type=int, help="adaptation steps to show (default: the "
-                        "config's evaluation.steps)")
+                        "config's evaluation.steps; meta-RL pictures draw six of them at most: "
+                        "0, 1 and the last with evenly spaced ones between)")
     render.add_argument("--seed", type=int, help="seed of the shown tasks and their data "
                         "(episodes, points or images; with evaluation.task_draw=maml_authors: "
                         "of the episodes only; default: the config's evaluation.seed)")
     render.add_argument("--output", type=Path, help="output file (default: in RUN_DIR)")
     render.add_argument("--video", type=Path, metavar="FILE.mp4|FILE.gif",
                         help="meta-RL runs: a video of one task's episodes before "
-                        "adaptation and after each step, side by side")
+                        "adaptation and after each step (at most 10), side by side")
     render.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="render with an evaluation.* value other than "
                         "the run's, as metarl evaluate --set (repeatable; render draws no "
@@ -302,7 +306,9 @@ def _evaluate(args: argparse.Namespace) -> int:
             print("the run's latest checkpoint and the baselines:")
             print(json.loads((args.run_dir / "evaluation.json").read_text())["table"])
         print(f"metarl: wrote {args.run_dir / SUMMARY_NAME}, {args.run_dir / PLOT_NAME} and "
-              "an evaluation.json in each snapshot", file=sys.stderr)
+              "an evaluation.json in the run directory and in each snapshot of an earlier "
+              "iteration (one of the latest iteration is the run's own checkpoint)",
+              file=sys.stderr)
         return 0
     config = with_evaluation_overrides(experiment, config, args.overrides)
     _note_learned_rates(config, args.overrides)
@@ -488,9 +494,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # torch reports a failed allocation as a RuntimeError
         if not isinstance(error, MemoryError) and "allocate memory" not in str(error):
             raise
-        print(f"metarl: out of memory: {error}. Smaller batches need less: fewer tasks, "
+        detail = f": {error}" if str(error) else ""
+        print(f"metarl: out of memory{detail}. Smaller batches need less: fewer tasks, "
               "episodes or steps per batch (meta-RL: training.meta_batch_size, "
-              "episodes_per_task, env.max_episode_steps)", file=sys.stderr)
+              "episodes_per_task, env.max_episode_steps); for evaluate and render, fewer "
+              "--tasks or --steps", file=sys.stderr)
         return 1
 
 

@@ -262,6 +262,10 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     result = _deep_copy(data)
     for text in overrides:
         path, value = parse_override(text)
+        if path == ["experiment"] and data.get("experiment", value) != value:
+            raise ConfigError(f"override {text!r}: a config's experiment can't be changed with "
+                              "--set (its other keys belong to it); start from a config of "
+                              "that experiment (see `metarl config`)")
         node = result
         for part in path[:-1]:
             child = node.setdefault(part, {})

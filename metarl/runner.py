@@ -248,7 +248,8 @@ def check_resumable(run_dir: str | Path) -> None:
 
 
 def check_new_run_dir(run_dir: str | Path) -> None:
-    """Refuse ``run_dir`` for a new run when it is a file or already holds a run."""
+    """Refuse ``run_dir`` for a new run when it is a file, already holds a run, or holds
+    files that are not a run's."""
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--run-dir {run_dir} is a file; give a directory (it is created "
@@ -256,6 +257,13 @@ def check_new_run_dir(run_dir: str | Path) -> None:
     if (run_dir / CHECKPOINT_NAME).exists():
         raise ConfigError(f"{run_dir} already holds a run; continue it with "
                           f"`metarl train --resume {run_dir}` or choose another --run-dir")
+    held = sorted(child.name for child in run_dir.iterdir()) if run_dir.is_dir() else []
+    # A run stopped before its first checkpoint (config.yaml, no checkpoint) starts again in
+    # place; other files would be mixed with this run's.
+    if held and CONFIG_NAME not in held:
+        shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+        raise ConfigError(f"--run-dir {run_dir} holds other files ({shown}) and no run; give "
+                          "a new or empty folder")
 
 
 def create_run_dir(run_dir: str | Path) -> None:

@@ -26,8 +26,7 @@ FAST = ["--set", "training.iterations=12", "--set", "training.meta_batch_size=4"
     (["evaluate", "/nonexistent/run", "--tasks", "0"], "--tasks = 0: must be >= 2"),
     (["benchmark", "chess"], "known benchmarks are"),
     (["config", "sine", "--set", "experiment=omniglot"],
-     "unknown key baseline; allowed keys: experiment, seed, data"),
-    (["config", "sine", "--set", "experiment=omniglot"], "(of experiment omniglot)"),
+     "override 'experiment=omniglot': a config's experiment can't be changed with --set"),
     (["config", "omniglot-5w1s-cpu", "--set", "task.ways=25", "--set",
       "data.train_characters=20"], "task.ways = 25 exceeds data.train_characters = 20"),
     (["config", "sine", "--set", "evaluation.shots=[5, 10, 5]"],
@@ -258,6 +257,8 @@ def test_navigation_train_evaluate_render(tmp_path, capsys):
         assert "--video /proc/x.mp4: can't write in /proc" in capsys.readouterr().err
     assert main(["render", str(run), "--video", str(tmp_path / "v.mp4"), "--tasks", "2"]) == 2
     assert "a --video shows one task, chosen with --task" in capsys.readouterr().err
+    assert main(["render", str(run), "--video", str(tmp_path / "v.mp4"), "--steps", "11"]) == 2
+    assert "for at most 10 steps; give --steps 0 to 10" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.mp4")) and not list(tmp_path.glob(".metarl-write-check*"))
 
 
@@ -365,6 +366,27 @@ def test_train_given_a_run_directory_as_config_points_to_resume(tmp_path, capsys
     assert main(["train", str(run)]) == 2
     assert f"is a run directory: continue it with `metarl train --resume {run}`" in (
         capsys.readouterr().err)
+
+
+def test_a_run_dir_holding_other_files_is_refused_and_left_as_it_was(tmp_path, capsys):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    assert main(["train", "sine-quick", "--run-dir", str(folder), *FAST]) == 2
+    assert (f"--run-dir {folder} holds other files (notes.txt) and no run; give a new or empty "
+            "folder") in capsys.readouterr().err
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["train", "sine-quick", "--run-dir", str(empty), *FAST]) == 0
+
+
+def test_a_folder_named_like_a_shipped_config_does_not_hide_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "sine-quick", "--run-dir", "sine-quick", *FAST]) == 0
+    capsys.readouterr()
+    assert main(["config", "sine-quick", "--set", "seed=3"]) == 0
+    assert "experiment: sine" in capsys.readouterr().out
 
 
 def test_resuming_a_snapshot_in_place_is_refused(tmp_path, capsys, monkeypatch):
@@ -551,6 +573,12 @@ def test_config_file_errors_name_the_file_and_override_errors_do_not(tmp_path, c
     assert main(["config", str(config), "--set", "training.meta_batch_size=0"]) == 2
     err = capsys.readouterr().err
     assert "training.meta_batch_size = 0: must be >= 1" in err and str(config) not in err
+    # unknown keys are named as keys of the file's experiment
+    config.write_text("experiment: omniglot\nbaseline:\n  iterations: 5\n")
+    assert main(["config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key baseline; allowed keys: experiment, seed, data" in err
+    assert "(of experiment omniglot)" in err
     # a file completed by its overrides (or --seed) is fine
     config.write_text("training:\n  meta_batch_size: 0\n")
     assert main(["config", str(config), "--set", "experiment=sine", "--set",

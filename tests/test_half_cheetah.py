@@ -795,6 +795,9 @@ def test_render_video(short_run, suffix, capsys, monkeypatch):
     (["--video", "out.gif", "--task", "3"], "must be >= 0 and < 3"),
     (["--video", "out.gif", "--output", "x.png"], "give no --output with it"),
     (["--task", "2"], "--task picks the task of a --video"),
+    (["--video", "out.mp4", "--steps", "11"],
+     "11 adaptation steps: a video shows the episode before adaptation and after each step side "
+     "by side, for at most 10 steps; give --steps 0 to 10"),
 ])
 def test_render_rejects_bad_video_options(short_run, args, message, capsys):
     from metarl.cli import main

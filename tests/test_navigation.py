@@ -269,6 +269,33 @@ def test_trajectory_plot_draws_the_episodes_shown_and_the_goal_of_each_task(tmp_
         np.testing.assert_allclose(goal.get_offsets(), [task["goal"]])
 
 
+@pytest.mark.parametrize(("steps", "shown"), [
+    (0, [0]), (3, [0, 1, 2, 3]), (5, [0, 1, 2, 3, 4, 5]), (7, [0, 1, 2, 4, 5, 7]),
+    (1000, [0, 1, 2, 335, 667, 1000])])
+def test_pictures_draw_at_most_six_of_the_adaptation_steps(steps, shown):
+    from metarl.rl.render import steps_shown
+
+    assert steps_shown(steps) == shown
+
+
+def test_trajectory_lines_are_labelled_with_the_steps_they_show(tmp_path, monkeypatch):
+    import metarl.rl.render as render
+    from metarl.rl.render import plot_navigation_trajectories
+
+    saved_figures, real = [], render.save_figure
+    monkeypatch.setattr(render, "save_figure",
+                        lambda fig, output, **kw: saved_figures.append(fig) or real(fig, output,
+                                                                                    **kw))
+
+    episodes = _two_slot_episodes()
+    plot_navigation_trajectories([{"goal": np.array([0.3, -0.2])}] * 2, [episodes] * 3,
+                                 tmp_path / "t.png", episodes_shown=1, action_scale=0.1,
+                                 step_numbers=[0, 1, 40])
+    labels = [line.get_label() for line in saved_figures[-1].axes[0].get_lines()]
+    assert labels == ["0 step(s): return -3.0", "1 step(s): return -3.0",
+                      "40 step(s): return -3.0"]
+
+
 def test_a_navigation_drawing_failure_is_not_blamed_on_opengl(monkeypatch):
     """Only MuJoCo renders through OpenGL: navigation's own errors surface as they are."""
     import metarl.rl.video as video

@@ -155,23 +155,28 @@ class MetaRLExperiment(Experiment):
         if options.task is not None:
             raise ConfigError("--task picks the task of a --video; the pictures show "
                               "--tasks N test tasks")
+        from metarl.rl.render import (
+            plot_cheetah_velocities,
+            plot_navigation_trajectories,
+            steps_shown,
+        )
+
         tasks, rollouts = evaluation_rollouts(config, params, tasks=options.tasks, steps=steps,
                                               seed=seed)
+        shown = steps_shown(steps)
+        episodes = [rollouts.episodes[step] for step in shown]
         if family_of(config).mujoco:
             from metarl.envs.half_cheetah import forward_velocity_index
-            from metarl.rl.render import plot_cheetah_velocities
 
             output = options.output or run_dir / "velocities.png"
             index = forward_velocity_index(config.env.observe_x_position)
-            return [plot_cheetah_velocities(tasks, rollouts.episodes, output,
-                                            velocity_index=index,
+            return [plot_cheetah_velocities(tasks, episodes, output, velocity_index=index,
                                             control_dt=family_of(config).control_dt,
-                                            title=f"{env_title(config)}: {title}")]
-        from metarl.rl.render import plot_navigation_trajectories
-
+                                            title=f"{env_title(config)}: {title}",
+                                            step_numbers=shown)]
         output = options.output or run_dir / "trajectories.png"
-        plot_navigation_trajectories(tasks, rollouts.episodes, output,
-                                     action_scale=action_scale(config), title=title)
+        plot_navigation_trajectories(tasks, episodes, output, action_scale=action_scale(config),
+                                     title=title, step_numbers=shown)
         return [output]
 
 
@@ -234,12 +239,22 @@ def _note_unseen_task(key: str, value: Any) -> None:
 def render_video(config: MetaRLConfig, params: Params, output: Path, *, task: str | None,
                  steps: int, seed: int, title: str) -> Path:
     """A video of one task's episode before adaptation and after each step, side by side."""
-    from metarl.rl.video import VIDEO_SUFFIXES, check_rendering, record_adaptation_video
+    from metarl.rl.video import (
+        MAX_VIDEO_STEPS,
+        VIDEO_SUFFIXES,
+        check_rendering,
+        record_adaptation_video,
+    )
 
     family = evaluation_family(config)
     if output.suffix.lower() not in VIDEO_SUFFIXES:
         raise ConfigError(f"--video {output}: the file name must end in "
                           + " or ".join(VIDEO_SUFFIXES))
+    if steps > MAX_VIDEO_STEPS:
+        raise ConfigError(f"{steps} adaptation steps: a video shows the episode before "
+                          "adaptation and after each step side by side, for at most "
+                          f"{MAX_VIDEO_STEPS} steps; give --steps 0 to {MAX_VIDEO_STEPS} "
+                          "(metarl evaluate takes more)")
     chosen = parse_task(config, task, seed)
     check_rendering(family.gym_id, chosen, family.gym_kwargs, mujoco=family.mujoco)
     # Adapt on the chosen task as `metarl evaluate` does, keeping the weights of every step.

@@ -3,6 +3,7 @@ half-cheetah forward velocities."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,18 @@ import torch
 from metarl.envs.navigation import ACTION_BOUND
 from metarl.plots import panel_grid, save_figure
 from metarl.rl.episodes import Episodes
+
+MAX_STEPS_SHOWN = 6
+"""Lines per panel of the pictures: more would be a tangle (a video shows at most 11)."""
+
+
+def steps_shown(steps: int, limit: int = MAX_STEPS_SHOWN) -> list[int]:
+    """Which of 0..``steps`` adaptation steps the pictures draw: all of them up to ``limit``,
+    else 0, 1 and the last with evenly spaced ones between (``limit`` in all)."""
+    if steps + 1 <= limit:
+        return list(range(steps + 1))
+    between = np.linspace(2, steps, limit - 2).round().astype(int).tolist()
+    return [0, 1, *dict.fromkeys(between)]
 
 
 def episode_positions(episodes: Episodes, task: int, episode: int,
@@ -26,16 +39,20 @@ def episode_positions(episodes: Episodes, task: int, episode: int,
 
 def plot_navigation_trajectories(tasks: list[dict[str, Any]], episodes_per_step: list[Episodes],
                                  output: Path, *, episodes_shown: int = 3,
-                                 action_scale: float = 1.0,
-                                 title: str = "") -> Path:
-    """One panel per task: the goal and a few trajectories after 0, 1, ... steps."""
+                                 action_scale: float = 1.0, title: str = "",
+                                 step_numbers: Sequence[int] | None = None) -> Path:
+    """One panel per task: the goal and a few trajectories after 0, 1, ... steps.
+
+    ``step_numbers``: the adaptation step of each entry of ``episodes_per_step`` (default
+    0, 1, ...)."""
+    numbers = list(step_numbers) if step_numbers is not None else range(len(episodes_per_step))
     fig, axes = panel_grid(len(tasks), width=3.6, height=3.6)
     for t, ax in enumerate(axes):
-        for step, episodes in enumerate(episodes_per_step):
+        for line, (step, episodes) in enumerate(zip(numbers, episodes_per_step, strict=True)):
             average = float(episodes.task_returns()[t])
             for e in range(min(episodes_shown, int(episodes.num_episodes()[t]))):
                 path = episode_positions(episodes, t, e, action_scale)
-                ax.plot(path[:, 0], path[:, 1], color=f"C{step}", alpha=0.8, linewidth=1.2,
+                ax.plot(path[:, 0], path[:, 1], color=f"C{line}", alpha=0.8, linewidth=1.2,
                         label=f"{step} step(s): return {average:.1f}" if e == 0 else None)
         goal = tasks[t]["goal"]
         ax.scatter([0], [0], color="black", marker="o", zorder=5)
@@ -53,20 +70,23 @@ def plot_navigation_trajectories(tasks: list[dict[str, Any]], episodes_per_step:
 
 def plot_cheetah_velocities(tasks: list[dict[str, Any]], episodes_per_step: list[Episodes],
                             output: Path, *, velocity_index: int, smoothing: int = 10,
-                            control_dt: float = 0.05, title: str = "") -> Path:
+                            control_dt: float = 0.05, title: str = "",
+                            step_numbers: Sequence[int] | None = None) -> Path:
     """One panel per task: the torso's forward velocity (m/s) over an episode, averaged over
     the task's episodes and over ``smoothing`` time steps (fewer when the padded episode
     length L is under 5 times that), after 0, 1, ... adaptation steps,
     with the target velocity (velocity tasks) or the direction to run (direction tasks).
     ``velocity_index``: where that velocity sits in an observation (see
     ``metarl.envs.half_cheetah.forward_velocity_index``); ``control_dt``: seconds per time
-    step, for the axis label."""
+    step, for the axis label; ``step_numbers``: the adaptation step of each entry of
+    ``episodes_per_step`` (default 0, 1, ...)."""
+    numbers = list(step_numbers) if step_numbers is not None else range(len(episodes_per_step))
     fig, axes = panel_grid(len(tasks), width=4.2, height=3.2)
     # short episodes keep at least 5 points to draw a line through
     smoothing = max(1, min(smoothing, episodes_per_step[0].mask.shape[-1] // 5))
     kernel = np.ones(smoothing) / smoothing
     for t, ax in enumerate(axes):
-        for step, episodes in enumerate(episodes_per_step):
+        for line, (step, episodes) in enumerate(zip(numbers, episodes_per_step, strict=True)):
             average = float(episodes.task_returns()[t])
             valid = episodes.mask[t] > 0  # (S, L)
             if not bool(valid.any()):
@@ -77,7 +97,7 @@ def plot_cheetah_velocities(tasks: list[dict[str, Any]], episodes_per_step: list
             sums = torch.zeros_like(counts).index_add_(0, times, velocity)
             mean_velocity = (sums / counts.clamp_min(1)).numpy()
             smooth = np.convolve(mean_velocity, kernel, mode="valid")
-            ax.plot(np.arange(len(smooth)) + smoothing - 1, smooth, color=f"C{step}",
+            ax.plot(np.arange(len(smooth)) + smoothing - 1, smooth, color=f"C{line}",
                     linewidth=1.5, label=f"{step} step(s): return {average:.1f}")
         task = tasks[t]
         if "velocity" in task:

@@ -38,6 +38,10 @@ class VideoEncodingError(OSError):
 PANEL_WIDTH, PANEL_HEIGHT = 320, 240
 # GIF frame delays are in 1/100 s and players slow down delays under 2/100 s.
 MAX_VIDEO_FPS = 50
+# Panels sit side by side, one per adaptation step: 11 make frames 3,520 pixels wide, and every
+# frame of every panel is held in memory until the video is written (about 1.3 GB for a
+# 200-step half-cheetah episode). H.264 refuses frames over 16,384 pixels wide (51 panels).
+MAX_VIDEO_STEPS = 10
 
 class RenderBackendError(ConfigError):
     """MuJoCo could not create an OpenGL context to render with."""
@@ -232,7 +236,7 @@ def write_video(frames: Sequence[np.ndarray], output: Path, *, fps: float) -> No
             images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], loop=0,
                            duration=round(1000 / fps), optimize=True)
         else:
-            _encode_mp4(frames, tmp, fps=fps)
+            _encode_mp4(frames, tmp, fps=fps, shown_as=output)
         os.replace(tmp, output)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -243,9 +247,11 @@ def write_video(frames: Sequence[np.ndarray], output: Path, *, fps: float) -> No
 H264_CRF = 10
 
 
-def _encode_mp4(frames: Sequence[np.ndarray], output: Path, *, fps: float) -> None:
+def _encode_mp4(frames: Sequence[np.ndarray], output: Path, *, fps: float,
+                shown_as: Path | None = None) -> None:
     """Pipes uint8 ``(H, W, 3)`` frames to imageio-ffmpeg's ffmpeg, each padded with black at
     the bottom and right to multiples of 16 (H.264's macroblocks), one frame at a time.
+    ``shown_as``: the file an error names (``output`` is a temporary file beside it).
 
     ffmpeg starts in a session of its own, so Ctrl-C in the terminal reaches only Python
     (which then stops ffmpeg and removes the partial file), and without a ``preexec_fn``, so
@@ -284,5 +290,5 @@ def _encode_mp4(frames: Sequence[np.ndarray], output: Path, *, fps: float) -> No
         if code != 0:
             errors.seek(0)
             message = errors.read().decode(errors="replace").strip()
-            raise VideoEncodingError(f"ffmpeg failed to write {output} (exit code {code}): "
-                                     f"{message}")
+            raise VideoEncodingError(f"ffmpeg failed to write {shown_as or output} (exit code "
+                                     f"{code}): {message}")
