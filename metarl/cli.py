@@ -84,8 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--set", dest="overrides", action="append", default=[],
                        metavar="KEY=VALUE", help="override a config value, e.g. "
                        "training.iterations=500 (repeatable)")
-    train.add_argument("--run-dir", type=_run_dir, help="where the run is written "
-                       "(default: runs/<config>-<time>)")
+    train.add_argument("--run-dir", type=_run_dir, help="where the run is written: a new or "
+                       "empty folder (default: runs/<config>-<time>)")
     train.add_argument("--seed", type=int, help="override the config's seed")
     train.add_argument("--resume", type=Path, metavar="RUN_DIR",
                        help="continue the interrupted run in RUN_DIR (with --set "
@@ -306,8 +306,9 @@ def _evaluate(args: argparse.Namespace) -> int:
             print("the run's latest checkpoint and the baselines:")
             print(json.loads((args.run_dir / "evaluation.json").read_text())["table"])
         print(f"metarl: wrote {args.run_dir / SUMMARY_NAME}, {args.run_dir / PLOT_NAME} and "
-              "an evaluation.json in the run directory and in each snapshot of an earlier "
-              "iteration (one of the latest iteration is the run's own checkpoint)",
+              "an evaluation.json (written, or kept where it was current) in the run "
+              "directory and in each snapshot of an earlier iteration (one of the latest "
+              "iteration is the run's own checkpoint)",
               file=sys.stderr)
         return 0
     config = with_evaluation_overrides(experiment, config, args.overrides)
@@ -351,6 +352,7 @@ def _render(args: argparse.Namespace) -> int:
         if args.tasks is not None:
             raise ConfigError("--tasks sets how many tasks the pictures show; a --video shows "
                               "one task, chosen with --task INDEX or KEY=VALUE")
+        _check_video_steps(args.steps)
         _check_video_path(args.video)
     for text in args.overrides:
         key = ".".join(parse_override(text)[0])
@@ -377,6 +379,14 @@ def _check_picture_path(path: Path) -> None:
         raise ConfigError(f"--output {path}: name the picture's file type by its suffix, one "
                           f"of .{', .'.join(types)} (e.g. {path.with_suffix('.png').name})")
     _check_writable("--output", path)
+
+
+def _check_video_steps(steps: int | None) -> None:
+    """``--steps`` of a ``--video`` (the config's evaluation.steps is checked with the run)."""
+    from metarl.rl.video import check_video_steps
+
+    if steps is not None:
+        check_video_steps(steps)
 
 
 def _check_video_path(path: Path) -> None:
@@ -435,11 +445,15 @@ def _demo(args: argparse.Namespace) -> int:
     print("metarl demo: 3/3 rendering", file=sys.stderr)
     paths = experiment.render(config, state, run_dir, RenderOptions())
     if experiment.name == "meta_rl":  # and a video of one test task adapting
-        from metarl.rl.video import RenderBackendError
+        from metarl.rl.video import MAX_VIDEO_STEPS, RenderBackendError
 
+        if config.evaluation.steps > MAX_VIDEO_STEPS:
+            print(f"metarl demo: the video shows the first {MAX_VIDEO_STEPS} of the "
+                  f"{config.evaluation.steps} steps", file=sys.stderr)
         try:
-            paths += experiment.render(config, state, run_dir,
-                                       RenderOptions(video=run_dir / "adaptation.gif"))
+            paths += experiment.render(config, state, run_dir, RenderOptions(
+                video=run_dir / "adaptation.gif",
+                steps=min(config.evaluation.steps, MAX_VIDEO_STEPS)))
         except RenderBackendError as error:  # MuJoCo without OpenGL: the rest still stands
             print(f"metarl demo: no video: {error}", file=sys.stderr)
     print(f"metarl demo: done. See {run_dir}/: evaluation.json, adaptation.png, "

@@ -262,7 +262,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     result = _deep_copy(data)
     for text in overrides:
         path, value = parse_override(text)
-        if path == ["experiment"] and data.get("experiment", value) != value:
+        if path == ["experiment"] and data.get("experiment") not in (None, value):
             raise ConfigError(f"override {text!r}: a config's experiment can't be changed with "
                               "--set (its other keys belong to it); start from a config of "
                               "that experiment (see `metarl config`)")

@@ -122,7 +122,7 @@ def plot_adaptation_curves(curves: Mapping[str, Mapping[str, Sequence[float]]],
         if shown:
             ax.plot(list(shown), list(shown.values()), linestyle=":", color=color,
                     marker="x", markersize=8, label=name)
-    if len(steps) <= 16:
+    if max(steps, default=0) <= 16:
         ax.set_xticks(list(steps))
     else:  # a tick per step would overlap
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

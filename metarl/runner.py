@@ -247,6 +247,18 @@ def check_resumable(run_dir: str | Path) -> None:
             + _BRANCH_HINT.format(source=shlex.quote(str(run_dir))))
 
 
+RUN_CONFIG_HEADER = "Resolved config of this run"
+
+
+def _written_by_a_run(path: Path) -> bool:
+    """Whether ``path`` is a config.yaml that metarl wrote for a run (not a user's config)."""
+    try:
+        with path.open(encoding="utf-8") as file:
+            return file.readline().startswith(f"# {RUN_CONFIG_HEADER}")
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def check_new_run_dir(run_dir: str | Path) -> None:
     """Refuse ``run_dir`` for a new run when it is a file, already holds a run, or holds
     files that are not a run's."""
@@ -257,13 +269,18 @@ def check_new_run_dir(run_dir: str | Path) -> None:
     if (run_dir / CHECKPOINT_NAME).exists():
         raise ConfigError(f"{run_dir} already holds a run; continue it with "
                           f"`metarl train --resume {run_dir}` or choose another --run-dir")
-    held = sorted(child.name for child in run_dir.iterdir()) if run_dir.is_dir() else []
-    # A run stopped before its first checkpoint (config.yaml, no checkpoint) starts again in
-    # place; other files would be mixed with this run's.
-    if held and CONFIG_NAME not in held:
-        shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
-        raise ConfigError(f"--run-dir {run_dir} holds other files ({shown}) and no run; give "
-                          "a new or empty folder")
+    # A run that lost its checkpoint or stopped before the first (its config.yaml written by
+    # metarl) starts again in place; other files would be mixed with this run's (hidden ones,
+    # as .DS_Store, aside).
+    if _written_by_a_run(run_dir / CONFIG_NAME):
+        return
+    others = sorted(child.name for child in run_dir.iterdir()
+                    if not child.name.startswith(".")) if run_dir.is_dir() else []
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5
+                                         else "")
+        raise ConfigError(f"--run-dir {run_dir} holds files that are not a run's ({shown}); "
+                          "give a new or empty folder")
 
 
 def create_run_dir(run_dir: str | Path) -> None:
@@ -294,7 +311,7 @@ def train_run(experiment: Experiment, config: Any, run_dir: str | Path, *,
     else:
         create_run_dir(run_dir)
         atomic_write_text(run_dir / CONFIG_NAME, dump_config(
-            config, header=f"Resolved config of this run (metarl {__version__}).\n"
+            config, header=f"{RUN_CONFIG_HEADER} (metarl {__version__}).\n"
                            f"Continue it with: metarl train --resume {run_dir}"))
     total = config.training.iterations
 

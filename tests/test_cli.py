@@ -201,7 +201,7 @@ TINY_RL = ["--set", "policy.hidden_sizes=[16, 16]", "--set", "training.iteration
            "--set", "run.progress=false"]
 
 
-def test_navigation_train_evaluate_render(tmp_path, capsys):
+def test_navigation_train_evaluate_render(tmp_path, capsys, monkeypatch):
     run = tmp_path / "nav"
     assert main(["train", "navigation2d", "--run-dir", str(run), *TINY_RL]) == 0
     assert main(["evaluate", str(run), "--steps", "3", "--baselines"]) == 0
@@ -257,8 +257,20 @@ def test_navigation_train_evaluate_render(tmp_path, capsys):
         assert "--video /proc/x.mp4: can't write in /proc" in capsys.readouterr().err
     assert main(["render", str(run), "--video", str(tmp_path / "v.mp4"), "--tasks", "2"]) == 2
     assert "a --video shows one task, chosen with --task" in capsys.readouterr().err
-    assert main(["render", str(run), "--video", str(tmp_path / "v.mp4"), "--steps", "11"]) == 2
+    assert main(["render", str(run), "--video", str(tmp_path / "new" / "v.mp4"),
+                 "--steps", "11"]) == 2
     assert "for at most 10 steps; give --steps 0 to 10" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()  # refused before the video's folder is made
+    # the pictures draw six of seven steps, each line labelled with its step
+    import metarl.rl.render as render
+
+    figures, real = [], render.save_figure
+    monkeypatch.setattr(render, "save_figure",
+                        lambda fig, output, **kw: figures.append(fig) or real(fig, output, **kw))
+    assert main(["render", str(run), "--steps", "7", "--tasks", "1"]) == 0
+    labels = [line.get_label() for line in figures[-1].axes[0].get_lines()
+              if not line.get_label().startswith("_")]
+    assert [label.split(" step")[0] for label in labels] == ["0", "1", "2", "4", "5", "7"]
     assert not list(tmp_path.glob("*.mp4")) and not list(tmp_path.glob(".metarl-write-check*"))
 
 
@@ -332,6 +344,26 @@ def test_demo_trains_evaluates_with_baselines_and_renders(tmp_path, capsys):
     assert "oracle" in captured.out and "maml" in captured.out  # the table
 
 
+def test_demo_of_a_config_evaluating_more_steps_than_a_video_shows(tmp_path, capsys,
+                                                                    monkeypatch):
+    """The pictures and evaluation take all 12 steps; the video the first 10, with a note."""
+    import metarl.rl.experiment as rl_experiment
+
+    videos = []
+    monkeypatch.setattr(rl_experiment, "render_video",
+                        lambda config, params, output, **kw: videos.append(kw["steps"]) or output)
+    assert main(["config", "navigation2d-quick", *TINY_RL, "--set", "evaluation.steps=12",
+                 "--set", "training.iterations=1"]) == 0
+    config = tmp_path / "tiny.yaml"
+    config.write_text(capsys.readouterr().out)
+    run = tmp_path / "demo"
+    assert main(["demo", str(config), "--run-dir", str(run)]) == 0
+    err = capsys.readouterr().err
+    assert "metarl demo: the video shows the first 10 of the 12 steps" in err
+    assert "metarl demo: done" in err and videos == [10]
+    assert json.loads((run / "evaluation.json").read_text())["steps"] == list(range(13))
+
+
 def test_default_run_dirs_of_runs_started_in_one_second_differ(tmp_path, monkeypatch):
     import metarl.cli as cli
 
@@ -373,12 +405,28 @@ def test_a_run_dir_holding_other_files_is_refused_and_left_as_it_was(tmp_path, c
     folder.mkdir()
     (folder / "notes.txt").write_text("mine")
     assert main(["train", "sine-quick", "--run-dir", str(folder), *FAST]) == 2
-    assert (f"--run-dir {folder} holds other files (notes.txt) and no run; give a new or empty "
-            "folder") in capsys.readouterr().err
+    assert (f"--run-dir {folder} holds files that are not a run's (notes.txt); give a new or "
+            "empty folder") in capsys.readouterr().err
     assert [p.name for p in folder.iterdir()] == ["notes.txt"]
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["train", "sine-quick", "--run-dir", str(empty), *FAST]) == 0
+
+
+def test_a_run_dir_is_refused_for_files_that_are_not_a_runs(tmp_path, capsys):
+    """A run's own files (a run stopped before its first checkpoint) and hidden files are
+    fine; a config.yaml among other files is not a run."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.yaml").write_text("experiment: sine\n")
+    (mine / "notes.txt").write_text("mine")
+    assert main(["train", str(mine / "config.yaml"), "--run-dir", str(mine), *FAST]) == 2
+    assert "holds files that are not a run's (config.yaml, notes.txt)" in capsys.readouterr().err
+    assert (mine / "config.yaml").read_text() == "experiment: sine\n"
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    (hidden / ".DS_Store").write_bytes(b"")
+    assert main(["train", "sine-quick", "--run-dir", str(hidden), *FAST]) == 0
 
 
 def test_a_folder_named_like_a_shipped_config_does_not_hide_it(tmp_path, capsys, monkeypatch):
@@ -573,6 +621,10 @@ def test_config_file_errors_name_the_file_and_override_errors_do_not(tmp_path, c
     assert main(["config", str(config), "--set", "training.meta_batch_size=0"]) == 2
     err = capsys.readouterr().err
     assert "training.meta_batch_size = 0: must be >= 1" in err and str(config) not in err
+    # a file whose experiment is empty is completed by --set experiment=...
+    config.write_text("experiment:\ntraining:\n  meta_batch_size: 3\n")
+    assert main(["config", str(config), "--set", "experiment=sine"]) == 0
+    assert "meta_batch_size: 3" in capsys.readouterr().out
     # unknown keys are named as keys of the file's experiment
     config.write_text("experiment: omniglot\nbaseline:\n  iterations: 5\n")
     assert main(["config", str(config)]) == 2

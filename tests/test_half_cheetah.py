@@ -3,6 +3,7 @@ HalfCheetah-v5 model and observation, and the mujoco.batch form equal to the Gym
 
 from __future__ import annotations
 
+import functools
 import pickle
 
 import gymnasium as gym
@@ -904,7 +905,8 @@ def test_rollouts_keep_the_weights_of_every_step():
     tasks = [{"direction": 1.0}, {"direction": -1.0}]
     params = init_policy_params(17, 6, [8], generator=torch.Generator().manual_seed(0))
     rollouts = rollouts_with_adaptation(
-        family.make_batched(tasks, 2, np.random.default_rng(0)), policy_distribution, params,
+        family.make_batched(tasks, 2, np.random.default_rng(0)),
+        functools.partial(policy_distribution, activation="tanh"), params,  # as the reference
         num_tasks=2, episodes_per_task=2, max_steps=10, learning_rates=[0.1, 0.05],
         advantages=AdvantageSettings(), generator=torch.Generator().manual_seed(0))
     assert len(rollouts.weights) == len(rollouts.episodes) == 3
@@ -1055,13 +1057,19 @@ def test_a_failing_ffmpeg_is_reported_and_leaves_no_file(tmp_path, monkeypatch):
 
     fake = tmp_path / "bin" / "ffmpeg"
     fake.parent.mkdir()
-    fake.write_text("#!/bin/sh\necho 'Unknown encoder libx264' >&2\nexit 3\n")
+    fake.write_text("#!/bin/sh\nfor last; do :; done\n"  # the output file, ffmpeg's last argument
+                    "echo \"Unknown encoder libx264 for $last\" >&2\nexit 3\n")
     fake.chmod(0o755)
     monkeypatch.setattr(imageio_ffmpeg, "get_ffmpeg_exe", lambda: str(fake))
     frames = [np.zeros((480, 640, 3), np.uint8)] * 20  # more than a pipe's buffer
-    with pytest.raises(video.VideoEncodingError, match=r"exit code 3\): Unknown encoder libx264"):
+    with pytest.raises(video.VideoEncodingError,
+                       match=r"exit code 3\): Unknown encoder libx264") as raised:
         video.write_video(frames, tmp_path / "out" / "a.mp4", fps=10)
     assert list((tmp_path / "out").iterdir()) == []
+    # the message names the video asked for, not the temporary file written beside it
+    assert f"failed to write {tmp_path / 'out' / 'a.mp4'} " in str(raised.value)
+    assert str(raised.value).endswith(f"libx264 for {tmp_path / 'out' / 'a.mp4'}")
+    assert ".tmp" not in str(raised.value)
 
 
 @pytest.mark.parametrize("suffix", [".gif", ".mp4"])

@@ -291,9 +291,18 @@ def test_trajectory_lines_are_labelled_with_the_steps_they_show(tmp_path, monkey
     plot_navigation_trajectories([{"goal": np.array([0.3, -0.2])}] * 2, [episodes] * 3,
                                  tmp_path / "t.png", episodes_shown=1, action_scale=0.1,
                                  step_numbers=[0, 1, 40])
-    labels = [line.get_label() for line in saved_figures[-1].axes[0].get_lines()]
-    assert labels == ["0 step(s): return -3.0", "1 step(s): return -3.0",
-                      "40 step(s): return -3.0"]
+    lines = saved_figures[-1].axes[0].get_lines()
+    assert [line.get_label() for line in lines] == ["0 step(s): return -3.0",
+                                                    "1 step(s): return -3.0",
+                                                    "40 step(s): return -3.0"]
+    assert [line.get_color() for line in lines] == ["C0", "C1", "C2"]  # not C40
+
+
+def test_too_small_a_limit_of_shown_steps_is_refused():
+    from metarl.rl.render import steps_shown
+
+    with pytest.raises(ValueError, match="limit must be at least 4"):
+        steps_shown(10, limit=3)
 
 
 def test_a_navigation_drawing_failure_is_not_blamed_on_opengl(monkeypatch):

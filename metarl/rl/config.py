@@ -7,6 +7,7 @@ from typing import Literal
 
 from metarl.config import ConfigError, RunConfig, param, section, yaml_scalar
 from metarl.envs import ENV_FAMILIES
+from metarl.rl.policy import DEFAULT_ACTIVATION, Activation
 
 
 @dataclasses.dataclass
@@ -45,7 +46,7 @@ class PolicyConfig:
     """Gaussian MLP policy with a learned state-independent log standard deviation."""
 
     hidden_sizes: list[int] = param([100, 100], "hidden layer widths", ge=1)
-    activation: Literal["relu", "tanh"] = param("relu", "hidden activation")
+    activation: Activation = param(DEFAULT_ACTIVATION, "hidden activation")
     init_std: float = param(1.0, "initial action standard deviation (policy units)", gt=0)
     init: Literal["xavier", "torch"] = param(
         "xavier", "weight initialization: xavier (Glorot-uniform weights, zero biases, as rllab "

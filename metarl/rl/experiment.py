@@ -240,9 +240,9 @@ def render_video(config: MetaRLConfig, params: Params, output: Path, *, task: st
                  steps: int, seed: int, title: str) -> Path:
     """A video of one task's episode before adaptation and after each step, side by side."""
     from metarl.rl.video import (
-        MAX_VIDEO_STEPS,
         VIDEO_SUFFIXES,
         check_rendering,
+        check_video_steps,
         record_adaptation_video,
     )
 
@@ -250,11 +250,7 @@ def render_video(config: MetaRLConfig, params: Params, output: Path, *, task: st
     if output.suffix.lower() not in VIDEO_SUFFIXES:
         raise ConfigError(f"--video {output}: the file name must end in "
                           + " or ".join(VIDEO_SUFFIXES))
-    if steps > MAX_VIDEO_STEPS:
-        raise ConfigError(f"{steps} adaptation steps: a video shows the episode before "
-                          "adaptation and after each step side by side, for at most "
-                          f"{MAX_VIDEO_STEPS} steps; give --steps 0 to {MAX_VIDEO_STEPS} "
-                          "(metarl evaluate takes more)")
+    check_video_steps(steps)
     chosen = parse_task(config, task, seed)
     check_rendering(family.gym_id, chosen, family.gym_kwargs, mujoco=family.mujoco)
     # Adapt on the chosen task as `metarl evaluate` does, keeping the weights of every step.

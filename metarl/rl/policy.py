@@ -20,6 +20,8 @@ from torch.distributions import Normal
 from metarl.adaptation import Params
 
 Activation = Literal["relu", "tanh"]
+DEFAULT_ACTIVATION: Activation = "relu"
+"""The MAML authors' policies' (and every shipped config's) hidden activation."""
 
 
 InitScheme = Literal["xavier", "torch"]
@@ -57,12 +59,14 @@ def expand_params(params: Params, num_tasks: int) -> Params:
 
 
 def policy_distribution(params: Params, observations: Tensor,
-                        activation: Activation = "tanh") -> Normal:
+                        activation: Activation = DEFAULT_ACTIVATION) -> Normal:
     """π(· | o) for task-batched parameters.
 
     Args:
         params: each tensor ``(T, *shape)`` (see :func:`init_policy_params` for shapes).
         observations: ``(T, N, obs_dim)``.
+        activation: of the hidden layers; a trained run's is its ``policy.activation``
+            (``metarl.rl.build.make_policy(config)`` gives its policy with it).
 
     Returns:
         a Normal with mean ``(T, N, action_dim)`` and std broadcast from ``(T, 1, action_dim)``.

@@ -20,7 +20,9 @@ MAX_STEPS_SHOWN = 6
 
 def steps_shown(steps: int, limit: int = MAX_STEPS_SHOWN) -> list[int]:
     """Which of 0..``steps`` adaptation steps the pictures draw: all of them up to ``limit``,
-    else 0, 1 and the last with evenly spaced ones between (``limit`` in all)."""
+    else 0, 1 and the last with evenly spaced ones between (``limit``, at least 4, in all)."""
+    if limit < 4:
+        raise ValueError(f"limit must be at least 4 (0, 1, the last and one between), got {limit}")
     if steps + 1 <= limit:
         return list(range(steps + 1))
     between = np.linspace(2, steps, limit - 2).round().astype(int).tolist()

@@ -43,6 +43,15 @@ MAX_VIDEO_FPS = 50
 # 200-step half-cheetah episode). H.264 refuses frames over 16,384 pixels wide (51 panels).
 MAX_VIDEO_STEPS = 10
 
+
+def check_video_steps(steps: int) -> None:
+    """Refuse more adaptation steps than a video shows (:data:`MAX_VIDEO_STEPS`)."""
+    if steps > MAX_VIDEO_STEPS:
+        raise ConfigError(f"{steps} adaptation steps: a video shows the episode before "
+                          "adaptation and after each step side by side, for at most "
+                          f"{MAX_VIDEO_STEPS} steps; give --steps 0 to {MAX_VIDEO_STEPS} "
+                          "(metarl evaluate takes more)")
+
 class RenderBackendError(ConfigError):
     """MuJoCo could not create an OpenGL context to render with."""
 
@@ -290,5 +299,7 @@ def _encode_mp4(frames: Sequence[np.ndarray], output: Path, *, fps: float,
         if code != 0:
             errors.seek(0)
             message = errors.read().decode(errors="replace").strip()
+            if shown_as is not None:
+                message = message.replace(str(output), str(shown_as))
             raise VideoEncodingError(f"ffmpeg failed to write {shown_as or output} (exit code "
                                      f"{code}): {message}")
