@@ -33,6 +33,7 @@ Two forms share these dynamics:
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -189,6 +190,8 @@ def _check_target(kind: TaskKind, task: dict[str, Any]) -> float:
     if kind not in task:  # tasks are {"velocity": v} or {"direction": ±1}
         raise ValueError(f"a half-cheetah {kind} task is {{'{kind}': float}}, got {task!r}")
     value = float(task[kind])
+    if not math.isfinite(value):
+        raise ValueError(f"task {kind} must be finite, got {value}")
     if kind == "direction" and value not in (-1.0, 1.0):
         raise ValueError(f"task direction must be +1 or -1, got {value}")
     return value

@@ -73,13 +73,19 @@ class Navigation2DEnv(gym.Env[np.ndarray, np.ndarray]):
         return [{"goal": goal} for goal in goals]
 
     def reset_task(self, task: dict[str, Any]) -> None:
-        goal = np.asarray(task["goal"], dtype=np.float64)
+        """Make ``task`` ``{"goal": (x, y)}`` the current task (a copy of its goal is kept)."""
+        if "goal" not in task:
+            raise ValueError(f"a navigation task is {{'goal': (x, y)}}, got {task!r}")
+        goal = np.array(task["goal"], dtype=np.float64)  # a copy: the caller's array may change
         if goal.shape != (2,):
             raise ValueError(f"task goal must have shape (2,), got {goal.shape}")
+        if not np.isfinite(goal).all():
+            raise ValueError(f"task goal must be finite, got {goal.tolist()}")
         self._goal = goal
 
     @property
     def goal(self) -> np.ndarray:
+        """The current task's goal ``(2,)`` (a copy)."""
         return self._goal.copy()
 
     def reset(self, *, seed: int | None = None,
@@ -92,7 +98,12 @@ class Navigation2DEnv(gym.Env[np.ndarray, np.ndarray]):
         return self._position.astype(np.float32), {"task": {"goal": self.goal}}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        action = np.clip(np.asarray(action, dtype=np.float64), -ACTION_BOUND, ACTION_BOUND)
+        """Move by ``action`` ``(2,)`` clipped to [-0.1, 0.1]; the reward is minus the distance
+        to the goal after the move, and the episode ends within 0.01 of it in both coordinates."""
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != (2,):
+            raise ValueError(f"a navigation action has shape (2,), got {action.shape}")
+        action = np.clip(action, -ACTION_BOUND, ACTION_BOUND)
         self._position = self._position + action
         offset = self._position - self._goal
         reward = -float(np.sqrt(np.sum(offset**2)))

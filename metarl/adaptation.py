@@ -47,10 +47,22 @@ def params_of(module: torch.nn.Module) -> Params:
     )
 
 
+def mode_of_method(method: str) -> AdaptMode:
+    """How φ depends on θ for a meta-method (``maml``, ``fomaml`` or ``reptile``)."""
+    if method not in MODE_OF_METHOD:
+        raise ValueError(f"method must be one of {', '.join(MODE_OF_METHOD)}, got {method!r}")
+    return MODE_OF_METHOD[method]
+
+
 def step_learning_rate(lr: LearningRate, step: int) -> float | Mapping[str, Tensor]:
     """The learning rate of inner step ``step`` (0-based)."""
     if isinstance(lr, Mapping):
         return lr
+    if isinstance(lr, Tensor):
+        if lr.ndim == 0:
+            return float(lr)
+        raise ValueError("a tensor learning rate must be a scalar; give Meta-SGD's rates as "
+                         "a dict of tensors, one per parameter")
     if isinstance(lr, int | float):
         return float(lr)
     if step >= len(lr):
@@ -87,8 +99,11 @@ def gradients(loss_fn: Callable[[Params], Tensor], params: Params, *, create_gra
         return grads
     names = list(params)
     loss = loss_fn(params)
-    values = torch.autograd.grad(loss, [params[k] for k in names], create_graph=create_graph)
-    return dict(zip(names, values, strict=True))
+    values = torch.autograd.grad(loss, [params[k] for k in names], create_graph=create_graph,
+                                 allow_unused=True)
+    # a parameter the loss does not use has gradient 0, as torch.func.grad gives it
+    return {k: torch.zeros_like(params[k]) if g is None else g
+            for k, g in zip(names, values, strict=True)}
 
 
 def adapt(

@@ -272,3 +272,45 @@ def test_detached_adaptation_returns_weights_without_a_graph():
 
     fast = adapt(params, support, steps=2, lr=0.1, mode="detached")
     assert not fast["w"].requires_grad and fast["w"].grad_fn is None
+
+
+def test_mistakes_a_library_user_makes_get_errors_that_say_what_is_wrong():
+    model, params, batch = tiny_problem(num_tasks=2)
+    with pytest.raises(ValueError, match="predictions \\(5, 1\\) and targets \\(5,\\) differ"):
+        mse_loss(torch.zeros(5, 1), torch.zeros(5))
+    with pytest.raises(ValueError, match="method must be one of maml, fomaml, reptile, got "
+                                         "'second_order'"):
+        meta_gradient(model, params, batch, mse_loss, method="second_order", steps=1, lr=LR,
+                      vectorize=False)
+    plain = {k: v.detach() for k, v in params.items()}  # as a checkpoint holds them
+    with pytest.raises(ValueError, match="meta_gradient needs θ that requires grad"):
+        meta_gradient(model, plain, batch, mse_loss, method="maml", steps=1, lr=LR,
+                      vectorize=True)
+    # a scalar tensor learning rate is a float
+    as_tensor = meta_gradient(model, params, batch, mse_loss, method="maml", steps=1,
+                              lr=torch.tensor(LR), vectorize=False)
+    as_float = meta_gradient(model, params, batch, mse_loss, method="maml", steps=1, lr=LR,
+                             vectorize=False)
+    for name in params:
+        torch.testing.assert_close(as_tensor.params[name], as_float.params[name])
+
+
+@pytest.mark.parametrize("method", ["maml", "fomaml", "reptile"])
+def test_a_parameter_the_loss_does_not_use_gets_gradient_zero_on_both_paths(method):
+    net, _, batch = tiny_problem(num_tasks=3)
+
+    class WithAnUnusedLayer(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net, self.unused = net, torch.nn.Linear(1, 1).double()
+
+        def forward(self, x):
+            return self.net(x)
+
+    model = WithAnUnusedLayer()
+    params = params_of(model)
+    results = [meta_gradient(model, params, batch, mse_loss, method=method, steps=2, lr=LR,
+                             vectorize=vectorize) for vectorize in (False, True)]
+    for name in params:
+        torch.testing.assert_close(results[0].params[name], results[1].params[name])
+    assert not results[0].params["unused.weight"].any()

@@ -319,3 +319,12 @@ def _check_evaluation_overrides(run_dir: str, overrides: list[str], *, baselines
         except ConfigError as error:
             errors.append(str(error))
     raise ConfigError("; ".join(dict.fromkeys(errors)))
+
+
+def test_readmes_python_examples_run(monkeypatch):
+    """Every ```python block of README, run as a user would from the repository root."""
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert len(blocks) >= 3
+    monkeypatch.chdir(ROOT)
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {"__name__": "readme_example"})

@@ -168,6 +168,8 @@ def test_task_interface_and_sampling():
         HalfCheetahDirEnv({"direction": 0.5})
     with pytest.raises(ValueError, match="velocity"):
         env.reset_task({"goal": 1.0})
+    with pytest.raises(ValueError, match="task velocity must be finite, got nan"):
+        env.reset_task({"velocity": float("nan")})
 
 
 @pytest.mark.parametrize(("kind", "frame_skip", "observe_x", "reward_velocity"), [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections import OrderedDict
 
@@ -792,3 +793,13 @@ def test_evaluation_rollouts_take_the_episodes_per_task_they_are_given():
         _, rollouts = evaluation_rollouts(config, params, tasks=2, steps=0, seed=0,
                                           episodes_per_task=given)
         assert rollouts.episodes[0].mask.shape == (2, slots, 5)
+
+
+def test_library_mistakes_with_the_policy_and_the_trainer_say_what_is_wrong():
+    params = init_policy_params(2, 2, [4], generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"observations \(5, 2\) and w0 \(2, 4\); "
+                                         r"expand_params\(θ, T\) gives θ a task dimension"):
+        policy_distribution(params, torch.zeros(5, 2))
+    trainer = make_trainer(small_config())
+    with pytest.raises(ValueError, match="method must be maml or fomaml, got 'reptile'"):
+        dataclasses.replace(trainer, method="reptile")

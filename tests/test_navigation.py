@@ -137,6 +137,21 @@ def test_a_goal_must_be_two_numbers():
         BatchedNavigation2D(torch.zeros(4, dtype=torch.float64))
     with pytest.raises(ValueError, match="render_mode must be one of"):
         Navigation2DEnv(render_mode="human")
+    with pytest.raises(ValueError, match=r"a navigation task is \{'goal': \(x, y\)\}"):
+        Navigation2DEnv({"velocity": 1.0})
+    with pytest.raises(ValueError, match=r"task goal must be finite, got \[0.1, nan\]"):
+        Navigation2DEnv({"goal": [0.1, float("nan")]})
+
+
+def test_the_task_keeps_its_own_goal_and_actions_must_be_two_numbers():
+    goal = np.array([0.3, -0.2])
+    env = Navigation2DEnv()
+    env.reset(options={"task": {"goal": goal}})
+    goal[:] = 0.0  # the caller's array changes; the task does not
+    np.testing.assert_array_equal(env.goal, [0.3, -0.2])
+    for action in (np.zeros(1), np.zeros((2, 2))):
+        with pytest.raises(ValueError, match=r"a navigation action has shape \(2,\), got"):
+            env.step(action)
 
 
 def test_reset_reports_the_task_and_the_environments_generator_draws_the_tasks():

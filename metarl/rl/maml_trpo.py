@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -301,7 +301,7 @@ class MAMLTRPO:
     max_steps: int
     inner_steps: int
     inner_lr: float
-    method: str
+    method: Literal["maml", "fomaml"]
     advantages: AdvantageSettings
     trpo: TRPOSettings
     task_rng: np.random.Generator
@@ -309,6 +309,10 @@ class MAMLTRPO:
     action_scale: float = 1.0
     step_budget: bool = False
     last_timings: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.method not in ("maml", "fomaml"):  # TRPO needs φ differentiable in θ
+            raise ValueError(f"method must be maml or fomaml, got {self.method!r}")
 
     def train_iteration(self, iteration: int) -> dict[str, float]:
         timings: dict[str, float] = {}

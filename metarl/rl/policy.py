@@ -64,16 +64,21 @@ def policy_distribution(params: Params, observations: Tensor,
 
     Args:
         params: each tensor ``(T, *shape)`` (see :func:`init_policy_params` for shapes).
-        observations: ``(T, N, obs_dim)``.
+        observations: ``(T, N, obs_dim)``, cast to the weights' dtype.
         activation: of the hidden layers; a trained run's is its ``policy.activation``
             (``metarl.rl.build.make_policy(config)`` gives its policy with it).
 
     Returns:
         a Normal with mean ``(T, N, action_dim)`` and std broadcast from ``(T, 1, action_dim)``.
     """
+    if observations.ndim != 3 or params["w0"].ndim != 3:
+        raise ValueError(
+            f"policy_distribution takes task-batched observations (T, N, obs_dim) and weights "
+            f"(T, ...), got observations {tuple(observations.shape)} and w0 "
+            f"{tuple(params['w0'].shape)}; expand_params(θ, T) gives θ a task dimension")
     num_layers = sum(1 for k in params if k.startswith("w"))
     act = torch.tanh if activation == "tanh" else torch.relu
-    x = observations
+    x = observations.to(params["w0"].dtype)  # Gymnasium's MuJoCo observations are float64
     for i in range(num_layers):
         x = torch.baddbmm(params[f"b{i}"].unsqueeze(1), x, params[f"w{i}"])
         if i < num_layers - 1:

@@ -16,12 +16,12 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from metarl.adaptation import (
-    MODE_OF_METHOD,
     AdaptMode,
     LearningRate,
     MetaMethod,
     Params,
     adapt,
+    mode_of_method,
     reptile_gradient,
     step_learning_rate,
 )
@@ -33,6 +33,10 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
 def mse_loss(prediction: Tensor, target: Tensor) -> Tensor:
+    """Mean squared error of predictions and targets of one shape ``(N, *out)``, a scalar."""
+    if prediction.shape != target.shape:  # broadcasting would average the wrong pairs
+        raise ValueError(f"mse_loss: predictions {tuple(prediction.shape)} and targets "
+                         f"{tuple(target.shape)} differ in shape")
     return ((prediction - target) ** 2).mean()
 
 
@@ -112,8 +116,29 @@ class MetaGradient(NamedTuple):
 def meta_gradient(model: nn.Module, params: Params, batch: TaskBatch, loss_fn: LossFn, *,
                   method: MetaMethod, steps: int, lr: LearningRate, vectorize: bool,
                   metric_fn: LossFn | None = None) -> MetaGradient:
-    """Outer gradient of the mean query loss over the batch's tasks (see :class:`MetaGradient`)."""
-    mode = MODE_OF_METHOD[method]
+    """Outer gradient of the mean query loss over the batch's tasks (see :class:`MetaGradient`).
+
+    Args:
+        model: the architecture, run with ``functional_call(model, params, (x,))``; its own
+            parameters are not used. Models that keep state (batch norm's running
+            statistics) must not track it: the per-task loop would update the module and
+            ``vmap`` refuses to.
+        params: θ, leaf tensors that require grad (:func:`metarl.adaptation.params_of`).
+        batch: T tasks (shapes in :class:`TaskBatch`).
+        loss_fn: ``(predictions (N, *out), targets (N, *target)) -> scalar``, for support
+            and query sets alike.
+        method: ``"maml"`` (second order), ``"fomaml"`` (first order) or ``"reptile"`` (the
+            pseudo-gradient θ − mean φ, for an outer SGD step).
+        steps, lr: inner steps and their learning rate(s) (see :data:`LearningRate`).
+        vectorize: all tasks in one ``torch.func.vmap`` call, or a per-task Python loop;
+            the two give the same numbers (tested), and which is faster depends on the model.
+        metric_fn: an optional query metric (e.g. accuracy), reported detached.
+    """
+    mode = mode_of_method(method)
+    if method != "reptile" and not any(v.requires_grad for v in params.values()):
+        raise ValueError("meta_gradient needs θ that requires grad (a checkpoint's weights are "
+                         "plain tensors): use {k: v.detach().requires_grad_() for k, v in "
+                         "params.items()}")
     losses, fast, metrics = task_losses(model, params, batch, loss_fn, steps=steps, lr=lr,
                                         mode=mode, vectorize=vectorize, metric_fn=metric_fn)
     if method == "reptile":
