@@ -59,11 +59,16 @@ def step_learning_rate(lr: LearningRate, step: int) -> float | Mapping[str, Tens
     if isinstance(lr, Mapping):
         return lr
     if isinstance(lr, Tensor):
+        if lr.requires_grad:
+            raise ValueError("a learning-rate tensor that requires grad would be used as a "
+                             "number; give learned (Meta-SGD) rates as a dict of tensors, one "
+                             "per parameter")
+        if lr.ndim > 1:
+            raise ValueError(f"a learning-rate tensor is one rate or one per step, got shape "
+                             f"{tuple(lr.shape)}; give Meta-SGD's rates as a dict of tensors")
         if lr.ndim == 0:
             return float(lr)
-        raise ValueError("a tensor learning rate must be a scalar; give Meta-SGD's rates as "
-                         "a dict of tensors, one per parameter")
-    if isinstance(lr, int | float):
+    elif isinstance(lr, int | float):
         return float(lr)
     if step >= len(lr):
         raise ValueError(f"{len(lr)} inner learning rates given for step {step}")
@@ -101,6 +106,9 @@ def gradients(loss_fn: Callable[[Params], Tensor], params: Params, *, create_gra
     loss = loss_fn(params)
     values = torch.autograd.grad(loss, [params[k] for k in names], create_graph=create_graph,
                                  allow_unused=True)
+    if all(g is None for g in values):
+        raise ValueError("the loss does not depend on the parameters it was given: call the "
+                         "model as torch.func.functional_call(model, params, (inputs,))")
     # a parameter the loss does not use has gradient 0, as torch.func.grad gives it
     return {k: torch.zeros_like(params[k]) if g is None else g
             for k, g in zip(names, values, strict=True)}

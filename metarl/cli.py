@@ -348,18 +348,18 @@ def _render(args: argparse.Namespace) -> int:
     if experiment.name != "meta_rl" and (args.video is not None or args.task is not None):
         raise ConfigError(f"--video and --task are for meta-RL runs; runs of experiment "
                           f"{experiment.name} draw pictures only")
-    if args.video is not None:
-        if args.tasks is not None:
-            raise ConfigError("--tasks sets how many tasks the pictures show; a --video shows "
-                              "one task, chosen with --task INDEX or KEY=VALUE")
-        _check_video_steps(args.steps)
-        _check_video_path(args.video)
     for text in args.overrides:
         key = ".".join(parse_override(text)[0])
         if key in experiment.render_ignored_keys:
             raise ConfigError(f"--set {text}: metarl render draws no {key}; it changes only "
                               "metarl evaluate")
     config = with_evaluation_overrides(experiment, config, args.overrides, baselines=False)
+    if args.video is not None:  # all checked before the video's folder is made
+        if args.tasks is not None:
+            raise ConfigError("--tasks sets how many tasks the pictures show; a --video shows "
+                              "one task, chosen with --task INDEX or KEY=VALUE")
+        _check_video_steps(args.steps, config.evaluation.steps)
+        _check_video_path(args.video)
     _note_learned_rates(config, args.overrides)
     paths = experiment.render(config, state, args.run_dir, RenderOptions(
         tasks=4 if args.tasks is None else args.tasks, steps=args.steps, seed=args.seed,
@@ -381,12 +381,14 @@ def _check_picture_path(path: Path) -> None:
     _check_writable("--output", path)
 
 
-def _check_video_steps(steps: int | None) -> None:
-    """``--steps`` of a ``--video`` (the config's evaluation.steps is checked with the run)."""
+def _check_video_steps(steps: int | None, configured: int) -> None:
+    """``--steps`` of a ``--video``, or without it the run's ``evaluation.steps``."""
     from metarl.rl.video import check_video_steps
 
     if steps is not None:
         check_video_steps(steps)
+    else:
+        check_video_steps(configured, source=f"evaluation.steps = {configured}")
 
 
 def _check_video_path(path: Path) -> None:
@@ -447,13 +449,13 @@ def _demo(args: argparse.Namespace) -> int:
     if experiment.name == "meta_rl":  # and a video of one test task adapting
         from metarl.rl.video import MAX_VIDEO_STEPS, RenderBackendError
 
-        if config.evaluation.steps > MAX_VIDEO_STEPS:
-            print(f"metarl demo: the video shows the first {MAX_VIDEO_STEPS} of the "
-                  f"{config.evaluation.steps} steps", file=sys.stderr)
         try:
             paths += experiment.render(config, state, run_dir, RenderOptions(
                 video=run_dir / "adaptation.gif",
                 steps=min(config.evaluation.steps, MAX_VIDEO_STEPS)))
+            if config.evaluation.steps > MAX_VIDEO_STEPS:
+                print(f"metarl demo: the video shows the first {MAX_VIDEO_STEPS} of the "
+                      f"{config.evaluation.steps} steps", file=sys.stderr)
         except RenderBackendError as error:  # MuJoCo without OpenGL: the rest still stands
             print(f"metarl demo: no video: {error}", file=sys.stderr)
     print(f"metarl demo: done. See {run_dir}/: evaluation.json, adaptation.png, "

@@ -248,6 +248,8 @@ def check_resumable(run_dir: str | Path) -> None:
 
 
 RUN_CONFIG_HEADER = "Resolved config of this run"
+# What a run writes before its first checkpoint: with these alone it starts again in place.
+_FIRST_FILES_OF_A_RUN = frozenset({CONFIG_NAME, METRICS_NAME, "tensorboard", "learning_curve.png"})
 
 
 def _written_by_a_run(path: Path) -> bool:
@@ -269,18 +271,22 @@ def check_new_run_dir(run_dir: str | Path) -> None:
     if (run_dir / CHECKPOINT_NAME).exists():
         raise ConfigError(f"{run_dir} already holds a run; continue it with "
                           f"`metarl train --resume {run_dir}` or choose another --run-dir")
-    # A run that lost its checkpoint or stopped before the first (its config.yaml written by
-    # metarl) starts again in place; other files would be mixed with this run's (hidden ones,
-    # as .DS_Store, aside).
-    if _written_by_a_run(run_dir / CONFIG_NAME):
-        return
-    others = sorted(child.name for child in run_dir.iterdir()
-                    if not child.name.startswith(".")) if run_dir.is_dir() else []
+    # A run stopped before its first checkpoint (its config.yaml written by metarl) starts
+    # again in place; other files would be mixed with this run's (hidden ones, as .DS_Store,
+    # aside).
+    held = sorted(child.name for child in run_dir.iterdir()
+                  if not child.name.startswith(".")) if run_dir.is_dir() else []
+    restart = _written_by_a_run(run_dir / CONFIG_NAME)
+    others = [name for name in held if not (restart and name in _FIRST_FILES_OF_A_RUN)]
+    if others == [CONFIG_NAME]:
+        raise ConfigError(f"--run-dir {run_dir} holds a config.yaml that metarl did not write "
+                          "for a run; keep your config outside the run's folder (a run writes "
+                          "its resolved config there)")
     if others:
         shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5
                                          else "")
-        raise ConfigError(f"--run-dir {run_dir} holds files that are not a run's ({shown}); "
-                          "give a new or empty folder")
+        raise ConfigError(f"--run-dir {run_dir} holds files that are not a new run's "
+                          f"({shown}); give a new or empty folder")
 
 
 def create_run_dir(run_dir: str | Path) -> None:

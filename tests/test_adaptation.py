@@ -283,9 +283,34 @@ def test_mistakes_a_library_user_makes_get_errors_that_say_what_is_wrong():
         meta_gradient(model, params, batch, mse_loss, method="second_order", steps=1, lr=LR,
                       vectorize=False)
     plain = {k: v.detach() for k, v in params.items()}  # as a checkpoint holds them
-    with pytest.raises(ValueError, match="meta_gradient needs θ that requires grad"):
-        meta_gradient(model, plain, batch, mse_loss, method="maml", steps=1, lr=LR,
-                      vectorize=True)
+    for theta in (plain, {**params, "0.bias": plain["0.bias"]}):  # plain, or one part frozen
+        for vectorize in (False, True):
+            with pytest.raises(ValueError, match="all of them must require grad"):
+                meta_gradient(model, theta, batch, mse_loss, method="maml", steps=1, lr=LR,
+                              vectorize=vectorize)
+    # Meta-SGD learning its rates alone: θ plain, the rates require grad
+    rates = {k: torch.full_like(v, LR).requires_grad_() for k, v in params.items()}
+    rates_only = [meta_gradient(model, plain, batch, mse_loss, method="maml", steps=1,
+                                lr=rates, vectorize=vectorize) for vectorize in (False, True)]
+    both = meta_gradient(model, params, batch, mse_loss, method="maml", steps=1, lr=rates,
+                         vectorize=False)
+    for name in params:
+        assert not rates_only[0].params[name].any()
+        for result in rates_only:
+            torch.testing.assert_close(result.lr[name], both.lr[name])
+    # forgetting functional_call: the loss uses the module's own weights, not θ
+    with pytest.raises(ValueError, match="the loss does not depend on the parameters"):
+        adapt(params, lambda p: model(batch.support_x[0]).sum(), steps=1, lr=LR)
+    # learning rates as tensors: one, or one per step; not a tensor that requires grad
+    with pytest.raises(ValueError, match="give learned \\(Meta-SGD\\) rates as a dict"):
+        meta_gradient(model, params, batch, mse_loss, method="maml", steps=1,
+                      lr=torch.tensor(LR, requires_grad=True), vectorize=False)
+    per_step = meta_gradient(model, params, batch, mse_loss, method="maml", steps=2,
+                             lr=torch.tensor([LR, LR / 2], dtype=torch.float64), vectorize=False)
+    as_list = meta_gradient(model, params, batch, mse_loss, method="maml", steps=2,
+                            lr=[LR, LR / 2], vectorize=False)
+    for name in params:
+        torch.testing.assert_close(per_step.params[name], as_list.params[name])
     # a scalar tensor learning rate is a float
     as_tensor = meta_gradient(model, params, batch, mse_loss, method="maml", steps=1,
                               lr=torch.tensor(LR), vectorize=False)

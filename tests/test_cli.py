@@ -261,6 +261,13 @@ def test_navigation_train_evaluate_render(tmp_path, capsys, monkeypatch):
                  "--steps", "11"]) == 2
     assert "for at most 10 steps; give --steps 0 to 10" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()  # refused before the video's folder is made
+    config_text = (run / "config.yaml").read_text()
+    assert "\n  steps: 3  #" in config_text
+    (run / "config.yaml").write_text(config_text.replace("\n  steps: 3  #", "\n  steps: 12  #"))
+    assert main(["render", str(run), "--video", str(tmp_path / "new" / "v.mp4")]) == 2
+    assert "evaluation.steps = 12: a video shows" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+    (run / "config.yaml").write_text(config_text)
     # the pictures draw six of seven steps, each line labelled with its step
     import metarl.rl.render as render
 
@@ -405,8 +412,8 @@ def test_a_run_dir_holding_other_files_is_refused_and_left_as_it_was(tmp_path, c
     folder.mkdir()
     (folder / "notes.txt").write_text("mine")
     assert main(["train", "sine-quick", "--run-dir", str(folder), *FAST]) == 2
-    assert (f"--run-dir {folder} holds files that are not a run's (notes.txt); give a new or "
-            "empty folder") in capsys.readouterr().err
+    assert (f"--run-dir {folder} holds files that are not a new run's (notes.txt); give a new "
+            "or empty folder") in capsys.readouterr().err
     assert [p.name for p in folder.iterdir()] == ["notes.txt"]
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -421,7 +428,12 @@ def test_a_run_dir_is_refused_for_files_that_are_not_a_runs(tmp_path, capsys):
     (mine / "config.yaml").write_text("experiment: sine\n")
     (mine / "notes.txt").write_text("mine")
     assert main(["train", str(mine / "config.yaml"), "--run-dir", str(mine), *FAST]) == 2
-    assert "holds files that are not a run's (config.yaml, notes.txt)" in capsys.readouterr().err
+    assert "holds files that are not a new run's (config.yaml, notes.txt)" in (
+        capsys.readouterr().err)
+    (mine / "notes.txt").unlink()
+    assert main(["train", str(mine / "config.yaml"), "--run-dir", str(mine), *FAST]) == 2
+    assert "holds a config.yaml that metarl did not write for a run; keep your config outside" in (
+        capsys.readouterr().err)
     assert (mine / "config.yaml").read_text() == "experiment: sine\n"
     hidden = tmp_path / "hidden"
     hidden.mkdir()
@@ -601,6 +613,13 @@ def test_a_runs_own_config_and_checkpoint_problems_say_what_to_do(tmp_path, caps
     err = capsys.readouterr().err
     restart = f"metarl train {config} --run-dir {run}"
     assert f"{run} has no checkpoint.pt yet" in err and restart in err
+    # what a run stopped before its first checkpoint holds is restarted in place; the
+    # evaluation of the lost checkpoint would be mixed with the new run's
+    assert main(restart.split()[1:]) == 2
+    assert "holds files that are not a new run's (adaptation.png, evaluation.json)" in (
+        capsys.readouterr().err)
+    (run / "evaluation.json").unlink()
+    (run / "adaptation.png").unlink()
     assert main(restart.split()[1:]) == 0
     assert (run / "checkpoint.pt").is_file()
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

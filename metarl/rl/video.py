@@ -44,13 +44,15 @@ MAX_VIDEO_FPS = 50
 MAX_VIDEO_STEPS = 10
 
 
-def check_video_steps(steps: int) -> None:
-    """Refuse more adaptation steps than a video shows (:data:`MAX_VIDEO_STEPS`)."""
+def check_video_steps(steps: int, source: str | None = None) -> None:
+    """Refuse more adaptation steps than a video shows (:data:`MAX_VIDEO_STEPS`); ``source``
+    names where the number came from (default: ``N adaptation steps``)."""
     if steps > MAX_VIDEO_STEPS:
-        raise ConfigError(f"{steps} adaptation steps: a video shows the episode before "
-                          "adaptation and after each step side by side, for at most "
+        raise ConfigError(f"{source or f'{steps} adaptation steps'}: a video shows the episode "
+                          "before adaptation and after each step side by side, for at most "
                           f"{MAX_VIDEO_STEPS} steps; give --steps 0 to {MAX_VIDEO_STEPS} "
                           "(metarl evaluate takes more)")
+
 
 class RenderBackendError(ConfigError):
     """MuJoCo could not create an OpenGL context to render with."""

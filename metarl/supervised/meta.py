@@ -135,18 +135,23 @@ def meta_gradient(model: nn.Module, params: Params, batch: TaskBatch, loss_fn: L
         metric_fn: an optional query metric (e.g. accuracy), reported detached.
     """
     mode = mode_of_method(method)
-    if method != "reptile" and not any(v.requires_grad for v in params.values()):
-        raise ValueError("meta_gradient needs θ that requires grad (a checkpoint's weights are "
-                         "plain tensors): use {k: v.detach().requires_grad_() for k, v in "
-                         "params.items()}")
+    learned_lr = (lr if isinstance(lr, Mapping) and any(v.requires_grad for v in lr.values())
+                  else None)
+    trained = [v.requires_grad for v in params.values()]
+    if method != "reptile" and not all(trained) and (any(trained) or learned_lr is None):
+        raise ValueError("meta_gradient differentiates every tensor of θ, so all of them must "
+                         "require grad (a checkpoint's weights are plain tensors: use "
+                         "{k: v.detach().requires_grad_() for k, v in params.items()}); "
+                         "freezing some of them is not supported")
     losses, fast, metrics = task_losses(model, params, batch, loss_fn, steps=steps, lr=lr,
                                         mode=mode, vectorize=vectorize, metric_fn=metric_fn)
     if method == "reptile":
         return MetaGradient(reptile_gradient(params, fast), None, losses.detach(), metrics)
-    learned_lr = (lr if isinstance(lr, Mapping) and any(v.requires_grad for v in lr.values())
-                  else None)
     inputs = list(params.values()) + (list(learned_lr.values()) if learned_lr else [])
-    raw_grads = torch.autograd.grad(losses.mean(), inputs, allow_unused=True)
+    # θ without grad with learned rates: Meta-SGD that learns its rates alone
+    differentiated = [x for x in inputs if x.requires_grad]
+    found = iter(torch.autograd.grad(losses.mean(), differentiated, allow_unused=True))
+    raw_grads = [next(found) if x.requires_grad else None for x in inputs]
     grads = [torch.zeros_like(x) if g is None else g
              for x, g in zip(inputs, raw_grads, strict=True)]
     grad_params = OrderedDict(zip(params, grads[: len(params)], strict=True))
