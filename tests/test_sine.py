@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -217,3 +218,19 @@ def test_evaluate_reports_the_training_k_and_the_seed_it_was_given(tmp_path):
     assert result["mean"] == pytest.approx(expected["mean"])
     assert result["ci95"] == pytest.approx(expected["ci95"])
     assert np.isfinite(result["sem"]).all()
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ({"inner_lr": -1.0}, "inner_lr = -1.0: must be > 0"),
+    ({"method": "sgd"}, "method = 'sgd': allowed values are 'maml', 'fomaml', 'reptile'"),
+])
+def test_a_trainer_checks_an_adaptation_config_built_in_code(setting, message):
+    from metarl.config import AdaptationConfig, ConfigError
+    from metarl.supervised.meta import mse_loss
+    from metarl.supervised.trainer import SupervisedMetaTrainer
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        SupervisedMetaTrainer(torch.nn.Linear(1, 1), lambda generator: None, mse_loss,
+                              adaptation=AdaptationConfig(**setting), vectorize=True,
+                              outer_optimizer="adam", outer_lr=1e-3,
+                              task_generator=torch.Generator())

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from metarl.adaptation import LearningRate, Params, params_of
-from metarl.config import AdaptationConfig
+from metarl.config import AdaptationConfig, from_dict, to_dict
 from metarl.experiment import NonFiniteLossError
 from metarl.supervised.meta import LossFn, meta_gradient
 from metarl.supervised.tasks import TaskBatch
@@ -34,7 +34,8 @@ class SupervisedMetaTrainer:
         model: the network architecture; its own parameters are only the initial θ.
         sample_batch: draws a meta-batch of tasks.
         loss_fn: support and query loss.
-        adaptation: inner-loop settings (method, steps, learning rate, vectorization).
+        adaptation: inner-loop settings (method, steps, learning rate), validated as a
+            config file's are (its ``vectorize`` setting is resolved into ``vectorize``).
         vectorize: resolved choice of the vmap path (True) or per-task loop (False).
         outer_optimizer, outer_lr: the outer update of θ.
         task_generator: the generator that every task batch is drawn from.
@@ -47,6 +48,7 @@ class SupervisedMetaTrainer:
                  outer_optimizer: Literal["adam", "sgd"], outer_lr: float,
                  task_generator: torch.Generator,
                  metric: tuple[str, LossFn] | None = None) -> None:
+        from_dict(type(adaptation), to_dict(adaptation))  # one built in code, checked too
         self.model = model
         self.params: Params = params_of(model)
         self.inner_lr: Params | None = None
