@@ -248,6 +248,7 @@ def check_resumable(run_dir: str | Path) -> None:
 
 
 RUN_CONFIG_HEADER = "Resolved config of this run"
+RESUME_HINT = "Continue it with:"
 # What a run writes before its first checkpoint: with these alone it starts again in place.
 _FIRST_FILES_OF_A_RUN = frozenset({CONFIG_NAME, METRICS_NAME, "tensorboard", "learning_curve.png"})
 
@@ -318,7 +319,7 @@ def train_run(experiment: Experiment, config: Any, run_dir: str | Path, *,
         create_run_dir(run_dir)
         atomic_write_text(run_dir / CONFIG_NAME, dump_config(
             config, header=f"{RUN_CONFIG_HEADER} (metarl {__version__}).\n"
-                           f"Continue it with: metarl train --resume {run_dir}"))
+                           f"{RESUME_HINT} metarl train --resume {run_dir}"))
     total = config.training.iterations
 
     def checkpoint(iteration: int, path: Path = checkpoint_path) -> None:
@@ -399,7 +400,10 @@ def extend_run_config(run_dir: str | Path, experiment: Experiment, overrides: Se
     for line in path.read_text().splitlines():
         if not line.startswith("#"):
             break
-        header.append(line[2:] if line.startswith("# ") else line[1:])
+        text = line[2:] if line.startswith("# ") else line[1:]
+        if text.startswith(RESUME_HINT):  # a copied run (a branched snapshot) names its source
+            text = f"{RESUME_HINT} metarl train --resume {run_dir}"
+        header.append(text)
     header.append(f"Changed on resume: {', '.join(overrides)}")
     atomic_write_text(path, dump_config(config, header="\n".join(header)))
     return config

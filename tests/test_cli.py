@@ -658,3 +658,17 @@ def test_config_file_errors_name_the_file_and_override_errors_do_not(tmp_path, c
     config.write_text("experiment: sine\nseed: -1\n")
     assert main(["train", str(config), "--seed", "2", "--run-dir", str(tmp_path / "r"),
                  *FAST]) == 0
+
+
+def test_a_copied_run_resumed_longer_names_itself_in_its_config_header(tmp_path, capsys):
+    import shutil
+
+    source, copy = tmp_path / "source", tmp_path / "copy"
+    assert main(["train", "sine-quick", "--run-dir", str(source), *FAST]) == 0
+    shutil.copytree(source, copy)
+    assert main(["train", "--resume", str(copy), "--set", "training.iterations=14"]) == 0
+    header = [line for line in (copy / "config.yaml").read_text().splitlines()
+              if line.startswith("#")]
+    assert f"# Continue it with: metarl train --resume {copy}" in header
+    assert not any(str(source) in line for line in header)
+    assert "# Changed on resume: training.iterations=14" in header
