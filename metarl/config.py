@@ -120,6 +120,9 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         return value
     if tp is int:
         if isinstance(value, float) and value.is_integer():
+            if abs(value) > 2**53:  # 1e30 would become 1000000000000000019884624838656
+                raise ConfigError(f"{key} = {value!r}: expected an integer; a float this "
+                                  "large is not exact, write the integer out")
             return int(value)  # 1e4 is a YAML float
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key} = {value!r}: expected an integer")

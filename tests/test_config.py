@@ -71,6 +71,8 @@ def test_dump_and_load_round_trip():
     ({"training": {"meta_batch_size": 0}}, r"training.meta_batch_size = 0: must be >= 1"),
     ({"training": {"iterations": "many"}}, "training.iterations = 'many': expected an integer"),
     ({"training": {"iterations": 2.5}}, "expected an integer"),
+    ({"training": {"iterations": 1e30}}, r"training.iterations = 1e\+30: expected an integer; a "
+                                         "float this large is not exact"),
     ({"adaptation": {"method": "sgd"}}, "allowed values are 'maml', 'fomaml', 'reptile'"),
     ({"adaptation": {"method": "reptile", "learn_inner_lr": True}}, "learn_inner_lr"),
     ({"task": {"amplitude_min": 3.0, "amplitude_max": 1.0}}, "amplitude_min = 3.0 must be <="),
