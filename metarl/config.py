@@ -198,6 +198,17 @@ def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
     return _build(cls, data)
 
 
+def validate_config(config: Any) -> None:
+    """Check a config dataclass tree built or changed in code as a config file is checked.
+
+    Raises :class:`ConfigError` naming the first bad key and what is allowed; the config
+    itself is not changed.
+    """
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        raise TypeError(f"expected a config dataclass instance, got {config!r}")
+    from_dict(type(config), to_dict(config))
+
+
 def to_dict(config: Any) -> dict[str, Any]:
     """Plain nested dict of a config dataclass tree (lists stay lists)."""
     return dataclasses.asdict(config)

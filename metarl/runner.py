@@ -44,6 +44,7 @@ from metarl.config import (
     parse_override,
     read_yaml,
     to_dict,
+    validate_config,
     yaml_scalar,
 )
 from metarl.experiment import (
@@ -302,9 +303,15 @@ def train_run(experiment: Experiment, config: Any, run_dir: str | Path, *,
               resume: bool = False) -> Path:
     """Meta-train ``config`` in ``run_dir``, or continue the run there when ``resume``.
 
-    Returns the path of the final checkpoint. Raises :class:`TrainingStopped` when a signal
-    or a non-finite loss stops training; the last good checkpoint is kept in both cases.
+    Returns the path of the final checkpoint. Raises :class:`ConfigError` before any work
+    when ``config`` (built or changed in code, too) has a bad value, and
+    :class:`TrainingStopped` when a signal or a non-finite loss stops training; the last good
+    checkpoint is kept in both cases.
     """
+    if not isinstance(config, experiment.config_class):
+        raise TypeError(f"the {experiment.name} experiment takes a "
+                        f"{experiment.config_class.__name__}, got {type(config).__name__}")
+    validate_config(config)  # one built or changed in code, checked as a file's is
     run_dir = Path(run_dir)
     checkpoint_path = run_dir / CHECKPOINT_NAME
     if not resume:

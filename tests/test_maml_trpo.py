@@ -803,3 +803,20 @@ def test_library_mistakes_with_the_policy_and_the_trainer_say_what_is_wrong():
     trainer = make_trainer(small_config())
     with pytest.raises(ValueError, match="method must be maml or fomaml, got 'reptile'"):
         dataclasses.replace(trainer, method="reptile")
+
+
+def test_a_meta_rl_config_changed_in_code_is_checked_before_sampling():
+    import re
+
+    from metarl.config import ConfigError
+    from metarl.rl.build import evaluation_rollouts
+
+    config = MetaRLConfig()
+    config.training.episodes_per_task = -3
+    with pytest.raises(ConfigError, match=re.escape("training.episodes_per_task = -3")):
+        make_trainer(config)
+    config = MetaRLConfig()
+    config.env.name = "half_cheetah_speed"  # type: ignore[assignment]
+    message = "env.name = 'half_cheetah_speed': allowed values"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        evaluation_rollouts(config, {}, tasks=2, steps=1, seed=0)

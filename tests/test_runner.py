@@ -546,3 +546,24 @@ def test_atomic_writes_get_the_mode_a_plain_open_would_give(tmp_path, umask, mod
         os.umask(previous)
     for name in ("config.yaml", "checkpoint.pt"):
         assert (tmp_path / name).stat().st_mode & 0o777 == mode
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda c: setattr(c.training, "meta_batch_size", 0), "training.meta_batch_size = 0"),
+    (lambda c: setattr(c.adaptation, "method", "sgd"),
+     "adaptation.method = 'sgd': allowed values are 'maml', 'fomaml', 'reptile'"),
+    (lambda c: setattr(c, "seed", 1.5), "seed = 1.5: expected an integer"),
+])
+def test_a_config_changed_in_code_is_refused_before_any_work(tmp_path, change, message):
+    config = small_config()
+    change(config)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        train_run(SineExperiment(), config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_config_of_another_experiment_is_refused(tmp_path):
+    from metarl.rl.config import MetaRLConfig
+
+    with pytest.raises(TypeError, match="sine experiment takes a SineConfig, got MetaRLConfig"):
+        train_run(SineExperiment(), MetaRLConfig(), tmp_path / "run")

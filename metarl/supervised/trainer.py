@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from metarl.adaptation import LearningRate, Params, params_of
-from metarl.config import AdaptationConfig, from_dict, to_dict
+from metarl.config import AdaptationConfig, validate_config
 from metarl.experiment import NonFiniteLossError
 from metarl.supervised.meta import LossFn, meta_gradient
 from metarl.supervised.tasks import TaskBatch
@@ -48,7 +48,7 @@ class SupervisedMetaTrainer:
                  outer_optimizer: Literal["adam", "sgd"], outer_lr: float,
                  task_generator: torch.Generator,
                  metric: tuple[str, LossFn] | None = None) -> None:
-        from_dict(type(adaptation), to_dict(adaptation))  # one built in code, checked too
+        validate_config(adaptation)  # one built in code, checked as a file's is
         self.model = model
         self.params: Params = params_of(model)
         self.inner_lr: Params | None = None
