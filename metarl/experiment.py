@@ -80,7 +80,7 @@ class Experiment(ABC):
     """One benchmark family: its config class and what train/evaluate/render mean for it."""
 
     name: ClassVar[str]
-    config_class: ClassVar[type]
+    config_class: ClassVar[type[Any]]
     metric: ClassVar[str]
     shown_metrics: ClassVar[tuple[str, ...]] = ()
     baseline_names: ClassVar[tuple[str, ...]] = ()  # what `evaluate --baselines` can add
