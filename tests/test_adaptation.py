@@ -339,3 +339,23 @@ def test_a_parameter_the_loss_does_not_use_gets_gradient_zero_on_both_paths(meth
     for name in params:
         torch.testing.assert_close(results[0].params[name], results[1].params[name])
     assert not results[0].params["unused.weight"].any()
+
+
+@pytest.mark.parametrize("method", ["maml", "fomaml", "reptile"])
+@pytest.mark.parametrize("vectorize", [False, True])
+def test_query_metric_is_measured_after_adaptation(method, vectorize):
+    from metarl.supervised.meta import meta_gradient, mse_loss
+    model, params, batch = tiny_problem(seed=3, num_tasks=4)
+    out = meta_gradient(model, params, batch, mse_loss, method=method, steps=2, lr=LR,
+                        vectorize=vectorize, metric_fn=mse_loss)
+    torch.testing.assert_close(out.query_metric, out.query_losses, rtol=1e-12, atol=1e-12)
+    before = meta_gradient(model, params, batch, mse_loss, method=method, steps=0, lr=LR,
+                           vectorize=vectorize, metric_fn=mse_loss).query_metric
+    assert (out.query_metric - before).abs().max() > 1e-3
+
+
+def test_too_few_inner_rates_is_a_value_error():
+    from metarl.adaptation import step_learning_rate
+    assert step_learning_rate([0.1, 0.2], 1) == 0.2
+    with pytest.raises(ValueError, match="2 inner learning rates given for step 2"):
+        step_learning_rate([0.1, 0.2], 2)

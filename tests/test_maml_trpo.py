@@ -278,6 +278,11 @@ def test_step_budget_restarts_episodes_that_end_early_and_keeps_whole_episodes()
         assert ids[0, slot, first:first + length].tolist() == [number] * length
         assert episodes.times[0, slot, first:first + length].tolist() == list(range(length))
     assert bool((ids[episodes.mask == 0] == -1).all())
+    pad = episodes.mask == 0  # after each slot's last episode: nothing recorded
+    for name in ("rewards", "log_probs", "times"):
+        assert bool((getattr(episodes, name)[pad] == 0).all()), name
+    assert bool((episodes.observations[pad] == 0).all())
+    assert bool((episodes.actions[pad] == 0).all())
     # The losses see each task's steps packed in episode-then-time order.
     packed = pack_steps(episodes, episodes.rewards)
     in_order = torch.cat([episodes.observations[0, slot, first:first + length]
@@ -820,3 +825,22 @@ def test_a_meta_rl_config_changed_in_code_is_checked_before_sampling():
     message = "env.name = 'half_cheetah_speed': allowed values"
     with pytest.raises(ConfigError, match=re.escape(message)):
         evaluation_rollouts(config, {}, tasks=2, steps=1, seed=0)
+
+
+def test_fixed_episode_padding_is_zero():
+    from metarl.envs.navigation import BatchedNavigation2D
+    from metarl.rl.episodes import sample_episodes
+    from metarl.rl.policy import expand_params, init_policy_params
+    params = expand_params(init_policy_params(2, 2, [4], init_std=0.01,
+                                              generator=torch.Generator().manual_seed(0)), 2)
+    with torch.no_grad():
+        params["w1"].zero_()
+        params["b1"].zero_()  # mean action 0: task 0 (goal at the origin) ends at once
+    env = BatchedNavigation2D(torch.tensor([[0.0, 0.0]] * 2 + [[0.4, 0.4]] * 2,
+                                           dtype=torch.float64))
+    episodes = sample_episodes(env, POLICY, params, num_tasks=2, episodes_per_task=2,
+                               max_steps=10, generator=torch.Generator().manual_seed(1))
+    pad = episodes.mask == 0
+    assert bool(pad.any())
+    for name in ("rewards", "log_probs", "times"):
+        assert bool((getattr(episodes, name)[pad] == 0).all()), name

@@ -411,3 +411,16 @@ def test_render_pictures_the_query_sets_that_evaluate_scores(
     experiment.render(config, state, tmp_path, RenderOptions(tasks=1))
     assert drawn[0].query_x.shape[:2] == (1, 3 * expected)
     assert (tmp_path / "omniglot_predictions.png").stat().st_size > 0
+
+
+def test_labels_are_not_tied_to_character_order():
+    from metarl.supervised.omniglot import class_pool, draw_omniglot_tasks
+    from metarl.supervised.omniglot_data import OmniglotImages
+    data = OmniglotImages(np.zeros((30, 20, 4, 4), dtype=np.uint8),
+                          tuple(f"c{i}" for i in range(30)))
+    pool = class_pool(data, range(30), rotations=False)
+    draw = draw_omniglot_tasks(pool, 2000, 5, 1, 1, torch.Generator().manual_seed(0))
+    ascending = (draw.characters.diff(dim=1) > 0).all(dim=1).float().mean().item()
+    assert ascending < 0.05  # 1/120 for a random order
+    counts = torch.bincount(draw.characters.argmin(dim=1), minlength=5)
+    assert bool((counts > 300).all()), counts  # ~400 each

@@ -293,3 +293,21 @@ def test_a_run_trained_longer_keeps_its_cached_baselines(tmp_path):
     with counting_iterations() as trained_iterations:
         oracle_params(config(iterations=900, meta_batch_size=6), tmp_path)
     assert trained_iterations == [0]
+
+
+def test_baselines_train_multitask_trpo_without_inner_steps(tmp_path, monkeypatch):
+    from metarl.rl.baseline_policies import oracle_params, pretrained_params
+    from metarl.rl.maml_trpo import MAMLTRPO
+    seen = []
+    original = MAMLTRPO.train_iteration
+
+    def recording(self, iteration):
+        seen.append(self.inner_steps)
+        return original(self, iteration)
+
+    monkeypatch.setattr(MAMLTRPO, "train_iteration", recording)
+    config = _navigation_config(oracle_iterations=1, pretrained_iterations=1)
+    assert config.adaptation.inner_steps >= 1
+    pretrained_params(config, tmp_path)
+    oracle_params(config, tmp_path)
+    assert seen == [0, 0]

@@ -320,3 +320,19 @@ def test_a_saved_evaluation_is_reused_only_for_the_same_checkpoint_settings_and_
     assert reuse(baseline_config=PretrainedBaselineConfig(iterations=5)) is None
     save_checkpoint(tmp_path / "checkpoint.pt", {"iteration": 4, "other": True})
     assert reuse() is None  # the checkpoint file changed
+
+
+def test_a_snapshot_of_the_latest_iteration_is_one_row(tmp_path):
+    from metarl.experiment import EvaluateOptions
+    from metarl.over_training import evaluate_over_training
+    from metarl.runner import train_run
+    from metarl.supervised.sine_experiment import SineConfig, SineExperiment
+    config = from_dict(SineConfig, {
+        "training": {"iterations": 8, "meta_batch_size": 3},
+        "evaluation": {"tasks": 5, "steps": 1, "shots": [5]},
+        "run": {"checkpoint_every": 4, "snapshot_every": 4, "progress": False,
+                "tensorboard": False}})
+    train_run(SineExperiment(), config, tmp_path / "run")
+    summary = evaluate_over_training(tmp_path / "run", EvaluateOptions())
+    assert summary["iterations"] == [4, 8]
+    assert summary["directories"] == ["snapshots/iteration-4", "."]

@@ -234,3 +234,34 @@ def test_a_trainer_checks_an_adaptation_config_built_in_code(setting, message):
                               adaptation=AdaptationConfig(**setting), vectorize=True,
                               outer_optimizer="adam", outer_lr=1e-3,
                               task_generator=torch.Generator())
+
+
+def test_meta_sgd_state_round_trip_restores_learned_rates_and_continues_identically():
+    from metarl.supervised.sine_experiment import SineConfig, SineExperiment
+    config = from_dict(SineConfig, {"adaptation": {"learn_inner_lr": True},
+                                    "training": {"iterations": 6, "meta_batch_size": 3},
+                                    "run": {"progress": False, "tensorboard": False}})
+    experiment = SineExperiment()
+    a = experiment.make_trainer(config)
+    for i in range(3):
+        a.train_iteration(i)
+    assert any(not torch.allclose(r, torch.full_like(r, 0.01)) for r in a.inner_lr.values())
+    b = experiment.make_trainer(config)
+    b.load_state_dict(a.state_dict())
+    for k in a.inner_lr:
+        assert torch.equal(b.inner_lr[k], a.inner_lr[k]), k
+    assert b.train_iteration(3) == a.train_iteration(3)
+
+
+def test_sine_test_tasks_do_not_depend_on_the_support_generator():
+    from metarl.supervised.sine import SineTaskConfig, sample_sine_test_batch
+    config = SineTaskConfig()
+    a, batch_a = sample_sine_test_batch(config, 4, support_shots=5, query_shots=3,
+                                        task_generator=torch.Generator().manual_seed(0),
+                                        support_generator=torch.Generator().manual_seed(1))
+    b, batch_b = sample_sine_test_batch(config, 4, support_shots=5, query_shots=3,
+                                        task_generator=torch.Generator().manual_seed(0),
+                                        support_generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a.amplitude, b.amplitude) and torch.equal(a.phase, b.phase)
+    assert torch.equal(batch_a.query_x, batch_b.query_x)
+    assert not torch.equal(batch_a.support_x, batch_b.support_x)

@@ -23,12 +23,3 @@ class TaskBatch:
     @property
     def num_tasks(self) -> int:
         return self.support_x.shape[0]
-
-    def tasks(self, start: int, stop: int) -> TaskBatch:
-        """Tasks ``start`` to ``stop - 1`` (fewer at the end), keeping the task dimension."""
-        s = slice(start, stop)
-        return TaskBatch(self.support_x[s], self.support_y[s], self.query_x[s], self.query_y[s])
-
-    def task(self, index: int) -> TaskBatch:
-        """Task ``index`` alone, keeping a leading task dimension of 1."""
-        return self.tasks(index, index + 1)
