@@ -336,7 +336,12 @@ def train_run(experiment: Experiment, config: Any, run_dir: str | Path, *,
             "metarl_version": __version__,
         })
 
-    def kept(iteration: int) -> str:
+    def kept(iteration: int, failing: int | None = None) -> str:
+        """What is kept; ``failing``: the 0-based iteration whose loss was not finite."""
+        if checkpoint_path.is_file() and failing == iteration:
+            return (f"The last checkpoint (iteration {iteration}) is kept in "
+                    f"{checkpoint_path}; it holds the weights that the failing iteration "
+                    f"started from")
         if checkpoint_path.is_file():
             return f"The last good checkpoint (iteration {iteration}) is kept in {checkpoint_path}"
         return (f"No checkpoint had been written yet (one is written every "
@@ -356,12 +361,12 @@ def train_run(experiment: Experiment, config: Any, run_dir: str | Path, *,
                 except NonFiniteLossError as error:
                     raise TrainingStopped(
                         f"stopped at meta-iteration {iteration + 1}: {error}. "
-                        + kept(last_saved), exit_code=1) from None
+                        + kept(last_saved, iteration), exit_code=1) from None
                 bad = [k for k, v in metrics.items() if not math.isfinite(float(v))]
                 if bad:
                     raise TrainingStopped(
                         f"stopped at meta-iteration {iteration + 1}: {bad[0]} is "
-                        f"{metrics[bad[0]]}. " + kept(last_saved), exit_code=1)
+                        f"{metrics[bad[0]]}. " + kept(last_saved, iteration), exit_code=1)
                 logger.log(iteration + 1, metrics)
                 done = iteration + 1
                 snapshot = config.run.snapshot_every > 0 and done % config.run.snapshot_every == 0

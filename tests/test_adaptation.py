@@ -6,6 +6,8 @@ meta-objective is F(θ) = L_query(φ(θ)) with φ the result of k inner SGD step
 
 from __future__ import annotations
 
+import math
+import re
 from collections import OrderedDict
 
 import pytest
@@ -244,10 +246,23 @@ def test_adaptation_curve_refuses_to_score_diverged_weights(vectorize):
     from metarl.experiment import NonFiniteLossError
 
     model, params, batch = tiny_problem(seed=9, num_tasks=3)
-    with pytest.raises(NonFiniteLossError, match=r"not finite after 2 test-time step\(s\) "
-                                                 r"\(lr 1e\+300\): adaptation diverged"):
+    with pytest.raises(NonFiniteLossError, match=re.escape(
+            "not finite after 2 test-time step(s) (lr 1e+300): adaptation diverged; lower "
+            "evaluation.inner_lr or evaluation.later_lr_scale, or evaluate at most 1 step(s) "
+            "(--steps 1)")):
         adaptation_curve(model, params, batch, mse_loss, mse_loss, steps=3,
                          lr=[LR, 1e300, 1e300], vectorize=vectorize)
+    learned = OrderedDict((k, torch.full_like(v, 1e300)) for k, v in params.items())
+    with pytest.raises(NonFiniteLossError, match=re.escape(
+            "after 1 test-time step(s) with the learned (Meta-SGD) rates, which are used at "
+            "every step: adaptation diverged; evaluate at most 0 step(s) (--steps 0)")):
+        adaptation_curve(model, params, batch, mse_loss, mse_loss, steps=3, lr=learned,
+                         vectorize=vectorize)
+    broken = OrderedDict((k, torch.full_like(v, math.inf)) for k, v in params.items())
+    with pytest.raises(NonFiniteLossError, match="before any test-time step: the meta-trained "
+                                                 "weights themselves are broken"):
+        adaptation_curve(model, broken, batch, mse_loss, mse_loss, steps=3, lr=LR,
+                         vectorize=vectorize)
     finite = adaptation_curve(model, params, batch, mse_loss, mse_loss, steps=1, lr=[LR],
                               vectorize=vectorize)
     assert bool(torch.isfinite(finite).all())

@@ -420,7 +420,7 @@ def test_a_non_finite_metric_stops_training_even_when_the_trainer_raises_nothing
                        ) as stop:
         train_run(SineExperiment(), config, tmp_path / "run")
     assert stop.value.exit_code == 1
-    assert "last good checkpoint (iteration 2)" in str(stop.value)
+    assert "last checkpoint (iteration 2) is kept" in str(stop.value)
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["iteration"] == 2
 
 
@@ -567,3 +567,16 @@ def test_a_config_of_another_experiment_is_refused(tmp_path):
 
     with pytest.raises(TypeError, match="sine experiment takes a SineConfig, got MetaRLConfig"):
         train_run(SineExperiment(), MetaRLConfig(), tmp_path / "run")
+
+
+def test_a_checkpoint_written_just_before_the_failing_iteration_is_named_as_such(
+        tmp_path, monkeypatch):
+    _nan_query_from_batch(monkeypatch, 6)  # iteration 6 fails; a checkpoint followed 5
+    with pytest.raises(TrainingStopped, match="meta-iteration 6: query loss nan") as stop:
+        train_run(SineExperiment(), small_config(), tmp_path / "run")
+    message = str(stop.value)
+    assert "lower adaptation.inner_lr or training.outer_lr" in message
+    assert ("The last checkpoint (iteration 5) is kept in " in message
+            and "it holds the weights that the failing iteration started from" in message)
+    assert "last good" not in message
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["iteration"] == 5

@@ -78,7 +78,9 @@ class SupervisedMetaTrainer:
         query_loss = float(losses.mean())
         if not math.isfinite(query_loss) or not all(
                 torch.isfinite(g).all() for g in grads.values()):
-            raise NonFiniteLossError(f"query loss {query_loss} or its gradient is not finite")
+            raise NonFiniteLossError(
+                f"query loss {query_loss} or its gradient is not finite: meta-training "
+                f"diverged; lower adaptation.inner_lr or training.outer_lr")
         for name, tensor in self.params.items():
             tensor.grad = grads[name]
         if self.inner_lr is not None and grad_lr is not None:
