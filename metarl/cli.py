@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from importlib import resources
@@ -482,6 +483,25 @@ COMMANDS = {"train": _train, "evaluate": _evaluate, "render": _render,
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    thread_hook = threading.excepthook
+
+    def one_line_os_errors(hook_args: threading.ExceptHookArgs) -> None:
+        """A background writer's OSError (TensorBoard's, on a full disk) in one line, not a
+        traceback; the command itself stops at its next write, saying what was kept."""
+        if isinstance(hook_args.exc_value, OSError):
+            print(f"metarl: error in a background writer: {hook_args.exc_value}",
+                  file=sys.stderr)
+        else:
+            thread_hook(hook_args)
+
+    threading.excepthook = one_line_os_errors
+    try:
+        return _run_command(args)
+    finally:
+        threading.excepthook = thread_hook
+
+
+def _run_command(args: argparse.Namespace) -> int:
     try:
         return COMMANDS[args.command](args)
     except ConfigError as error:

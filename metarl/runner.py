@@ -14,6 +14,7 @@ Layout of a run directory::
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -367,24 +368,37 @@ def train_run(experiment: Experiment, config: Any, run_dir: str | Path, *,
                     raise TrainingStopped(
                         f"stopped at meta-iteration {iteration + 1}: {bad[0]} is "
                         f"{metrics[bad[0]]}. " + kept(last_saved, iteration), exit_code=1)
-                logger.log(iteration + 1, metrics)
                 done = iteration + 1
-                snapshot = config.run.snapshot_every > 0 and done % config.run.snapshot_every == 0
-                if snapshot:
-                    # Before the run's own checkpoint: a crash between the two leaves that
-                    # at an earlier iteration, and the resumed run writes this snapshot again.
-                    write_snapshot(run_dir, done, functools.partial(checkpoint, done))
-                if (done % config.run.checkpoint_every == 0 or done == total or signals
-                        or snapshot):
-                    checkpoint(done)
-                    last_saved = done
+                try:
+                    logger.log(done, metrics)
+                    snapshot = (config.run.snapshot_every > 0
+                                and done % config.run.snapshot_every == 0)
+                    if snapshot:
+                        # Before the run's own checkpoint: a crash between the two leaves
+                        # that at an earlier iteration, and the resumed run writes this
+                        # snapshot again.
+                        write_snapshot(run_dir, done, functools.partial(checkpoint, done))
+                    if (done % config.run.checkpoint_every == 0 or done == total or signals
+                            or snapshot):
+                        checkpoint(done)
+                        last_saved = done
+                except OSError as error:  # a full disk, a folder made read-only, ...
+                    again = (f". Once it can be written, continue with: metarl train --resume "
+                             f"{run_dir}" if checkpoint_path.is_file() else "")
+                    raise TrainingStopped(
+                        f"stopped at meta-iteration {done}: can't write the run in {run_dir} "
+                        f"({error}). " + kept(last_saved) + again, exit_code=1) from None
                 if signals:
                     raise TrainingStopped(
                         f"interrupted after meta-iteration {done}; checkpoint saved. Continue "
                         f"with: metarl train --resume {run_dir}", exit_code=128 + signals[0])
-    finally:
-        logger.close()
-        _plot_learning_curve(experiment, run_dir)  # also when interrupted or stopped
+    except BaseException:
+        with contextlib.suppress(OSError):  # closing may fail as a write did: say why we stop
+            logger.close()
+        _plot_learning_curve(experiment, run_dir)
+        raise
+    logger.close()
+    _plot_learning_curve(experiment, run_dir)
     return checkpoint_path
 
 

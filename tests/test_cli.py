@@ -672,3 +672,26 @@ def test_a_copied_run_resumed_longer_names_itself_in_its_config_header(tmp_path,
     assert f"# Continue it with: metarl train --resume {copy}" in header
     assert not any(str(source) in line for line in header)
     assert "# Changed on resume: training.iterations=14" in header
+
+
+def test_a_background_writers_os_error_is_one_line_not_a_traceback(monkeypatch, capsys):
+    import threading
+
+    import metarl.cli as cli
+
+    def command_with_a_failing_writer(args):
+        def write():
+            raise OSError(28, "No space left on device")
+
+        thread = threading.Thread(target=write)
+        thread.start()
+        thread.join()
+        return 0
+
+    monkeypatch.setitem(cli.COMMANDS, "config", command_with_a_failing_writer)
+    before = threading.excepthook
+    assert main(["config"]) == 0
+    assert threading.excepthook is before
+    err = capsys.readouterr().err
+    assert err == ("metarl: error in a background writer: [Errno 28] No space left on "
+                   "device\n")

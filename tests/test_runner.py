@@ -580,3 +580,33 @@ def test_a_checkpoint_written_just_before_the_failing_iteration_is_named_as_such
             and "it holds the weights that the failing iteration started from" in message)
     assert "last good" not in message
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["iteration"] == 5
+
+
+def test_a_full_disk_stops_with_the_kept_checkpoint_and_resumes_to_the_same_numbers(
+        tmp_path, monkeypatch):
+    import errno
+
+    experiment = SineExperiment()
+    train_run(experiment, small_config(), tmp_path / "straight")
+    original = runner.save_checkpoint
+
+    def full_from_iteration_10(path, state):
+        if state["iteration"] >= 10:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        original(path, state)
+
+    monkeypatch.setattr(runner, "save_checkpoint", full_from_iteration_10)
+    run_dir = tmp_path / "full"
+    with pytest.raises(TrainingStopped) as stop:
+        train_run(experiment, small_config(), run_dir)
+    assert stop.value.exit_code == 1
+    assert str(stop.value) == (
+        f"stopped at meta-iteration 10: can't write the run in {run_dir} ([Errno 28] No space "
+        f"left on device). The last good checkpoint (iteration 5) is kept in "
+        f"{run_dir / 'checkpoint.pt'}. Once it can be written, continue with: metarl train "
+        f"--resume {run_dir}")
+    monkeypatch.setattr(runner, "save_checkpoint", original)
+    experiment, config, _ = load_run(run_dir)
+    train_run(experiment, config, run_dir, resume=True)
+    assert metric_values(run_dir) == metric_values(tmp_path / "straight")
+    assert_same_params(final_params(run_dir), final_params(tmp_path / "straight"))
