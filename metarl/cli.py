@@ -533,8 +533,10 @@ def _run_command(args: argparse.Namespace) -> int:
         detail = f": {error}" if str(error) else ""
         print(f"metarl: out of memory{detail}. Smaller batches need less: fewer tasks, "
               "episodes or steps per batch (meta-RL: training.meta_batch_size, "
-              "episodes_per_task, env.max_episode_steps); for evaluate and render, fewer "
-              "--tasks or --steps", file=sys.stderr)
+              "episodes_per_task, env.max_episode_steps; sine and Omniglot: "
+              "training.meta_batch_size, and for Omniglot smaller data.image_size or "
+              "evaluation.chunk_tasks); for evaluate and render, fewer --tasks or --steps",
+              file=sys.stderr)
         return 1
 
 

@@ -290,6 +290,9 @@ def check_new_run_dir(run_dir: str | Path) -> None:
                                          else "")
         raise ConfigError(f"--run-dir {run_dir} holds files that are not a new run's "
                           f"({shown}); give a new or empty folder")
+    if restart:
+        print(f"metarl: note: {run_dir} holds a run stopped before its first checkpoint; "
+              f"starting a new run there (its {', '.join(held)} are replaced)", file=sys.stderr)
 
 
 def create_run_dir(run_dir: str | Path) -> None:

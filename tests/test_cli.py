@@ -621,6 +621,9 @@ def test_a_runs_own_config_and_checkpoint_problems_say_what_to_do(tmp_path, caps
     (run / "evaluation.json").unlink()
     (run / "adaptation.png").unlink()
     assert main(restart.split()[1:]) == 0
+    assert (f"note: {run} holds a run stopped before its first checkpoint; starting a new run "
+            f"there (its config.yaml, learning_curve.png, metrics.jsonl, tensorboard are "
+            f"replaced)") in capsys.readouterr().err
     assert (run / "checkpoint.pt").is_file()
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in records] == list(range(1, 15))

@@ -424,3 +424,12 @@ def test_labels_are_not_tied_to_character_order():
     assert ascending < 0.05  # 1/120 for a random order
     counts = torch.bincount(draw.characters.argmin(dim=1), minlength=5)
     assert bool((counts > 300).all()), counts  # ~400 each
+
+
+def test_images_are_not_resized_beyond_the_drawings_own_size():
+    from metarl.config import ConfigError, from_dict
+    from metarl.supervised.omniglot_experiment import OmniglotConfig
+
+    with pytest.raises(ConfigError, match=r"data.image_size = 100000: must be <= 105"):
+        from_dict(OmniglotConfig, {"data": {"image_size": 100000}})
+    assert from_dict(OmniglotConfig, {"data": {"image_size": 105}}).data.image_size == 105

@@ -16,7 +16,7 @@ from metarl.checkpoint import atomic_write_text
 from metarl.config import AdaptationConfig, ConfigError, RunConfig, param, section, to_dict
 from metarl.evaluation import format_table, summarize, write_evaluation
 from metarl.experiment import EvaluateOptions, Experiment, RenderOptions
-from metarl.plots import plot_adaptation_curves
+from metarl.plots import plot_adaptation_curves, wrapped_title
 from metarl.seeding import torch_generator
 from metarl.supervised.meta import adaptation_curve, query_predictions
 from metarl.supervised.omniglot import (
@@ -74,7 +74,8 @@ class OmniglotDataConfig:
     cache_dir: str | None = param(
         None, "where the decoded image array is cached (null: $XDG_CACHE_HOME/metarl/omniglot, "
         "else ~/.cache/metarl/omniglot)")
-    image_size: int = param(28, "images are resized to image_size x image_size pixels", ge=8)
+    image_size: int = param(28, "images are resized to image_size x image_size pixels (at "
+                            "most 105, the drawings' own size)", ge=8, le=105)
     train_characters: int = param(
         1200, "characters for meta-training; the other 1623 - n are test characters",
         ge=20, le=1603)
@@ -344,7 +345,7 @@ class OmniglotExperiment(Experiment):
             reference={f"{name} (paper, {ev.steps} steps)": {ev.steps: value}
                        for name, value in published.items()}
             if published and ev.steps <= steps else None)
-        result["table"] = format_table({label: curve}, result["steps"], "accuracy %")
+        result["table"] = format_table({label: curve}, result["steps"], "accuracy (%)")
         write_evaluation(run_dir, result, to_dict(config.evaluation))
         return result
 
@@ -383,8 +384,9 @@ class OmniglotExperiment(Experiment):
                 ax.set_title(f"class {c}", fontsize=8)
             axes[top, 0].text(-0.3, 0.5, f"task {t}\nsupport", transform=axes[top, 0].transAxes,
                               ha="right", va="center", fontsize=8)
-            for row, (name, predicted) in enumerate((("before", before), (f"after {steps}",
-                                                                          after)), start=1):
+            for row, (name, predicted) in enumerate((("before\nadapting", before),
+                                                      (f"after\n{steps} step(s)", after)),
+                                                     start=1):
                 for j in range(shown_queries):
                     q = int(query_order[j])
                     ax = axes[top + row, j]
@@ -392,14 +394,15 @@ class OmniglotExperiment(Experiment):
                     ax.imshow(batch.query_x[t, q, 0].numpy(), cmap="gray_r")
                     ax.set_title(f"{guess} (true {truth})", fontsize=7,
                                  color="green" if guess == truth else "red")
-                axes[top + row, 0].text(-0.3, 0.5, f"{name}\nstep(s)",
+                axes[top + row, 0].text(-0.3, 0.5, name,
                                         transform=axes[top + row, 0].transAxes, ha="right",
                                         va="center", fontsize=8)
-        fig.suptitle(f"Omniglot {task.ways}-way {task.shots}-shot test tasks, "
-                     f"{config.adaptation.label}, iteration {state['iteration']}: predicted "
-                     "class of query images (green right, red wrong)"
-                     + (f"; support of classes 0-{shown_classes - 1} of {task.ways} shown"
-                        if shown_classes < task.ways else ""), fontsize=9)
+        fig.suptitle(wrapped_title(
+            f"Omniglot {task.ways}-way {task.shots}-shot test tasks, "
+            f"{config.adaptation.label}, iteration {state['iteration']}: predicted class of "
+            "query images (green right, red wrong)"
+            + (f"; support of classes 0-{shown_classes - 1} of {task.ways} shown"
+               if shown_classes < task.ways else ""), fig.get_figwidth() * 12 / 9), fontsize=9)
         fig.tight_layout()
         output = options.output or run_dir / "omniglot_predictions.png"
         fig.savefig(output, dpi=110)
