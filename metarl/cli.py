@@ -238,7 +238,7 @@ def _train(args: argparse.Namespace) -> int:
         config_path = resolve_config_path(args.config)
         experiment, config = load_config(config_path, args.overrides, args.seed)
         run_dir = args.run_dir or _default_run_dir(config_path)
-        check_new_run_dir(run_dir)
+        _note_restart(run_dir, check_new_run_dir(run_dir))
         made_here = not run_dir.exists()
         create_run_dir(run_dir)  # before the trainer is built: a bad path fails at once
     print(f"metarl: {experiment.name} run in {run_dir}", file=sys.stderr)
@@ -319,6 +319,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(f"metarl: wrote {args.run_dir / 'evaluation.json'} and "
           f"{args.run_dir / 'adaptation.png'}", file=sys.stderr)
     return 0
+
+
+def _note_restart(run_dir: Path, replaced: Sequence[str]) -> None:
+    if replaced:
+        print(f"metarl: note: {run_dir} holds a run stopped before its first checkpoint; a new "
+              f"run starts there in its place ({', '.join(replaced)})", file=sys.stderr)
 
 
 def _note_learned_rates(config: object, overrides: Sequence[str]) -> None:
@@ -436,7 +442,7 @@ def _demo(args: argparse.Namespace) -> int:
     config_path = resolve_config_path(args.config)
     experiment, config = load_config(config_path, (), args.seed)
     run_dir = args.run_dir or _default_run_dir(config_path)
-    check_new_run_dir(run_dir)
+    _note_restart(run_dir, check_new_run_dir(run_dir))
     create_run_dir(run_dir)
     print(f"metarl demo: 1/3 meta-training {experiment.name} in {run_dir}", file=sys.stderr)
     train_run(experiment, config, run_dir)
@@ -488,7 +494,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     def one_line_os_errors(hook_args: threading.ExceptHookArgs) -> None:
         """A background writer's OSError (TensorBoard's, on a full disk) in one line, not a
         traceback; the command itself stops at its next write, saying what was kept."""
-        if isinstance(hook_args.exc_value, OSError):
+        writer = type(hook_args.thread).__module__.startswith("tensorboard.")
+        if writer and isinstance(hook_args.exc_value, OSError):
             print(f"metarl: error in a background writer: {hook_args.exc_value}",
                   file=sys.stderr)
         else:
@@ -528,7 +535,8 @@ def _run_command(args: argparse.Namespace) -> int:
         return 130
     except (MemoryError, RuntimeError) as error:
         # torch reports a failed allocation as a RuntimeError
-        if not isinstance(error, MemoryError) and "allocate memory" not in str(error):
+        if not isinstance(error, MemoryError) and not any(
+                words in str(error) for words in ("allocate memory", "out of memory")):
             raise
         detail = f": {error}" if str(error) else ""
         print(f"metarl: out of memory{detail}. Smaller batches need less: fewer tasks, "

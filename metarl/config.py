@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
+import os
 import re
 import types
 import typing
@@ -119,6 +121,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key} = {value!r}: expected true or false")
         return value
     if tp is int:
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool | int):
+            value = int(value)  # a NumPy integer, from code
         if isinstance(value, float) and value.is_integer():
             if abs(value) > 2**53:  # 1e30 would become 1000000000000000019884624838656
                 raise ConfigError(f"{key} = {value!r}: expected an integer; a float this "
@@ -128,6 +132,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key} = {value!r}: expected an integer")
         return value
     if tp is float:
+        if isinstance(value, numbers.Real) and not isinstance(value, bool | int | float):
+            value = float(value)  # a NumPy float32, from code
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key} = {value!r}: expected a number")
         value = float(value)
@@ -135,6 +141,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key} = {value!r}: expected a finite number")
         return value
     if tp is str:
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)  # a pathlib.Path, from code
         if not isinstance(value, str):
             raise ConfigError(f"{key} = {value!r}: expected a string")
         return value
@@ -198,15 +206,16 @@ def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
     return _build(cls, data)
 
 
-def validate_config(config: Any) -> None:
+def validate_config(config: T) -> T:
     """Check a config dataclass tree built or changed in code as a config file is checked.
 
-    Raises :class:`ConfigError` naming the first bad key and what is allowed; the config
+    Returns a validated copy in plain types (a path as a string, a NumPy integer as an int);
+    raises :class:`ConfigError` naming the first bad key and what is allowed. ``config``
     itself is not changed.
     """
     if not dataclasses.is_dataclass(config) or isinstance(config, type):
         raise TypeError(f"expected a config dataclass instance, got {config!r}")
-    from_dict(type(config), to_dict(config))
+    return from_dict(type(config), to_dict(config))
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -264,9 +264,10 @@ def _written_by_a_run(path: Path) -> bool:
         return False
 
 
-def check_new_run_dir(run_dir: str | Path) -> None:
+def check_new_run_dir(run_dir: str | Path) -> list[str]:
     """Refuse ``run_dir`` for a new run when it is a file, already holds a run, or holds
-    files that are not a run's."""
+    files that are not a run's. Returns the files of a run stopped before its first
+    checkpoint that the new run replaces (none for a new or empty folder)."""
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--run-dir {run_dir} is a file; give a directory (it is created "
@@ -290,9 +291,7 @@ def check_new_run_dir(run_dir: str | Path) -> None:
                                          else "")
         raise ConfigError(f"--run-dir {run_dir} holds files that are not a new run's "
                           f"({shown}); give a new or empty folder")
-    if restart:
-        print(f"metarl: note: {run_dir} holds a run stopped before its first checkpoint; "
-              f"starting a new run there (its {', '.join(held)} are replaced)", file=sys.stderr)
+    return held if restart else []
 
 
 def create_run_dir(run_dir: str | Path) -> None:
@@ -315,7 +314,7 @@ def train_run(experiment: Experiment, config: Any, run_dir: str | Path, *,
     if not isinstance(config, experiment.config_class):
         raise TypeError(f"the {experiment.name} experiment takes a "
                         f"{experiment.config_class.__name__}, got {type(config).__name__}")
-    validate_config(config)  # one built or changed in code, checked as a file's is
+    config = validate_config(config)  # one built or changed in code, checked as a file's is
     run_dir = Path(run_dir)
     checkpoint_path = run_dir / CHECKPOINT_NAME
     if not resume:
@@ -385,6 +384,8 @@ def train_run(experiment: Experiment, config: Any, run_dir: str | Path, *,
                             or snapshot):
                         checkpoint(done)
                         last_saved = done
+                except BrokenPipeError:  # the terminal (tqdm's stderr), not the run's files
+                    raise
                 except OSError as error:  # a full disk, a folder made read-only, ...
                     again = (f". Once it can be written, continue with: metarl train --resume "
                              f"{run_dir}" if checkpoint_path.is_file() else "")
@@ -400,7 +401,11 @@ def train_run(experiment: Experiment, config: Any, run_dir: str | Path, *,
             logger.close()
         _plot_learning_curve(experiment, run_dir)
         raise
-    logger.close()
+    try:
+        logger.close()
+    except OSError as error:  # the final checkpoint is whole; TensorBoard's last events may not be
+        print(f"metarl: note: trained; {checkpoint_path} is complete, but closing the logs "
+              f"failed ({error})", file=sys.stderr)
     _plot_learning_curve(experiment, run_dir)
     return checkpoint_path
 

@@ -249,18 +249,23 @@ def test_adaptation_curve_refuses_to_score_diverged_weights(vectorize):
     with pytest.raises(NonFiniteLossError, match=re.escape(
             "not finite after 2 test-time step(s) (lr 1e+300): adaptation diverged; lower "
             "evaluation.inner_lr or evaluation.later_lr_scale, or evaluate at most 1 step(s) "
-            "(--steps 1)")):
+            "(metarl evaluate --steps 1)")):
         adaptation_curve(model, params, batch, mse_loss, mse_loss, steps=3,
                          lr=[LR, 1e300, 1e300], vectorize=vectorize)
     learned = OrderedDict((k, torch.full_like(v, 1e300)) for k, v in params.items())
     with pytest.raises(NonFiniteLossError, match=re.escape(
             "after 1 test-time step(s) with the learned (Meta-SGD) rates, which are used at "
-            "every step: adaptation diverged; evaluate at most 0 step(s) (--steps 0)")):
+            "every step: adaptation diverged at the first step on these tasks")):
         adaptation_curve(model, params, batch, mse_loss, mse_loss, steps=3, lr=learned,
                          vectorize=vectorize)
+    with pytest.raises(NonFiniteLossError, match=re.escape(
+            "after 1 test-time step(s) (lr 1e+300): adaptation diverged; lower "
+            "evaluation.inner_lr") + "$"):
+        adaptation_curve(model, params, batch, mse_loss, mse_loss, steps=3, lr=1e300,
+                         vectorize=vectorize)
     broken = OrderedDict((k, torch.full_like(v, math.inf)) for k, v in params.items())
-    with pytest.raises(NonFiniteLossError, match="before any test-time step: the meta-trained "
-                                                 "weights themselves are broken"):
+    with pytest.raises(NonFiniteLossError, match="before any test-time step: the weights "
+                                                 "themselves are broken"):
         adaptation_curve(model, broken, batch, mse_loss, mse_loss, steps=3, lr=LR,
                          vectorize=vectorize)
     finite = adaptation_curve(model, params, batch, mse_loss, mse_loss, steps=1, lr=[LR],
@@ -374,3 +379,21 @@ def test_too_few_inner_rates_is_a_value_error():
     assert step_learning_rate([0.1, 0.2], 1) == 0.2
     with pytest.raises(ValueError, match="2 inner learning rates given for step 2"):
         step_learning_rate([0.1, 0.2], 2)
+
+
+def test_learned_rates_that_diverge_later_name_the_steps_to_evaluate():
+    from metarl.experiment import NonFiniteLossError
+
+    model, params, batch = tiny_problem(seed=9, num_tasks=3)
+    # a rate that sends the weights to inf within a few steps, used at every step
+    learned = OrderedDict((k, torch.full_like(v, 1e10)) for k, v in params.items())
+    with pytest.raises(NonFiniteLossError, match=re.escape(
+            "with the learned (Meta-SGD) rates, which are used at every step: adaptation "
+            "diverged; evaluate at most ")) as error:
+        adaptation_curve(model, params, batch, mse_loss, mse_loss, steps=20, lr=learned,
+                         vectorize=False)
+    steps = int(re.search(r"--steps (\d+)\)$", str(error.value)).group(1))
+    assert steps >= 1
+    fine = adaptation_curve(model, params, batch, mse_loss, mse_loss, steps=steps, lr=learned,
+                            vectorize=False)
+    assert bool(torch.isfinite(fine).all())

@@ -621,9 +621,9 @@ def test_a_runs_own_config_and_checkpoint_problems_say_what_to_do(tmp_path, caps
     (run / "evaluation.json").unlink()
     (run / "adaptation.png").unlink()
     assert main(restart.split()[1:]) == 0
-    assert (f"note: {run} holds a run stopped before its first checkpoint; starting a new run "
-            f"there (its config.yaml, learning_curve.png, metrics.jsonl, tensorboard are "
-            f"replaced)") in capsys.readouterr().err
+    note = (f"note: {run} holds a run stopped before its first checkpoint; a new run starts "
+            f"there in its place (config.yaml, learning_curve.png, metrics.jsonl, tensorboard)")
+    assert capsys.readouterr().err.count(note) == 1
     assert (run / "checkpoint.pt").is_file()
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in records] == list(range(1, 15))
@@ -682,19 +682,30 @@ def test_a_background_writers_os_error_is_one_line_not_a_traceback(monkeypatch, 
 
     import metarl.cli as cli
 
-    def command_with_a_failing_writer(args):
-        def write():
-            raise OSError(28, "No space left on device")
+    class WriterThread(threading.Thread):  # as TensorBoard's event writer
+        __module__ = "tensorboard.summary.writer.event_file_writer"
 
-        thread = threading.Thread(target=write)
-        thread.start()
-        thread.join()
-        return 0
+    def run_failing(thread_class, error):
+        def command(args):
+            def write():
+                raise error
 
-    monkeypatch.setitem(cli.COMMANDS, "config", command_with_a_failing_writer)
+            thread = thread_class(target=write)
+            thread.start()
+            thread.join()
+            return 0
+        monkeypatch.setitem(cli.COMMANDS, "config", command)
+        return main(["config"])
+
     before = threading.excepthook
-    assert main(["config"]) == 0
+    assert run_failing(WriterThread, OSError(28, "No space left on device")) == 0
     assert threading.excepthook is before
-    err = capsys.readouterr().err
-    assert err == ("metarl: error in a background writer: [Errno 28] No space left on "
-                   "device\n")
+    assert capsys.readouterr().err == ("metarl: error in a background writer: [Errno 28] No "
+                                       "space left on device\n")
+    # any other thread's error keeps its traceback
+    seen = []
+    monkeypatch.setattr(threading, "excepthook", lambda hook_args: seen.append(hook_args))
+    assert run_failing(threading.Thread, OSError(28, "No space left on device")) == 0
+    assert run_failing(WriterThread, ValueError("a bug")) == 0
+    assert [type(a.exc_value) for a in seen] == [OSError, ValueError]
+    assert capsys.readouterr().err == ""

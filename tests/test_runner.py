@@ -610,3 +610,96 @@ def test_a_full_disk_stops_with_the_kept_checkpoint_and_resumes_to_the_same_numb
     train_run(experiment, config, run_dir, resume=True)
     assert metric_values(run_dir) == metric_values(tmp_path / "straight")
     assert_same_params(final_params(run_dir), final_params(tmp_path / "straight"))
+
+
+def test_numpy_numbers_and_paths_set_in_code_are_taken_as_plain_values(tmp_path):
+    import numpy as np
+
+    from metarl.config import validate_config
+    from metarl.supervised.omniglot_experiment import OmniglotConfig
+
+    config = small_config()
+    config.training.iterations = np.int64(3)
+    config.training.outer_lr = np.float32(0.002)
+    train_run(SineExperiment(), config, tmp_path / "run")
+    _, saved, state = load_run(tmp_path / "run")
+    assert saved.training.iterations == 3 and type(saved.training.iterations) is int
+    assert saved.training.outer_lr == pytest.approx(0.002) and state["iteration"] == 3
+    assert type(config.training.iterations) is np.int64  # the caller's config is unchanged
+    omniglot = OmniglotConfig()
+    omniglot.data.root = tmp_path / "omniglot"
+    assert validate_config(omniglot).data.root == str(tmp_path / "omniglot")
+    omniglot.data.image_size = np.int64(200)
+    with pytest.raises(ConfigError, match=r"data.image_size = 200: must be <= 105"):
+        validate_config(omniglot)
+
+
+def test_an_outer_update_to_non_finite_weights_stops_before_they_are_saved(tmp_path,
+                                                                           monkeypatch):
+    make_trainer = SineExperiment.make_trainer
+
+    def overflowing(self, config):  # the 7th outer update overflows a weight
+        trainer = make_trainer(self, config)
+        step, calls = trainer.optimizer.step, []
+
+        def step_to_inf(*args, **kwargs):
+            result = step(*args, **kwargs)
+            calls.append(1)
+            if len(calls) == 7:
+                with torch.no_grad():
+                    next(iter(trainer.params.values()))[0] = float("inf")
+            return result
+
+        trainer.optimizer.step = step_to_inf
+        return trainer
+
+    monkeypatch.setattr(SineExperiment, "make_trainer", overflowing)
+    with pytest.raises(TrainingStopped, match=re.escape(
+            "meta-iteration 7: the outer update made the weights (or learned rates) "
+            "non-finite: meta-training diverged; lower training.outer_lr")) as stop:
+        train_run(SineExperiment(), small_config(), tmp_path / "run")
+    assert "The last good checkpoint (iteration 5)" in str(stop.value)
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert state["iteration"] == 5
+    assert all(torch.isfinite(v).all() for v in state["trainer"]["params"].values())
+    with pytest.raises(ConfigError, match=re.escape("training.outer_lr = 1e+300: must be <= "
+                                                    "1e+38")):
+        small_config(outer_lr=1e300)
+
+
+def test_a_write_failing_before_any_checkpoint_or_on_the_terminal(tmp_path, monkeypatch):
+    import errno
+
+    def full(path, state):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(runner, "save_checkpoint", full)
+    with pytest.raises(TrainingStopped) as stop:
+        train_run(SineExperiment(), small_config(), tmp_path / "full")
+    assert str(stop.value).endswith(
+        "([Errno 28] No space left on device). No checkpoint had been written yet (one is "
+        "written every 5 meta-iterations, run.checkpoint_every)")
+
+    def closed_terminal(path, state):
+        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+    monkeypatch.setattr(runner, "save_checkpoint", closed_terminal)
+    with pytest.raises(BrokenPipeError):  # the CLI's own handling (exit 141) applies
+        train_run(SineExperiment(), small_config(), tmp_path / "pipe")
+
+
+def test_logs_that_fail_to_close_after_the_last_checkpoint_are_a_note(tmp_path, monkeypatch,
+                                                                        capsys):
+    import errno
+
+    from metarl.logging import RunLogger
+
+    def failing_close(self):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(RunLogger, "close", failing_close)
+    path = train_run(SineExperiment(), small_config(), tmp_path / "run")
+    assert load_checkpoint(path)["iteration"] == 24
+    assert (f"note: trained; {path} is complete, but closing the logs failed ([Errno 28] No "
+            f"space left on device)") in capsys.readouterr().err
+    assert (tmp_path / "run" / "learning_curve.png").is_file()

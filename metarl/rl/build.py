@@ -98,7 +98,7 @@ def make_trainer(config: MetaRLConfig, *, inner_steps: int | None = None,
                  purpose: str = "", family: EnvFamily | None = None) -> MAMLTRPO:
     """MAML-TRPO for ``config`` (``inner_steps=0``: multi-task TRPO, the pretrained baseline;
     ``family``: other environments than the config's, as the oracle's)."""
-    validate_config(config)
+    config = validate_config(config)
     family = family or family_of(config)
     return MAMLTRPO(
         policy=make_policy(config), params=new_policy_params(config, purpose + "init", family),
@@ -163,7 +163,7 @@ def evaluation_rollouts(config: MetaRLConfig, params: Params, *, tasks: int, ste
                         ) -> tuple[list[dict[str, Any]], Rollouts]:
     """Test tasks from ``seed``, sampled before adaptation and after each of ``steps`` steps
     (in ``family``'s environments, by default the config's evaluation environments)."""
-    validate_config(config)
+    config = validate_config(config)
     family = family or evaluation_family(config)
     test_tasks = sample_test_tasks(config, tasks, seed)
     num_episodes = episodes_per_task or config.evaluation.episodes_per_task

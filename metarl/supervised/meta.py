@@ -198,18 +198,19 @@ def adaptation_curve(model: nn.Module, params: Params, batch: TaskBatch, loss_fn
         if step == 0:
             raise NonFiniteLossError(
                 "the weights or the query metric are not finite before any test-time step: "
-                "the meta-trained weights themselves are broken (meta-training diverged)")
+                "the weights themselves are broken (their training diverged)")
         rate = step_learning_rate(lr, step - 1)
-        fewer = f"evaluate at most {step - 1} step(s) (--steps {step - 1})"
+        fewer = f"evaluate at most {step - 1} step(s) (metarl evaluate --steps {step - 1})"
         if isinstance(rate, Mapping):
             raise NonFiniteLossError(
                 f"the weights or the query metric are not finite after {step} test-time "
                 f"step(s) with the learned (Meta-SGD) rates, which are used at every step: "
-                f"adaptation diverged; {fewer}")
+                f"adaptation diverged" + (f"; {fewer}" if step > 1
+                                          else " at the first step on these tasks"))
         raise NonFiniteLossError(
             f"the weights or the query metric are not finite after {step} test-time step(s) "
             f"(lr {rate:g}): adaptation diverged; lower evaluation.inner_lr"
-            + (" or evaluation.later_lr_scale" if step > 1 else "") + f", or {fewer}")
+            + (f" or evaluation.later_lr_scale, or {fewer}" if step > 1 else ""))
     return scores[..., 0]
 
 

@@ -120,7 +120,7 @@ class OmniglotTrainingConfig:
     meta_batch_size: int = param(32, "tasks per meta-iteration", ge=1)
     outer_optimizer: Literal["adam", "sgd"] = param(
         "adam", "optimizer of the meta-parameters (sgd with reptile is classic Reptile)")
-    outer_lr: float = param(1e-3, "outer (meta) learning rate", gt=0)
+    outer_lr: float = param(1e-3, "outer (meta) learning rate", gt=0, le=1e38)
 
 
 @dataclasses.dataclass

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +26,13 @@ from metarl.config import (
     yaml_scalar,
 )
 from metarl.evaluation import format_table, summarize, write_evaluation
-from metarl.experiment import EvaluateOptions, Experiment, RenderOptions, baseline_section
+from metarl.experiment import (
+    EvaluateOptions,
+    Experiment,
+    NonFiniteLossError,
+    RenderOptions,
+    baseline_section,
+)
 from metarl.plots import plot_adaptation_curves
 from metarl.seeding import torch_generator
 from metarl.supervised.meta import adaptation_curve, mse_loss, query_predictions
@@ -55,7 +63,7 @@ class SineTrainingConfig:
     meta_batch_size: int = param(25, "tasks per meta-iteration", ge=1)
     outer_optimizer: Literal["adam", "sgd"] = param(
         "adam", "optimizer of the meta-parameters (sgd with reptile is classic Reptile)")
-    outer_lr: float = param(1e-3, "outer (meta) learning rate", gt=0)
+    outer_lr: float = param(1e-3, "outer (meta) learning rate", gt=0, le=1e38)
 
 
 @dataclasses.dataclass
@@ -142,6 +150,15 @@ def pretrained_params(config: SineConfig, run_dir: Path) -> Params:
                            lambda: pretrain(config))
 
 
+@contextlib.contextmanager
+def _naming(what: str) -> Iterator[None]:
+    """Say which curve (support size, baseline) an evaluation that diverged was."""
+    try:
+        yield
+    except NonFiniteLossError as error:
+        raise NonFiniteLossError(f"{what}: {error}") from None
+
+
 def evaluation_lr(config: SineConfig, learned: Params | None, steps: int) -> LearningRate:
     """Test-time inner learning rates: lr for the first step, lr · later_lr_scale after.
 
@@ -202,8 +219,9 @@ class SineExperiment(Experiment):
         lr = evaluation_lr(config, state["trainer"].get("inner_lr"), steps)
         by_shots = {}
         for k in ev.shots:
-            by_shots[str(k)] = summarize(self.curves(config, params, lr, shots=k, tasks=tasks,
-                                                     steps=steps, seed=seed))
+            with _naming(f"K={k}"):
+                by_shots[str(k)] = summarize(self.curves(config, params, lr, shots=k,
+                                                         tasks=tasks, steps=steps, seed=seed))
         main_k = str(config.task.support_shots if config.task.support_shots in ev.shots
                      else ev.shots[0])
         result: dict[str, Any] = {
@@ -221,9 +239,12 @@ class SineExperiment(Experiment):
         if "pretrained" in options.baselines:
             baseline = pretrained_params(config, run_dir)
             fixed_lr = evaluation_lr(config, None, steps)
-            pretrained = {str(k): summarize(self.curves(config, baseline, fixed_lr, shots=k,
-                                                        tasks=tasks, steps=steps, seed=seed))
-                          for k in ev.shots}
+            pretrained = {}
+            for k in ev.shots:
+                with _naming(f"the pretrained baseline, K={k}"):
+                    pretrained[str(k)] = summarize(self.curves(
+                        config, baseline, fixed_lr, shots=k, tasks=tasks, steps=steps,
+                        seed=seed))
             result["baselines"]["pretrained"] = {"by_shots": pretrained}
             curves.update({f"pretrained, K={k}": v for k, v in pretrained.items()})
         plot_adaptation_curves(curves, result["steps"], run_dir / "adaptation.png",

@@ -48,7 +48,7 @@ class SupervisedMetaTrainer:
                  outer_optimizer: Literal["adam", "sgd"], outer_lr: float,
                  task_generator: torch.Generator,
                  metric: tuple[str, LossFn] | None = None) -> None:
-        validate_config(adaptation)  # one built in code, checked as a file's is
+        adaptation = validate_config(adaptation)  # one built in code, checked too
         self.model = model
         self.params: Params = params_of(model)
         self.inner_lr: Params | None = None
@@ -88,6 +88,11 @@ class SupervisedMetaTrainer:
                 tensor.grad = grad_lr[name]
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        updated = list(self.params.values()) + list((self.inner_lr or {}).values())
+        if not all(bool(torch.isfinite(tensor).all()) for tensor in updated):
+            raise NonFiniteLossError(
+                "the outer update made the weights (or learned rates) non-finite: "
+                "meta-training diverged; lower training.outer_lr")
         metrics = {"query_loss": query_loss}
         if self.metric is not None and query_metric is not None:
             metrics[f"query_{self.metric[0]}"] = float(query_metric.mean())
