@@ -535,6 +535,9 @@ def test_other_runtime_errors_are_not_reported_as_memory(monkeypatch):
     (IsADirectoryError(21, "Is a directory", "out"), 1, "metarl: error: [Errno 21]"),
     ("video", 1, "metarl: error: ffmpeg failed to write a.mp4 (exit code 3): no encoder"),
     (BrokenPipeError(32, "Broken pipe"), 141, ""),  # `metarl config | head`: quietly
+    (RuntimeError("CUDA out of memory. Tried to allocate 20.00 MiB"), 1,
+     "metarl: out of memory: CUDA out of memory. Tried to allocate 20.00 MiB. Smaller "
+     "batches need less"),
 ])
 def test_each_way_a_command_stops_has_its_exit_code(error, code, message, monkeypatch, capsys):
     import metarl.cli as cli
