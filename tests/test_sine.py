@@ -70,14 +70,21 @@ def test_short_meta_training_makes_one_step_adaptation_help(tmp_path):
     assert after < a0
 
 
-def test_meta_sgd_learns_per_parameter_rates_and_evaluation_uses_them(tmp_path):
+def meta_sgd_trained(iterations: int, meta_batch_size: int):
+    """A Meta-SGD sine config and its trainer after ``iterations`` meta-iterations."""
     config = from_dict(SineConfig, {"adaptation": {"learn_inner_lr": True},
-                                    "training": {"iterations": 20, "meta_batch_size": 5},
+                                    "training": {"iterations": 20,
+                                                 "meta_batch_size": meta_batch_size},
                                     "run": {"progress": False, "tensorboard": False}})
-    experiment = SineExperiment()
-    trainer = experiment.make_trainer(config)
-    for i in range(20):
+    trainer = SineExperiment().make_trainer(config)
+    for i in range(iterations):
         trainer.train_iteration(i)
+    return config, trainer
+
+
+def test_meta_sgd_learns_per_parameter_rates_and_evaluation_uses_them(tmp_path):
+    config, trainer = meta_sgd_trained(20, 5)
+    experiment = SineExperiment()
     state = {"trainer": trainer.state_dict(), "iteration": 20}
     rates = state["trainer"]["inner_lr"]
     assert rates is not None and set(rates) == set(state["trainer"]["params"])
@@ -237,16 +244,9 @@ def test_a_trainer_checks_an_adaptation_config_built_in_code(setting, message):
 
 
 def test_meta_sgd_state_round_trip_restores_learned_rates_and_continues_identically():
-    from metarl.supervised.sine_experiment import SineConfig, SineExperiment
-    config = from_dict(SineConfig, {"adaptation": {"learn_inner_lr": True},
-                                    "training": {"iterations": 6, "meta_batch_size": 3},
-                                    "run": {"progress": False, "tensorboard": False}})
-    experiment = SineExperiment()
-    a = experiment.make_trainer(config)
-    for i in range(3):
-        a.train_iteration(i)
+    config, a = meta_sgd_trained(3, 3)
     assert any(not torch.allclose(r, torch.full_like(r, 0.01)) for r in a.inner_lr.values())
-    b = experiment.make_trainer(config)
+    b = SineExperiment().make_trainer(config)
     b.load_state_dict(a.state_dict())
     for k in a.inner_lr:
         assert torch.equal(b.inner_lr[k], a.inner_lr[k]), k
