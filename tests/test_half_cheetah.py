@@ -929,14 +929,19 @@ def test_rollouts_keep_the_weights_of_every_step():
                                            rtol=1e-5, atol=1e-6)
 
 
+class FakeRenderEnv:
+    """A render environment of control step ``dt`` seconds, for tests that replace
+    run_episode (only ``unwrapped.dt`` and ``close`` are used)."""
+
+    def __init__(self, dt: float) -> None:
+        self.unwrapped = type("Unwrapped", (), {"dt": dt})()
+
+    def close(self) -> None:
+        pass
+
+
 def test_video_panels_use_the_weights_of_their_step(tmp_path, monkeypatch):
     import metarl.rl.video as video
-
-    class FakeEnv:
-        unwrapped = type("U", (), {"dt": 0.05})()
-
-        def close(self):
-            pass
 
     used = []
 
@@ -945,7 +950,7 @@ def test_video_panels_use_the_weights_of_their_step(tmp_path, monkeypatch):
         frame = np.full((video.PANEL_HEIGHT, video.PANEL_WIDTH, 3), 100, np.uint8)
         return [frame] * (steps + 1), np.ones(steps)
 
-    monkeypatch.setattr(video, "make_render_env", lambda *a, **k: FakeEnv())
+    monkeypatch.setattr(video, "make_render_env", lambda *a, **k: FakeRenderEnv(0.05))
     monkeypatch.setattr(video, "run_episode", fake_episode)
     weights = [{"b0": torch.tensor([[10.0 * s], [10.0 * s + 1]])} for s in range(3)]
     output = video.record_adaptation_video(
@@ -969,15 +974,9 @@ def test_video_at_100_steps_per_second_plays_in_real_time(tmp_path, monkeypatch,
 
     made_with = {}
 
-    class FakeEnv:
-        unwrapped = type("U", (), {"dt": 0.01})()
-
-        def close(self):
-            pass
-
     def fake_make(gym_id, task, *, episode_steps, gym_kwargs=None, mujoco=True):
         made_with.update(gym_kwargs or {})
-        return FakeEnv()
+        return FakeRenderEnv(0.01)
 
     def fake_episode(env, policy, params, *, steps, seed, generator, action_scale):
         frames = [np.full((video.PANEL_HEIGHT, video.PANEL_WIDTH, 3), 10 * i, np.uint8)
@@ -1456,12 +1455,6 @@ def test_describe_task_names_each_kind_of_task():
 def test_video_frames_say_the_task_step_time_and_return_so_far(tmp_path, monkeypatch):
     import metarl.rl.video as video
 
-    class FakeEnv:
-        unwrapped = type("U", (), {"dt": 0.05})()
-
-        def close(self):
-            pass
-
     seeds, texts = [], []
 
     def fake_episode(env, policy, params, *, steps, seed, generator, action_scale):
@@ -1469,7 +1462,7 @@ def test_video_frames_say_the_task_step_time_and_return_so_far(tmp_path, monkeyp
         frame = np.zeros((video.PANEL_HEIGHT, video.PANEL_WIDTH, 3), np.uint8)
         return [frame] * 3, np.array([1.0, 2.5])
 
-    monkeypatch.setattr(video, "make_render_env", lambda *a, **k: FakeEnv())
+    monkeypatch.setattr(video, "make_render_env", lambda *a, **k: FakeRenderEnv(0.05))
     monkeypatch.setattr(video, "run_episode", fake_episode)
     monkeypatch.setattr(video, "annotate", lambda frame, lines: texts.append(list(lines))
                         or frame)
@@ -1513,3 +1506,29 @@ def test_write_video_refuses_other_file_types(tmp_path):
     with pytest.raises(ConfigError, match=r"out\.avi: the file name must end in \.mp4 or \.gif"):
         write_video([np.zeros((8, 8, 3), np.uint8)], tmp_path / "out.avi", fps=10)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_video_panels_show_their_own_frames_side_by_side(tmp_path, monkeypatch):
+    import metarl.rl.video as video
+    from metarl.rl.policy import policy_distribution
+
+    calls = []
+
+    def fake_episode(env, policy, params, *, steps, seed, generator, action_scale):
+        calls.append(None)
+        step = len(calls) - 1  # panel s: frames of value 10 s + t, 2 + s frames (ends early)
+        frames = [np.full((video.PANEL_HEIGHT, video.PANEL_WIDTH, 3), 10 * step + t, np.uint8)
+                  for t in range(2 + step)]
+        return frames, np.zeros(len(frames) - 1)
+
+    written = []
+    monkeypatch.setattr(video, "make_render_env", lambda *a, **k: FakeRenderEnv(0.05))
+    monkeypatch.setattr(video, "run_episode", fake_episode)
+    monkeypatch.setattr(video, "annotate", lambda frame, lines: frame)
+    monkeypatch.setattr(video, "write_video", lambda frames, output, *, fps: written.extend(frames))
+    video.record_adaptation_video("metarl/HalfCheetahDir-v0", {"direction": 1.0},
+                                  policy_distribution, [{"b0": torch.zeros(1, 1)}] * 3,
+                                  tmp_path / "v.gif", episode_steps=3, seed=0)
+    w = video.PANEL_WIDTH
+    assert [[int(frame[0, s * w, 0]) for s in range(3)] for frame in written] == [
+        [0, 10, 20], [1, 11, 21], [1, 12, 22], [1, 12, 23]]  # a finished panel holds its last

@@ -247,38 +247,6 @@ def test_a_video_episode_ends_when_the_task_is_done():
     assert len(frames) == 3 and rewards.tolist() == [-1.0, -1.0]
 
 
-def test_video_panels_show_their_own_frames_side_by_side(tmp_path, monkeypatch):
-    import metarl.rl.video as video
-    from metarl.rl.policy import policy_distribution
-
-    class FakeEnv:
-        unwrapped = type("U", (), {"dt": 0.05})()
-
-        def close(self):
-            pass
-
-    calls = []
-
-    def fake_episode(env, policy, params, *, steps, seed, generator, action_scale):
-        calls.append(None)
-        step = len(calls) - 1  # panel s: frames of value 10 s + t, 2 + s frames (ends early)
-        frames = [np.full((video.PANEL_HEIGHT, video.PANEL_WIDTH, 3), 10 * step + t, np.uint8)
-                  for t in range(2 + step)]
-        return frames, np.zeros(len(frames) - 1)
-
-    written = []
-    monkeypatch.setattr(video, "make_render_env", lambda *a, **k: FakeEnv())
-    monkeypatch.setattr(video, "run_episode", fake_episode)
-    monkeypatch.setattr(video, "annotate", lambda frame, lines: frame)
-    monkeypatch.setattr(video, "write_video", lambda frames, output, *, fps: written.extend(frames))
-    video.record_adaptation_video("metarl/HalfCheetahDir-v0", {"direction": 1.0},
-                                  policy_distribution, [{"b0": torch.zeros(1, 1)}] * 3,
-                                  tmp_path / "v.gif", episode_steps=3, seed=0)
-    w = video.PANEL_WIDTH
-    assert [[int(frame[0, s * w, 0]) for s in range(3)] for frame in written] == [
-        [0, 10, 20], [1, 11, 21], [1, 12, 22], [1, 12, 23]]  # a finished panel holds its last
-
-
 def test_a_video_task_index_is_below_evaluation_tasks():
     from metarl.rl.experiment import parse_task
 
