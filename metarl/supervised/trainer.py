@@ -88,7 +88,7 @@ class SupervisedMetaTrainer:
                 tensor.grad = grad_lr[name]
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        updated = list(self.params.values()) + list((self.inner_lr or {}).values())
+        updated = (p for group in self.optimizer.param_groups for p in group["params"])
         if not all(bool(torch.isfinite(tensor).all()) for tensor in updated):
             raise NonFiniteLossError(
                 "the outer update made the weights (or learned rates) non-finite: "
