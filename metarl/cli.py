@@ -115,6 +115,10 @@ def _parser() -> argparse.ArgumentParser:
                           "than the run's, e.g. evaluation.later_lr_scale=0.25, or a baseline "
                           "setting, e.g. baselines.oracle_iterations=500 (repeatable; the "
                           "run's config.yaml stays as it is)")
+    evaluate.add_argument("--output-dir", type=_run_dir, metavar="DIR",
+                          help="write evaluation.json and adaptation.png to DIR (made if "
+                          "missing) instead of RUN_DIR, keeping the run's own: e.g. to compare "
+                          "evaluation settings (not with --snapshots)")
     evaluate.add_argument("--snapshots", action="store_true",
                           help="also evaluate every snapshot of the run (run.snapshot_every): "
                           "the curve by meta-iteration, in evaluation-over-training.png "
@@ -296,8 +300,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.baselines == "all" and not baselines:
         print(f"metarl: {experiment.name} defines no baselines; evaluating the run alone",
               file=sys.stderr)
+    output_dir = _evaluation_output_dir(args)
     options = EvaluateOptions(steps=args.steps, tasks=args.tasks, seed=args.seed,
-                              baselines=baselines)
+                              baselines=baselines, output_dir=output_dir)
     if args.snapshots:
         from metarl.over_training import PLOT_NAME, SUMMARY_NAME, evaluate_over_training
 
@@ -314,11 +319,41 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 0
     config = with_evaluation_overrides(experiment, config, args.overrides)
     _note_learned_rates(config, args.overrides)
-    result = experiment.evaluate(config, state, args.run_dir, options)
+    written_to = output_dir or args.run_dir
+    made_here = output_dir is not None and not output_dir.exists()
+    try:
+        if output_dir is not None:
+            output_dir.mkdir(parents=True, exist_ok=True)
+        result = experiment.evaluate(config, state, args.run_dir, options)
+    except BaseException:
+        if made_here:
+            _remove_if_empty(written_to, with_parent=False)
+        raise
     print(result.get("table", ""))
-    print(f"metarl: wrote {args.run_dir / 'evaluation.json'} and "
-          f"{args.run_dir / 'adaptation.png'}", file=sys.stderr)
+    print(f"metarl: wrote {written_to / 'evaluation.json'} and "
+          f"{written_to / 'adaptation.png'}", file=sys.stderr)
     return 0
+
+
+def _evaluation_output_dir(args: argparse.Namespace) -> Path | None:
+    """``evaluate --output-dir``, checked: None when not given or when it is RUN_DIR itself."""
+    from metarl.checkpoint import CHECKPOINT_NAME
+
+    output_dir: Path | None = args.output_dir
+    if output_dir is None:
+        return None
+    if args.snapshots:
+        raise ConfigError("--output-dir and --snapshots: --snapshots writes into the run and "
+                          "each snapshot; evaluate them without --output-dir, or evaluate one "
+                          "snapshot (RUN_DIR/snapshots/iteration-N) with it")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ConfigError(f"--output-dir {output_dir}: not a directory")
+    if output_dir.resolve() == args.run_dir.resolve():
+        return None
+    if (output_dir / CHECKPOINT_NAME).exists():
+        raise ConfigError(f"--output-dir {output_dir} holds a run of its own ({CHECKPOINT_NAME}), "
+                          "whose evaluation would be replaced; give a folder of its own")
+    return output_dir
 
 
 def _note_restart(run_dir: Path, replaced: Sequence[str]) -> None:

@@ -52,15 +52,21 @@ def evaluation_settings(evaluation_config: dict[str, Any]) -> dict[str, Any]:
 
 def write_evaluation(run_dir: str | Path, result: dict[str, Any],
                      evaluation_config: dict[str, Any],
-                     baseline_config: dict[str, Any] | None = None) -> Path:
-    """Write ``result`` to ``run_dir/evaluation.json`` with the fingerprint of the evaluated
-    checkpoint (``checkpoint_sha256``), which tells later readers whether it is still that one,
-    the config's evaluation section it was evaluated with (``evaluation_config``, without
-    steps, tasks and seed: the result's own keys hold the values used) and, where baselines
-    were evaluated, the baseline section they were made with (``baseline_config``)."""
-    path = Path(run_dir) / EVALUATION_NAME
+                     baseline_config: dict[str, Any] | None = None, *,
+                     output_dir: str | Path | None = None) -> Path:
+    """Write ``result`` to ``evaluation.json`` in ``output_dir`` (default: ``run_dir``) with
+    the fingerprint of the evaluated checkpoint, ``run_dir``'s (``checkpoint_sha256``), which
+    tells later readers whether it is still that one, the config's evaluation section it was
+    evaluated with (``evaluation_config``, without steps, tasks and seed: the result's own keys
+    hold the values used) and, where baselines were evaluated, the baseline section they were
+    made with (``baseline_config``). Written outside the run, it also names the run
+    (``run_dir``, absolute)."""
+    output = Path(run_dir if output_dir is None else output_dir)
+    path = output / EVALUATION_NAME
+    elsewhere = output.resolve() != Path(run_dir).resolve()
     result = {**result, "evaluation_config": evaluation_settings(evaluation_config),
               **({"baseline_config": baseline_config} if baseline_config is not None else {}),
+              **({"run_dir": str(Path(run_dir).resolve())} if elsewhere else {}),
               "checkpoint_sha256": checkpoint_fingerprint(run_dir)}
     atomic_write_text(path, json.dumps(result, indent=2) + "\n")
     return path

@@ -62,6 +62,8 @@ class EvaluateOptions:
     tasks: int | None = None
     seed: int | None = None
     baselines: tuple[str, ...] = ()  # names from the experiment's baseline_names
+    # where evaluation.json and adaptation.png go (None: the run directory)
+    output_dir: Path | None = None
 
 
 @dataclass

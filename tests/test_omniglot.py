@@ -209,6 +209,14 @@ def test_train_evaluate_render_through_the_cli(tmp_path, omniglot_images, omnigl
     assert main(["evaluate", str(run), "--tasks", "20", "--steps", "2",
                  "--set", "evaluation.chunk_tasks=3"]) == 0
     assert json.loads((run / "evaluation.json").read_text())["mean"] == result["mean"]
+    # elsewhere, with the run's own evaluation kept
+    own = (run / "evaluation.json").read_bytes()
+    assert main(["evaluate", str(run), "--tasks", "20", "--steps", "2",
+                 "--output-dir", str(tmp_path / "elsewhere")]) == 0
+    assert (run / "evaluation.json").read_bytes() == own
+    assert json.loads((tmp_path / "elsewhere" / "evaluation.json").read_text())[
+        "mean"] == result["mean"]
+    assert (tmp_path / "elsewhere" / "adaptation.png").stat().st_size > 0
     split = json.loads((run / "omniglot_split.json").read_text())
     assert len(split["train"]) == 1200 and len(split["test"]) == 423
     assert main(["render", str(run), "--tasks", "2"]) == 0

@@ -130,7 +130,8 @@ class MetaRLExperiment(Experiment):
         # evaluation.json keys the baselines by their --baselines names; the pictures and
         # the table by the paper's
         labelled = {BASELINE_LABELS.get(name, name): curve for name, curve in curves.items()}
-        plot_adaptation_curves(labelled, result["steps"], run_dir / "adaptation.png",
+        output_dir = options.output_dir or run_dir
+        plot_adaptation_curves(labelled, result["steps"], output_dir / "adaptation.png",
                                ylabel="average return (mean ± 95% CI)",
                                title=f"{env_title(config)}: {tasks} test tasks"
                                + target_range_note(config),
@@ -138,7 +139,8 @@ class MetaRLExperiment(Experiment):
         result["table"] = format_table(labelled, result["steps"], "return")
         write_evaluation(run_dir, result, to_dict(config.evaluation),
                          to_dict(baseline_section(self, config)) if options.baselines
-                         else None)
+                         else None,
+                         output_dir=options.output_dir)
         return result
 
     def render(self, config: MetaRLConfig, state: dict[str, Any], run_dir: Path,

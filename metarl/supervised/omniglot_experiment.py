@@ -339,14 +339,15 @@ class OmniglotExperiment(Experiment):
             "test_characters": len(pool), "baselines": {}, "published": published,
         }
         plot_adaptation_curves(
-            {label: curve}, result["steps"], run_dir / "adaptation.png",
+            {label: curve}, result["steps"], (options.output_dir or run_dir) / "adaptation.png",
             ylabel="test accuracy % (mean ± 95% CI)", value_range=(0.0, 100.0),
             title=f"Omniglot {task.ways}-way {task.shots}-shot, {tasks} test tasks",
             reference={f"{name} (paper, {ev.steps} steps)": {ev.steps: value}
                        for name, value in published.items()}
             if published and ev.steps <= steps else None)
         result["table"] = format_table({label: curve}, result["steps"], "accuracy (%)")
-        write_evaluation(run_dir, result, to_dict(config.evaluation))
+        write_evaluation(run_dir, result, to_dict(config.evaluation),
+                         output_dir=options.output_dir)
         return result
 
     def render(self, config: OmniglotConfig, state: dict[str, Any], run_dir: Path,

@@ -247,14 +247,16 @@ class SineExperiment(Experiment):
                         seed=seed))
             result["baselines"]["pretrained"] = {"by_shots": pretrained}
             curves.update({f"pretrained, K={k}": v for k, v in pretrained.items()})
-        plot_adaptation_curves(curves, result["steps"], run_dir / "adaptation.png",
+        output_dir = options.output_dir or run_dir
+        plot_adaptation_curves(curves, result["steps"], output_dir / "adaptation.png",
                                ylabel="test MSE (mean ± 95% CI)", log_y=True,
                                title=f"sine regression, {tasks} test tasks",
                                reference=PUBLISHED_MSE)
         result["table"] = format_table(curves, result["steps"], "mse")
         write_evaluation(run_dir, result, to_dict(config.evaluation),
                          to_dict(baseline_section(self, config)) if options.baselines
-                         else None)
+                         else None,
+                         output_dir=options.output_dir)
         return result
 
     def render(self, config: SineConfig, state: dict[str, Any], run_dir: Path,

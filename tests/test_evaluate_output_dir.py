@@ -1,0 +1,110 @@
+"""``metarl evaluate --output-dir``: the evaluation goes elsewhere and the run's own stays."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from metarl.cli import main
+from metarl.config import ConfigError
+from metarl.experiment import EvaluateOptions
+
+FAST = ["--set", "training.iterations=2", "--set", "training.meta_batch_size=2",
+        "--set", "run.progress=false", "--set", "run.tensorboard=false"]
+
+
+@pytest.fixture(scope="module")
+def sine_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("sine") / "run"
+    assert main(["train", "sine-quick", "--run-dir", str(run), *FAST]) == 0
+    assert main(["evaluate", str(run), "--steps", "2", "--tasks", "20"]) == 0
+    return run
+
+
+def test_output_dir_gets_the_evaluation_and_the_run_keeps_its_own(sine_run, tmp_path, capsys):
+    own = (sine_run / "evaluation.json").read_bytes()
+    own_picture = (sine_run / "adaptation.png").read_bytes()
+    other = tmp_path / "made" / "here"
+    capsys.readouterr()
+    assert main(["evaluate", str(sine_run), "--steps", "1", "--tasks", "10",
+                 "--output-dir", str(other), "--set", "evaluation.later_lr_scale=0.5"]) == 0
+    assert f"wrote {other / 'evaluation.json'} and {other / 'adaptation.png'}" in (
+        capsys.readouterr().err)
+    assert (sine_run / "evaluation.json").read_bytes() == own
+    assert (sine_run / "adaptation.png").read_bytes() == own_picture
+    written = json.loads((other / "evaluation.json").read_text())
+    assert (written["steps"], written["tasks"]) == ([0, 1], 10)
+    assert written["evaluation_config"]["later_lr_scale"] == 0.5
+    assert written["run_dir"] == str(sine_run.resolve())
+    assert written["checkpoint_sha256"] == json.loads(own)["checkpoint_sha256"]
+    assert (other / "adaptation.png").stat().st_size > 0
+    # the run's evaluation is still current for the run: --snapshots-style reuse is unaffected
+    assert "run_dir" not in json.loads(own)
+
+
+def test_output_dir_that_is_the_run_writes_into_the_run(sine_run, capsys):
+    assert main(["evaluate", str(sine_run), "--steps", "1", "--tasks", "10",
+                 "--output-dir", str(sine_run / ".")]) == 0
+    written = json.loads((sine_run / "evaluation.json").read_text())
+    assert written["tasks"] == 10 and "run_dir" not in written
+    assert main(["evaluate", str(sine_run), "--steps", "2", "--tasks", "20"]) == 0
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--snapshots"], "--output-dir and --snapshots"),
+    (["--output-dir", "{file}"], "not a directory"),
+    (["--output-dir", "{other_run}"], "holds a run of its own (checkpoint.pt)"),
+])
+def test_bad_output_dirs_exit_2_before_any_work(sine_run, tmp_path, capsys, extra, message):
+    file = tmp_path / "a-file"
+    file.write_text("x")
+    other_run = tmp_path / "other"
+    other_run.mkdir()
+    (other_run / "checkpoint.pt").write_text("not ours")
+    (other_run / "evaluation.json").write_text("{}")
+    args = [a.format(file=file, other_run=other_run) for a in extra]
+    if "--output-dir" not in args:
+        args += ["--output-dir", str(tmp_path / "out")]
+    capsys.readouterr()
+    assert main(["evaluate", str(sine_run), "--tasks", "3", *args]) == 2
+    assert message in capsys.readouterr().err
+    assert (other_run / "evaluation.json").read_text() == "{}"
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_made_for_a_failed_evaluation_is_removed(sine_run, tmp_path, monkeypatch,
+                                                          capsys):
+    from metarl.supervised.sine_experiment import SineExperiment
+
+    def fail(self, config, state, run_dir, options):
+        assert options.output_dir.parent == tmp_path
+        assert options.output_dir.is_dir()  # made before the experiment writes into it
+        raise ConfigError("the evaluation failed")
+
+    monkeypatch.setattr(SineExperiment, "evaluate", fail)
+    assert main(["evaluate", str(sine_run), "--output-dir", str(tmp_path / "new")]) == 2
+    assert not (tmp_path / "new").exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    assert main(["evaluate", str(sine_run), "--output-dir", str(kept)]) == 2
+    assert kept.is_dir()  # the user's folder stays
+
+
+def test_meta_rl_evaluation_goes_to_the_output_dir(tmp_path):
+    from metarl.experiment import config_from_data
+    from metarl.rl.build import new_policy_params
+    from metarl.rl.experiment import MetaRLExperiment
+
+    _, config = config_from_data({
+        "experiment": "meta_rl", "policy": {"hidden_sizes": [4]},
+        "env": {"max_episode_steps": 5}, "evaluation": {"episodes_per_task": 2, "tasks": 3}})
+    state = {"trainer": {"params": new_policy_params(config, "init")}, "iteration": 0}
+    run, out = tmp_path / "run", tmp_path / "out"
+    run.mkdir()
+    out.mkdir()
+    MetaRLExperiment().evaluate(config, state, run,
+                                EvaluateOptions(steps=1, tasks=2, seed=5, output_dir=out))
+    assert sorted(p.name for p in out.iterdir()) == ["adaptation.png", "evaluation.json"]
+    assert json.loads((out / "evaluation.json").read_text())["run_dir"] == str(run.resolve())
+    assert not (run / "evaluation.json").exists() and not (run / "adaptation.png").exists()
