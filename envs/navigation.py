@@ -47,8 +47,9 @@ class Navigation2DEnv(gym.Env[np.ndarray, np.ndarray]):
     def __init__(self, task: dict[str, Any] | None = None, render_mode: str | None = None,
                  width: int = 200, height: int = 200):
         """``width`` x ``height``: the size of rendered frames in pixels (at least 2 x 2)."""
-        # 100 steps of at most 0.1 per coordinate keep the position within [-10, 10]^2.
-        self.observation_space = gym.spaces.Box(-10.0, 10.0, shape=(2,), dtype=np.float32)
+        # Unbounded: the time limit is the wrapper's (gym.make(..., max_episode_steps=N)), and
+        # N steps of at most 0.1 per coordinate reach ±0.1·N.
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32)
         self.action_space = gym.spaces.Box(-ACTION_BOUND, ACTION_BOUND, shape=(2,),
                                            dtype=np.float32)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:

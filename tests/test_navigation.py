@@ -163,13 +163,17 @@ def test_reset_reports_the_task_and_the_environments_generator_draws_the_tasks()
     assert not np.array_equal(first, np.stack([t["goal"] for t in env.sample_tasks(3)]))
 
 
-def test_observations_stay_in_the_observation_space_for_a_whole_episode():
-    env = Navigation2DEnv({"goal": np.array([0.5, 0.5])})
-    obs, _ = env.reset()
-    for _ in range(100):  # the farthest an episode can go: 0.1 per step and coordinate
-        obs, *_ = env.step(np.array([1.0, -1.0]))
-    np.testing.assert_allclose(obs, [10.0, -10.0], atol=1e-5)
-    assert env.observation_space.contains(obs)
+def test_observations_stay_in_the_observation_space_for_a_whole_episode_of_any_length():
+    env = gym.make("metarl/Navigation2D-v0", max_episode_steps=300)
+    obs, _ = env.reset(options={"task": {"goal": np.array([0.5, 0.5])}})
+    truncated = False
+    steps = 0
+    while not truncated:  # the farthest it can go: 0.1 per step and coordinate
+        obs, _, _, truncated, _ = env.step(np.array([1.0, -1.0]))
+        steps += 1
+        assert env.observation_space.contains(obs)
+    assert steps == 300
+    np.testing.assert_allclose(obs, [30.0, -30.0], atol=1e-4)
 
 
 def test_render_draws_the_goal_and_the_trail_where_they_are():
