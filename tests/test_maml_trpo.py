@@ -58,26 +58,26 @@ def random_steps(seed, n=N):
 
 
 
-def problem(inner_steps, mode="second_order"):
+def problem(inner_steps, mode="second_order", policy=POLICY):
     params = tiny_params()
     support = [random_steps(10 + s) for s in range(inner_steps)]
     lrs = [0.2, 0.1][:inner_steps]
     valid = random_steps(20)
-    fast_old = detached(adapt_policy(POLICY, expand_params(detached(params), T), support, lrs,
+    fast_old = detached(adapt_policy(policy, expand_params(detached(params), T), support, lrs,
                                      "detached"))
-    old = POLICY(fast_old, valid.observations)
+    old = policy(fast_old, valid.observations)
     old = Normal(old.loc.detach(), old.scale.detach())
     old_log_probs = old.log_prob(valid.actions).sum(-1)
 
     def fast_of(vector):
         theta = unflatten(vector, params)
-        return adapt_policy(POLICY, expand_params(theta, T), support, lrs, mode)
+        return adapt_policy(policy, expand_params(theta, T), support, lrs, mode)
 
     def surrogate(vector):
-        return surrogate_loss(POLICY, fast_of(vector), valid, old_log_probs)
+        return surrogate_loss(policy, fast_of(vector), valid, old_log_probs)
 
     def kl(vector):
-        return mean_kl(POLICY, fast_of(vector), valid, old)
+        return mean_kl(policy, fast_of(vector), valid, old)
 
     return params, support, lrs, valid, surrogate, kl
 
@@ -141,11 +141,15 @@ def test_meta_gradient_through_policy_gradient_step_matches_finite_differences(i
 
 @pytest.mark.parametrize("inner_steps", [1, 2])
 @pytest.mark.parametrize("mode", ["second_order", "first_order"])
-def test_kl_hessian_product_through_adaptation_matches_explicit_matrix(inner_steps, mode):
-    params, support, lrs, valid, _, kl = problem(inner_steps, mode)
+@pytest.mark.parametrize("activation", ["tanh", "relu"])  # relu: the shipped default
+def test_kl_hessian_product_through_adaptation_matches_explicit_matrix(inner_steps, mode,
+                                                                       activation):
+    policy = functools.partial(policy_distribution, activation=activation)
+    params, support, lrs, valid, _, kl = problem(inner_steps, mode, policy)
     theta = flatten(params).detach()
     hessian = torch.autograd.functional.hessian(kl, theta)
-    product = meta_fisher_product(POLICY, params, support, lrs, valid, mode=mode, damping=1e-3)
+    assert hessian.abs().max() > 1e-3  # not a comparison of zeros
+    product = meta_fisher_product(policy, params, support, lrs, valid, mode=mode, damping=1e-3)
     gen = torch.Generator().manual_seed(5)
     for _ in range(3):
         v = torch.randn(theta.numel(), generator=gen, dtype=torch.float64)
@@ -844,3 +848,67 @@ def test_fixed_episode_padding_is_zero():
     assert bool(pad.any())
     for name in ("rewards", "log_probs", "times"):
         assert bool((getattr(episodes, name)[pad] == 0).all()), name
+
+
+def test_rollouts_sample_each_batch_with_its_weights_and_keep_theta_as_it_was():
+    """episodes[s] were sampled by weights[s] (θ, then φ_1, φ_2): their recorded behaviour
+    log-probabilities are those weights' own; and weights[0] is a copy of θ, not a view that
+    the in-place TRPO update would change afterwards."""
+    from metarl.rl.losses import log_probs
+    from metarl.rl.maml_trpo import rollouts_with_adaptation
+
+    trainer = make_trainer(small_config(meta_batch_size=2, episodes_per_task=3))
+    theta = {k: v.detach().clone() for k, v in trainer.params.items()}
+    rollouts = rollouts_with_adaptation(
+        trainer.make_env(trainer.sample_tasks(2, trainer.task_rng), 3, trainer.task_rng),
+        trainer.policy, trainer.params, num_tasks=2, episodes_per_task=3, max_steps=100,
+        learning_rates=[0.1, 0.1], advantages=trainer.advantages,
+        generator=torch.Generator().manual_seed(0))
+    for weights, episodes in zip(rollouts.weights, rollouts.episodes, strict=True):
+        steps = pack_steps(episodes, torch.zeros_like(episodes.rewards))
+        recorded = pack_steps(episodes, episodes.log_probs).advantages
+        torch.testing.assert_close(log_probs(trainer.policy, weights, steps) * steps.mask,
+                                   recorded * steps.mask, rtol=1e-5, atol=1e-5)
+    # the batches differ, so the check above could tell a batch sampled with other weights
+    assert not torch.allclose(rollouts.weights[0]["w1"], rollouts.weights[2]["w1"])
+    with torch.no_grad():
+        for value in trainer.params.values():
+            value.add_(1.0)
+    for name, value in theta.items():
+        assert torch.equal(rollouts.weights[0][name][0], value)
+
+
+def test_train_iteration_uses_the_configured_advantage_and_trpo_settings(monkeypatch):
+    import metarl.rl.maml_trpo as maml_trpo
+
+    config = from_dict(MetaRLConfig, {
+        "policy": {"hidden_sizes": [8]},
+        "adaptation": {"inner_steps": 2},
+        "training": {"meta_batch_size": 2, "episodes_per_task": 3, "discount": 0.9,
+                     "gae_lambda": 0.8, "normalize_advantages": False},
+        "trpo": {"max_kl": 0.03, "cg_iterations": 7, "cg_damping": 1e-3,
+                 "backtrack_ratio": 0.6, "max_backtracks": 9},
+        "run": {"progress": False, "tensorboard": False}})
+    trainer = make_trainer(config)
+    settings, updates = [], []
+    real_advantages, real_update = maml_trpo.compute_advantages, maml_trpo.trpo_update
+
+    def recording_advantages(episodes, advantage_settings):
+        settings.append(advantage_settings)
+        return real_advantages(episodes, advantage_settings)
+
+    def recording_update(*args, **kwargs):
+        updates.append(kwargs)
+        return real_update(*args, **kwargs)
+
+    monkeypatch.setattr(maml_trpo, "compute_advantages", recording_advantages)
+    monkeypatch.setattr(maml_trpo, "trpo_update", recording_update)
+    trainer.train_iteration(0)
+    assert len(settings) == 3  # two support batches and the validation batch
+    assert all(s == AdvantageSettings(discount=0.9, gae_lambda=0.8, normalize=False)
+               for s in settings)
+    assert len(updates) == 1
+    assert {k: updates[0][k] for k in ("max_kl", "cg_iterations", "cg_damping",
+                                        "backtrack_ratio", "max_backtracks")} == {
+        "max_kl": 0.03, "cg_iterations": 7, "cg_damping": 1e-3, "backtrack_ratio": 0.6,
+        "max_backtracks": 9}

@@ -363,3 +363,83 @@ def test_torch_scheme_bounds_are_one_over_sqrt_fan_in():
         assert float(weight.abs().max()) <= bound
         assert float(weight.abs().max()) > 0.95 * bound
         assert float(bias.abs().max()) <= bound
+
+
+@pytest.mark.parametrize("broken", ["nan", "refused"])
+def test_trpo_line_search_rejects_a_candidate_it_cannot_score_and_shrinks_on(broken):
+    """A candidate whose loss comes out NaN, or whose policy distributions refuse their
+    parameters (torch.distributions raises ValueError), is rejected like a worse one."""
+    theta, theta0, loss_and_kl, _, _ = _quadratic_problem(0.01)
+    calls = []
+
+    def breaks_on_the_full_step(differentiable):
+        loss, kl = loss_and_kl(differentiable)
+        if not differentiable:
+            calls.append(1)
+            if len(calls) == 1:
+                if broken == "refused":
+                    torch.distributions.Normal(torch.tensor([math.nan]), 1.0)  # raises
+                return loss * math.nan, kl
+        return loss, kl
+
+    step = trpo_update([theta], breaks_on_the_full_step, max_kl=0.01, backtrack_ratio=0.5,
+                       cg_damping=0.0)
+    assert step.accepted and step.backtracks == 1 and len(calls) == 2
+    d = theta.detach() - theta0
+    assert step.kl == pytest.approx(0.25 * 0.01, rel=1e-6)  # the half step: a quarter of it
+    assert step.step_norm == pytest.approx(float(d.norm()))
+
+
+def test_trpo_leaves_the_parameters_when_the_curvature_is_not_positive_or_not_finite():
+    for fisher in (lambda v: -v, lambda v: v * math.inf, lambda v: 0.0 * v):
+        theta, theta0, loss_and_kl, _, _ = _quadratic_problem(0.01)
+        searched = []
+
+        def counting(differentiable, loss_and_kl=loss_and_kl, searched=searched):
+            searched.append(differentiable)
+            return loss_and_kl(differentiable)
+
+        step = trpo_update([theta], counting, max_kl=0.01, fisher_product=fisher)
+        assert not step.accepted and step.backtracks == 0
+        assert searched == [True]  # no candidate was tried
+        assert torch.equal(theta.detach(), theta0)
+
+
+def test_linear_baseline_raises_the_ridge_tenfold_while_the_system_is_singular(monkeypatch):
+    """Normal equations reported singular get 1e-4, 1e-3, ... (five tries), then least
+    squares with the last ridge."""
+    gen = torch.Generator().manual_seed(2)
+    features = torch.randn(1, 2, 5, 3, generator=gen, dtype=torch.float64)
+    returns = torch.randn(1, 2, 5, generator=gen, dtype=torch.float64)
+    mask = torch.ones(1, 2, 5, dtype=torch.float64)
+    x = features.reshape(-1, 3)
+    gram = x.T @ x
+    real_solve = torch.linalg.solve_ex
+    ridges = []
+
+    def singular_until(tries):
+        def solve_ex(matrix, target):
+            ridges.append(float((matrix[0] - gram)[0, 0]))
+            solution, info = real_solve(matrix, target)
+            return solution, info + (1 if len(ridges) <= tries else 0)
+        return solve_ex
+
+    def ridge_solution(ridge):
+        return torch.linalg.solve(gram + ridge * torch.eye(3, dtype=torch.float64),
+                                  x.T @ returns.reshape(-1))
+
+    monkeypatch.setattr(torch.linalg, "solve_ex", singular_until(2))
+    got = fit_linear_baseline(features, returns, mask)
+    assert ridges == pytest.approx([1e-5, 1e-4, 1e-3])
+    torch.testing.assert_close(got[0], ridge_solution(1e-3), rtol=1e-9, atol=1e-12)
+
+    ridges.clear()
+    lstsq = []
+    real_lstsq = torch.linalg.lstsq
+    monkeypatch.setattr(torch.linalg, "solve_ex", singular_until(5))
+    monkeypatch.setattr(torch.linalg, "lstsq",
+                        lambda matrix, target: lstsq.append(matrix) or real_lstsq(matrix, target))
+    got = fit_linear_baseline(features, returns, mask)
+    assert ridges == pytest.approx([1e-5, 1e-4, 1e-3, 1e-2, 1e-1])
+    assert float((lstsq[0][0] - gram)[0, 0]) == pytest.approx(1.0)
+    torch.testing.assert_close(got[0], ridge_solution(1.0), rtol=1e-9, atol=1e-12)

@@ -148,7 +148,9 @@ def rollouts_with_adaptation(env: BatchedEnv, policy: PolicyFn, params: Params, 
     that sampled each batch (``.fast``: the final ones).
     """
     timings = timings if timings is not None else {}
-    fast = expand_params(detached(params), num_tasks)
+    # a copy: expand_params gives views, and θ is updated in place after sampling
+    fast = expand_params(OrderedDict((k, v.detach().clone()) for k, v in params.items()),
+                         num_tasks)
     episodes, support, weights = [], [], []
     for step in range(len(learning_rates) + 1):
         weights.append(fast)

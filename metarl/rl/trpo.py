@@ -98,6 +98,9 @@ def trpo_update(params: Sequence[Tensor], loss_and_kl: LossAndKL, *, max_kl: flo
     largest β along s with ½ β² sᵀF s = max_kl, backtracked by ``backtrack_ratio`` until the
     loss improves and the mean KL is within ``max_kl``. If no step qualifies, the parameters
     are restored exactly and ``accepted`` is False.
+    A candidate whose loss or KL is not finite, or whose policy distributions refuse their
+    parameters (``torch.distributions`` raises ValueError for a NaN mean or a zero standard
+    deviation), is rejected like one that does not improve: the search goes on shrinking.
     """
     params = list(params)
     loss, kl = loss_and_kl(True)
@@ -114,7 +117,10 @@ def trpo_update(params: Sequence[Tensor], loss_and_kl: LossAndKL, *, max_kl: flo
     for backtrack in range(max_backtracks):
         size = backtrack_ratio**backtrack
         assign_flat_parameters(params, old - size * full_step)
-        new_loss, new_kl = loss_and_kl(False)
+        try:
+            new_loss, new_kl = loss_and_kl(False)
+        except ValueError:  # the same computation passed at θ_old: it is this candidate's values
+            continue
         if float(new_loss) < loss_before and float(new_kl) <= max_kl:
             return TRPOStep(True, backtrack, loss_before, float(new_loss), float(new_kl),
                             float(size * full_step.norm()))
