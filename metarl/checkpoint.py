@@ -6,7 +6,7 @@ import contextlib
 import io
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,22 +78,38 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def baseline_cache(run_dir: Path, output_dir: Path | None,
+                   name: str) -> tuple[Path, tuple[Path, ...]]:
+    """Where baseline ``name`` (e.g. ``"oracle"``) is cached: ``(path written, paths only
+    read)``. Evaluations written elsewhere (``output_dir``) read the run's cache but write
+    their own, so that the run directory is left as it was."""
+    own = run_dir / "baselines" / f"{name}.pt"
+    if output_dir is None:
+        return own, ()
+    return output_dir / "baselines" / f"{name}.pt", (own,)
+
+
 def load_or_compute(path: str | Path, key: dict[str, Any], compute: Callable[[], Any], *,
-                    matches: Callable[[Any], bool] | None = None) -> Any:
+                    matches: Callable[[Any], bool] | None = None,
+                    also_read: Sequence[str | Path] = ()) -> Any:
     """The value cached at ``path`` for ``key``, or ``compute()`` saved there for next time.
 
     A cache written for another key (a changed config) is recomputed and replaced. With
     ``matches``, a cached key is accepted when ``matches(cached_key)`` is true instead of when
-    it equals ``key`` (for keys written by earlier versions).
+    it equals ``key`` (for keys written by earlier versions). ``also_read``: caches consulted
+    (never written) before ``path``, e.g. a run's own when writing elsewhere.
     """
-    path = Path(path)
-    if path.is_file():
+    for candidate in (*also_read, path):
+        candidate = Path(candidate)
+        if not candidate.is_file():
+            continue
         try:
-            cached = load_checkpoint(path)
+            cached = load_checkpoint(candidate)
         except UnreadableCheckpointError:
             cached = {}  # a damaged cache is computed again
         if (matches(cached.get("key")) if matches is not None else cached.get("key") == key):
             return cached["value"]
+    path = Path(path)
     value = compute()
     save_checkpoint(path, {"key": key, "value": value})
     return value

@@ -117,8 +117,9 @@ def _parser() -> argparse.ArgumentParser:
                           "run's config.yaml stays as it is)")
     evaluate.add_argument("--output-dir", type=_run_dir, metavar="DIR",
                           help="write evaluation.json and adaptation.png to DIR (made if "
-                          "missing) instead of RUN_DIR, keeping the run's own: e.g. to compare "
-                          "evaluation settings (not with --snapshots)")
+                          "missing) instead of RUN_DIR, which is left as it is (baselines it "
+                          "lacks are cached in DIR): e.g. to compare evaluation settings (not "
+                          "with --snapshots)")
     evaluate.add_argument("--snapshots", action="store_true",
                           help="also evaluate every snapshot of the run (run.snapshot_every): "
                           "the curve by meta-iteration, in evaluation-over-training.png "
@@ -323,7 +324,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     made_here = output_dir is not None and not output_dir.exists()
     try:
         if output_dir is not None:
-            output_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                output_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise ConfigError(f"--output-dir {output_dir}: can't make it "
+                                  f"({error.strerror or error})") from None
         result = experiment.evaluate(config, state, args.run_dir, options)
     except BaseException:
         if made_here:

@@ -55,6 +55,7 @@ def test_output_dir_that_is_the_run_writes_into_the_run(sine_run, capsys):
     (["--snapshots"], "--output-dir and --snapshots"),
     (["--output-dir", "{file}"], "not a directory"),
     (["--output-dir", "{other_run}"], "holds a run of its own (checkpoint.pt)"),
+    (["--output-dir", "{file}/sub"], "/sub: can't make it (Not a directory)"),
 ])
 def test_bad_output_dirs_exit_2_before_any_work(sine_run, tmp_path, capsys, extra, message):
     file = tmp_path / "a-file"
@@ -108,3 +109,32 @@ def test_meta_rl_evaluation_goes_to_the_output_dir(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["adaptation.png", "evaluation.json"]
     assert json.loads((out / "evaluation.json").read_text())["run_dir"] == str(run.resolve())
     assert not (run / "evaluation.json").exists() and not (run / "adaptation.png").exists()
+
+
+def test_baselines_evaluated_elsewhere_leave_the_run_as_it_was(tmp_path, monkeypatch):
+    """A baseline trained for an evaluation written elsewhere is cached there; one the run
+    already caches is read from the run, not trained again."""
+    import metarl.supervised.sine_experiment as sine
+
+    run = tmp_path / "run"
+    assert main(["train", "sine-quick", "--run-dir", str(run), *FAST,
+                 "--set", "baseline.iterations=5"]) == 0
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    assert main(["evaluate", str(run), "--steps", "1", "--tasks", "5", "--baselines",
+                 "--output-dir", str(tmp_path / "a")]) == 0
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
+    assert (tmp_path / "a" / "baselines" / "pretrained.pt").is_file()
+    with_baseline = json.loads((tmp_path / "a" / "evaluation.json").read_text())
+
+    assert main(["evaluate", str(run), "--steps", "1", "--tasks", "5", "--baselines"]) == 0
+    assert (run / "baselines" / "pretrained.pt").is_file()  # the run's own cache
+
+    def no_training(config):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(sine, "pretrain", no_training)
+    assert main(["evaluate", str(run), "--steps", "1", "--tasks", "5", "--baselines",
+                 "--output-dir", str(tmp_path / "b")]) == 0
+    assert not (tmp_path / "b" / "baselines").exists()
+    assert json.loads((tmp_path / "b" / "evaluation.json").read_text())["baselines"] == (
+        with_baseline["baselines"])

@@ -11,7 +11,7 @@ from metarl.envs import ENV_FAMILIES
 from metarl.evaluation import format_table
 from metarl.experiment import get_experiment, resolve_baselines
 from metarl.plots import plot_adaptation_curves
-from metarl.rl.baseline_policies import oracle_params
+from metarl.rl.baseline_policies import oracle_params, pretrained_params
 from metarl.rl.build import evaluation_rollouts, new_policy_params
 from metarl.rl.config import MetaRLConfig
 from metarl.rl.oracle import TaskObservations, oracle_family, task_features
@@ -133,6 +133,23 @@ def test_oracle_cache_is_keyed_by_its_iterations_not_the_pretrained_ones(tmp_pat
     with counting_iterations() as trained_iterations:
         _, returns = oracle_params(_navigation_config(oracle_iterations=2), tmp_path)
     assert trained_iterations == [0, 1] and len(returns) == 2
+
+
+def test_baselines_for_an_evaluation_elsewhere_are_cached_there_and_read_from_the_run(
+        tmp_path):
+    config = _navigation_config(oracle_iterations=1, pretrained_iterations=1)
+    run, out = tmp_path / "run", tmp_path / "out"
+    oracle, _ = oracle_params(config, run, out)
+    pretrained_params(config, run, out)
+    assert not run.exists()
+    assert sorted(p.name for p in (out / "baselines").iterdir()) == ["oracle.pt",
+                                                                       "pretrained.pt"]
+    run_oracle, _ = oracle_params(config, run)
+    assert all(torch.equal(run_oracle[k], oracle[k]) for k in oracle)  # same seed, same one
+    with counting_iterations() as trained_iterations:
+        again, _ = oracle_params(config, run, tmp_path / "other")
+    assert trained_iterations == [] and not (tmp_path / "other").exists()
+    assert all(torch.equal(again[k], oracle[k]) for k in oracle)
 
 
 def test_resolve_baselines_names_and_errors():
@@ -296,7 +313,6 @@ def test_a_run_trained_longer_keeps_its_cached_baselines(tmp_path):
 
 
 def test_baselines_train_multitask_trpo_without_inner_steps(tmp_path, monkeypatch):
-    from metarl.rl.baseline_policies import oracle_params, pretrained_params
     from metarl.rl.maml_trpo import MAMLTRPO
     seen = []
     original = MAMLTRPO.train_iteration

@@ -11,6 +11,7 @@ from typing import Any
 from metarl.adaptation import Params
 from metarl.checkpoint import (
     UnreadableCheckpointError,
+    baseline_cache,
     load_checkpoint,
     load_or_compute,
     save_checkpoint,
@@ -102,33 +103,39 @@ def _same_key(cached: Any, key: dict[str, Any]) -> bool:
     return bool(cached == key)
 
 
-def pretrained_params(config: MetaRLConfig, run_dir: Path) -> Params:
-    """The pretrained baseline: multi-task TRPO without adaptation, cached in baselines/."""
+def pretrained_params(config: MetaRLConfig, run_dir: Path,
+                      output_dir: Path | None = None) -> Params:
+    """The pretrained baseline: multi-task TRPO without adaptation, cached in baselines/
+    (of ``output_dir`` where given, see :func:`metarl.checkpoint.baseline_cache`)."""
     key = _baseline_key(config)
     # keyed as before the oracle existed, so that cached pretrained policies stay valid
     del key["baselines"]["oracle_iterations"]
+    path, also_read = baseline_cache(run_dir, output_dir, "pretrained")
     return load_or_compute(
-        run_dir / "baselines" / "pretrained.pt", key,
+        path, key,
         lambda: _multitask_trpo(config, config.baselines.pretrained_iterations,
                                 "pretrained-", "pretrained baseline",
-                                run_dir / "baselines" / "pretrained.partial.pt", key)[0],
-        matches=lambda cached: _same_key(cached, key))
+                                path.with_suffix(".partial.pt"), key)[0],
+        matches=lambda cached: _same_key(cached, key), also_read=also_read)
 
 
-def oracle_params(config: MetaRLConfig, run_dir: Path) -> tuple[Params, list[float]]:
+def oracle_params(config: MetaRLConfig, run_dir: Path,
+                  output_dir: Path | None = None) -> tuple[Params, list[float]]:
     """The oracle baseline: multi-task TRPO on observations that end with the task
-    (:func:`metarl.rl.oracle.oracle_family`), cached in baselines/oracle.pt; with the mean
+    (:func:`metarl.rl.oracle.oracle_family`), cached in baselines/oracle.pt (of
+    ``output_dir`` where given, see :func:`metarl.checkpoint.baseline_cache`); with the mean
     training return of each of its iterations."""
     key = _baseline_key(config)
     key["baselines"] = {"oracle_iterations": config.baselines.oracle_iterations}
+    path, also_read = baseline_cache(run_dir, output_dir, "oracle")
 
     def train() -> dict[str, Any]:
         params, returns = _multitask_trpo(config, config.baselines.oracle_iterations,
                                           "oracle-", "oracle baseline",
-                                          run_dir / "baselines" / "oracle.partial.pt", key,
+                                          path.with_suffix(".partial.pt"), key,
                                           oracle_family(family_of(config)))
         return {"params": params, "training_returns": returns}
 
-    trained = load_or_compute(run_dir / "baselines" / "oracle.pt", key, train,
-                              matches=lambda cached: _same_key(cached, key))
+    trained = load_or_compute(path, key, train, matches=lambda cached: _same_key(cached, key),
+                              also_read=also_read)
     return trained["params"], trained["training_returns"]

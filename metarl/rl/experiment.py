@@ -85,10 +85,11 @@ class MetaRLExperiment(Experiment):
             policies["random"] = (new_policy_params(config, "random-baseline-init"),
                                        family, steps)
         if "pretrained" in options.baselines:
-            policies["pretrained"] = (pretrained_params(config, run_dir), family, steps)
+            policies["pretrained"] = (pretrained_params(config, run_dir, options.output_dir),
+                                      family, steps)
         oracle_training: list[float] = []
         if "oracle" in options.baselines:  # told the task, it has nothing to adapt to
-            oracle, oracle_training = oracle_params(config, run_dir)
+            oracle, oracle_training = oracle_params(config, run_dir, options.output_dir)
             policies["oracle"] = (oracle, oracle_family(family), 0)
         curves: dict[str, dict[str, Any]] = {}
         episodes_sampled: list[float] = []

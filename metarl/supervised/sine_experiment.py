@@ -15,7 +15,7 @@ import torch
 from torch.func import functional_call
 
 from metarl.adaptation import LearningRate, Params, params_of, test_time_learning_rates
-from metarl.checkpoint import load_or_compute
+from metarl.checkpoint import baseline_cache, load_or_compute
 from metarl.config import (
     AdaptationConfig,
     ConfigError,
@@ -142,12 +142,14 @@ def pretrain(config: SineConfig) -> Params:
     return OrderedDict((k, v.detach()) for k, v in params.items())
 
 
-def pretrained_params(config: SineConfig, run_dir: Path) -> Params:
-    """The pretrained baseline of this run, trained once and cached in ``baselines/``."""
+def pretrained_params(config: SineConfig, run_dir: Path,
+                      output_dir: Path | None = None) -> Params:
+    """The pretrained baseline of this run, trained once and cached in ``baselines/`` (of
+    ``output_dir`` where given, see :func:`metarl.checkpoint.baseline_cache`)."""
     key = {"baseline": to_dict(config.baseline), "task": to_dict(config.task),
            "model": to_dict(config.model), "seed": config.seed}
-    return load_or_compute(run_dir / "baselines" / "pretrained.pt", key,
-                           lambda: pretrain(config))
+    path, also_read = baseline_cache(run_dir, output_dir, "pretrained")
+    return load_or_compute(path, key, lambda: pretrain(config), also_read=also_read)
 
 
 @contextlib.contextmanager
@@ -237,7 +239,7 @@ class SineExperiment(Experiment):
         }
         curves = {f"{config.adaptation.label}, K={k}": v for k, v in by_shots.items()}
         if "pretrained" in options.baselines:
-            baseline = pretrained_params(config, run_dir)
+            baseline = pretrained_params(config, run_dir, options.output_dir)
             fixed_lr = evaluation_lr(config, None, steps)
             pretrained = {}
             for k in ev.shots:
