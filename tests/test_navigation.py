@@ -288,6 +288,29 @@ def test_trajectory_plot_draws_the_episodes_shown_and_the_goal_of_each_task(tmp_
         np.testing.assert_allclose(goal.get_offsets(), [task["goal"]])
 
 
+def test_trajectory_panels_show_the_goal_square_and_widen_for_paths_that_leave_it(
+        tmp_path, monkeypatch):
+    import metarl.rl.render as render
+    from metarl.rl.episodes import Episodes
+    from metarl.rl.render import plot_navigation_trajectories
+
+    saved_figures, real = [], render.save_figure
+    monkeypatch.setattr(render, "save_figure",
+                        lambda fig, output, **kw: saved_figures.append(fig) or real(fig, output,
+                                                                                    **kw))
+    near = _two_slot_episodes()  # paths within 0.3 of the origin
+    far = Episodes(**{**vars(near), "observations": near.observations * 4})  # to (-0.9, 0)
+    plot_navigation_trajectories([{"goal": np.array([0.3, -0.2])}] * 2, [near, far],
+                                 tmp_path / "t.png", episodes_shown=2, action_scale=0.1)
+    for ax in saved_figures[-1].axes:
+        limit = -ax.get_xlim()[0]
+        assert ax.get_xlim() == (-limit, limit) and ax.get_ylim() == (-limit, limit)
+        assert 0.9 < limit < 1.0  # the path that reached 0.9 from the origin is in view
+    plot_navigation_trajectories([{"goal": np.array([0.3, -0.2])}] * 2, [near, near],
+                                 tmp_path / "t.png", episodes_shown=2, action_scale=0.1)
+    assert saved_figures[-1].axes[0].get_xlim() == (-0.6, 0.6)
+
+
 @pytest.mark.parametrize(("steps", "shown"), [
     (0, [0]), (3, [0, 1, 2, 3]), (5, [0, 1, 2, 3, 4, 5]), (7, [0, 1, 2, 4, 5, 7]),
     (1000, [0, 1, 2, 335, 667, 1000])])

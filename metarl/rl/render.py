@@ -50,23 +50,27 @@ def plot_navigation_trajectories(tasks: list[dict[str, Any]], episodes_per_step:
     numbers = list(step_numbers) if step_numbers is not None else range(len(episodes_per_step))
     fig, axes = panel_grid(len(tasks), width=3.6, height=3.6)
     for t, ax in enumerate(axes):
+        goal = np.asarray(tasks[t]["goal"], dtype=np.float64)
+        extent = float(np.abs(goal).max())  # how far from the origin anything drawn lies
         for line, (step, episodes) in enumerate(zip(numbers, episodes_per_step, strict=True)):
             average = float(episodes.task_returns()[t])
             for e in range(min(episodes_shown, int(episodes.num_episodes()[t]))):
                 path = episode_positions(episodes, t, e, action_scale)
+                extent = max(extent, float(np.abs(path).max()))
                 ax.plot(path[:, 0], path[:, 1], color=f"C{line}", alpha=0.8, linewidth=1.2,
                         label=f"{step} step(s): return {average:.1f}" if e == 0 else None)
-        goal = tasks[t]["goal"]
         ax.scatter([0], [0], color="black", marker="o", zorder=5)
         ax.scatter([goal[0]], [goal[1]], color="red", marker="*", s=180, zorder=6,
                    label="goal")
-        ax.set_xlim(-0.6, 0.6)
-        ax.set_ylim(-0.6, 0.6)
+        # the goals' square and some room at least; further where a path went further
+        limit = max(0.6, 1.08 * extent)
+        ax.set_xlim(-limit, limit)
+        ax.set_ylim(-limit, limit)
         ax.set_xlabel("x", fontsize=8)
         ax.set_ylabel("y", fontsize=8)
         ax.set_aspect("equal")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6, loc="lower left")
+        ax.legend(fontsize=6, loc="best")  # where it hides the least of the paths and goal
     return save_figure(fig, output, title=f"2D navigation: {title}" if title else "")
 
 
