@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 
 from metarl.config import ConfigError, dump_config, parse_override
-from metarl.experiment import NonFiniteLossError
+from metarl.experiment import Experiment, NonFiniteLossError
 from metarl.runner import TrainingStopped
 
 DEMO_CONFIG = "navigation2d-quick"
@@ -161,11 +161,14 @@ def _parser() -> argparse.ArgumentParser:
                            "minutes, most of them on the cheetah)")
 
     demo = commands.add_parser("demo", help="train, evaluate and render a small default run")
-    demo.add_argument("config", nargs="?", default=DEMO_CONFIG,
+    demo.add_argument("config", nargs="?",
                       help=f"config file or shipped name (default: {DEMO_CONFIG})")
     demo.add_argument("--run-dir", type=_run_dir, help="where the run is written (default: "
                       "runs/CONFIG-TIME)")
     demo.add_argument("--seed", type=int, help="override the config's seed")
+    demo.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                      help="finish an interrupted demo: continue its training where it "
+                      "stopped, then evaluate and render")
 
     config = commands.add_parser("config", help="list shipped configs, or print one resolved")
     config.add_argument("config", nargs="?", help="config file or shipped name")
@@ -476,16 +479,59 @@ def _benchmark(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from metarl.experiment import EvaluateOptions, RenderOptions, load_config
-    from metarl.runner import check_new_run_dir, create_run_dir, load_run, train_run
+    from metarl.checkpoint import CHECKPOINT_NAME
+    from metarl.experiment import load_config
+    from metarl.runner import (
+        check_new_run_dir,
+        check_resumable,
+        create_run_dir,
+        load_run,
+        train_run,
+    )
 
-    config_path = resolve_config_path(args.config)
-    experiment, config = load_config(config_path, (), args.seed)
-    run_dir = args.run_dir or _default_run_dir(config_path)
-    _note_restart(run_dir, check_new_run_dir(run_dir))
-    create_run_dir(run_dir)
-    print(f"metarl demo: 1/3 meta-training {experiment.name} in {run_dir}", file=sys.stderr)
-    train_run(experiment, config, run_dir)
+    if args.resume is not None:
+        if args.config or args.seed is not None or args.run_dir:
+            raise ConfigError("--resume RUN_DIR finishes a demo with its saved config; give no "
+                              "CONFIG, --seed or --run-dir with it")
+        run_dir = args.resume
+        check_resumable(run_dir)
+        if (run_dir / "config.yaml").is_file() and not (run_dir / CHECKPOINT_NAME).is_file():
+            raise ConfigError(f"{run_dir} holds no checkpoint yet (the demo stopped in its "
+                              "first meta-iterations): start it again in place with metarl "
+                              f"demo CONFIG --run-dir {run_dir}")
+        experiment, config, _ = load_run(run_dir)
+        print(f"metarl demo: 1/3 meta-training {experiment.name} in {run_dir} (continued)",
+              file=sys.stderr)
+    else:
+        config_path = resolve_config_path(args.config or DEMO_CONFIG)
+        experiment, config = load_config(config_path, (), args.seed)
+        run_dir = args.run_dir or _default_run_dir(config_path)
+        _note_restart(run_dir, check_new_run_dir(run_dir))
+        create_run_dir(run_dir)
+        print(f"metarl demo: 1/3 meta-training {experiment.name} in {run_dir}",
+              file=sys.stderr)
+    finish = f"metarl demo --resume {run_dir}"
+    try:
+        train_run(experiment, config, run_dir, resume=args.resume is not None)
+    except TrainingStopped as error:  # the demo, not only its training, continues from here
+        raise TrainingStopped(str(error).replace(f"metarl train --resume {run_dir}", finish),
+                              error.exit_code) from None
+    try:
+        return _evaluate_and_render_demo(experiment, run_dir)
+    except TrainingStopped as error:  # a baseline's training, interrupted
+        raise TrainingStopped(
+            str(error).replace("the same command continues it", f"{finish} continues it"),
+            error.exit_code) from None
+    except KeyboardInterrupt:
+        raise TrainingStopped(f"interrupted; the run is trained. Finish the demo with: "
+                              f"{finish}", exit_code=130) from None
+
+
+def _evaluate_and_render_demo(experiment: Experiment, run_dir: Path) -> int:
+    """The demo's stages 2 and 3 on the trained run in ``run_dir``."""
+    from metarl.experiment import EvaluateOptions, RenderOptions
+    from metarl.runner import load_run
+
     _, config, state = load_run(run_dir)
     print("metarl demo: 2/3 evaluating adaptation (with baselines)", file=sys.stderr)
     result = experiment.evaluate(config, state, run_dir,

@@ -712,3 +712,72 @@ def test_a_background_writers_os_error_is_one_line_not_a_traceback(monkeypatch, 
     assert run_failing(WriterThread, ValueError("a bug")) == 0
     assert [type(a.exc_value) for a in seen] == [OSError, ValueError]
     assert capsys.readouterr().err == ""
+
+
+def test_an_interrupted_demo_is_finished_by_demo_resume(tmp_path, capsys, monkeypatch):
+    """Ctrl-C in training or in evaluation: the message names `metarl demo --resume RUN`,
+    which continues the training where it stopped, then evaluates and renders."""
+    import signal
+
+    from metarl.supervised.sine_experiment import SineExperiment
+    from metarl.supervised.trainer import SupervisedMetaTrainer
+
+    assert main(["config", "sine-quick", "--set", "training.iterations=4",
+                 "--set", "training.meta_batch_size=2", "--set", "run.progress=false",
+                 "--set", "run.tensorboard=false", "--set", "baseline.iterations=5",
+                 "--set", "evaluation.tasks=10"]) == 0
+    config = tmp_path / "tiny.yaml"
+    config.write_text(capsys.readouterr().out)
+    run = tmp_path / "demo"
+    original = SupervisedMetaTrainer.train_iteration
+
+    def interrupted(self, iteration):
+        metrics = original(self, iteration)
+        if iteration == 1:
+            signal.raise_signal(signal.SIGINT)
+        return metrics
+
+    monkeypatch.setattr(SupervisedMetaTrainer, "train_iteration", interrupted)
+    assert main(["demo", str(config), "--run-dir", str(run)]) == 130
+    err = capsys.readouterr().err
+    assert f"interrupted after meta-iteration 2; checkpoint saved. Continue with: metarl demo " \
+           f"--resume {run}" in err
+    assert not (run / "evaluation.json").exists()
+    monkeypatch.setattr(SupervisedMetaTrainer, "train_iteration", original)
+
+    real_evaluate = SineExperiment.evaluate
+
+    def interrupted_evaluation(self, *args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SineExperiment, "evaluate", interrupted_evaluation)
+    assert main(["demo", "--resume", str(run)]) == 130
+    assert (f"interrupted; the run is trained. Finish the demo with: metarl demo --resume "
+            f"{run}") in capsys.readouterr().err
+    assert [json.loads(line)["iteration"]
+            for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+
+    def interrupted_baseline(self, *args):  # as a meta-RL baseline's training stops
+        from metarl.runner import TrainingStopped
+
+        raise TrainingStopped("interrupted: the oracle baseline stopped after 3 of 9 "
+                              "iterations, kept in X; the same command continues it", 130)
+
+    monkeypatch.setattr(SineExperiment, "evaluate", interrupted_baseline)
+    assert main(["demo", "--resume", str(run)]) == 130
+    assert f"kept in X; metarl demo --resume {run} continues it" in capsys.readouterr().err
+
+    monkeypatch.setattr(SineExperiment, "evaluate", real_evaluate)
+    assert main(["demo", "--resume", str(run)]) == 0
+    assert "metarl demo: done" in capsys.readouterr().err
+    assert json.loads((run / "evaluation.json").read_text())["checkpoint_iteration"] == 4
+    assert (run / "sine_fits.png").read_bytes().startswith(b"\x89PNG")
+
+    assert main(["demo", "sine-quick", "--resume", str(run)]) == 2
+    assert "give no CONFIG, --seed or --run-dir with it" in capsys.readouterr().err
+    (tmp_path / "early").mkdir()
+    (tmp_path / "early" / "config.yaml").write_text(config.read_text())
+    assert main(["demo", "--resume", str(tmp_path / "early")]) == 2
+    assert (f"holds no checkpoint yet (the demo stopped in its first meta-iterations): start "
+            f"it again in place with metarl demo CONFIG --run-dir {tmp_path / 'early'}"
+            ) in capsys.readouterr().err
