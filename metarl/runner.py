@@ -19,6 +19,7 @@ import functools
 import math
 import os
 import shlex
+import shutil
 import signal
 import sys
 import types
@@ -317,8 +318,7 @@ def train_run(experiment: Experiment, config: Any, run_dir: str | Path, *,
     config = validate_config(config)  # one built or changed in code, checked as a file's is
     run_dir = Path(run_dir)
     checkpoint_path = run_dir / CHECKPOINT_NAME
-    if not resume:
-        check_new_run_dir(run_dir)
+    replaced = [] if resume else check_new_run_dir(run_dir)
     trainer = experiment.make_trainer(config)
     start = 0
     if resume:
@@ -327,6 +327,13 @@ def train_run(experiment: Experiment, config: Any, run_dir: str | Path, *,
         start = int(state["iteration"])
     else:
         create_run_dir(run_dir)
+        # a run stopped before its first checkpoint: its logs would be mixed with this one's
+        for name in replaced:
+            path = run_dir / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif name != CONFIG_NAME:  # rewritten below
+                path.unlink(missing_ok=True)
         atomic_write_text(run_dir / CONFIG_NAME, dump_config(
             config, header=f"{RUN_CONFIG_HEADER} (metarl {__version__}).\n"
                            f"{RESUME_HINT} metarl train --resume {run_dir}"))

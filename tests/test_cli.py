@@ -623,7 +623,11 @@ def test_a_runs_own_config_and_checkpoint_problems_say_what_to_do(tmp_path, caps
         capsys.readouterr().err)
     (run / "evaluation.json").unlink()
     (run / "adaptation.png").unlink()
+    old_events = set((run / "tensorboard").iterdir())
+    assert old_events
     assert main(restart.split()[1:]) == 0
+    new_events = set((run / "tensorboard").iterdir())
+    assert new_events and not new_events & old_events  # the lost run's events are gone
     note = (f"note: {run} holds a run stopped before its first checkpoint; a new run starts "
             f"there in its place (config.yaml, learning_curve.png, metrics.jsonl, tensorboard)")
     assert capsys.readouterr().err.count(note) == 1
