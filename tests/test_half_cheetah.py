@@ -863,6 +863,25 @@ def test_video_of_navigation(tmp_path, capsys):
     assert abs(columns.mean() - (159.5 + 2 * scale)) < 1.5
 
 
+def test_a_pyopengl_platform_other_than_the_backend_is_named_without_a_traceback(short_run,
+                                                                                 tmp_path):
+    """MuJoCo refuses MUJOCO_GL=osmesa under PYOPENGL_PLATFORM=egl (whatever is installed);
+    the error says so, and the half-made viewer is freed without Gymnasium's traceback."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MUJOCO_GL": "osmesa", "PYOPENGL_PLATFORM": "egl"}
+    done = subprocess.run([sys.executable, "-m", "metarl", "render", str(short_run),
+                           "--video", str(tmp_path / "v.gif"), "--steps", "0"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2
+    assert "MuJoCo could not render with MUJOCO_GL=osmesa" in done.stderr
+    assert ("PYOPENGL_PLATFORM=egl is set too, and MuJoCo needs it unset or the same as "
+            "MUJOCO_GL") in done.stderr
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
+
+
 def test_failing_gl_context_is_a_clear_error(short_run, tmp_path, monkeypatch, capsys):
     from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 
@@ -1434,8 +1453,15 @@ def test_choose_gl_backend_keeps_a_set_backend_and_picks_egl_without_a_display(m
 
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.delenv("PYOPENGL_PLATFORM", raising=False)
     monkeypatch.setenv("MUJOCO_GL", "osmesa")
     assert choose_gl_backend() == "osmesa"
+    monkeypatch.delenv("MUJOCO_GL")
+    monkeypatch.setenv("PYOPENGL_PLATFORM", "osmesa")  # MuJoCo refuses any other backend
+    assert choose_gl_backend() == "osmesa" and os.environ["MUJOCO_GL"] == "osmesa"
+    monkeypatch.setenv("MUJOCO_GL", "egl")  # one set is kept: the error then names both
+    assert choose_gl_backend() == "egl"
+    monkeypatch.setenv("PYOPENGL_PLATFORM", "glx")  # not a headless one: as if unset
     monkeypatch.delenv("MUJOCO_GL")
     assert choose_gl_backend() == "egl" and os.environ["MUJOCO_GL"] == "egl"
     monkeypatch.delenv("MUJOCO_GL")

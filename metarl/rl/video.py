@@ -10,9 +10,11 @@ OSMesa; 2D navigation draws its plane itself.
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import os
 import subprocess
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -59,17 +61,47 @@ class RenderBackendError(ConfigError):
 
 
 def choose_gl_backend() -> str:
-    """``MUJOCO_GL`` as set, or ``egl`` when there is no display (set for this process)."""
-    if "MUJOCO_GL" not in os.environ and not (os.environ.get("DISPLAY")
-                                              or os.environ.get("WAYLAND_DISPLAY")):
-        os.environ["MUJOCO_GL"] = "egl"
+    """``MUJOCO_GL`` as set; else PyOpenGL's headless platform where ``PYOPENGL_PLATFORM``
+    names one (MuJoCo refuses a backend other than that), or ``egl`` when there is no display
+    (set for this process)."""
+    if "MUJOCO_GL" not in os.environ:
+        pyopengl = os.environ.get("PYOPENGL_PLATFORM", "")
+        if pyopengl in ("egl", "osmesa"):
+            os.environ["MUJOCO_GL"] = pyopengl
+        elif not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            os.environ["MUJOCO_GL"] = "egl"
     return os.environ.get("MUJOCO_GL", "glfw")
 
 
 def _render_failure(error: Exception) -> RenderBackendError:
     backend = os.environ.get("MUJOCO_GL", "glfw")
+    pyopengl = os.environ.get("PYOPENGL_PLATFORM")
+    mismatch = (f" PYOPENGL_PLATFORM={pyopengl} is set too, and MuJoCo needs it unset or the "
+                f"same as MUJOCO_GL." if pyopengl and pyopengl != backend else "")
+    _collect_failed_viewer(error)
     return RenderBackendError(f"MuJoCo could not render with MUJOCO_GL={backend}: "
-                              f"{type(error).__name__}: {error}. {GL_HELP}")
+                              f"{type(error).__name__}: {str(error).rstrip('.')}.{mismatch} "
+                              f"{GL_HELP}")
+
+
+def _collect_failed_viewer(error: Exception) -> None:
+    """Free the viewer whose OpenGL context failed to start, now and quietly: Gymnasium's
+    ``OffScreenViewer.__del__`` would otherwise print a traceback about the missing context
+    (an AttributeError) when the failure's traceback is released, after our message."""
+    previous = sys.unraisablehook
+
+    def quiet(unraisable: Any) -> None:
+        where = getattr(unraisable.object, "__qualname__", "")
+        if not (isinstance(unraisable.exc_value, AttributeError)
+                and where.endswith("OffScreenViewer.__del__")):
+            previous(unraisable)
+
+    sys.unraisablehook = quiet
+    try:
+        error.__traceback__ = None  # its frames hold the half-made viewer
+        gc.collect()
+    finally:
+        sys.unraisablehook = previous
 
 
 def make_render_env(gym_id: str, task: dict[str, Any], *, episode_steps: int,
