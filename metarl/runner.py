@@ -55,7 +55,7 @@ from metarl.experiment import (
     config_from_data,
     config_from_file,
 )
-from metarl.logging import METRICS_NAME, RunLogger
+from metarl.logging import METRICS_NAME, RunLogger, read_metrics
 
 CONFIG_NAME = "config.yaml"
 SNAPSHOTS_NAME = "snapshots"
@@ -87,6 +87,7 @@ def load_run(run_dir: str | Path) -> tuple[Experiment, Any, dict[str, Any]]:
     config_path = run_dir / CONFIG_NAME
     experiment, config = config_from_file(config_path, read_yaml(config_path))
     if not (run_dir / CHECKPOINT_NAME).is_file():
+        _check_no_checkpoint_was_written(run_dir)
         raise ConfigError(
             f"{run_dir} has no {CHECKPOINT_NAME} yet: it is written every "
             f"run.checkpoint_every = {config.run.checkpoint_every} meta-iterations. If the "
@@ -292,7 +293,26 @@ def check_new_run_dir(run_dir: str | Path) -> list[str]:
                                          else "")
         raise ConfigError(f"--run-dir {run_dir} holds files that are not a new run's "
                           f"({shown}); give a new or empty folder")
+    if restart:
+        _check_no_checkpoint_was_written(run_dir)
     return held if restart else []
+
+
+def _check_no_checkpoint_was_written(run_dir: Path) -> None:
+    """Refuse to start again in place of a run whose logs go past its first checkpoint: that
+    checkpoint was lost or moved, and the logs are all that is left of the run."""
+    logged = len(read_metrics(run_dir / METRICS_NAME))
+    try:
+        saved = read_yaml(run_dir / CONFIG_NAME)
+        first = min(int(saved["run"]["checkpoint_every"]), int(saved["training"]["iterations"]))
+    except (ConfigError, KeyError, TypeError, ValueError):  # unreadable: nothing to tell
+        return
+    if logged >= first:
+        raise ConfigError(
+            f"{run_dir} holds the logs of {logged} meta-iterations ({METRICS_NAME}) but no "
+            f"{CHECKPOINT_NAME}, which that run wrote after iteration {first}: it was lost or "
+            f"moved. Put it back and continue with metarl train --resume {run_dir}, or give "
+            "another --run-dir")
 
 
 def create_run_dir(run_dir: str | Path) -> None:
@@ -330,7 +350,7 @@ def train_run(experiment: Experiment, config: Any, run_dir: str | Path, *,
         # a run stopped before its first checkpoint: its logs would be mixed with this one's
         for name in replaced:
             path = run_dir / name
-            if path.is_dir():
+            if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
             elif name != CONFIG_NAME:  # rewritten below
                 path.unlink(missing_ok=True)

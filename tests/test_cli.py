@@ -612,6 +612,24 @@ def test_a_runs_own_config_and_checkpoint_problems_say_what_to_do(tmp_path, caps
     config.write_text(good)
 
     (run / "checkpoint.pt").unlink()
+    # 14 iterations logged, the checkpoint written after them gone: lost, not yet to come
+    lost = (f"{run} holds the logs of 14 meta-iterations (metrics.jsonl) but no checkpoint.pt, "
+            f"which that run wrote after iteration 14: it was lost or moved. Put it back and "
+            f"continue with metarl train --resume {run}, or give another --run-dir")
+    assert main(["train", "--resume", str(run)]) == 2
+    assert lost in capsys.readouterr().err
+    evaluation = {name: (run / name).read_bytes() for name in ("evaluation.json",
+                                                               "adaptation.png")}
+    for name in evaluation:
+        (run / name).unlink()
+    assert main(["train", str(config), "--run-dir", str(run)]) == 2  # nor started over
+    assert lost in capsys.readouterr().err
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 14
+    for name, content in evaluation.items():
+        (run / name).write_bytes(content)
+    # a run stopped (SIGKILL) before its first checkpoint: 5 iterations logged
+    metrics = run / "metrics.jsonl"
+    metrics.write_text("".join(metrics.read_text().splitlines(keepends=True)[:5]))
     assert main(["train", "--resume", str(run)]) == 2
     err = capsys.readouterr().err
     restart = f"metarl train {config} --run-dir {run}"

@@ -703,3 +703,22 @@ def test_logs_that_fail_to_close_after_the_last_checkpoint_are_a_note(tmp_path, 
     assert (f"note: trained; {path} is complete, but closing the logs failed ([Errno 28] No "
             f"space left on device)") in capsys.readouterr().err
     assert (tmp_path / "run" / "learning_curve.png").is_file()
+
+
+def test_a_restart_in_place_unlinks_a_linked_log_folder_and_keeps_what_it_points_to(tmp_path):
+    """The logs of a run stopped before its first checkpoint are replaced; a tensorboard/
+    that is a link to a folder elsewhere loses the link, not that folder's files."""
+    config = small_config(iterations=3)
+    run = tmp_path / "run"
+    train_run(SineExperiment(), config, run)
+    (run / "checkpoint.pt").unlink()
+    metrics = run / "metrics.jsonl"
+    metrics.write_text(metrics.read_text().splitlines(keepends=True)[0])  # stopped after 1
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("mine")
+    (run / "tensorboard").symlink_to(elsewhere, target_is_directory=True)
+    train_run(SineExperiment(), config, run)
+    assert (elsewhere / "keep.txt").read_text() == "mine"
+    assert not (run / "tensorboard").exists()  # this run logs no TensorBoard events
+    assert len(metric_values(run)) == 3
