@@ -443,3 +443,16 @@ def test_linear_baseline_raises_the_ridge_tenfold_while_the_system_is_singular(m
     assert ridges == pytest.approx([1e-5, 1e-4, 1e-3, 1e-2, 1e-1])
     assert float((lstsq[0][0] - gram)[0, 0]) == pytest.approx(1.0)
     torch.testing.assert_close(got[0], ridge_solution(1.0), rtol=1e-9, atol=1e-12)
+
+
+def test_trpo_raises_when_every_candidate_fails_to_score_and_restores_the_parameters():
+    theta, theta0, loss_and_kl, _, _ = _quadratic_problem(0.01)
+
+    def broken_line_search(differentiable):
+        if not differentiable:
+            raise ValueError("a fault of the line search's own computation")
+        return loss_and_kl(differentiable)
+
+    with pytest.raises(ValueError, match="a fault of the line search's own computation"):
+        trpo_update([theta], broken_line_search, max_kl=0.01, max_backtracks=4)
+    assert torch.equal(theta.detach(), theta0)

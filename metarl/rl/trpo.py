@@ -101,6 +101,8 @@ def trpo_update(params: Sequence[Tensor], loss_and_kl: LossAndKL, *, max_kl: flo
     A candidate whose loss or KL is not finite, or whose policy distributions refuse their
     parameters (``torch.distributions`` raises ValueError for a NaN mean or a zero standard
     deviation), is rejected like one that does not improve: the search goes on shrinking.
+    If every candidate raises, the parameters are restored and the last error is raised (a
+    fault of the computation, which the smallest steps would not otherwise show).
     """
     params = list(params)
     loss, kl = loss_and_kl(True)
@@ -114,15 +116,20 @@ def trpo_update(params: Sequence[Tensor], loss_and_kl: LossAndKL, *, max_kl: flo
     if not torch.isfinite(shs) or shs <= 0:
         return TRPOStep(False, 0, loss_before, loss_before, 0.0, 0.0)
     full_step = direction / torch.sqrt(shs / max_kl)
+    refused: list[ValueError] = []
     for backtrack in range(max_backtracks):
         size = backtrack_ratio**backtrack
         assign_flat_parameters(params, old - size * full_step)
         try:
             new_loss, new_kl = loss_and_kl(False)
-        except ValueError:  # the same computation passed at θ_old: it is this candidate's values
+        except ValueError as error:  # this candidate's values (e.g. a NaN mean)
+            refused.append(error)
             continue
         if float(new_loss) < loss_before and float(new_kl) <= max_kl:
             return TRPOStep(True, backtrack, loss_before, float(new_loss), float(new_kl),
                             float(size * full_step.norm()))
     assign_flat_parameters(params, old)
+    if refused and len(refused) == max_backtracks:
+        # Every candidate, down to the smallest, refused: not values but the computation
+        raise refused[-1]
     return TRPOStep(False, max_backtracks, loss_before, loss_before, 0.0, 0.0)
