@@ -168,7 +168,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, help="override the config's seed")
     demo.add_argument("--resume", type=Path, metavar="RUN_DIR",
                       help="finish an interrupted demo: continue its training where it "
-                      "stopped, then evaluate and render")
+                      "stopped, then evaluate (keeping an evaluation.json of the checkpoint "
+                      "made with the demo's settings) and render, replacing the run's "
+                      "pictures")
 
     config = commands.add_parser("config", help="list shipped configs, or print one resolved")
     config.add_argument("config", nargs="?", help="config file or shipped name")
@@ -529,13 +531,25 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _evaluate_and_render_demo(experiment: Experiment, run_dir: Path) -> int:
     """The demo's stages 2 and 3 on the trained run in ``run_dir``."""
-    from metarl.experiment import EvaluateOptions, RenderOptions
+    from metarl.experiment import EvaluateOptions, RenderOptions, baseline_section
+    from metarl.over_training import previous_evaluation
     from metarl.runner import load_run
 
     _, config, state = load_run(run_dir)
-    print("metarl demo: 2/3 evaluating adaptation (with baselines)", file=sys.stderr)
-    result = experiment.evaluate(config, state, run_dir,
-                                 EvaluateOptions(baselines=experiment.baseline_names))
+    ev, section = config.evaluation, baseline_section(experiment, config)
+    # a finished demo resumed (stopped while rendering): its evaluation is still current
+    result = previous_evaluation(
+        run_dir, state["iteration"], ev.steps, ev.tasks, ev.seed, evaluation_config=ev,
+        saved_evaluation_config=ev, baselines=experiment.baseline_names,
+        baseline_config=section, saved_baseline_config=section,
+        scoring_version=experiment.scoring_version)
+    if result is None:
+        print("metarl demo: 2/3 evaluating adaptation (with baselines)", file=sys.stderr)
+        result = experiment.evaluate(config, state, run_dir,
+                                     EvaluateOptions(baselines=experiment.baseline_names))
+    else:
+        print("metarl demo: 2/3 the run's evaluation.json is of this checkpoint, with these "
+              "settings: kept", file=sys.stderr)
     print(result.get("table", ""))
     print("metarl demo: 3/3 rendering", file=sys.stderr)
     paths = experiment.render(config, state, run_dir, RenderOptions())

@@ -794,6 +794,13 @@ def test_an_interrupted_demo_is_finished_by_demo_resume(tmp_path, capsys, monkey
     assert "metarl demo: done" in capsys.readouterr().err
     assert json.loads((run / "evaluation.json").read_text())["checkpoint_iteration"] == 4
     assert (run / "sine_fits.png").read_bytes().startswith(b"\x89PNG")
+    # again (as after a Ctrl-C while rendering): the current evaluation is kept, not redone
+    evaluated = (run / "evaluation.json").read_bytes()
+    monkeypatch.setattr(SineExperiment, "evaluate", interrupted_evaluation)
+    assert main(["demo", "--resume", str(run)]) == 0
+    assert "evaluation.json is of this checkpoint, with these settings: kept" in (
+        capsys.readouterr().err)
+    assert (run / "evaluation.json").read_bytes() == evaluated
 
     assert main(["demo", "sine-quick", "--resume", str(run)]) == 2
     assert "give no CONFIG, --seed or --run-dir with it" in capsys.readouterr().err
