@@ -117,9 +117,9 @@ def _parser() -> argparse.ArgumentParser:
                           "run's config.yaml stays as it is)")
     evaluate.add_argument("--output-dir", type=_run_dir, metavar="DIR",
                           help="write evaluation.json and adaptation.png to DIR (made if "
-                          "missing) instead of RUN_DIR, which is left as it is (baselines it "
-                          "lacks are cached in DIR): e.g. to compare evaluation settings (not "
-                          "with --snapshots)")
+                          "missing) instead of RUN_DIR, whose own evaluation, pictures and "
+                          "baselines stay as they are (baselines it lacks are cached in DIR): "
+                          "e.g. to compare evaluation settings (not with --snapshots)")
     evaluate.add_argument("--snapshots", action="store_true",
                           help="also evaluate every snapshot of the run (run.snapshot_every): "
                           "the curve by meta-iteration, in evaluation-over-training.png "
@@ -326,7 +326,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     config = with_evaluation_overrides(experiment, config, args.overrides)
     _note_learned_rates(config, args.overrides)
     written_to = output_dir or args.run_dir
-    made_here = output_dir is not None and not output_dir.exists()
+    # the folders this command makes for DIR, deepest first: removed again if it fails
+    made = ([] if output_dir is None else
+            [f for f in (output_dir, *output_dir.parents) if not f.exists()])
     try:
         if output_dir is not None:
             try:
@@ -336,8 +338,8 @@ def _evaluate(args: argparse.Namespace) -> int:
                                   f"({error.strerror or error})") from None
         result = experiment.evaluate(config, state, args.run_dir, options)
     except BaseException:
-        if made_here:
-            _remove_if_empty(written_to, with_parent=False)
+        for folder in made:
+            _remove_if_empty(folder, with_parent=False)
         raise
     print(result.get("table", ""))
     print(f"metarl: wrote {written_to / 'evaluation.json'} and "

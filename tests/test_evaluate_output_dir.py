@@ -79,13 +79,16 @@ def test_a_folder_made_for_a_failed_evaluation_is_removed(sine_run, tmp_path, mo
     from metarl.supervised.sine_experiment import SineExperiment
 
     def fail(self, config, state, run_dir, options):
-        assert options.output_dir.parent == tmp_path
+        assert options.output_dir.is_relative_to(tmp_path)
         assert options.output_dir.is_dir()  # made before the experiment writes into it
         raise ConfigError("the evaluation failed")
 
     monkeypatch.setattr(SineExperiment, "evaluate", fail)
     assert main(["evaluate", str(sine_run), "--output-dir", str(tmp_path / "new")]) == 2
     assert not (tmp_path / "new").exists()
+    assert main(["evaluate", str(sine_run), "--output-dir", str(tmp_path / "new" / "a" / "b")
+                 ]) == 2
+    assert not (tmp_path / "new").exists()  # nor the folders made above it
     kept = tmp_path / "kept"
     kept.mkdir()
     assert main(["evaluate", str(sine_run), "--output-dir", str(kept)]) == 2

@@ -882,6 +882,23 @@ def test_a_pyopengl_platform_other_than_the_backend_is_named_without_a_traceback
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
 
 
+@pytest.mark.parametrize(("backend", "pyopengl", "named"), [
+    ("osmesa", "egl", True), ("egl", "osmesa", True), ("egl", "EGL", False),
+    ("glfw", "egl", False), ("egl", None, False)])
+def test_a_render_failure_names_a_pyopengl_platform_only_where_mujoco_refuses_it(
+        monkeypatch, backend, pyopengl, named):
+    from metarl.rl.video import _render_failure
+
+    monkeypatch.setenv("MUJOCO_GL", backend)
+    if pyopengl is None:
+        monkeypatch.delenv("PYOPENGL_PLATFORM", raising=False)
+    else:
+        monkeypatch.setenv("PYOPENGL_PLATFORM", pyopengl)
+    message = str(_render_failure(RuntimeError("no context.")))
+    assert f"MUJOCO_GL={backend}: RuntimeError: no context. " in message  # one full stop
+    assert ("PYOPENGL_PLATFORM=" in message) == named
+
+
 def test_failing_gl_context_is_a_clear_error(short_run, tmp_path, monkeypatch, capsys):
     from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 
@@ -1461,8 +1478,11 @@ def test_choose_gl_backend_keeps_a_set_backend_and_picks_egl_without_a_display(m
     assert choose_gl_backend() == "osmesa" and os.environ["MUJOCO_GL"] == "osmesa"
     monkeypatch.setenv("MUJOCO_GL", "egl")  # one set is kept: the error then names both
     assert choose_gl_backend() == "egl"
-    monkeypatch.setenv("PYOPENGL_PLATFORM", "glx")  # not a headless one: as if unset
     monkeypatch.delenv("MUJOCO_GL")
+    monkeypatch.setenv("PYOPENGL_PLATFORM", "EGL")  # MuJoCo reads it in any case
+    assert choose_gl_backend() == "egl"
+    monkeypatch.delenv("MUJOCO_GL")
+    monkeypatch.setenv("PYOPENGL_PLATFORM", "glx")  # not a headless one: as if unset
     assert choose_gl_backend() == "egl" and os.environ["MUJOCO_GL"] == "egl"
     monkeypatch.delenv("MUJOCO_GL")
     monkeypatch.setenv("DISPLAY", ":0")

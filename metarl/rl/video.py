@@ -65,7 +65,7 @@ def choose_gl_backend() -> str:
     names one (MuJoCo refuses a backend other than that), or ``egl`` when there is no display
     (set for this process)."""
     if "MUJOCO_GL" not in os.environ:
-        pyopengl = os.environ.get("PYOPENGL_PLATFORM", "")
+        pyopengl = os.environ.get("PYOPENGL_PLATFORM", "").lower()
         if pyopengl in ("egl", "osmesa"):
             os.environ["MUJOCO_GL"] = pyopengl
         elif not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
@@ -76,8 +76,10 @@ def choose_gl_backend() -> str:
 def _render_failure(error: Exception) -> RenderBackendError:
     backend = os.environ.get("MUJOCO_GL", "glfw")
     pyopengl = os.environ.get("PYOPENGL_PLATFORM")
+    # MuJoCo's EGL and OSMesa backends refuse another PyOpenGL platform (in any case)
     mismatch = (f" PYOPENGL_PLATFORM={pyopengl} is set too, and MuJoCo needs it unset or the "
-                f"same as MUJOCO_GL." if pyopengl and pyopengl != backend else "")
+                f"same as MUJOCO_GL." if pyopengl and backend.lower() in ("egl", "osmesa")
+                and pyopengl.lower() != backend.lower() else "")
     _collect_failed_viewer(error)
     return RenderBackendError(f"MuJoCo could not render with MUJOCO_GL={backend}: "
                               f"{type(error).__name__}: {str(error).rstrip('.')}.{mismatch} "
