@@ -739,10 +739,10 @@ def test_a_background_writers_os_error_is_one_line_not_a_traceback(monkeypatch, 
 def test_an_interrupted_demo_is_finished_by_demo_resume(tmp_path, capsys, monkeypatch):
     """Ctrl-C in training or in evaluation: the message names `metarl demo --resume RUN`,
     which continues the training where it stopped, then evaluates and renders."""
-    import signal
-
     from metarl.supervised.sine_experiment import SineExperiment
     from metarl.supervised.trainer import SupervisedMetaTrainer
+
+    from signals import signal_during_iteration
 
     assert main(["config", "sine-quick", "--set", "training.iterations=4",
                  "--set", "training.meta_batch_size=2", "--set", "run.progress=false",
@@ -751,15 +751,7 @@ def test_an_interrupted_demo_is_finished_by_demo_resume(tmp_path, capsys, monkey
     config = tmp_path / "tiny.yaml"
     config.write_text(capsys.readouterr().out)
     run = tmp_path / "demo"
-    original = SupervisedMetaTrainer.train_iteration
-
-    def interrupted(self, iteration):
-        metrics = original(self, iteration)
-        if iteration == 1:
-            signal.raise_signal(signal.SIGINT)
-        return metrics
-
-    monkeypatch.setattr(SupervisedMetaTrainer, "train_iteration", interrupted)
+    original = signal_during_iteration(monkeypatch, SupervisedMetaTrainer, 1)
     assert main(["demo", str(config), "--run-dir", str(run)]) == 130
     err = capsys.readouterr().err
     assert f"interrupted after meta-iteration 2; checkpoint saved. Continue with: metarl demo " \

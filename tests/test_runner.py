@@ -24,6 +24,8 @@ from metarl.runner import (
 from metarl.supervised.sine_experiment import SineConfig, SineExperiment
 from metarl.supervised.trainer import SupervisedMetaTrainer
 
+from signals import signal_during_iteration
+
 
 def small_config(**training):
     return from_dict(SineConfig, {
@@ -80,15 +82,8 @@ def test_interrupt_then_resume_reaches_the_uninterrupted_numbers(tmp_path, monke
     experiment = SineExperiment()
     train_run(experiment, small_config(), tmp_path / "straight")
 
-    original = SupervisedMetaTrainer.train_iteration
-
-    def interrupted(self, iteration):
-        metrics = original(self, iteration)
-        if iteration == 12:  # Ctrl-C arrives during meta-iteration 13
-            signal.raise_signal(signal.SIGINT)
-        return metrics
-
-    monkeypatch.setattr(SupervisedMetaTrainer, "train_iteration", interrupted)
+    # Ctrl-C arrives during meta-iteration 13
+    original = signal_during_iteration(monkeypatch, SupervisedMetaTrainer, 12)
     with pytest.raises(TrainingStopped, match="interrupted after meta-iteration 13") as stop:
         train_run(experiment, small_config(), tmp_path / "resumed")
     assert stop.value.exit_code == 130
@@ -309,15 +304,7 @@ def test_config_file_must_match_what_the_checkpoint_trained(tmp_path):
 
 
 def test_sigterm_stops_after_the_iteration_with_exit_code_143(tmp_path, monkeypatch):
-    original = SupervisedMetaTrainer.train_iteration
-
-    def terminated(self, iteration):
-        metrics = original(self, iteration)
-        if iteration == 2:
-            signal.raise_signal(signal.SIGTERM)
-        return metrics
-
-    monkeypatch.setattr(SupervisedMetaTrainer, "train_iteration", terminated)
+    signal_during_iteration(monkeypatch, SupervisedMetaTrainer, 2, signal.SIGTERM)
     with pytest.raises(TrainingStopped, match="interrupted after meta-iteration 3") as stop:
         train_run(SineExperiment(), small_config(), tmp_path / "run")
     assert stop.value.exit_code == 128 + signal.SIGTERM
