@@ -87,7 +87,7 @@ def load_run(run_dir: str | Path) -> tuple[Experiment, Any, dict[str, Any]]:
     config_path = run_dir / CONFIG_NAME
     experiment, config = config_from_file(config_path, read_yaml(config_path))
     if not (run_dir / CHECKPOINT_NAME).is_file():
-        _check_no_checkpoint_was_written(run_dir)
+        _check_no_checkpoint_was_written(run_dir, config)
         raise ConfigError(
             f"{run_dir} has no {CHECKPOINT_NAME} yet: it is written every "
             f"run.checkpoint_every = {config.run.checkpoint_every} meta-iterations. If the "
@@ -298,15 +298,18 @@ def check_new_run_dir(run_dir: str | Path) -> list[str]:
     return held if restart else []
 
 
-def _check_no_checkpoint_was_written(run_dir: Path) -> None:
+def _check_no_checkpoint_was_written(run_dir: Path, config: Any = None) -> None:
     """Refuse to start again in place of a run whose logs go past its first checkpoint: that
-    checkpoint was lost or moved, and the logs are all that is left of the run."""
+    checkpoint was lost or moved, and the logs are all that is left of the run. ``config``:
+    the run's, if already read from its config.yaml."""
     logged = len(read_metrics(run_dir / METRICS_NAME))
-    try:
-        saved = read_yaml(run_dir / CONFIG_NAME)
-        first = min(int(saved["run"]["checkpoint_every"]), int(saved["training"]["iterations"]))
-    except (ConfigError, KeyError, TypeError, ValueError):  # unreadable: nothing to tell
-        return
+    if config is None:
+        path = run_dir / CONFIG_NAME
+        try:
+            _, config = config_from_file(path, read_yaml(path))
+        except ConfigError:  # unreadable: nothing to tell
+            return
+    first = min(config.run.checkpoint_every, config.training.iterations)
     if logged >= first:
         raise ConfigError(
             f"{run_dir} holds the logs of {logged} meta-iterations ({METRICS_NAME}) but no "

@@ -794,8 +794,16 @@ def test_an_interrupted_demo_is_finished_by_demo_resume(tmp_path, capsys, monkey
         capsys.readouterr().err)
     assert (run / "evaluation.json").read_bytes() == evaluated
 
-    assert main(["demo", "sine-quick", "--resume", str(run)]) == 2
-    assert "give no CONFIG, --seed or --run-dir with it" in capsys.readouterr().err
+    # an evaluation of the checkpoint without the demo's baselines is made again
+    monkeypatch.setattr(SineExperiment, "evaluate", real_evaluate)
+    assert main(["evaluate", str(run)]) == 0
+    monkeypatch.setattr(SineExperiment, "evaluate", interrupted_evaluation)
+    assert main(["demo", "--resume", str(run)]) == 130
+    capsys.readouterr()
+
+    for extra in (["sine-quick"], ["--seed", "3"], ["--run-dir", str(tmp_path / "x")]):
+        assert main(["demo", *extra, "--resume", str(run)]) == 2
+        assert "give no CONFIG, --seed or --run-dir with it" in capsys.readouterr().err
     (tmp_path / "early").mkdir()
     (tmp_path / "early" / "config.yaml").write_text(config.read_text())
     assert main(["demo", "--resume", str(tmp_path / "early")]) == 2

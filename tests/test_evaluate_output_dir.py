@@ -141,3 +141,61 @@ def test_baselines_evaluated_elsewhere_leave_the_run_as_it_was(tmp_path, monkeyp
     assert not (tmp_path / "b" / "baselines").exists()
     assert json.loads((tmp_path / "b" / "evaluation.json").read_text())["baselines"] == (
         with_baseline["baselines"])
+
+
+def test_a_folder_made_for_an_interrupted_evaluation_is_removed(sine_run, tmp_path,
+                                                                monkeypatch):
+    from metarl.supervised.sine_experiment import SineExperiment
+
+    def interrupted(self, config, state, run_dir, options):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SineExperiment, "evaluate", interrupted)
+    assert main(["evaluate", str(sine_run), "--output-dir", str(tmp_path / "new")]) == 130
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_relative_run_dir_is_recorded_absolute(sine_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(sine_run.parent)
+    assert main(["evaluate", sine_run.name, "--steps", "1", "--tasks", "3",
+                 "--output-dir", str(tmp_path / "out")]) == 0
+    written = json.loads((tmp_path / "out" / "evaluation.json").read_text())
+    assert written["run_dir"] == str(sine_run.resolve())
+
+
+def test_a_baseline_cached_in_the_output_dir_is_reused_there(tmp_path, monkeypatch):
+    import metarl.supervised.sine_experiment as sine
+
+    run = tmp_path / "run"
+    assert main(["train", "sine-quick", "--run-dir", str(run), *FAST,
+                 "--set", "baseline.iterations=5"]) == 0
+    out = ["--steps", "1", "--tasks", "5", "--baselines", "--output-dir", str(tmp_path / "a")]
+    assert main(["evaluate", str(run), *out]) == 0
+    monkeypatch.setattr(sine, "pretrain", lambda config: pytest.fail("trained again"))
+    assert main(["evaluate", str(run), *out]) == 0
+    assert not (run / "baselines").exists()
+
+
+def test_meta_rl_baselines_evaluated_elsewhere_leave_the_run_as_it_was(tmp_path):
+    from metarl.experiment import config_from_data
+    from metarl.rl.build import new_policy_params
+    from metarl.rl.experiment import MetaRLExperiment
+
+    _, config = config_from_data({
+        "experiment": "meta_rl", "policy": {"hidden_sizes": [4]},
+        "env": {"max_episode_steps": 5},
+        "training": {"meta_batch_size": 2, "episodes_per_task": 2},
+        "baselines": {"pretrained_iterations": 1, "oracle_iterations": 1},
+        "evaluation": {"episodes_per_task": 2, "tasks": 3},
+        "run": {"progress": False, "tensorboard": False}})
+    state = {"trainer": {"params": new_policy_params(config, "init")}, "iteration": 0}
+    run, out = tmp_path / "run", tmp_path / "out"
+    run.mkdir()
+    out.mkdir()
+    result = MetaRLExperiment().evaluate(config, state, run, EvaluateOptions(
+        steps=1, tasks=2, seed=5, baselines=("random", "pretrained", "oracle"),
+        output_dir=out))
+    assert set(result["baselines"]) == {"random", "pretrained", "oracle"}
+    assert list(run.iterdir()) == []
+    assert sorted(p.name for p in (out / "baselines").iterdir()) == ["oracle.pt",
+                                                                      "pretrained.pt"]

@@ -899,6 +899,39 @@ def test_a_render_failure_names_a_pyopengl_platform_only_where_mujoco_refuses_it
     assert ("PYOPENGL_PLATFORM=" in message) == named
 
 
+def test_only_the_failed_viewers_cleanup_error_is_silenced_and_the_hook_is_restored(
+        monkeypatch):
+    import sys
+
+    from metarl.rl.video import _collect_failed_viewer
+
+    class OffScreenViewer:  # as Gymnasium's, half made: its __del__ finds no context
+        def __del__(self):
+            raise AttributeError("'OffScreenViewer' object has no attribute 'opengl_context'")
+
+    class Other:
+        def __del__(self):
+            raise AttributeError("another object's cleanup failed")
+
+    def failing_render():
+        held = [OffScreenViewer(), Other()]  # by the traceback's frame
+        raise RuntimeError(f"no context ({len(held)} objects made)")
+
+    try:
+        failing_render()
+    except RuntimeError as caught:
+        error = caught
+    seen = []
+
+    def recording(unraisable):
+        seen.append(unraisable.exc_value)
+
+    monkeypatch.setattr(sys, "unraisablehook", recording)
+    _collect_failed_viewer(error)
+    assert [str(e) for e in seen] == ["another object's cleanup failed"]  # reported
+    assert sys.unraisablehook is recording
+
+
 def test_failing_gl_context_is_a_clear_error(short_run, tmp_path, monkeypatch, capsys):
     from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 
@@ -1479,8 +1512,10 @@ def test_choose_gl_backend_keeps_a_set_backend_and_picks_egl_without_a_display(m
     monkeypatch.setenv("MUJOCO_GL", "egl")  # one set is kept: the error then names both
     assert choose_gl_backend() == "egl"
     monkeypatch.delenv("MUJOCO_GL")
-    monkeypatch.setenv("PYOPENGL_PLATFORM", "EGL")  # MuJoCo reads it in any case
-    assert choose_gl_backend() == "egl"
+    monkeypatch.setenv("DISPLAY", ":0")  # even with a display: MuJoCo needs the same
+    monkeypatch.setenv("PYOPENGL_PLATFORM", "OSMESA")  # read in any case
+    assert choose_gl_backend() == "osmesa"
+    monkeypatch.delenv("DISPLAY")
     monkeypatch.delenv("MUJOCO_GL")
     monkeypatch.setenv("PYOPENGL_PLATFORM", "glx")  # not a headless one: as if unset
     assert choose_gl_backend() == "egl" and os.environ["MUJOCO_GL"] == "egl"

@@ -305,7 +305,8 @@ def test_trajectory_panels_show_the_goal_square_and_widen_for_paths_that_leave_i
     for ax in saved_figures[-1].axes:
         limit = -ax.get_xlim()[0]
         assert ax.get_xlim() == (-limit, limit) and ax.get_ylim() == (-limit, limit)
-        assert 0.9 < limit < 1.0  # the path that reached 0.9 from the origin is in view
+        # the path that reached 0.9 from the origin is in view, with room around it
+        assert 0.95 < limit < 1.0
     plot_navigation_trajectories([{"goal": np.array([0.3, -0.2])}] * 2, [near, near],
                                  tmp_path / "t.png", episodes_shown=2, action_scale=0.1)
     assert saved_figures[-1].axes[0].get_xlim() == (-0.6, 0.6)

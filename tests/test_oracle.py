@@ -146,8 +146,10 @@ def test_baselines_for_an_evaluation_elsewhere_are_cached_there_and_read_from_th
                                                                        "pretrained.pt"]
     run_oracle, _ = oracle_params(config, run)
     assert all(torch.equal(run_oracle[k], oracle[k]) for k in oracle)  # same seed, same one
+    pretrained_params(config, run)
     with counting_iterations() as trained_iterations:
         again, _ = oracle_params(config, run, tmp_path / "other")
+        pretrained_params(config, run, tmp_path / "other")
     assert trained_iterations == [] and not (tmp_path / "other").exists()
     assert all(torch.equal(again[k], oracle[k]) for k in oracle)
 

@@ -456,3 +456,38 @@ def test_trpo_raises_when_every_candidate_fails_to_score_and_restores_the_parame
     with pytest.raises(ValueError, match="a fault of the line search's own computation"):
         trpo_update([theta], broken_line_search, max_kl=0.01, max_backtracks=4)
     assert torch.equal(theta.detach(), theta0)
+
+
+def test_trpo_rejects_a_search_where_some_candidates_raise_and_the_rest_do_not_improve():
+    theta, theta0, loss_and_kl, _, _ = _quadratic_problem(0.01)
+    calls = []
+
+    def first_raises_then_worse(differentiable):
+        loss, kl = loss_and_kl(differentiable)
+        if differentiable:
+            return loss, kl
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("a refused candidate")
+        return loss.detach() + 1.0, kl
+
+    step = trpo_update([theta], first_raises_then_worse, max_kl=0.01, max_backtracks=3)
+    assert not step.accepted and len(calls) == 3
+    assert torch.equal(theta.detach(), theta0)
+
+
+def test_trpo_line_search_lets_errors_other_than_refused_values_through():
+    theta, _, loss_and_kl, _, _ = _quadratic_problem(0.01)
+
+    calls = []
+
+    def buggy(differentiable):  # once only: a caught error would read as one bad candidate
+        loss, kl = loss_and_kl(differentiable)
+        if not differentiable:
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("a bug, not a candidate's values")
+        return loss, kl
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        trpo_update([theta], buggy, max_kl=0.01)

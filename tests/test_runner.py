@@ -709,3 +709,19 @@ def test_a_restart_in_place_unlinks_a_linked_log_folder_and_keeps_what_it_points
     assert (elsewhere / "keep.txt").read_text() == "mine"
     assert not (run / "tensorboard").exists()  # this run logs no TensorBoard events
     assert len(metric_values(run)) == 3
+
+
+def test_resume_of_a_partial_config_without_a_checkpoint_uses_its_defaults(tmp_path):
+    """A config.yaml that leaves sections out is read with their defaults: no checkpoint and
+    fewer iterations logged than the default checkpoint interval is a run yet to write one."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("experiment: sine\n")
+    (run / "metrics.jsonl").write_text('{"iteration": 1}\n')
+    with pytest.raises(ConfigError, match=r"has no checkpoint\.pt yet: it is written every"):
+        load_run(run)
+    every = SineConfig().run.checkpoint_every
+    (run / "metrics.jsonl").write_text("".join(f'{{"iteration": {i}}}\n'
+                                               for i in range(1, every + 1)))
+    with pytest.raises(ConfigError, match=f"holds the logs of {every} meta-iterations"):
+        load_run(run)
