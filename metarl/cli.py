@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from metarl.config import ConfigError, dump_config, parse_override
 from metarl.experiment import Experiment, NonFiniteLossError
@@ -218,20 +219,14 @@ def _train(args: argparse.Namespace) -> int:
     from metarl.experiment import load_config
     from metarl.runner import (
         check_new_run_dir,
-        check_resumable,
         create_run_dir,
         extend_run_config,
-        load_run,
         train_run,
     )
 
     made_here = False  # a new run's directory, made by this command
     if args.resume is not None:
-        if args.config or args.seed is not None or args.run_dir:
-            raise ConfigError("--resume RUN_DIR continues a run with its saved config; "
-                              "give no CONFIG, --seed or --run-dir with it")
-        check_resumable(args.resume)
-        experiment, config, state = load_run(args.resume)
+        experiment, config, state = _load_resumed_run(args)
         done = int(state["iteration"])
         if args.overrides:
             config = extend_run_config(args.resume, experiment, args.overrides, done=done)
@@ -482,28 +477,27 @@ def _benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_resumed_run(args: argparse.Namespace) -> tuple[Experiment, Any, dict[str, Any]]:
+    """The run that ``--resume RUN_DIR`` continues (train or demo), with its saved config."""
+    from metarl.runner import check_resumable, load_run
+
+    if args.config or args.seed is not None or args.run_dir:
+        raise ConfigError("--resume RUN_DIR continues a run with its saved config; "
+                          "give no CONFIG, --seed or --run-dir with it")
+    check_resumable(args.resume)
+    return load_run(args.resume)
+
+
 def _demo(args: argparse.Namespace) -> int:
-    from metarl.checkpoint import CHECKPOINT_NAME
     from metarl.experiment import load_config
-    from metarl.runner import (
-        check_new_run_dir,
-        check_resumable,
-        create_run_dir,
-        load_run,
-        train_run,
-    )
+    from metarl.runner import check_new_run_dir, create_run_dir, train_run
 
     if args.resume is not None:
-        if args.config or args.seed is not None or args.run_dir:
-            raise ConfigError("--resume RUN_DIR finishes a demo with its saved config; give no "
-                              "CONFIG, --seed or --run-dir with it")
         run_dir = args.resume
-        check_resumable(run_dir)
-        if (run_dir / "config.yaml").is_file() and not (run_dir / CHECKPOINT_NAME).is_file():
-            raise ConfigError(f"{run_dir} holds no checkpoint yet (the demo stopped in its "
-                              "first meta-iterations): start it again in place with metarl "
-                              f"demo CONFIG --run-dir {run_dir}")
-        experiment, config, _ = load_run(run_dir)
+        try:
+            experiment, config, _ = _load_resumed_run(args)
+        except ConfigError as error:  # its advice (start afresh, resume) is a demo's here
+            raise ConfigError(str(error).replace("metarl train ", "metarl demo ")) from None
         print(f"metarl demo: 1/3 meta-training {experiment.name} in {run_dir} (continued)",
               file=sys.stderr)
     else:

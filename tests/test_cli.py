@@ -807,6 +807,13 @@ def test_an_interrupted_demo_is_finished_by_demo_resume(tmp_path, capsys, monkey
     (tmp_path / "early").mkdir()
     (tmp_path / "early" / "config.yaml").write_text(config.read_text())
     assert main(["demo", "--resume", str(tmp_path / "early")]) == 2
-    assert (f"holds no checkpoint yet (the demo stopped in its first meta-iterations): start "
-            f"it again in place with metarl demo CONFIG --run-dir {tmp_path / 'early'}"
+    early = tmp_path / "early"
+    assert (f"{early} has no checkpoint.pt yet" in (err := capsys.readouterr().err)
+            and f"start it afresh with: metarl demo {early / 'config.yaml'} --run-dir {early}"
+            in err)
+    # a demo whose checkpoint went missing after it was written is not started afresh
+    (run / "checkpoint.pt").unlink()
+    assert main(["demo", "--resume", str(run)]) == 2
+    assert (f"but no checkpoint.pt, which that run wrote after iteration 4: it was lost or "
+            f"moved. Put it back and continue with metarl demo --resume {run}"
             ) in capsys.readouterr().err
