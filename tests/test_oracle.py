@@ -231,6 +231,57 @@ def test_interrupted_baseline_training_continues_to_the_same_result(tmp_path, mo
     assert not (tmp_path / "cut" / "baselines" / "oracle.partial.pt").exists()
 
 
+def _interrupt_after(monkeypatch, iterations: int) -> None:
+    """Make MAMLTRPO raise KeyboardInterrupt once ``iterations`` iterations have trained."""
+    from metarl.rl.maml_trpo import MAMLTRPO
+
+    original, calls = MAMLTRPO.train_iteration, []
+
+    def interrupted(self, iteration):
+        calls.append(iteration)
+        if len(calls) > iterations:
+            raise KeyboardInterrupt
+        return original(self, iteration)
+
+    monkeypatch.setattr(MAMLTRPO, "train_iteration", interrupted)
+
+
+@pytest.mark.parametrize("baseline", ["oracle", "pretrained"])
+def test_a_baseline_written_elsewhere_continues_the_runs_interrupted_training(
+        tmp_path, monkeypatch, baseline):
+    """An evaluation written to another folder continues the run's own interrupted baseline
+    training (or its own, where that is further along) and leaves the run's file as it was."""
+    config = _navigation_config(oracle_iterations=4, pretrained_iterations=4)
+    train = oracle_params if baseline == "oracle" else pretrained_params
+
+    def params_of(trained):
+        return trained[0] if baseline == "oracle" else trained
+
+    whole = params_of(train(config, tmp_path / "whole"))
+    run, out = tmp_path / "run", tmp_path / "out"
+    run_partial = run / "baselines" / f"{baseline}.partial.pt"
+    out_partial = out / "baselines" / f"{baseline}.partial.pt"
+    with monkeypatch.context() as patch:
+        _interrupt_after(patch, 2)
+        with pytest.raises(TrainingStopped, match="after 2 of 4"):
+            train(config, run)
+    runs_progress = run_partial.read_bytes()
+
+    with monkeypatch.context() as patch:
+        _interrupt_after(patch, 1)  # continues from the run's 2 and stops after 3
+        with pytest.raises(TrainingStopped, match=f"after 3 of 4 iterations, kept in "
+                           f".*out/baselines/{baseline}\\.partial\\.pt"):
+            train(config, run, out)
+    assert run_partial.read_bytes() == runs_progress
+    with counting_iterations() as trained_iterations:
+        finished = params_of(train(config, run, out))  # its own 3 beat the run's 2
+    assert trained_iterations == [3]
+    assert all(torch.equal(finished[k], whole[k]) for k in whole)
+    assert run_partial.read_bytes() == runs_progress
+    assert not out_partial.exists() and (out / "baselines" / f"{baseline}.pt").is_file()
+    assert sorted(p.name for p in run.rglob("*")) == ["baselines", f"{baseline}.partial.pt"]
+
+
 def test_task_features_are_in_key_order():
     assert task_features([{"velocity": 1.5, "direction": -1.0}]).tolist() == [[-1.0, 1.5]]
 
@@ -245,7 +296,7 @@ def _partial_of_other_settings(path):
 def _damaged_partial(path):
     path.write_bytes(b"PK\x03\x04 cut short")
     return ("oracle.partial.pt can't be read as a metarl checkpoint (",
-            "; training the oracle baseline from its start")
+            "; the oracle baseline does not continue from it")
 
 
 @pytest.mark.parametrize("make_partial", [_partial_of_other_settings, _damaged_partial])

@@ -5,6 +5,7 @@ cached in ``RUN_DIR/baselines/``."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,8 @@ from metarl.runner import TrainingStopped
 
 def _multitask_trpo(config: MetaRLConfig, iterations: int, purpose: str, description: str,
                     progress_path: Path, key: dict[str, Any],
-                    family: EnvFamily | None = None) -> tuple[Params, list[float]]:
+                    family: EnvFamily | None = None,
+                    read_only_progress: Sequence[Path] = ()) -> tuple[Params, list[float]]:
     """θ after ``iterations`` of TRPO on the task distribution, without adaptation, and the
     mean episode return of each iteration's batch.
 
@@ -34,22 +36,19 @@ def _multitask_trpo(config: MetaRLConfig, iterations: int, purpose: str, descrip
     ``progress_path`` after every iteration, so an interrupted training (Ctrl-C) continues
     where it stopped when asked again for the same ``key``, to the same result; the file is
     removed when training ends. An interrupt raises :class:`TrainingStopped` saying so; a
-    damaged file is reported and training starts over.
+    damaged file is reported and training starts over. ``read_only_progress``: progress files
+    of other folders (a run's own, when its evaluation is written elsewhere) that training
+    may continue from, never written or removed; the one that holds the most iterations for
+    ``key`` is taken.
     """
     from tqdm import trange
 
     trainer = make_trainer(config, inner_steps=0, purpose=purpose, family=family)
     returns: list[float] = []
-    if progress_path.is_file():
-        try:
-            saved = load_checkpoint(progress_path)
-        except UnreadableCheckpointError as error:
-            print(f"metarl: {error}; training the {description} from its start",
-                  file=sys.stderr)
-            saved = {}
-        if _same_key(saved.get("key"), key):
-            trainer.load_state_dict(saved["trainer"])
-            returns = list(saved["returns"])
+    saved = _furthest_progress((progress_path, *read_only_progress), key, description)
+    if saved is not None:
+        trainer.load_state_dict(saved["trainer"])
+        returns = list(saved["returns"])
     kept = len(returns)  # iterations the progress file holds for this key
     bar = trange(len(returns), iterations, initial=len(returns), total=iterations,
                  desc=description, disable=not config.run.progress, mininterval=0.5)
@@ -72,6 +71,26 @@ def _multitask_trpo(config: MetaRLConfig, iterations: int, purpose: str, descrip
     params = trainer.state_dict()["params"]
     progress_path.unlink(missing_ok=True)
     return params, returns
+
+
+def _furthest_progress(paths: Sequence[Path], key: dict[str, Any],
+                       description: str) -> dict[str, Any] | None:
+    """Of the progress files at ``paths`` saved for ``key``, the one with the most
+    iterations (the first of equals), or None. A damaged file is reported and passed over."""
+    furthest: dict[str, Any] | None = None
+    for path in paths:
+        if not path.is_file():
+            continue
+        try:
+            saved = load_checkpoint(path)
+        except UnreadableCheckpointError as error:
+            print(f"metarl: {error}; the {description} does not continue from it",
+                  file=sys.stderr)
+            continue
+        if _same_key(saved.get("key"), key) and (
+                furthest is None or len(saved["returns"]) > len(furthest["returns"])):
+            furthest = saved
+    return furthest
 
 
 def _baseline_key(config: MetaRLConfig) -> dict[str, Any]:
@@ -103,6 +122,11 @@ def _same_key(cached: Any, key: dict[str, Any]) -> bool:
     return bool(cached == key)
 
 
+def _progress_paths(caches: Sequence[Path]) -> tuple[Path, ...]:
+    """The progress files of an interrupted training beside baseline ``caches``."""
+    return tuple(cache.with_suffix(".partial.pt") for cache in caches)
+
+
 def pretrained_params(config: MetaRLConfig, run_dir: Path,
                       output_dir: Path | None = None) -> Params:
     """The pretrained baseline: multi-task TRPO without adaptation, cached in baselines/
@@ -115,7 +139,8 @@ def pretrained_params(config: MetaRLConfig, run_dir: Path,
         path, key,
         lambda: _multitask_trpo(config, config.baselines.pretrained_iterations,
                                 "pretrained-", "pretrained baseline",
-                                path.with_suffix(".partial.pt"), key)[0],
+                                path.with_suffix(".partial.pt"), key,
+                                read_only_progress=_progress_paths(also_read))[0],
         matches=lambda cached: _same_key(cached, key), also_read=also_read)
 
 
@@ -133,7 +158,8 @@ def oracle_params(config: MetaRLConfig, run_dir: Path,
         params, returns = _multitask_trpo(config, config.baselines.oracle_iterations,
                                           "oracle-", "oracle baseline",
                                           path.with_suffix(".partial.pt"), key,
-                                          oracle_family(family_of(config)))
+                                          oracle_family(family_of(config)),
+                                          _progress_paths(also_read))
         return {"params": params, "training_returns": returns}
 
     trained = load_or_compute(path, key, train, matches=lambda cached: _same_key(cached, key),
