@@ -10,6 +10,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -23,8 +24,35 @@ BENCHMARKS: dict[str, str] = {
 }
 
 
-def seconds_per_call(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
-    """Median wall-clock seconds of ``fn()`` over ``repeats`` calls after ``warmup`` calls."""
+@dataclass(frozen=True)
+class Spread:
+    """Repeated measurements of one figure (seconds, or env steps per second): their median
+    and their range, in the measurements' units."""
+
+    median: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Spread:
+        if not values:
+            raise ValueError("a spread needs at least one measurement")
+        return cls(statistics.median(values), min(values), max(values))
+
+    def scaled(self, factor: float) -> Spread:
+        """The same measurements in other units (``factor`` > 0, e.g. 1e3 for ms)."""
+        return Spread(self.median * factor, self.low * factor, self.high * factor)
+
+    def format(self, spec: str = ".4g") -> str:
+        """``"median (low-high)"``, each number formatted with ``spec``; the median alone
+        when every measurement gave the same figure."""
+        if self.low == self.high:
+            return format(self.median, spec)
+        return f"{self.median:{spec}} ({self.low:{spec}}-{self.high:{spec}})"
+
+
+def seconds_per_call(fn: Callable[[], object], repeats: int, warmup: int = 3) -> Spread:
+    """Wall-clock seconds of ``fn()`` over ``repeats`` calls after ``warmup`` untimed calls."""
     for _ in range(warmup):
         fn()
     times = []
@@ -32,7 +60,14 @@ def seconds_per_call(fn: Callable[[], object], repeats: int, warmup: int = 3) ->
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return Spread.of(times)
+
+
+def spread_note(repeats: int) -> str:
+    """How a table's timed figures read: e.g. "median (min-max) of 5 timed calls"."""
+    if repeats == 1:
+        return "one timed call"
+    return f"median (min-max) of {repeats} timed calls"
 
 
 def announce(what: str) -> None:
@@ -40,7 +75,7 @@ def announce(what: str) -> None:
     print(f"  timing {what} ...", file=sys.stderr, flush=True)
 
 
-def timed_rows(rows: Sequence[tuple[str, Callable[[], float]]]) -> list[tuple[str, float]]:
+def timed_rows(rows: Sequence[tuple[str, Callable[[], Spread]]]) -> list[tuple[str, Spread]]:
     """``(label, measure())`` for each row, announcing each before it is measured."""
     measured = []
     for label, measure in rows:
@@ -71,6 +106,8 @@ def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[objec
 
 
 def _cell(value: object) -> str:
+    if isinstance(value, Spread):
+        return value.format()
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)

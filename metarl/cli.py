@@ -150,7 +150,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="the task of --video: a test-task index (default 0) or e.g. "
                         "velocity=1.5, direction=-1, goal=0.3,-0.2")
 
-    benchmark = commands.add_parser("benchmark", help="speed figures, side by side")
+    benchmark = commands.add_parser(
+        "benchmark", help="speed figures, side by side: the median of repeated calls and "
+        "their range")
     benchmark.add_argument("name", nargs="?", default="all",
                            help=f"which benchmark: {', '.join(_benchmark_names())} or all "
                            "(default: all)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from metarl.benchmark import Spread, spread_note
 from metarl.cli import main
 
 
@@ -14,7 +15,8 @@ def test_seconds_per_call_is_the_median_after_the_warmup_calls(monkeypatch):
     clock = iter([0.0, 1.0, 10.0, 13.0, 20.0, 22.0])  # durations 1, 3, 2 after the warmup
     monkeypatch.setattr(benchmark.time, "perf_counter", lambda: next(clock))
     calls = []
-    assert benchmark.seconds_per_call(lambda: calls.append(1), repeats=3, warmup=2) == 2.0
+    assert benchmark.seconds_per_call(lambda: calls.append(1), repeats=3, warmup=2) == (
+        benchmark.Spread(median=2.0, low=1.0, high=3.0))
     assert len(calls) == 5
 
 
@@ -37,7 +39,7 @@ def test_sine_benchmark_runs_each_configuration_and_prints_loop_vs_vmap(monkeypa
 
     def fake_seconds(fn, repeats, warmup=3):
         fn()
-        return 0.004 if fn.vectorize == "loop" else 0.001
+        return Spread(0.004, 0.003, 0.005) if fn.vectorize == "loop" else Spread.of([0.001])
 
     monkeypatch.setattr(benchmarks, "_metarl_iteration", Tagged)
     monkeypatch.setattr(benchmarks, "seconds_per_call", fake_seconds)
@@ -51,7 +53,8 @@ def test_sine_benchmark_runs_each_configuration_and_prints_loop_vs_vmap(monkeypa
             if line.split()[:1] in (["maml"], ["fomaml"], ["reptile"])]
     assert len(rows) == 6
     for row in rows:
-        assert row[2:] == ["4", "1", "4.0x", "-", "-", "-"], row
+        assert row[2:] == ["4", "(3-5)", "1", "4.0x", "-", "-", "-"], row
+    assert "(meta-batch 25, K=10, MLP 1-40-40-1; one timed call)" in out
     assert "learn2learn not installed; docs/BENCHMARKS.md says how to install it" in out
 
 
@@ -78,7 +81,7 @@ def _run_shrunk(monkeypatch, capsys, name: str, repeats: str) -> str:
 
     def one_call(run, steps, repeats):
         run()
-        return float(steps)
+        return Spread.of([float(steps)])
 
     monkeypatch.setattr(benchmarks, "_shipped", shipped)
     monkeypatch.setattr(benchmarks, "_steps_per_second", one_call)
@@ -100,7 +103,7 @@ def _check_split(out: str) -> None:
 
 def test_navigation_benchmark_counts_each_steppings_env_steps(monkeypatch, capsys):
     out = _run_shrunk(monkeypatch, capsys, "navigation", "2")
-    assert "(2 tasks x 2 episodes x 5 steps, full episodes)" in out
+    assert "(2 tasks x 2 episodes x 5 steps, full episodes; one timed call)" in out
     rates = [line.split()[-1] for line in out.splitlines()
              if line.startswith(("Gymnasium", "metarl"))]
     assert rates == ["20"] * 4  # 2 tasks x 2 episodes x 5 steps
@@ -110,6 +113,7 @@ def test_navigation_benchmark_counts_each_steppings_env_steps(monkeypatch, capsy
 def test_cheetah_benchmark_counts_each_steppings_env_steps(monkeypatch, capsys):
     out = _run_shrunk(monkeypatch, capsys, "cheetah", "1")
     assert "(2 tasks x 2 episodes x 5 steps; MuJoCo threads:" in out
+    assert "; one timed call)" in out  # repeats 1 // 10 -> at least one
     rates = {line.rsplit(maxsplit=1)[0]: line.split()[-1] for line in out.splitlines()
              if line.startswith(("Gymnasium", "raw", "metarl"))}
     assert rates == {
@@ -139,7 +143,7 @@ def test_omniglot_benchmark_runs_each_method_and_prints_loop_vs_vmap(monkeypatch
 
     def fake_seconds(fn, repeats, warmup=3):
         fn()
-        return 0.5 if fn.vectorize else 2.0
+        return Spread.of([0.5] if fn.vectorize else [2.0, 1.5, 2.5])
 
     monkeypatch.setattr(benchmarks, "_omniglot_metarl", tagged)
     monkeypatch.setattr(benchmarks, "seconds_per_call", fake_seconds)
@@ -151,7 +155,7 @@ def test_omniglot_benchmark_runs_each_method_and_prints_loop_vs_vmap(monkeypatch
     rows = [line.split() for line in out.splitlines() if line.startswith("tiny ")]
     assert [row[1] for row in rows] == ["maml", "fomaml", "reptile"]
     for row in rows:
-        assert row[2:] == ["2", "0.5", "4.00x", "-", "-", "-"], row
+        assert row[2:] == ["2", "(1.5-2.5)", "0.5", "4.00x", "-", "-", "-"], row
     assert "(learn2learn not installed; docs/BENCHMARKS.md says how to install it)" in out
 
 
@@ -208,7 +212,8 @@ def test_the_sine_benchmark_times_learn2learn_and_compares_its_meta_gradient(
 
     def fake_seconds(fn, repeats, warmup=3):
         fn()  # each timed iteration runs once
-        return {"loop": 0.004, "vmap": 0.001}.get(getattr(fn, "vectorize", None), 0.006)
+        return Spread.of([{"loop": 0.004, "vmap": 0.001}.get(getattr(fn, "vectorize", None),
+                                                              0.006)])
 
     real_iteration = benchmarks._metarl_iteration
 
@@ -229,7 +234,7 @@ def test_the_sine_benchmark_times_learn2learn_and_compares_its_meta_gradient(
         if row[0] == "reptile":
             assert row[5:] == ["-", "-", "-"]
         else:
-            assert row[5] == 6.0 and row[6] == "6.0x"
+            assert row[5] == Spread.of([6.0]) and row[6] == "6.0x"
             assert float(row[7]) < 1e-12, row  # the same meta-gradient, float64 rounding
 
 
@@ -279,17 +284,30 @@ def test_seconds_per_call_is_the_median_not_the_mean(monkeypatch):
 
     clock = iter([0.0, 1.0, 10.0, 13.0, 20.0, 28.0])  # durations 1, 3, 8: median 3, mean 4
     monkeypatch.setattr(benchmark.time, "perf_counter", lambda: next(clock))
-    assert benchmark.seconds_per_call(lambda: None, repeats=3, warmup=0) == 3.0
+    assert benchmark.seconds_per_call(lambda: None, repeats=3, warmup=0) == (
+        benchmark.Spread(median=3.0, low=1.0, high=8.0))
 
 
-def test_steps_per_second_counts_every_timed_call_after_one_warmup(monkeypatch):
+def test_steps_per_second_times_each_call_after_one_warmup(monkeypatch):
     import metarl.rl.benchmarks as benchmarks
 
     calls = []
-    clock = iter([10.0, 14.0])  # 4 s for 2 timed calls of 50 steps each
+    clock = iter([10.0, 12.0, 20.0, 21.0, 30.0, 34.0])  # 2, 1 and 4 s for 100 steps each
     monkeypatch.setattr(benchmarks.time, "perf_counter", lambda: next(clock))
-    assert benchmarks._steps_per_second(lambda: calls.append(1), 50, 2) == 25.0
-    assert len(calls) == 3
+    assert benchmarks._steps_per_second(lambda: calls.append(1), 100, 3) == Spread(
+        median=50.0, low=25.0, high=100.0)
+    assert len(calls) == 4
+
+
+def test_a_spread_prints_its_median_and_range_in_the_units_asked():
+    assert Spread.of([3.0, 1.0, 2.0, 10.0]) == Spread(median=2.5, low=1.0, high=10.0)
+    assert Spread.of([0.004, 0.002]).scaled(1e3).format() == "3 (2-4)"
+    assert Spread.of([41848.2, 40100.0, 42301.9]).format(",.0f") == "41,848 (40,100-42,302)"
+    assert Spread.of([0.25, 0.25]).format() == "0.25"  # equal measurements: no range
+    with pytest.raises(ValueError, match="at least one"):
+        Spread.of([])
+    assert spread_note(5) == "median (min-max) of 5 timed calls"
+    assert spread_note(1) == "one timed call"
 
 
 def test_benchmark_all_runs_each_benchmark_in_turn(monkeypatch, capsys):
@@ -343,7 +361,7 @@ def test_each_timed_configuration_is_the_one_its_row_names(monkeypatch):
     def fake_seconds(fn, n, warmup=3):
         repeats.append(n)
         fn()
-        return 1.0
+        return Spread.of([1.0])
 
     monkeypatch.setattr(benchmarks, "seconds_per_call", fake_seconds)
     monkeypatch.setattr(benchmarks, "is_installed", lambda module: False)

@@ -12,7 +12,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from metarl.benchmark import announce, print_table, timed_rows
+from metarl.benchmark import Spread, announce, print_table, spread_note, timed_rows
 from metarl.config import from_dict, read_yaml
 from metarl.envs.navigation import Navigation2DEnv
 from metarl.rl.build import episode_length, family_of, make_policy, make_trainer, new_policy_params
@@ -21,12 +21,16 @@ from metarl.rl.episodes import sample_episodes
 from metarl.rl.policy import expand_params
 
 
-def _steps_per_second(run, steps: int, repeats: int) -> float:
+def _steps_per_second(run: Callable[[], None], steps: int, repeats: int) -> Spread:
+    """Env steps per second of ``run()`` (``steps`` steps a call), one rate for each of
+    ``repeats`` timed calls after one untimed call."""
     run()
-    start = time.perf_counter()
+    rates = []
     for _ in range(repeats):
+        start = time.perf_counter()
         run()
-    return steps * repeats / (time.perf_counter() - start)
+        rates.append(steps / (time.perf_counter() - start))
+    return Spread.of(rates)
 
 
 def _sampler_run(env, policy, params: dict[str, torch.Tensor], num_tasks: int, episodes: int,
@@ -107,8 +111,9 @@ def benchmark_navigation(*, repeats: int) -> None:
                          params, num_tasks, episodes, horizon), steps, batch_repeats)),
     ])
     print_table(f"navigation env steps per second ({num_tasks} tasks x {episodes} episodes x "
-                f"{horizon} steps, full episodes)", ["stepping", "env steps/s"],
-                [[name, f"{value:,.0f}"] for name, value in rows])
+                f"{horizon} steps, full episodes; {spread_note(batch_repeats)})",
+                ["stepping", "env steps/s"],
+                [[name, value.format(",.0f")] for name, value in rows])
 
     print_iteration_split("navigation (navigation2d)", shipped,
                           iterations=max(2, min(repeats, 5)))
@@ -211,7 +216,8 @@ def benchmark_cheetah(*, repeats: int) -> None:
                                    n * horizon, batch_repeats)),
     ])
     print_table(f"half-cheetah env steps per second ({num_tasks} tasks x {episodes} episodes x "
-                f"{horizon} steps; MuJoCo threads: {available_cpus()})",
-                ["stepping", "env steps/s"], [[name, f"{value:,.0f}"] for name, value in rows])
+                f"{horizon} steps; MuJoCo threads: {available_cpus()}; "
+                f"{spread_note(batch_repeats)})",
+                ["stepping", "env steps/s"], [[name, value.format(",.0f")] for name, value in rows])
     print_iteration_split("half-cheetah velocity (half-cheetah-vel)", shipped,
                           iterations=max(1, repeats // 10))

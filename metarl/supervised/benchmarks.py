@@ -7,7 +7,13 @@ import copy
 import torch
 
 from metarl.adaptation import params_of
-from metarl.benchmark import announce, is_installed, print_table, seconds_per_call
+from metarl.benchmark import (
+    announce,
+    is_installed,
+    print_table,
+    seconds_per_call,
+    spread_note,
+)
 from metarl.config import from_dict
 from metarl.seeding import torch_generator
 from metarl.supervised.meta import MetaMethod, meta_gradient, mse_loss
@@ -91,12 +97,13 @@ def benchmark_sine(*, repeats: int) -> list[list[object]]:
             l2l = (seconds_per_call(_learn2learn_iteration(method, steps), repeats)
                    if compared else None)
             gap = _sine_gradient_gap(method, steps) if compared else None
-            rows.append([method, steps, loop * 1e3, vmap * 1e3, f"{loop / vmap:.1f}x",
-                         "-" if l2l is None else l2l * 1e3,
-                         "-" if l2l is None else f"{l2l / vmap:.1f}x",
+            rows.append([method, steps, loop.scaled(1e3), vmap.scaled(1e3),
+                         f"{loop.median / vmap.median:.1f}x",
+                         "-" if l2l is None else l2l.scaled(1e3),
+                         "-" if l2l is None else f"{l2l.median / vmap.median:.1f}x",
                          "-" if gap is None else f"{gap:.0e}"])
-    print_table("sine regression, ms per meta-iteration (meta-batch 25, K=10, MLP 1-40-40-1)"
-                + _learn2learn_note(has_l2l),
+    print_table("sine regression, ms per meta-iteration (meta-batch 25, K=10, MLP 1-40-40-1; "
+                f"{spread_note(repeats)})" + _learn2learn_note(has_l2l),
                 ["method", "inner steps", "loop ms", "vmap ms", "vmap speed-up",
                  "learn2learn ms", "vmap speed-up vs l2l", "gradient gap"], rows)
     return rows
@@ -209,12 +216,12 @@ def benchmark_omniglot(*, repeats: int) -> list[list[object]]:
             l2l = (seconds_per_call(_omniglot_learn2learn(setting, method), repeats, warmup=1)
                    if compared else None)
             gap = _omniglot_gradient_gap(setting, method) if compared else None
-            rows.append([name, method, loop, vmap, f"{loop / vmap:.2f}x",
+            rows.append([name, method, loop, vmap, f"{loop.median / vmap.median:.2f}x",
                          "-" if l2l is None else l2l,
-                         "-" if l2l is None else f"{l2l / vmap:.2f}x",
+                         "-" if l2l is None else f"{l2l.median / vmap.median:.2f}x",
                          "-" if gap is None else f"{gap:.0e}"])
-    print_table("Omniglot, seconds per meta-iteration (Conv4, 28x28, 1 query per class)"
-                + _learn2learn_note(has_l2l),
+    print_table("Omniglot, seconds per meta-iteration (Conv4, 28x28, 1 query per class; "
+                f"{spread_note(repeats)})" + _learn2learn_note(has_l2l),
                 ["setting", "method", "loop s", "vmap s", "vmap speed-up", "learn2learn s",
                  "vmap speed-up vs l2l", "gradient gap"], rows)
     return rows
