@@ -78,9 +78,10 @@ class SineEvaluationConfig:
         None, "adaptation learning rate at test time (null: adaptation.inner_lr; a Meta-SGD "
         "run adapts with its learned rates instead)", gt=0)
     later_lr_scale: float = param(
-        0.5, "learning rate of the steps after the first, as a fraction of inner_lr (0.5 as "
-        "in the MAML authors' evaluation protocol; 1.0 keeps one step size; a Meta-SGD run "
-        "keeps its learned rates at every step)", gt=0, le=1)
+        0.5, "learning rate of the steps after the first, as a fraction of inner_lr (0.5 "
+        "halves it, as the MAML authors' RL evaluation does; their sine evaluation keeps one "
+        "step size, 1.0, with which some K=5 tasks overshoot: docs/BENCHMARKS.md; a Meta-SGD "
+        "run keeps its learned rates at every step)", gt=0, le=1)
     seed: int = param(2017, "seed of the test tasks (independent of the training seed)", ge=0)
 
     def __post_init__(self) -> None:
