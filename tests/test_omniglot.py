@@ -199,6 +199,13 @@ def test_train_evaluate_render_through_the_cli(tmp_path, omniglot_images, omnigl
               "--set", "training.iterations=3", "--set", "training.meta_batch_size=2",
               "--set", "run.progress=false", "--set", "run.tensorboard=false"]
     assert main(["train", "omniglot-5w1s", "--run-dir", str(run), *common]) == 0
+    # elsewhere first: the run directory stays as training left it, split file included
+    trained = sorted(p.relative_to(run) for p in run.rglob("*"))
+    assert main(["evaluate", str(run), "--tasks", "20", "--steps", "2",
+                 "--output-dir", str(tmp_path / "elsewhere")]) == 0
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == trained
+    assert sorted(p.name for p in (tmp_path / "elsewhere").iterdir()) == [
+        "adaptation.png", "evaluation.json", "omniglot_split.json"]
     assert main(["evaluate", str(run), "--tasks", "20", "--steps", "2"]) == 0
     result = json.loads((run / "evaluation.json").read_text())
     assert result["steps"] == [0, 1, 2] and len(result["mean"]) == 3
@@ -209,15 +216,11 @@ def test_train_evaluate_render_through_the_cli(tmp_path, omniglot_images, omnigl
     assert main(["evaluate", str(run), "--tasks", "20", "--steps", "2",
                  "--set", "evaluation.chunk_tasks=3"]) == 0
     assert json.loads((run / "evaluation.json").read_text())["mean"] == result["mean"]
-    # elsewhere, with the run's own evaluation kept
-    own = (run / "evaluation.json").read_bytes()
-    assert main(["evaluate", str(run), "--tasks", "20", "--steps", "2",
-                 "--output-dir", str(tmp_path / "elsewhere")]) == 0
-    assert (run / "evaluation.json").read_bytes() == own
     assert json.loads((tmp_path / "elsewhere" / "evaluation.json").read_text())[
         "mean"] == result["mean"]
     assert (tmp_path / "elsewhere" / "adaptation.png").stat().st_size > 0
     split = json.loads((run / "omniglot_split.json").read_text())
+    assert json.loads((tmp_path / "elsewhere" / "omniglot_split.json").read_text()) == split
     assert len(split["train"]) == 1200 and len(split["test"]) == 423
     assert main(["render", str(run), "--tasks", "2"]) == 0
     assert (run / "omniglot_predictions.png").stat().st_size > 0
@@ -441,3 +444,34 @@ def test_images_are_not_resized_beyond_the_drawings_own_size():
     with pytest.raises(ConfigError, match=r"data.image_size = 100000: must be <= 105"):
         from_dict(OmniglotConfig, {"data": {"image_size": 100000}})
     assert from_dict(OmniglotConfig, {"data": {"image_size": 105}}).data.image_size == 105
+
+
+@pytest.mark.parametrize(("steps", "expected"), [
+    (5, {"MAML (paper)": {5: 98.7}, "first-order MAML (paper)": {5: 98.3},
+         "Reptile (paper)": {5: 97.68}}),
+    (0, None),  # no adaptation curve to set them beside
+])
+def test_the_papers_accuracies_are_named_without_a_step_count_of_ours(
+        tmp_path, monkeypatch, steps, expected):
+    """The published accuracies come after each paper's own test steps: drawn across the
+    steps evaluated (one value each), never labelled with the run's step count."""
+    import metarl.supervised.omniglot_experiment as omniglot_experiment
+    from metarl.config import from_dict
+    from metarl.experiment import EvaluateOptions
+
+    config = from_dict(omniglot_experiment.OmniglotConfig, {
+        "data": {"image_size": 8, "rotations": False},
+        "model": {"filters": 2, "downsample": "stride"},
+        "task": {"ways": 5, "shots": 1, "queries": 1},
+        "evaluation": {"steps": 3, "tasks": 4}})
+    experiment = omniglot_experiment.OmniglotExperiment()
+    images = _labelled_images(size=8)
+    monkeypatch.setattr(experiment, "test_pool", lambda *args: (
+        class_pool(images, list(range(10)), rotations=False), images))
+    drawn = {}
+    monkeypatch.setattr(omniglot_experiment, "plot_adaptation_curves",
+                        lambda curves, steps, output, **kwargs: drawn.update(kwargs))
+    model = omniglot_experiment.make_model(config, torch.Generator().manual_seed(0))
+    state = {"trainer": {"params": params_of(model)}, "iteration": 0}
+    experiment.evaluate(config, state, tmp_path, EvaluateOptions(steps=steps, tasks=4))
+    assert drawn["reference"] == expected

@@ -141,7 +141,7 @@ def test_reference_is_the_published_curve_of_the_runs_shots_or_method():
                                           "values": {"1": 0.42, "10": 0.13}}
     omniglot = {"method": "fomaml", "published": {"MAML": 98.7, "first-order MAML": 98.3}}
     config = from_dict(SineConfig, {"evaluation": {"steps": 3}})
-    assert _reference(omniglot, config, 3) == {"name": "first-order MAML (paper, 3 steps)",
+    assert _reference(omniglot, config, 3) == {"name": "first-order MAML (paper)",
                                                "values": {"3": 98.3}}
     assert _reference(omniglot, config, 2) is None  # not evaluated that far
     assert _reference({"published": {}}, config, 3) is None

@@ -288,16 +288,18 @@ class OmniglotExperiment(Experiment):
             metric=("accuracy", percent_accuracy),
             split=split.to_json(images.characters))
 
-    def test_pool(self, config: OmniglotConfig, state: dict[str, Any],
-                  run_dir: Path) -> tuple[torch.Tensor, OmniglotImages]:
-        """The test classes of the run, after checking the split is the one it trained with."""
+    def test_pool(self, config: OmniglotConfig, state: dict[str, Any], run_dir: Path,
+                  output_dir: Path | None = None) -> tuple[torch.Tensor, OmniglotImages]:
+        """The test classes of the run, after checking the split is the one it trained with.
+        The split is written (once) beside what is made of it: in ``output_dir`` where
+        given, else in ``run_dir``."""
         images = load_images(config)
         split = character_split(config, images)
         as_json = split.to_json(images.characters)
         if "split" in state["trainer"] and state["trainer"]["split"] != as_json:
             raise ConfigError(f"the character split of {run_dir} differs from the one computed "
                               "now from data.split_seed: the data folder changed")
-        path = run_dir / SPLIT_NAME
+        path = (output_dir or run_dir) / SPLIT_NAME
         if not path.exists():
             atomic_write_text(path, json.dumps(as_json, indent=1) + "\n")
         return class_pool(images, split.test, config.data.rotations), images
@@ -315,7 +317,7 @@ class OmniglotExperiment(Experiment):
         steps = ev.steps if options.steps is None else options.steps
         tasks = ev.tasks if options.tasks is None else options.tasks
         seed = ev.seed if options.seed is None else options.seed
-        pool, _ = self.test_pool(config, state, run_dir)
+        pool, _ = self.test_pool(config, state, run_dir, options.output_dir)
         draw = self.test_tasks(config, pool, tasks, seed)
         queries = draw.drawers.shape[-1] - task.shots
         vectorize = resolve_vectorize(config.adaptation.vectorize, task.ways,
@@ -342,9 +344,9 @@ class OmniglotExperiment(Experiment):
             {label: curve}, result["steps"], (options.output_dir or run_dir) / "adaptation.png",
             ylabel="test accuracy % (mean ± 95% CI)", value_range=(0.0, 100.0),
             title=f"Omniglot {task.ways}-way {task.shots}-shot, {tasks} test tasks",
-            reference={f"{name} (paper, {ev.steps} steps)": {ev.steps: value}
-                       for name, value in published.items()}
-            if published and ev.steps <= steps else None)
+            # the papers' final accuracies, each after its own number of test steps
+            reference={f"{name} (paper)": {steps: value} for name, value in published.items()}
+            if published and steps > 0 else None)
         result["table"] = format_table({label: curve}, result["steps"], "accuracy (%)")
         write_evaluation(run_dir, result, to_dict(config.evaluation),
                          output_dir=options.output_dir)
