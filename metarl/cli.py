@@ -303,6 +303,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.baselines == "all" and not baselines:
         print(f"metarl: {experiment.name} defines no baselines; evaluating the run alone",
               file=sys.stderr)
+    _note_unused_baseline_settings(experiment, baselines, args.overrides)
     output_dir = _evaluation_output_dir(args)
     options = EvaluateOptions(steps=args.steps, tasks=args.tasks, seed=args.seed,
                               baselines=baselines, output_dir=output_dir)
@@ -369,6 +370,17 @@ def _note_restart(run_dir: Path, replaced: Sequence[str]) -> None:
     if replaced:
         print(f"metarl: note: {run_dir} holds a run stopped before its first checkpoint; a new "
               f"run starts there in its place ({', '.join(replaced)})", file=sys.stderr)
+
+
+def _note_unused_baseline_settings(experiment: Experiment, baselines: Sequence[str],
+                                   overrides: Sequence[str]) -> None:
+    """Say so when --set changes baseline settings but no baseline is evaluated."""
+    section = experiment.baseline_section
+    unused = [text for text in overrides
+              if section and not baselines and parse_override(text)[0][:1] == [section]]
+    if unused:
+        print(f"metarl: note: no baselines are evaluated (add --baselines); "
+              f"{', '.join(unused)} has no effect", file=sys.stderr)
 
 
 def _note_learned_rates(config: object, overrides: Sequence[str]) -> None:

@@ -591,6 +591,37 @@ def test_a_meta_sgd_run_notes_the_test_time_rates_it_ignores(capsys):
     assert "evaluation.tasks" not in err
 
 
+def test_baseline_settings_without_baselines_are_noted(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "sine-quick", "--run-dir", str(run), *FAST,
+                 "--set", "baseline.iterations=3"]) == 0
+    capsys.readouterr()
+    evaluate = ["evaluate", str(run), "--steps", "1", "--tasks", "4",
+                "--set", "baseline.iterations=2", "--set", "evaluation.later_lr_scale=1"]
+    assert main(evaluate) == 0
+    err = capsys.readouterr().err
+    assert ("note: no baselines are evaluated (add --baselines); baseline.iterations=2 has "
+            "no effect") in err
+    assert "later_lr_scale" not in err
+    assert json.loads((run / "evaluation.json").read_text())["baselines"] == {}
+    assert main([*evaluate, "--baselines"]) == 0
+    assert "no baselines are evaluated" not in capsys.readouterr().err
+
+
+def test_the_baseline_note_names_each_experiments_own_section(capsys):
+    from metarl.cli import _note_unused_baseline_settings
+    from metarl.experiment import get_experiment
+
+    meta_rl, omniglot = get_experiment("meta_rl"), get_experiment("omniglot")
+    _note_unused_baseline_settings(meta_rl, (), ["baselines.oracle_iterations=5",
+                                                 "evaluation.tasks=3"])
+    err = capsys.readouterr().err
+    assert "baselines.oracle_iterations=5 has no effect" in err and "tasks" not in err
+    _note_unused_baseline_settings(meta_rl, ("oracle",), ["baselines.oracle_iterations=5"])
+    _note_unused_baseline_settings(omniglot, (), ["evaluation.tasks=3"])  # no baselines
+    assert capsys.readouterr().err == ""
+
+
 def test_a_runs_own_config_and_checkpoint_problems_say_what_to_do(tmp_path, capsys):
     """Errors in a run's config.yaml name the file; a run stopped before its first checkpoint
     says how to start it again, and that command works; a resumed run says its evaluation is
