@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 from metarl.cli import _parser, builtin_configs, resolve_config_path
 from metarl.config import ConfigError, apply_overrides, parse_override, read_yaml
@@ -239,12 +240,15 @@ def test_the_runs_and_pictures_the_docs_name_are_in_the_repository():
 
 
 def _github_anchors(text: str) -> set[str]:
-    """The anchors GitHub gives the headings of a Markdown ``text`` (repeats get -1, -2...)."""
+    """The anchors GitHub gives the headings of a Markdown ``text`` (repeats get -1, -2...),
+    and those written out as ``<a id="...">``."""
     anchors: set[str] = set()
     in_block = False
     for line in text.splitlines():
         if line.lstrip().startswith("```"):
             in_block = not in_block
+        elif not in_block and (named := re.findall(r'<a (?:id|name)="([^"]+)"', line)):
+            anchors.update(named)
         elif not in_block and (heading := re.match(r"#{1,6} +(.*)", line)):
             slug = re.sub(r"[^\w\- ]", "", heading.group(1).strip().lower()).replace(" ", "-")
             candidate, n = slug, 0
@@ -253,6 +257,12 @@ def _github_anchors(text: str) -> set[str]:
                 candidate = f"{slug}-{n}"
             anchors.add(candidate)
     return anchors
+
+
+def test_anchors_are_githubs_heading_slugs_and_written_out_ones():
+    text = ('# Sine (MAML)\n## Sine (MAML)\n```\n# not a heading\n<a id="in-code"></a>\n```\n'
+            '<a id="one-step"></a>\nText <a name="old-style"></a>\n')
+    assert _github_anchors(text) == {"sine-maml", "sine-maml-1", "one-step", "old-style"}
 
 
 @pytest.mark.parametrize("doc", DOCS)
@@ -328,3 +338,15 @@ def test_readmes_python_examples_run(monkeypatch):
     monkeypatch.chdir(ROOT)
     for block in blocks:
         exec(compile(block, "README.md", "exec"), {"__name__": "readme_example"})
+
+
+def test_readmes_maml_example_prints_the_same_number_each_run(capsys):
+    """Its weights and tasks come from its own seeded generator, not the global one."""
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(),
+                                      re.S) if "meta_gradient" in b]
+    printed = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        exec(compile(block, "README.md", "exec"), {"__name__": "readme_example"})
+        printed.append(capsys.readouterr().out)
+    assert printed[0] == printed[1] and float(printed[0]) > 0
