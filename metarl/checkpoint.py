@@ -28,10 +28,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        # mkstemp makes the file private (0600); give it the mode open() would have (where
-        # the file system keeps modes: FAT refuses, and Windows lacks fchmod before 3.13)
-        with contextlib.suppress(OSError, AttributeError):
-            os.fchmod(fd, 0o666 & ~_umask())
+        give_default_mode(fd)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -41,6 +38,14 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def give_default_mode(fd: int) -> None:
+    """Give the file open at ``fd``, made private (0600) by ``tempfile.mkstemp``, the mode
+    ``open()`` would have given it (where the file system keeps modes: FAT refuses, and
+    Windows lacks fchmod before Python 3.13)."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.fchmod(fd, 0o666 & ~_umask())
 
 
 def _umask() -> int:

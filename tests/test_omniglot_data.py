@@ -274,3 +274,18 @@ def test_download_fetches_only_missing_archives_and_load_can_ask_for_it(tmp_path
     shutil.copy(source / "images_evaluation.zip", root)
     images = load_omniglot(root, download=True, cache_dir=tmp_path / "cache")
     assert requested == ["images_background.zip"] and images.images.shape == (2, 20, 28, 28)
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664)])
+def test_the_cache_gets_the_mode_a_plain_open_would_give(tmp_path, monkeypatch, umask, mode):
+    """A cache_dir shared by a team stays readable to it (mkstemp alone makes files 0600)."""
+    import os
+
+    root = _tiny_omniglot(tmp_path / "data", monkeypatch)
+    previous = os.umask(umask)
+    try:
+        load_omniglot(root, cache_dir=tmp_path / "cache")
+    finally:
+        os.umask(previous)
+    (cache,) = (tmp_path / "cache").iterdir()
+    assert cache.stat().st_mode & 0o777 == mode

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from metarl.checkpoint import give_default_mode
 from metarl.config import ConfigError
 
 ARCHIVES: dict[str, dict[str, int | str]] = {
@@ -294,6 +295,7 @@ def _write_cache(path: Path, data: OmniglotImages, key: dict[str, object]) -> No
         return
     tmp = Path(tmp_name)
     try:
+        give_default_mode(fd)  # a cache_dir shared by a team stays readable to it
         with os.fdopen(fd, "wb") as file:
             np.savez(file, images=data.images, characters=np.array(data.characters),
                      key=np.array(json.dumps(key)))
