@@ -39,6 +39,13 @@ def summarize(values: np.ndarray) -> dict[str, list[float]]:
     return {"mean": mean.tolist(), "sem": sem.tolist(), "ci95": (Z_95 * sem).tolist()}
 
 
+def first_step_worse_than_start(means: list[float]) -> int | None:
+    """The first adaptation step whose mean loss is above the one before adaptation
+    (``means[0]``), or None: where adapting starts to diverge."""
+    return next((step for step, value in enumerate(means[1:], start=1)
+                 if value > means[0]), None)
+
+
 def checkpoint_fingerprint(run_dir: str | Path) -> str | None:
     """SHA-256 (hex) of the run directory's checkpoint file, None if it has none."""
     path = Path(run_dir) / CHECKPOINT_NAME

@@ -12,6 +12,7 @@ import pytest
 
 from metarl.checkpoint import save_checkpoint
 from metarl.evaluation import (
+    first_step_worse_than_start,
     format_table,
     shown_steps,
     summarize,
@@ -74,3 +75,10 @@ def test_evaluation_json_records_the_checkpoint_hash_and_the_settings(tmp_path):
     (tmp_path / "checkpoint.pt").unlink()
     assert json.loads(write_evaluation(tmp_path, {}, evaluation).read_text())[
         "checkpoint_sha256"] is None
+
+
+def test_the_first_step_worse_than_the_start_is_where_adapting_diverges():
+    assert first_step_worse_than_start([3.0, 0.5, 0.4, 2.9]) is None  # below the start
+    assert first_step_worse_than_start([3.0, 0.5, 3.5, 9.0]) == 2
+    assert first_step_worse_than_start([3.0, 3.0001]) == 1
+    assert first_step_worse_than_start([3.0]) is None  # not adapted

@@ -265,3 +265,43 @@ def test_sine_test_tasks_do_not_depend_on_the_support_generator():
     assert torch.equal(a.amplitude, b.amplitude) and torch.equal(a.phase, b.phase)
     assert torch.equal(batch_a.query_x, batch_b.query_x)
     assert not torch.equal(batch_a.support_x, batch_b.support_x)
+
+
+@pytest.mark.parametrize(("means", "learned", "expected"), [
+    ([1.4, 0.5, 0.2], False, None),
+    ([1.4, 0.5, 9.0], False, "K=5: the mean test MSE after 2 steps (9) is above the one "
+     "before adaptation (1.4): adapting diverges; ask for fewer steps (--steps 1) or adapt "
+     "with a smaller evaluation.inner_lr or later_lr_scale"),
+    ([1.4, 87.3, 2e3], False, "after 1 step (87.3) is above the one before adaptation "
+     "(1.4): adapting diverges; adapt with a smaller evaluation.inner_lr (--set)"),
+    ([1.4, 0.5, 6e17], True, "(6e+17) is above the one before adaptation (1.4): adapting "
+     "diverges; this Meta-SGD run adapts with the rates it learned; ask for fewer steps "
+     "(--steps 1)"),
+    ([1.4, 3.0], True, "adapting diverges; this Meta-SGD run adapts with the rates it "
+     "learned\n"),
+])
+def test_evaluate_notes_an_adaptation_that_diverges_but_stays_finite(capsys, means, learned,
+                                                                     expected):
+    sine_experiment._note_divergence({"5": {"mean": means}}, learned_rates=learned)
+    err = capsys.readouterr().err
+    if expected is None:
+        assert err == ""
+    else:
+        assert expected in err and err.startswith("metarl: note: K=5: ")
+
+
+def test_a_diverging_evaluation_through_the_cli_is_noted_and_still_written(tmp_path, capsys):
+    from metarl.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "sine-quick", "--run-dir", str(run), "--set",
+                 "training.iterations=4", "--set", "run.progress=false",
+                 "--set", "run.tensorboard=false"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--steps", "1", "--tasks", "4",
+                 "--set", "evaluation.inner_lr=2"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("adapting diverges; adapt with a smaller evaluation.inner_lr") == 3
+    assert (run / "evaluation.json").is_file()
+    assert main(["evaluate", str(run), "--steps", "1", "--tasks", "4"]) == 0
+    assert "diverges" not in capsys.readouterr().err

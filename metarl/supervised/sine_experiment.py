@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import sys
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,12 @@ from metarl.config import (
     to_dict,
     yaml_scalar,
 )
-from metarl.evaluation import format_table, summarize, write_evaluation
+from metarl.evaluation import (
+    first_step_worse_than_start,
+    format_table,
+    summarize,
+    write_evaluation,
+)
 from metarl.experiment import (
     EvaluateOptions,
     Experiment,
@@ -174,6 +180,27 @@ def evaluation_lr(config: SineConfig, learned: Params | None, steps: int) -> Lea
     return test_time_learning_rates(inner_lr, ev.later_lr_scale, steps)
 
 
+def _note_divergence(by_shots: dict[str, dict[str, list[float]]], *,
+                     learned_rates: bool) -> None:
+    """Say so on stderr where adapting raises the mean test MSE above its start (rates
+    too large for the later steps) without making it non-finite."""
+    for k, curve in by_shots.items():
+        step = first_step_worse_than_start(curve["mean"])
+        if step is None:
+            continue
+        fewer = f"ask for fewer steps (--steps {step - 1})"
+        if learned_rates:
+            remedy = "this Meta-SGD run adapts with the rates it learned" + (
+                f"; {fewer}" if step > 1 else "")
+        elif step > 1:
+            remedy = f"{fewer} or adapt with a smaller evaluation.inner_lr or later_lr_scale"
+        else:
+            remedy = "adapt with a smaller evaluation.inner_lr (--set)"
+        print(f"metarl: note: K={k}: the mean test MSE after {step} step{'s' * (step > 1)} "
+              f"({curve['mean'][step]:.4g}) is above the one before adaptation "
+              f"({curve['mean'][0]:.4g}): adapting diverges; {remedy}", file=sys.stderr)
+
+
 class SineExperiment(Experiment):
     name = "sine"
     config_class = SineConfig
@@ -239,6 +266,7 @@ class SineExperiment(Experiment):
                 for name, values in PUBLISHED_MSE.items()},
         }
         curves = {f"{config.adaptation.label}, K={k}": v for k, v in by_shots.items()}
+        _note_divergence(by_shots, learned_rates=isinstance(lr, dict))
         if "pretrained" in options.baselines:
             baseline = pretrained_params(config, run_dir, options.output_dir)
             fixed_lr = evaluation_lr(config, None, steps)
