@@ -268,6 +268,12 @@ def test_a_baseline_written_elsewhere_continues_the_runs_interrupted_training(
     runs_progress = run_partial.read_bytes()
 
     with monkeypatch.context() as patch:
+        _interrupt_after(patch, 0)  # nothing trained here: the run's file still holds it all
+        with pytest.raises(TrainingStopped, match=f"after 2 of 4 iterations, kept in "
+                           f".*run/baselines/{baseline}\\.partial\\.pt"):
+            train(config, run, out)
+    assert not out_partial.exists()
+    with monkeypatch.context() as patch:
         _interrupt_after(patch, 1)  # continues from the run's 2 and stops after 3
         with pytest.raises(TrainingStopped, match=f"after 3 of 4 iterations, kept in "
                            f".*out/baselines/{baseline}\\.partial\\.pt"):

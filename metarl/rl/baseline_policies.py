@@ -45,11 +45,13 @@ def _multitask_trpo(config: MetaRLConfig, iterations: int, purpose: str, descrip
 
     trainer = make_trainer(config, inner_steps=0, purpose=purpose, family=family)
     returns: list[float] = []
-    saved = _furthest_progress((progress_path, *read_only_progress), key, description)
-    if saved is not None:
+    kept_in = progress_path  # the progress file that holds the iterations kept
+    found = _furthest_progress((progress_path, *read_only_progress), key, description)
+    if found is not None:
+        kept_in, saved = found
         trainer.load_state_dict(saved["trainer"])
         returns = list(saved["returns"])
-    kept = len(returns)  # iterations the progress file holds for this key
+    kept = len(returns)  # iterations kept_in holds for this key
     bar = trange(len(returns), iterations, initial=len(returns), total=iterations,
                  desc=description, disable=not config.run.progress, mininterval=0.5)
     try:
@@ -57,7 +59,7 @@ def _multitask_trpo(config: MetaRLConfig, iterations: int, purpose: str, descrip
             returns.append(float(trainer.train_iteration(i)["return_before"]))
             save_checkpoint(progress_path, {"key": key, "trainer": trainer.state_dict(),
                                             "returns": returns})
-            kept = len(returns)
+            kept, kept_in = len(returns), progress_path
             bar.set_postfix(ret=f"{returns[-1]:.4g}", refresh=False)
     except KeyboardInterrupt:
         bar.close()
@@ -66,7 +68,7 @@ def _multitask_trpo(config: MetaRLConfig, iterations: int, purpose: str, descrip
                                   "its first iteration; nothing to keep", exit_code=130) from None
         raise TrainingStopped(
             f"interrupted: the {description} stopped after {kept} of {iterations} "
-            f"iterations, kept in {progress_path}; the same command continues it (to the "
+            f"iterations, kept in {kept_in}; the same command continues it (to the "
             "numbers an uninterrupted one gives)", exit_code=130) from None
     params = trainer.state_dict()["params"]
     progress_path.unlink(missing_ok=True)
@@ -74,10 +76,11 @@ def _multitask_trpo(config: MetaRLConfig, iterations: int, purpose: str, descrip
 
 
 def _furthest_progress(paths: Sequence[Path], key: dict[str, Any],
-                       description: str) -> dict[str, Any] | None:
+                       description: str) -> tuple[Path, dict[str, Any]] | None:
     """Of the progress files at ``paths`` saved for ``key``, the one with the most
-    iterations (the first of equals), or None. A damaged file is reported and passed over."""
-    furthest: dict[str, Any] | None = None
+    iterations (the first of equals) and what it holds, or None. A damaged file is reported
+    and passed over."""
+    furthest: tuple[Path, dict[str, Any]] | None = None
     for path in paths:
         if not path.is_file():
             continue
@@ -88,8 +91,8 @@ def _furthest_progress(paths: Sequence[Path], key: dict[str, Any],
                   file=sys.stderr)
             continue
         if _same_key(saved.get("key"), key) and (
-                furthest is None or len(saved["returns"]) > len(furthest["returns"])):
-            furthest = saved
+                furthest is None or len(saved["returns"]) > len(furthest[1]["returns"])):
+            furthest = path, saved
     return furthest
 
 
