@@ -133,18 +133,22 @@ def print_iteration_split(name: str, data: dict, *, iterations: int) -> None:
         trainer = make_trainer(config)
         trainer.train_iteration(0)
         totals = {"sampling": 0.0, "adaptation": 0.0, "trpo": 0.0}
-        start = time.perf_counter()
+        walls = []
         for i in range(1, iterations + 1):
+            start = time.perf_counter()
             trainer.train_iteration(i)
+            walls.append(time.perf_counter() - start)
             for key in totals:
                 totals[key] += trainer.last_timings.get(key, 0.0)
-        wall = (time.perf_counter() - start) / iterations
-        split_rows.append([label, *(totals[k] / iterations for k in totals), wall])
+        split_rows.append([label, *(totals[k] / iterations for k in totals),
+                           sum(walls) / iterations,
+                           f"{min(walls):.4g}-{max(walls):.4g}" if iterations > 1 else "-"])
     config = from_dict(MetaRLConfig, data)
     print_table(f"{name} seconds per meta-iteration ({config.training.meta_batch_size} tasks x "
                 f"{config.training.episodes_per_task} episodes, mean of iterations "
                 f"2-{iterations + 1} from initialization)",
-                ["method", "sampling s", "adaptation s", "TRPO s", "total s"], split_rows)
+                ["method", "sampling s", "adaptation s", "TRPO s", "total s",
+                 "total range s"], split_rows)
 
 
 def benchmark_cheetah(*, repeats: int) -> None:
