@@ -81,4 +81,5 @@ def test_the_first_step_worse_than_the_start_is_where_adapting_diverges():
     assert first_step_worse_than_start([3.0, 0.5, 0.4, 2.9]) is None  # below the start
     assert first_step_worse_than_start([3.0, 0.5, 3.5, 9.0]) == 2
     assert first_step_worse_than_start([3.0, 3.0001]) == 1
+    assert first_step_worse_than_start([3.0, 3.0, 1.0]) is None  # level is not above
     assert first_step_worse_than_start([3.0]) is None  # not adapted
