@@ -45,10 +45,12 @@ class Spread:
 
     def format(self, spec: str = ".4g") -> str:
         """``"median (low-high)"``, each number formatted with ``spec``; the median alone
-        when every measurement gave the same figure."""
-        if self.low == self.high:
+        when the lowest and highest read the same so formatted. For figures >= 0 (a
+        negative one would read as a second minus)."""
+        low, high = format(self.low, spec), format(self.high, spec)
+        if low == high:
             return format(self.median, spec)
-        return f"{self.median:{spec}} ({self.low:{spec}}-{self.high:{spec}})"
+        return f"{self.median:{spec}} ({low}-{high})"
 
 
 def seconds_per_call(fn: Callable[[], object], repeats: int, warmup: int = 3) -> Spread:

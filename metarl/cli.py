@@ -151,8 +151,8 @@ def _parser() -> argparse.ArgumentParser:
                         "velocity=1.5, direction=-1, goal=0.3,-0.2")
 
     benchmark = commands.add_parser(
-        "benchmark", help="speed figures, side by side: the median of repeated calls and "
-        "their range")
+        "benchmark", help="speed figures, side by side: medians of repeated calls with their "
+        "range (seconds per meta-iteration: means, with the range)")
     benchmark.add_argument("name", nargs="?", default="all",
                            help=f"which benchmark: {', '.join(_benchmark_names())} or all "
                            "(default: all)")
@@ -303,6 +303,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.baselines == "all" and not baselines:
         print(f"metarl: {experiment.name} defines no baselines; evaluating the run alone",
               file=sys.stderr)
+    evaluated_config = with_evaluation_overrides(experiment, config, args.overrides)
     _note_unused_baseline_settings(experiment, baselines, args.overrides)
     output_dir = _evaluation_output_dir(args)
     options = EvaluateOptions(steps=args.steps, tasks=args.tasks, seed=args.seed,
@@ -321,7 +322,7 @@ def _evaluate(args: argparse.Namespace) -> int:
               "iteration is the run's own checkpoint)",
               file=sys.stderr)
         return 0
-    config = with_evaluation_overrides(experiment, config, args.overrides)
+    config = evaluated_config
     _note_learned_rates(config, args.overrides)
     written_to = output_dir or args.run_dir
     # the folders this command makes for DIR, deepest first: removed again if it fails
@@ -374,13 +375,26 @@ def _note_restart(run_dir: Path, replaced: Sequence[str]) -> None:
 
 def _note_unused_baseline_settings(experiment: Experiment, baselines: Sequence[str],
                                    overrides: Sequence[str]) -> None:
-    """Say so when --set changes baseline settings but no baseline is evaluated."""
+    """Say so when --set changes settings of baselines that are not evaluated: any of the
+    baseline section without --baselines, ``NAME_...`` keys (``oracle_iterations``) without
+    baseline NAME."""
     section = experiment.baseline_section
-    unused = [text for text in overrides
-              if section and not baselines and parse_override(text)[0][:1] == [section]]
+    if not section:
+        return
+    unused = []
+    for text in overrides:
+        path = parse_override(text)[0]
+        if path[:1] != [section]:
+            continue
+        owner = next((name for name in experiment.baseline_names
+                      if len(path) > 1 and path[1].startswith(f"{name}_")), None)
+        if not baselines or (owner is not None and owner not in baselines):
+            unused.append(text)
     if unused:
-        print(f"metarl: note: no baselines are evaluated (add --baselines); "
-              f"{', '.join(unused)} has no effect", file=sys.stderr)
+        evaluated = (f"only {', '.join(baselines)} {'is' if len(baselines) == 1 else 'are'} "
+                     "evaluated" if baselines else "no baselines are evaluated (add --baselines)")
+        print(f"metarl: note: {evaluated}; {', '.join(unused)} "
+              f"{'has' if len(unused) == 1 else 'have'} no effect", file=sys.stderr)
 
 
 def _note_learned_rates(config: object, overrides: Sequence[str]) -> None:

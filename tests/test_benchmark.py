@@ -308,6 +308,7 @@ def test_a_spread_prints_its_median_and_range_in_the_units_asked():
     assert Spread.of([0.004, 0.002]).scaled(1e3).format() == "3 (2-4)"
     assert Spread.of([41848.2, 40100.0, 42301.9]).format(",.0f") == "41,848 (40,100-42,302)"
     assert Spread.of([0.25, 0.25]).format() == "0.25"  # equal measurements: no range
+    assert Spread.of([41848.2, 41848.4]).format(",.0f") == "41,848"  # equal as printed
     with pytest.raises(ValueError, match="at least one"):
         Spread.of([])
     assert spread_note(5) == "median (min-max) of 5 timed calls"

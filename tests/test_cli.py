@@ -606,6 +606,10 @@ def test_baseline_settings_without_baselines_are_noted(tmp_path, capsys):
     assert json.loads((run / "evaluation.json").read_text())["baselines"] == {}
     assert main([*evaluate, "--baselines"]) == 0
     assert "no baselines are evaluated" not in capsys.readouterr().err
+    # a setting refused is only refused, not also noted as without effect
+    assert main(["evaluate", str(run), "--set", "baseline.no_such_key=1"]) == 2
+    err = capsys.readouterr().err
+    assert "no_such_key" in err and "has no effect" not in err
 
 
 def test_the_baseline_note_names_each_experiments_own_section(capsys):
@@ -617,6 +621,16 @@ def test_the_baseline_note_names_each_experiments_own_section(capsys):
                                                  "evaluation.tasks=3"])
     err = capsys.readouterr().err
     assert "baselines.oracle_iterations=5 has no effect" in err and "tasks" not in err
+    _note_unused_baseline_settings(meta_rl, (), ["baselines.oracle_iterations=5",
+                                                 "baselines.pretrained_iterations=2"])
+    assert capsys.readouterr().err.endswith(
+        "baselines.oracle_iterations=5, baselines.pretrained_iterations=2 have no effect\n")
+    # a setting of a baseline that is not asked for
+    _note_unused_baseline_settings(meta_rl, ("random", "pretrained"), [
+        "baselines.oracle_iterations=5", "baselines.pretrained_iterations=2"])
+    assert capsys.readouterr().err == (
+        "metarl: note: only random, pretrained are evaluated; baselines.oracle_iterations=5 "
+        "has no effect\n")
     _note_unused_baseline_settings(meta_rl, ("oracle",), ["baselines.oracle_iterations=5"])
     _note_unused_baseline_settings(omniglot, (), ["evaluation.tasks=3"])  # no baselines
     assert capsys.readouterr().err == ""

@@ -243,26 +243,32 @@ def _github_anchors(text: str) -> set[str]:
     """The anchors GitHub gives the headings of a Markdown ``text`` (repeats get -1, -2...),
     and those written out as ``<a id="...">``."""
     anchors: set[str] = set()
+    written_out: set[str] = set()  # not counted in the headings' repeats
     in_block = False
     for line in text.splitlines():
         if line.lstrip().startswith("```"):
             in_block = not in_block
-        elif not in_block and (named := re.findall(r'<a (?:id|name)="([^"]+)"', line)):
-            anchors.update(named)
-        elif not in_block and (heading := re.match(r"#{1,6} +(.*)", line)):
+            continue
+        if in_block:
+            continue
+        written_out.update(re.findall(r'<a (?:id|name)="([^"]+)"', line))
+        line = re.sub(r'<a (?:id|name)="[^"]*"></a>', "", line).rstrip()
+        if heading := re.match(r"#{1,6} +(.*)", line):
             slug = re.sub(r"[^\w\- ]", "", heading.group(1).strip().lower()).replace(" ", "-")
             candidate, n = slug, 0
             while candidate in anchors:
                 n += 1
                 candidate = f"{slug}-{n}"
             anchors.add(candidate)
-    return anchors
+    return anchors | written_out
 
 
 def test_anchors_are_githubs_heading_slugs_and_written_out_ones():
-    text = ('# Sine (MAML)\n## Sine (MAML)\n```\n# not a heading\n<a id="in-code"></a>\n```\n'
-            '<a id="one-step"></a>\nText <a name="old-style"></a>\n')
-    assert _github_anchors(text) == {"sine-maml", "sine-maml-1", "one-step", "old-style"}
+    text = ('<a id="sine-maml"></a>\n# Sine (MAML)\n## Sine (MAML)\n```\n# not a heading\n'
+            '<a id="in-code"></a>\n```\n<a id="one-step"></a>\nText <a name="old-style"></a>\n'
+            '## Steps <a id="steps-here"></a>\n')
+    assert _github_anchors(text) == {"sine-maml", "sine-maml-1", "one-step", "old-style",
+                                     "steps", "steps-here"}
 
 
 @pytest.mark.parametrize("doc", DOCS)

@@ -475,3 +475,27 @@ def test_the_papers_accuracies_are_named_without_a_step_count_of_ours(
     state = {"trainer": {"params": params_of(model)}, "iteration": 0}
     experiment.evaluate(config, state, tmp_path, EvaluateOptions(steps=steps, tasks=4))
     assert drawn["reference"] == expected
+
+
+def test_the_split_written_to_an_output_dir_replaces_another_runs(tmp_path, monkeypatch):
+    """A folder of evaluations may hold another run's split; the run's own is written
+    once and kept."""
+    import metarl.supervised.omniglot_experiment as omniglot_experiment
+    from metarl.config import from_dict
+
+    images = _labelled_images(characters=30)
+    monkeypatch.setattr(omniglot_experiment, "load_images", lambda config: images)
+    config = from_dict(omniglot_experiment.OmniglotConfig, {
+        "data": {"image_size": 8, "rotations": False, "train_characters": 20}})
+    experiment = omniglot_experiment.OmniglotExperiment()
+    state = {"trainer": {}}
+    run, out = tmp_path / "run", tmp_path / "out"
+    run.mkdir()
+    out.mkdir()
+    (out / "omniglot_split.json").write_text('{"train": ["another run"], "test": []}\n')
+    experiment.test_pool(config, state, run, out)
+    written = json.loads((out / "omniglot_split.json").read_text())
+    assert len(written["train"]) == 20 and len(written["test"]) == 10
+    assert not (run / "omniglot_split.json").exists()
+    experiment.test_pool(config, state, run)
+    assert json.loads((run / "omniglot_split.json").read_text()) == written

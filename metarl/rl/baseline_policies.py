@@ -36,7 +36,7 @@ def _multitask_trpo(config: MetaRLConfig, iterations: int, purpose: str, descrip
     ``progress_path`` after every iteration, so an interrupted training (Ctrl-C) continues
     where it stopped when asked again for the same ``key``, to the same result; the file is
     removed when training ends. An interrupt raises :class:`TrainingStopped` saying so; a
-    damaged file is reported and training starts over. ``read_only_progress``: progress files
+    damaged file is reported and passed over. ``read_only_progress``: progress files
     of other folders (a run's own, when its evaluation is written elsewhere) that training
     may continue from, never written or removed; the one that holds the most iterations for
     ``key`` is taken.

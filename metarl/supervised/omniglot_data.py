@@ -101,6 +101,7 @@ def download_omniglot(root: str | Path, *, url_template: str = DOWNLOAD_URL) -> 
         fd, tmp_name = tempfile.mkstemp(dir=root, prefix=f".{name}.", suffix=".part")
         tmp = Path(tmp_name)
         try:
+            give_default_mode(fd)  # a data root shared by a team stays readable to it
             with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
                 while chunk := response.read(1 << 20):
                     out.write(chunk)

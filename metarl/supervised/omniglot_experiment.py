@@ -291,8 +291,9 @@ class OmniglotExperiment(Experiment):
     def test_pool(self, config: OmniglotConfig, state: dict[str, Any], run_dir: Path,
                   output_dir: Path | None = None) -> tuple[torch.Tensor, OmniglotImages]:
         """The test classes of the run, after checking the split is the one it trained with.
-        The split is written (once) beside what is made of it: in ``output_dir`` where
-        given, else in ``run_dir``."""
+        The split is written beside what is made of it: once into ``run_dir`` (a run's
+        split never changes), or into ``output_dir`` where given, every time (the folder may
+        hold another run's)."""
         images = load_images(config)
         split = character_split(config, images)
         as_json = split.to_json(images.characters)
@@ -300,7 +301,7 @@ class OmniglotExperiment(Experiment):
             raise ConfigError(f"the character split of {run_dir} differs from the one computed "
                               "now from data.split_seed: the data folder changed")
         path = (output_dir or run_dir) / SPLIT_NAME
-        if not path.exists():
+        if output_dir is not None or not path.exists():
             atomic_write_text(path, json.dumps(as_json, indent=1) + "\n")
         return class_pool(images, split.test, config.data.rotations), images
 

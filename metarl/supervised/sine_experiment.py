@@ -193,7 +193,8 @@ def _note_divergence(by_shots: dict[str, dict[str, list[float]]], *,
             remedy = "this Meta-SGD run adapts with the rates it learned" + (
                 f"; {fewer}" if step > 1 else "")
         elif step > 1:
-            remedy = f"{fewer} or adapt with a smaller evaluation.inner_lr or later_lr_scale"
+            remedy = (f"{fewer} or adapt with a smaller evaluation.inner_lr or "
+                      "evaluation.later_lr_scale (--set)")
         else:
             remedy = "adapt with a smaller evaluation.inner_lr (--set)"
         print(f"metarl: note: K={k}: the mean test MSE after {step} step{'s' * (step > 1)} "
