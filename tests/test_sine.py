@@ -271,7 +271,7 @@ def test_sine_test_tasks_do_not_depend_on_the_support_generator():
     ([1.4, 0.5, 0.2], False, None),
     ([1.4, 0.5, 9.0], False, "K=5: the mean test MSE after 2 steps (9) is above the one "
      "before adaptation (1.4): adapting diverges; ask for fewer steps (--steps 1) or adapt "
-     "with a smaller evaluation.inner_lr or later_lr_scale"),
+     "with a smaller evaluation.inner_lr or evaluation.later_lr_scale (--set)"),
     ([1.4, 87.3, 2e3], False, "after 1 step (87.3) is above the one before adaptation "
      "(1.4): adapting diverges; adapt with a smaller evaluation.inner_lr (--set)"),
     ([1.4, 0.5, 6e17], True, "(6e+17) is above the one before adaptation (1.4): adapting "
