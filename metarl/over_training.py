@@ -26,7 +26,12 @@ from metarl.evaluation import (
     format_table,
     shown_steps,
 )
-from metarl.experiment import EvaluateOptions, baseline_section, with_evaluation_overrides
+from metarl.experiment import (
+    EvaluateOptions,
+    Experiment,
+    baseline_section,
+    with_evaluation_overrides,
+)
 from metarl.runner import SNAPSHOT_PREFIX, SNAPSHOTS_NAME, load_run, run_snapshots
 
 SUMMARY_NAME = "evaluation-over-training.json"
@@ -130,11 +135,22 @@ def _reference(result: dict[str, Any], config: Any, steps: int) -> dict[str, Any
     return None
 
 
+def _evaluated_as(experiment: Experiment, point_config: Any, run_config: Any) -> Any:
+    """A snapshot's config with the run's evaluation section and data location
+    (``experiment.location_keys``): what it trained stays the snapshot's own."""
+    data, run_data = to_dict(point_config), to_dict(run_config)
+    data["evaluation"] = run_data["evaluation"]
+    for key in experiment.location_keys:
+        section, name = key.split(".")
+        data[section][name] = run_data[section][name]
+    return from_dict(experiment.config_class, data)
+
+
 def evaluate_over_training(run_dir: str | Path, options: EvaluateOptions,
                            overrides: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
     """Evaluate every snapshot of ``run_dir`` and the run's latest checkpoint with
-    ``options`` and the ``--set`` ``overrides`` of each one's config (the
-    baselines, if asked, only for the latest), and summarize.
+    ``options`` and the run's evaluation settings (its config.yaml's, as edited, with the
+    ``--set`` ``overrides``; the baselines, if asked, only for the latest), and summarize.
 
     Returns (and writes to ``SUMMARY_NAME``) ``{"metric", "steps": [S], "iterations": [P],
     "mean" / "sem" / "ci95": [P][S], "tasks", "seed", "reference", "directories": [P]
@@ -165,8 +181,12 @@ def evaluate_over_training(run_dir: str | Path, options: EvaluateOptions,
     tasks = ev.tasks if options.tasks is None else options.tasks
     seed = ev.seed if options.seed is None else options.seed
     results = []
-    evaluated = {path: with_evaluation_overrides(loaded[path][0], loaded[path][1], overrides)
-                 for _, path in points}  # every override checked before the first evaluation
+    # every override checked before the first evaluation; every point evaluated as the run
+    # says now (its evaluation section and data location, edited or not), so one curve
+    evaluated_run = with_evaluation_overrides(experiment, config, overrides)
+    evaluated = {path: evaluated_run if path == run_dir else
+                 _evaluated_as(loaded[path][0], loaded[path][1], evaluated_run)
+                 for _, path in points}
     for index, (iteration, path) in enumerate(points):
         baselines = options.baselines if path == run_dir else ()
         point_experiment, point_config, point_state = loaded[path]

@@ -336,3 +336,20 @@ def test_a_snapshot_of_the_latest_iteration_is_one_row(tmp_path):
     summary = evaluate_over_training(tmp_path / "run", EvaluateOptions())
     assert summary["iterations"] == [4, 8]
     assert summary["directories"] == ["snapshots/iteration-4", "."]
+
+
+def test_every_snapshot_is_evaluated_with_the_runs_settings_as_edited(run_with_snapshots):
+    """An evaluation section edited by hand in the run's config.yaml (allowed) applies to
+    every point of the curve, not to the latest checkpoint alone."""
+    run = run_with_snapshots
+    config_file = run / "config.yaml"
+    config_file.write_text(config_file.read_text().replace("later_lr_scale: 0.5",
+                                                           "later_lr_scale: 0.25"))
+    summary = evaluate_over_training(run, EvaluateOptions())
+    assert summary["evaluation_config"]["later_lr_scale"] == 0.25
+    for directory in summary["directories"]:
+        written = json.loads((run / directory / "evaluation.json").read_text())
+        assert written["evaluation_config"]["later_lr_scale"] == 0.25, directory
+        assert written["inner_lr"][1] == pytest.approx(0.0025), directory
+    assert "later_lr_scale: 0.5" in (run / "snapshots" / "iteration-4" / "config.yaml"
+                                     ).read_text(), "the snapshot's own config stays"
