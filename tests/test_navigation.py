@@ -359,3 +359,18 @@ def test_a_navigation_drawing_failure_is_not_blamed_on_opengl(monkeypatch):
     with pytest.raises(RuntimeError, match="a bug in the drawing") as error:
         video.check_rendering("metarl/Navigation2D-v0", {"goal": np.zeros(2)}, mujoco=False)
     assert not isinstance(error.value, video.RenderBackendError)
+
+
+def test_navigation_videos_do_not_load_mujoco(tmp_path):
+    """A MUJOCO_GL that MuJoCo refuses (at import) does not stop a navigation video: the
+    video module loads MuJoCo only to explain a half-cheetah rendering failure."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, metarl.cli, metarl.rl.video, metarl.rl.render; "
+            "print('mujoco' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "MUJOCO_GL": "no-such-backend"}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

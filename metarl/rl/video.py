@@ -27,7 +27,6 @@ from PIL import Image, ImageDraw, ImageFont
 
 from metarl.adaptation import Params
 from metarl.config import ConfigError
-from metarl.envs.half_cheetah import GL_HELP
 from metarl.rl.episodes import PolicyFn
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
@@ -74,6 +73,10 @@ def choose_gl_backend() -> str:
 
 
 def _render_failure(error: Exception) -> RenderBackendError:
+    # imported here: loading the half-cheetah module loads MuJoCo, which refuses a bad
+    # MUJOCO_GL at import, and navigation videos do not need MuJoCo at all
+    from metarl.envs.half_cheetah import GL_HELP
+
     backend = os.environ.get("MUJOCO_GL", "glfw")
     pyopengl = os.environ.get("PYOPENGL_PLATFORM")
     # MuJoCo's EGL and OSMesa backends refuse another PyOpenGL platform (in any case)
