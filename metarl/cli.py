@@ -326,8 +326,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     _note_learned_rates(config, args.overrides)
     written_to = output_dir or args.run_dir
     # the folders this command makes for DIR, deepest first: removed again if it fails
-    made = ([] if output_dir is None else
-            [f for f in (output_dir, *output_dir.parents) if not f.exists()])
+    made = [] if output_dir is None else _folders_to_make(output_dir)
     try:
         if output_dir is not None:
             try:
@@ -411,14 +410,32 @@ def _note_learned_rates(config: object, overrides: Sequence[str]) -> None:
 
 
 def _render(args: argparse.Namespace) -> int:
-    from metarl.experiment import RenderOptions, with_evaluation_overrides
-    from metarl.runner import load_run
-
     _check_positive("tasks", args.tasks)
     _check_positive("steps", args.steps, 0)
     _check_positive("seed", args.seed, 0)
     if args.video is not None and args.output is not None:
         raise ConfigError("--video names the video file; give no --output with it")
+    target = args.video if args.video is not None else args.output
+    made = _folders_to_make(target.parent) if target is not None else []
+    try:
+        return _render_into(args)
+    except BaseException:
+        for folder in made:  # removed again if the render failed (and they stayed empty)
+            _remove_if_empty(folder, with_parent=False)
+        raise
+
+
+def _folders_to_make(folder: Path) -> list[Path]:
+    """The folders that making ``folder`` would create, deepest first."""
+    return [f for f in (folder, *folder.parents) if not f.exists()]
+
+
+def _render_into(args: argparse.Namespace) -> int:
+    """``metarl render`` once its numbers are checked; the folders it makes for ``--output``
+    or ``--video`` are removed again by :func:`_render` if it fails."""
+    from metarl.experiment import RenderOptions, with_evaluation_overrides
+    from metarl.runner import load_run
+
     if args.output is not None:
         _check_picture_path(args.output)
     experiment, config, state = load_run(args.run_dir)

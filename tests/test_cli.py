@@ -268,6 +268,13 @@ def test_navigation_train_evaluate_render(tmp_path, capsys, monkeypatch):
     assert "evaluation.steps = 12: a video shows" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
     (run / "config.yaml").write_text(config_text)
+    # refused once its folders are made (a task of another family): they are removed again
+    for option, name in [("--video", "v.gif"), ("--output", "p.png")]:
+        task = ["--task", "velocity=1"] if option == "--video" else ["--set", "seed=x"]
+        assert main(["render", str(run), option, str(tmp_path / "new" / "sub" / name),
+                     *task]) == 2
+        capsys.readouterr()
+        assert not (tmp_path / "new").exists(), option
     # the pictures draw six of seven steps, each line labelled with its step
     import metarl.rl.render as render
 
