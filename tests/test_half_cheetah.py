@@ -1181,7 +1181,7 @@ def test_a_frame_skip_1_run_evaluates_and_renders_at_its_rate(tmp_path, monkeypa
                         lambda *a, gym_kwargs=None, **k: seen.update(video=gym_kwargs) or a[4])
     assert main(["render", str(run), "--tasks", "2", "--steps", "1"]) == 0
     assert main(["render", str(run), "--video", str(tmp_path / "v.gif"), "--steps", "1"]) == 0
-    assert seen["dt"] == pytest.approx(0.01) and "(dt 0.01 s)" in seen["title"]
+    assert seen["dt"] == pytest.approx(0.01) and "(20-step episodes, dt 0.01 s)" in seen["title"]
     assert dict(seen["check"]) == dict(seen["video"]) == {"frame_skip": 1}
     assert seen["mujoco"] is True  # rendered by MuJoCo, its GL failures explained
 
@@ -1613,3 +1613,20 @@ def test_video_panels_show_their_own_frames_side_by_side(tmp_path, monkeypatch):
     w = video.PANEL_WIDTH
     assert [[int(frame[0, s * w, 0]) for s in range(3)] for frame in written] == [
         [0, 10, 20], [1, 11, 21], [1, 12, 22], [1, 12, 23]]  # a finished panel holds its last
+
+
+@pytest.mark.parametrize(("name", "steps", "title"), [
+    ("half_cheetah_vel", None, "half_cheetah_vel"),
+    ("half_cheetah_vel", 200, "half_cheetah_vel"),  # the family's own length, written out
+    ("half_cheetah_vel", 100, "half_cheetah_vel (100-step episodes)"),
+    ("navigation2d", 100, "navigation2d"),
+    ("navigation2d", 50, "navigation2d (50-step episodes)"),
+])
+def test_titles_name_an_episode_length_other_than_the_familys(name, steps, title):
+    """Returns of shorter episodes are on another scale: the pictures' titles say so."""
+    from metarl.experiment import config_from_data
+    from metarl.rl.build import env_title
+
+    _, config = config_from_data({"experiment": "meta_rl",
+                                  "env": {"name": name, "max_episode_steps": steps}})
+    assert env_title(config) == title

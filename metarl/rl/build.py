@@ -49,11 +49,13 @@ def evaluation_family(config: MetaRLConfig) -> EnvFamily:
 
 
 def env_title(config: MetaRLConfig) -> str:
-    """The family's name, with its control step when the config changes the frame skip, and
-    with the observed x position and centre of mass, the centre-of-mass reward velocity and
-    rllab's reset noise (in training or only in evaluation) when asked."""
+    """The family's name, with its episode length and control step when the config changes
+    them, and with the observed x position and centre of mass, the centre-of-mass reward
+    velocity and rllab's reset noise (in training or only in evaluation) when asked."""
     family = family_of(config)
     notes = []
+    if episode_length(config) != family.max_episode_steps:  # returns on another scale
+        notes.append(f"{episode_length(config)}-step episodes")
     if config.env.frame_skip is not None and family.control_dt is not None:
         notes.append(f"dt {family.control_dt:g} s")
     if config.env.observe_x_position:
