@@ -47,8 +47,9 @@ def resolve_config_path(text: str) -> Path:
     if text in configs:
         return configs[text]
     if path.is_dir() and (path / "config.yaml").is_file():
-        raise ConfigError(f"config {text!r} is a run directory: continue it with `metarl train "
-                          f"--resume {text}`; its config is {path / 'config.yaml'}")
+        raise ConfigError(f"config {text!r} is a run directory: its config is "
+                          f"{path / 'config.yaml'} (give that file), and `metarl train "
+                          f"--resume {text}` continues the run")
     if path.suffix.lower() in (".yaml", ".yml") or "/" in text:
         raise ConfigError(f"config file {text} does not exist" + (
             " (it is a directory)" if path.is_dir() else "")

@@ -314,8 +314,8 @@ def _check_no_checkpoint_was_written(run_dir: Path, config: Any = None) -> None:
         raise ConfigError(
             f"{run_dir} holds the logs of {logged} meta-iterations ({METRICS_NAME}) but no "
             f"{CHECKPOINT_NAME}, which that run wrote after iteration {first}: it was lost or "
-            f"moved. Put it back and continue with metarl train --resume {run_dir}, or give "
-            "another --run-dir")
+            f"moved. Put it back and continue with metarl train --resume {run_dir}, or train a "
+            "new run in another --run-dir")
 
 
 def create_run_dir(run_dir: str | Path) -> None:

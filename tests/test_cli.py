@@ -275,6 +275,9 @@ def test_navigation_train_evaluate_render(tmp_path, capsys, monkeypatch):
                      *task]) == 2
         capsys.readouterr()
         assert not (tmp_path / "new").exists(), option
+    assert main(["render", str(run), "--video", str(tmp_path / "v.gif"),
+                 "--task", "goal=0.3,b"]) == 2
+    assert "--task 'goal=0.3,b': 'b' is not a number" in capsys.readouterr().err
     # the pictures draw six of seven steps, each line labelled with its step
     import metarl.rl.render as render
 
@@ -410,8 +413,12 @@ def test_train_given_a_run_directory_as_config_points_to_resume(tmp_path, capsys
     assert main(["train", "sine-quick", "--run-dir", str(run), *FAST]) == 0
     capsys.readouterr()
     assert main(["train", str(run)]) == 2
-    assert f"is a run directory: continue it with `metarl train --resume {run}`" in (
-        capsys.readouterr().err)
+    message = (f"is a run directory: its config is {run / 'config.yaml'} (give that file), "
+               f"and `metarl train --resume {run}` continues the run")
+    assert message in capsys.readouterr().err
+    assert main(["config", str(run)]) == 2
+    assert message in capsys.readouterr().err
+    assert main(["config", str(run / "config.yaml")]) == 0
 
 
 def test_a_run_dir_holding_other_files_is_refused_and_left_as_it_was(tmp_path, capsys):
@@ -667,7 +674,8 @@ def test_a_runs_own_config_and_checkpoint_problems_say_what_to_do(tmp_path, caps
     # 14 iterations logged, the checkpoint written after them gone: lost, not yet to come
     lost = (f"{run} holds the logs of 14 meta-iterations (metrics.jsonl) but no checkpoint.pt, "
             f"which that run wrote after iteration 14: it was lost or moved. Put it back and "
-            f"continue with metarl train --resume {run}, or give another --run-dir")
+            f"continue with metarl train --resume {run}, or train a new run in another "
+            "--run-dir")
     assert main(["train", "--resume", str(run)]) == 2
     assert lost in capsys.readouterr().err
     evaluation = {name: (run / name).read_bytes() for name in ("evaluation.json",

@@ -208,10 +208,12 @@ def parse_task(config: MetaRLConfig, text: str | None, seed: int) -> dict[str, A
     if key not in example:
         raise ConfigError(f"--task {text!r}: {config.env.name} tasks have the key "
                           f"{', '.join(example)}")
-    try:
-        numbers = [float(v) for v in value.split(",")]
-    except ValueError:
-        raise ConfigError(f"--task {text!r}: {value!r} is not a number") from None
+    numbers = []
+    for part in value.split(","):
+        try:
+            numbers.append(float(part))
+        except ValueError:
+            raise ConfigError(f"--task {text!r}: {part!r} is not a number") from None
     if not all(math.isfinite(v) for v in numbers):
         raise ConfigError(f"--task {text!r}: give finite numbers")
     task = {key: numbers[0] if len(numbers) == 1 else np.array(numbers)}
