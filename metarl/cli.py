@@ -234,7 +234,14 @@ def _train(args: argparse.Namespace) -> int:
         if args.overrides:
             config = extend_run_config(args.resume, experiment, args.overrides, done=done)
         run_dir = args.resume
-        if done >= config.training.iterations:
+        if done > config.training.iterations:  # config.yaml edited by hand
+            print(f"metarl: {run_dir} holds {done} meta-iterations, more than its config.yaml "
+                  f"asks for (training.iterations = {config.training.iterations}); nothing to "
+                  f"do. Set training.iterations in {run_dir / 'config.yaml'} back to at least "
+                  f"{done}, or train it longer with `metarl train --resume {run_dir} --set "
+                  "training.iterations=N`", file=sys.stderr)
+            return 0
+        if done == config.training.iterations:
             print(f"metarl: {run_dir} holds {done} meta-iterations, all that its config asks "
                   f"for (training.iterations = {config.training.iterations}); nothing to do. "
                   f"Train it longer with `metarl train --resume {run_dir} --set "

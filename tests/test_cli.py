@@ -134,6 +134,13 @@ def test_run_dir_problems_are_reported_before_any_work(tmp_path, capsys):
     assert main(["train", "--resume", str(run)]) == 0
     assert ("holds 12 meta-iterations, all that its config asks for (training.iterations = 12)"
             in capsys.readouterr().err)
+    config_text = (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text(config_text.replace("  iterations: 12", "  iterations: 9"))
+    assert main(["train", "--resume", str(run)]) == 0
+    assert ("holds 12 meta-iterations, more than its config.yaml asks for (training.iterations "
+            f"= 9); nothing to do. Set training.iterations in {run / 'config.yaml'} back to at "
+            "least 12") in capsys.readouterr().err
+    (run / "config.yaml").write_text(config_text)
     (run / "checkpoint.pt").write_bytes(b"garbage")
     for args in (["evaluate", str(run)], ["render", str(run)], ["train", "--resume", str(run)]):
         assert main(args) == 2
