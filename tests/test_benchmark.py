@@ -394,6 +394,9 @@ def test_iteration_split_trains_each_variant_it_names(monkeypatch, capsys):
         return made[-1][2]
 
     monkeypatch.setattr(benchmarks, "make_trainer", fake_make_trainer)
+    # each variant: iteration 0 untimed, then iterations of 1 s and 3 s
+    clock = iter([0.0, 1.0, 10.0, 13.0] * 3)
+    monkeypatch.setattr(benchmarks.time, "perf_counter", lambda: next(clock))
     benchmarks.print_iteration_split("navigation", {"env": {"name": "navigation2d"}},
                                      iterations=2)
     assert [(method, stride) for method, stride, _ in made] == [
@@ -401,3 +404,11 @@ def test_iteration_split_trains_each_variant_it_names(monkeypatch, capsys):
     assert all(trainer.iterations == [0, 1, 2] for *_, trainer in made)
     rows = capsys.readouterr().out.splitlines()[-3:]
     assert all(row.split()[-5:-2] == ["0.1", "0.2", "0.3"] for row in rows), rows
+    assert all(row.split()[-2:] == ["2", "1-3"] for row in rows), rows  # mean, range
+    made.clear()
+    clock = iter([0.0, 5.0] * 3)
+    monkeypatch.setattr(benchmarks.time, "perf_counter", lambda: next(clock))
+    benchmarks.print_iteration_split("navigation", {"env": {"name": "navigation2d"}},
+                                     iterations=1)
+    rows = capsys.readouterr().out.splitlines()[-3:]
+    assert all(row.split()[-2:] == ["5", "-"] for row in rows), rows  # one: no range

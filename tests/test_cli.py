@@ -137,9 +137,11 @@ def test_run_dir_problems_are_reported_before_any_work(tmp_path, capsys):
     config_text = (run / "config.yaml").read_text()
     (run / "config.yaml").write_text(config_text.replace("  iterations: 12", "  iterations: 9"))
     assert main(["train", "--resume", str(run)]) == 0
+    err = capsys.readouterr().err
     assert ("holds 12 meta-iterations, more than its config.yaml asks for (training.iterations "
             f"= 9); nothing to do. Set training.iterations in {run / 'config.yaml'} back to at "
-            "least 12") in capsys.readouterr().err
+            "least 12") in err
+    assert "trained;" not in err and "checkpoint" not in err.split("nothing to do")[1]
     (run / "config.yaml").write_text(config_text)
     (run / "checkpoint.pt").write_bytes(b"garbage")
     for args in (["evaluate", str(run)], ["render", str(run)], ["train", "--resume", str(run)]):
@@ -282,6 +284,16 @@ def test_navigation_train_evaluate_render(tmp_path, capsys, monkeypatch):
                      *task]) == 2
         capsys.readouterr()
         assert not (tmp_path / "new").exists(), option
+    import metarl.rl.experiment as rl_experiment
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:  # Ctrl-C while drawing: the folders go too
+        patch.setattr(rl_experiment.MetaRLExperiment, "render", interrupted)
+        assert main(["render", str(run), "--output", str(tmp_path / "new" / "p.png")]) == 130
+        assert not (tmp_path / "new").exists()
+    capsys.readouterr()
     assert main(["render", str(run), "--video", str(tmp_path / "v.gif"),
                  "--task", "goal=0.3,b"]) == 2
     assert "--task 'goal=0.3,b': 'b' is not a number" in capsys.readouterr().err
@@ -654,6 +666,9 @@ def test_the_baseline_note_names_each_experiments_own_section(capsys):
         "has no effect\n")
     _note_unused_baseline_settings(meta_rl, ("oracle",), ["baselines.oracle_iterations=5"])
     _note_unused_baseline_settings(omniglot, (), ["evaluation.tasks=3"])  # no baselines
+    # a key of the section that belongs to no one baseline serves whichever is asked for
+    _note_unused_baseline_settings(get_experiment("sine"), ("pretrained",),
+                                   ["baseline.iterations=2"])
     assert capsys.readouterr().err == ""
 
 

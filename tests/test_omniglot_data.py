@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import shutil
 import zipfile
 from pathlib import Path
@@ -147,10 +148,16 @@ def test_download_checks_the_md5_and_keeps_nothing_bad(tmp_path, monkeypatch):
     good = {name: {**info, "md5": hashlib.md5(payload).hexdigest()}
             for name, info in omniglot_data.ARCHIVES.items()}
     monkeypatch.setattr(omniglot_data, "ARCHIVES", good)
-    download_omniglot(tmp_path)
+    previous = os.umask(0o002)
+    try:
+        download_omniglot(tmp_path)
+    finally:
+        os.umask(previous)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images_background.zip",
                                                           "images_evaluation.zip"]
     assert (tmp_path / "images_background.zip").read_bytes() == payload
+    # a data root shared by a team stays readable to it (mkstemp alone makes files 0600)
+    assert all(p.stat().st_mode & 0o777 == 0o664 for p in tmp_path.iterdir())
 
 
 def _drawing(row: int) -> bytes:

@@ -353,3 +353,23 @@ def test_every_snapshot_is_evaluated_with_the_runs_settings_as_edited(run_with_s
         assert written["inner_lr"][1] == pytest.approx(0.0025), directory
     assert "later_lr_scale: 0.5" in (run / "snapshots" / "iteration-4" / "config.yaml"
                                      ).read_text(), "the snapshot's own config stays"
+
+
+def test_a_snapshot_is_evaluated_where_the_runs_data_now_lives():
+    """Omniglot snapshots keep what they trained but read the data where the run's
+    config.yaml says it lives now (a moved data folder), with the run's evaluation."""
+    from metarl.experiment import get_experiment
+    from metarl.over_training import _evaluated_as
+    from metarl.supervised.omniglot_experiment import OmniglotConfig
+
+    omniglot = get_experiment("omniglot")
+    snapshot = from_dict(OmniglotConfig, {
+        "data": {"root": "/old/omniglot", "cache_dir": "/old/cache"},
+        "training": {"meta_batch_size": 3}, "evaluation": {"tasks": 50}})
+    run = from_dict(OmniglotConfig, {
+        "data": {"root": "/new/omniglot", "cache_dir": "/new/cache", "download": True},
+        "training": {"meta_batch_size": 7}, "evaluation": {"tasks": 80}})
+    evaluated = _evaluated_as(omniglot, snapshot, run)
+    assert (evaluated.data.root, evaluated.data.cache_dir) == ("/new/omniglot", "/new/cache")
+    assert evaluated.data.download is True and evaluated.evaluation.tasks == 80
+    assert evaluated.training.meta_batch_size == 3  # what the snapshot trained stays its own

@@ -305,3 +305,20 @@ def test_a_diverging_evaluation_through_the_cli_is_noted_and_still_written(tmp_p
     assert (run / "evaluation.json").is_file()
     assert main(["evaluate", str(run), "--steps", "1", "--tasks", "4"]) == 0
     assert "diverges" not in capsys.readouterr().err
+
+
+def test_a_meta_sgd_runs_divergence_note_does_not_suggest_rates_it_ignores(tmp_path, capsys,
+                                                                           monkeypatch):
+    from metarl.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "sine-quick", "--run-dir", str(run), "--set",
+                 "training.iterations=2", "--set", "adaptation.learn_inner_lr=true",
+                 "--set", "run.progress=false", "--set", "run.tensorboard=false"]) == 0
+    monkeypatch.setattr(sine_experiment, "first_step_worse_than_start", lambda means: 2)
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--steps", "2", "--tasks", "4"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("this Meta-SGD run adapts with the rates it learned; ask for fewer "
+                     "steps (--steps 1)") == 3  # K = 5, 10, 20
+    assert "inner_lr" not in err
