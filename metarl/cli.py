@@ -161,8 +161,9 @@ def _parser() -> argparse.ArgumentParser:
                            help="how long to time each configuration (default: %(default)s): "
                            "sine times REPEATS meta-iterations, navigation 2-5 (REPEATS, "
                            "clipped) iterations and REPEATS/4 rollouts, cheetah REPEATS/10 "
-                           "of each, omniglot REPEATS/4 iterations (at least one; all takes "
-                           "minutes, most of them on the cheetah)")
+                           "of each, omniglot REPEATS/4 iterations (at least one; rollouts "
+                           "at least 3 where REPEATS allows; all takes minutes, most of them "
+                           "on the cheetah)")
 
     demo = commands.add_parser("demo", help="train, evaluate and render a small default run")
     demo.add_argument("config", nargs="?",

@@ -107,7 +107,8 @@ def _check_split(out: str) -> None:
 
 def test_navigation_benchmark_counts_each_steppings_env_steps(monkeypatch, capsys):
     out = _run_shrunk(monkeypatch, capsys, "navigation", "2")
-    assert "(2 tasks x 2 episodes x 5 steps, full episodes; one timed call)" in out
+    assert ("(2 tasks x 2 episodes x 5 steps, full episodes; median (min-max) of 2 timed "
+            "calls)") in out  # --repeats 2: no more calls than that
     rates = [line.split()[-1] for line in out.splitlines()
              if line.startswith(("Gymnasium", "metarl"))]
     assert rates == ["20"] * 4  # 2 tasks x 2 episodes x 5 steps
@@ -117,7 +118,7 @@ def test_navigation_benchmark_counts_each_steppings_env_steps(monkeypatch, capsy
 def test_cheetah_benchmark_counts_each_steppings_env_steps(monkeypatch, capsys):
     out = _run_shrunk(monkeypatch, capsys, "cheetah", "1")
     assert "(2 tasks x 2 episodes x 5 steps; MuJoCo threads:" in out
-    assert "; one timed call)" in out  # repeats 1 // 10 -> at least one
+    assert "; one timed call)" in out  # --repeats 1: one
     rates = {line.rsplit(maxsplit=1)[0]: line.split()[-1] for line in out.splitlines()
              if line.startswith(("Gymnasium", "raw", "metarl"))}
     assert rates == {
@@ -313,6 +314,14 @@ def test_a_spread_prints_its_median_and_range_in_the_units_asked():
         Spread.of([])
     assert spread_note(5) == "median (min-max) of 5 timed calls"
     assert spread_note(1) == "one timed call"
+
+
+@pytest.mark.parametrize(("repeats", "per_call", "calls"), [
+    (20, 4, 5), (20, 10, 3), (8, 4, 3), (2, 4, 2), (1, 10, 1), (100, 10, 10)])
+def test_rollout_rows_time_at_least_three_calls_where_repeats_allows(repeats, per_call, calls):
+    from metarl.rl.benchmarks import rollout_calls
+
+    assert rollout_calls(repeats, per_call) == calls
 
 
 def test_benchmark_all_runs_each_benchmark_in_turn(monkeypatch, capsys):

@@ -33,6 +33,13 @@ def _steps_per_second(run: Callable[[], None], steps: int, repeats: int) -> Spre
     return Spread.of(rates)
 
 
+def rollout_calls(repeats: int, per_call: int) -> int:
+    """Timed calls of each env-stepping row: ``repeats // per_call`` (a call steps a whole
+    batch of episodes), at least 3 so that the range means something, and never more than
+    ``repeats``."""
+    return min(repeats, max(3, repeats // per_call))
+
+
 def _sampler_run(env, policy, params: dict[str, torch.Tensor], num_tasks: int, episodes: int,
                  horizon: int) -> Callable[[], None]:
     """One call samples ``episodes`` full episodes for each of ``num_tasks`` tasks with our
@@ -67,7 +74,7 @@ def benchmark_navigation(*, repeats: int) -> None:
     tasks = family.sample_tasks(num_tasks, rng)
     policy = make_policy(config)
     params = new_policy_params(config, "benchmark")
-    batch_repeats = max(1, repeats // 4)
+    batch_repeats = rollout_calls(repeats, 4)
 
     def sync_vector_env(with_policy: bool):
         envs = gym.vector.SyncVectorEnv(
@@ -167,7 +174,7 @@ def benchmark_cheetah(*, repeats: int) -> None:
     tasks = family.sample_tasks(num_tasks, rng)
     policy = make_policy(config)
     params = new_policy_params(config, "benchmark")
-    batch_repeats = max(1, repeats // 10)
+    batch_repeats = rollout_calls(repeats, 10)
     sync_envs = num_tasks  # Gymnasium steps one env at a time: its rate does not depend on N
 
     def sync_vector_env():
