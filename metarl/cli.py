@@ -10,7 +10,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -334,9 +334,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     config = evaluated_config
     _note_learned_rates(config, args.overrides)
     written_to = output_dir or args.run_dir
-    # the folders this command makes for DIR, deepest first: removed again if it fails
-    made = [] if output_dir is None else _folders_to_make(output_dir)
-    try:
+    with _folders_removed_on_failure(output_dir):
         if output_dir is not None:
             try:
                 output_dir.mkdir(parents=True, exist_ok=True)
@@ -344,10 +342,6 @@ def _evaluate(args: argparse.Namespace) -> int:
                 raise ConfigError(f"--output-dir {output_dir}: can't make it "
                                   f"({error.strerror or error})") from None
         result = experiment.evaluate(config, state, args.run_dir, options)
-    except BaseException:
-        for folder in made:
-            _remove_if_empty(folder, with_parent=False)
-        raise
     print(result.get("table", ""))
     print(f"metarl: wrote {written_to / 'evaluation.json'} and "
           f"{written_to / 'adaptation.png'}", file=sys.stderr)
@@ -425,18 +419,21 @@ def _render(args: argparse.Namespace) -> int:
     if args.video is not None and args.output is not None:
         raise ConfigError("--video names the video file; give no --output with it")
     target = args.video if args.video is not None else args.output
-    made = _folders_to_make(target.parent) if target is not None else []
-    try:
+    with _folders_removed_on_failure(None if target is None else target.parent):
         return _render_into(args)
+
+
+@contextlib.contextmanager
+def _folders_removed_on_failure(folder: Path | None) -> Iterator[None]:
+    """Remove again, if the block fails or is interrupted, the folders up to ``folder`` that
+    do not exist yet (those the block may make), as far as they are still empty."""
+    made = [] if folder is None else [f for f in (folder, *folder.parents) if not f.exists()]
+    try:
+        yield
     except BaseException:
-        for folder in made:  # removed again if the render failed (and they stayed empty)
-            _remove_if_empty(folder, with_parent=False)
+        for path in made:  # deepest first
+            _remove_if_empty(path, with_parent=False)
         raise
-
-
-def _folders_to_make(folder: Path) -> list[Path]:
-    """The folders that making ``folder`` would create, deepest first."""
-    return [f for f in (folder, *folder.parents) if not f.exists()]
 
 
 def _render_into(args: argparse.Namespace) -> int:
