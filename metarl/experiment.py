@@ -87,8 +87,9 @@ class Experiment(ABC):
     shown_metrics: ClassVar[tuple[str, ...]] = ()
     baseline_names: ClassVar[tuple[str, ...]] = ()  # what `evaluate --baselines` can add
     baseline_section: ClassVar[str | None] = None  # the config section of those baselines
-    # Keys that say where data lives, not what is trained: they may change after a run starts
-    # (a moved data folder), in config.yaml, with `train --resume --set` and `evaluate --set`.
+    # Keys that say where a run computes and where its data lives, not what is trained: they
+    # may change after a run starts (another machine, a moved data folder), in config.yaml,
+    # with `train --resume --set`, `evaluate --set` and `render --set`.
     location_keys: ClassVar[tuple[str, ...]] = ()
     # evaluation.* keys that only `metarl evaluate` uses (`render --set` refuses them)
     render_ignored_keys: ClassVar[tuple[str, ...]] = ()
@@ -147,6 +148,9 @@ def config_from_data(data: dict[str, Any]) -> tuple[Experiment, Any]:
     try:
         return experiment, from_dict(experiment.config_class, data)
     except ConfigError as error:
+        if str(error).startswith("unknown key device;"):
+            raise ConfigError(f"{error} (experiment {name} computes on the CPU only; device "
+                              "is a setting of Omniglot runs)") from None
         if str(error).startswith("unknown key"):  # say whose keys: the file's experiment's
             raise ConfigError(f"{error} (of experiment {name})") from None
         raise
@@ -163,7 +167,8 @@ def with_evaluation_overrides(experiment: Experiment, config: Any, overrides: Se
     """``config`` with ``evaluation.KEY=VALUE`` overrides (and, with ``baselines``, those of
     the experiment's baseline section, such as ``baselines.oracle_iterations=500``) applied
     and validated (``metarl evaluate --set``; ``metarl render --set`` without baselines).
-    The experiment's ``location_keys`` (where its data lives) are accepted too. Other keys are
+    The experiment's ``location_keys`` (where it computes and its data lives) are accepted
+    too. Other keys are
     refused: they would change what the run trained, not how it is evaluated."""
     sections: tuple[str, ...] = ("evaluation",)
     if baselines and experiment.baseline_section:
@@ -174,7 +179,8 @@ def with_evaluation_overrides(experiment: Experiment, config: Any, overrides: Se
             continue
         if len(path) < 2 or path[0] not in sections:
             allowed = " and ".join(f"{name}.*" for name in sections)
-            also = (f" (and where its data lives: {', '.join(experiment.location_keys)})"
+            also = (f" (and where it computes and its data lives: "
+                    f"{', '.join(experiment.location_keys)})"
                     if experiment.location_keys else "")
             raise ConfigError(f"--set {text!r}: --set changes only {allowed} keys (how the "
                               f"run is evaluated){also}, e.g. evaluation.later_lr_scale=0.25")

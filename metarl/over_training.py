@@ -136,13 +136,16 @@ def _reference(result: dict[str, Any], config: Any, steps: int) -> dict[str, Any
 
 
 def _evaluated_as(experiment: Experiment, point_config: Any, run_config: Any) -> Any:
-    """A snapshot's config with the run's evaluation section and data location
+    """A snapshot's config with the run's evaluation section, device and data location
     (``experiment.location_keys``): what it trained stays the snapshot's own."""
     data, run_data = to_dict(point_config), to_dict(run_config)
     data["evaluation"] = run_data["evaluation"]
     for key in experiment.location_keys:
-        section, name = key.split(".")
-        data[section][name] = run_data[section][name]
+        *sections, name = key.split(".")
+        into, source = data, run_data
+        for section in sections:
+            into, source = into[section], source[section]
+        into[name] = source[name]
     return from_dict(experiment.config_class, data)
 
 

@@ -450,7 +450,8 @@ def extend_run_config(run_dir: str | Path, experiment: Experiment, overrides: Se
     for text in overrides:
         key = ".".join(parse_override(text)[0])
         if not _matches(key, RESUME_OVERRIDABLE + experiment.location_keys):
-            also = (f", and where its data lives ({', '.join(experiment.location_keys)})"
+            also = (f", and where it computes and its data lives "
+                    f"({', '.join(experiment.location_keys)})"
                     if experiment.location_keys else "")
             raise ConfigError(f"--set {text}: a resumed run keeps its config; only "
                               "training.iterations and run.* may change (to train it longer "

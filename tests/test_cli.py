@@ -758,7 +758,7 @@ def test_config_file_errors_name_the_file_and_override_errors_do_not(tmp_path, c
     config.write_text("experiment: omniglot\nbaseline:\n  iterations: 5\n")
     assert main(["config", str(config)]) == 2
     err = capsys.readouterr().err
-    assert "unknown key baseline; allowed keys: experiment, seed, data" in err
+    assert "unknown key baseline; allowed keys: experiment, seed, device, data" in err
     assert "(of experiment omniglot)" in err
     # a file completed by its overrides (or --seed) is fine
     config.write_text("training:\n  meta_batch_size: 0\n")

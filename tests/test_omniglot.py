@@ -193,7 +193,8 @@ def test_maml_meta_gradient_through_batch_norm_matches_finite_differences(vector
 
 
 @needs_omniglot
-def test_train_evaluate_render_through_the_cli(tmp_path, omniglot_images, omniglot_cache, capsys):
+def test_train_evaluate_render_through_the_cli(tmp_path, omniglot_images, omniglot_cache, capsys,
+                                               monkeypatch):
     run = tmp_path / "omni"
     common = ["--set", f"data.cache_dir={omniglot_cache}", "--set", "model.filters=8",
               "--set", "training.iterations=3", "--set", "training.meta_batch_size=2",
@@ -228,6 +229,15 @@ def test_train_evaluate_render_through_the_cli(tmp_path, omniglot_images, omnigl
     assert [m["iteration"] for m in metrics] == [1, 2, 3]
     assert all(0 <= m["query_accuracy"] <= 100 for m in metrics)
 
+    # where it computes may change after training (no GPU here: auto is the CPU)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["evaluate", str(run), "--tasks", "20", "--steps", "2", "--set",
+                 "device=auto"]) == 0
+    assert json.loads((run / "evaluation.json").read_text())["mean"] == result["mean"]
+    capsys.readouterr()
+    assert main(["render", str(run), "--tasks", "2", "--set", "device=cuda"]) == 2
+    assert "device = 'cuda': this torch" in capsys.readouterr().err
+
     # where the data lives may change after training: --set, resume --set, config.yaml
     capsys.readouterr()
     nowhere = tmp_path / "moved"
@@ -235,11 +245,13 @@ def test_train_evaluate_render_through_the_cli(tmp_path, omniglot_images, omnigl
     assert f"neither {nowhere / 'images_background.zip'}" in capsys.readouterr().err
     assert main(["evaluate", str(run), "--tasks", "4", "--set",
                  f"data.root={OMNIGLOT_ROOT}"]) == 0
-    assert main(["train", "--resume", str(run), "--set", f"data.root={OMNIGLOT_ROOT}"]) == 0
+    assert main(["train", "--resume", str(run), "--set", f"data.root={OMNIGLOT_ROOT}",
+                 "--set", "device=auto"]) == 0
     assert f"root: {OMNIGLOT_ROOT}" in (run / "config.yaml").read_text()
+    assert "\ndevice: auto  #" in (run / "config.yaml").read_text()
     assert main(["evaluate", str(run), "--tasks", "4"]) == 0
     assert main(["evaluate", str(run), "--set", "data.rotations=false"]) == 2
-    assert "and where its data lives: data.root" in capsys.readouterr().err
+    assert "and where it computes and its data lives: device, data.root" in capsys.readouterr().err
 
 
 def test_missing_data_exits_2_naming_the_archives(tmp_path, capsys, monkeypatch):

@@ -357,7 +357,8 @@ def test_every_snapshot_is_evaluated_with_the_runs_settings_as_edited(run_with_s
 
 def test_a_snapshot_is_evaluated_where_the_runs_data_now_lives():
     """Omniglot snapshots keep what they trained but read the data where the run's
-    config.yaml says it lives now (a moved data folder), with the run's evaluation."""
+    config.yaml says it lives now (a moved data folder), on the run's device now, with the
+    run's evaluation."""
     from metarl.experiment import get_experiment
     from metarl.over_training import _evaluated_as
     from metarl.supervised.omniglot_experiment import OmniglotConfig
@@ -367,9 +368,11 @@ def test_a_snapshot_is_evaluated_where_the_runs_data_now_lives():
         "data": {"root": "/old/omniglot", "cache_dir": "/old/cache"},
         "training": {"meta_batch_size": 3}, "evaluation": {"tasks": 50}})
     run = from_dict(OmniglotConfig, {
+        "device": "cuda:1",
         "data": {"root": "/new/omniglot", "cache_dir": "/new/cache", "download": True},
         "training": {"meta_batch_size": 7}, "evaluation": {"tasks": 80}})
     evaluated = _evaluated_as(omniglot, snapshot, run)
     assert (evaluated.data.root, evaluated.data.cache_dir) == ("/new/omniglot", "/new/cache")
     assert evaluated.data.download is True and evaluated.evaluation.tasks == 80
+    assert evaluated.device == "cuda:1" and snapshot.device == "cpu"
     assert evaluated.training.meta_batch_size == 3  # what the snapshot trained stays its own

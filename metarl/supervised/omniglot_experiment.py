@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,6 +15,7 @@ import torch
 from metarl.adaptation import LearningRate, Params, test_time_learning_rates
 from metarl.checkpoint import atomic_write_text
 from metarl.config import AdaptationConfig, ConfigError, RunConfig, param, section, to_dict
+from metarl.devices import DEVICE_CHOICES, check_device_setting, resolve_device
 from metarl.evaluation import format_table, summarize, write_evaluation
 from metarl.experiment import EvaluateOptions, Experiment, RenderOptions
 from metarl.plots import plot_adaptation_curves, wrapped_title
@@ -151,6 +153,10 @@ class OmniglotConfig:
 
     experiment: Literal["omniglot"] = param("omniglot", "which experiment this file configures")
     seed: int = param(0, "seed of every random generator of the run", ge=0)
+    device: str = param(
+        "cpu", f"where training, evaluation and render compute: {DEVICE_CHOICES}; tasks "
+        "are drawn on the CPU either way, and a run may change device when resumed or "
+        "evaluated")
     data: OmniglotDataConfig = section(OmniglotDataConfig, "images and character split")
     task: OmniglotTaskConfig = section(OmniglotTaskConfig, "N-way K-shot tasks")
     model: Conv4Config = section(Conv4Config, "network")
@@ -160,6 +166,7 @@ class OmniglotConfig:
     run: RunConfig = section(RunConfig, "checkpoints and logs")
 
     def __post_init__(self) -> None:
+        check_device_setting(self.device)
         task = self.task
         for name, queries in (("task.queries", task.queries),
                               ("evaluation.queries", self.evaluation.queries)):
@@ -233,10 +240,17 @@ def percent_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
     return 100.0 * accuracy(logits, labels)
 
 
-def evaluation_lr(config: OmniglotConfig, learned: Params | None, steps: int) -> LearningRate:
-    """Test-time inner learning rates (Meta-SGD runs use their learned rates)."""
+def on_device(tensors: Params, device: torch.device) -> Params:
+    """A checkpoint's tensors (θ or learned rates, on the CPU) moved to ``device``."""
+    return OrderedDict((name, tensor.to(device)) for name, tensor in tensors.items())
+
+
+def evaluation_lr(config: OmniglotConfig, learned: Params | None, steps: int,
+                  device: torch.device) -> LearningRate:
+    """Test-time inner learning rates (Meta-SGD runs use their learned rates, moved to
+    ``device``)."""
     if learned is not None:
-        return learned
+        return on_device(learned, device)
     ev = config.evaluation
     inner_lr = ev.inner_lr if ev.inner_lr is not None else config.adaptation.inner_lr
     return test_time_learning_rates(inner_lr, ev.later_lr_scale, steps)
@@ -264,10 +278,11 @@ class OmniglotExperiment(Experiment):
     config_class = OmniglotConfig
     metric = "accuracy"
     shown_metrics = ("query_loss", "query_accuracy")
-    location_keys = ("data.root", "data.download", "data.cache_dir")
+    location_keys = ("device", "data.root", "data.download", "data.cache_dir")
     render_ignored_keys = ("evaluation.chunk_tasks",)
 
     def make_trainer(self, config: OmniglotConfig) -> OmniglotTrainer:
+        device = resolve_device(config.device)
         images = load_images(config)
         split = character_split(config, images)
         pool = class_pool(images, split.train, config.data.rotations)
@@ -286,7 +301,7 @@ class OmniglotExperiment(Experiment):
             outer_lr=config.training.outer_lr,
             task_generator=torch_generator(config.seed, "tasks"),
             metric=("accuracy", percent_accuracy),
-            split=split.to_json(images.characters))
+            split=split.to_json(images.characters), device=device)
 
     def test_pool(self, config: OmniglotConfig, state: dict[str, Any], run_dir: Path,
                   output_dir: Path | None = None) -> tuple[torch.Tensor, OmniglotImages]:
@@ -315,6 +330,7 @@ class OmniglotExperiment(Experiment):
     def evaluate(self, config: OmniglotConfig, state: dict[str, Any], run_dir: Path,
                  options: EvaluateOptions) -> dict[str, Any]:
         ev, task = config.evaluation, config.task
+        device = resolve_device(config.device)
         steps = ev.steps if options.steps is None else options.steps
         tasks = ev.tasks if options.tasks is None else options.tasks
         seed = ev.seed if options.seed is None else options.seed
@@ -323,12 +339,13 @@ class OmniglotExperiment(Experiment):
         queries = draw.drawers.shape[-1] - task.shots
         vectorize = resolve_vectorize(config.adaptation.vectorize, task.ways,
                                       task.shots + queries)
-        lr = evaluation_lr(config, state["trainer"].get("inner_lr"), steps)
-        model = make_model(config)
-        params = state["trainer"]["params"]
-        chunks = [adaptation_curve(model, params, draw.gather(pool, start, start + ev.chunk_tasks),
+        lr = evaluation_lr(config, state["trainer"].get("inner_lr"), steps, device)
+        model = make_model(config).to(device)
+        params = on_device(state["trainer"]["params"], device)
+        chunks = [adaptation_curve(model, params,
+                                   draw.gather(pool, start, start + ev.chunk_tasks).to(device),
                                    cross_entropy, percent_accuracy, steps=steps, lr=lr,
-                                   vectorize=vectorize)
+                                   vectorize=vectorize).cpu()
                   for start in range(0, tasks, ev.chunk_tasks)]
         curve = summarize(torch.cat(chunks).numpy())
         label = f"{config.adaptation.label}, {task.ways}-way {task.shots}-shot"
@@ -357,6 +374,7 @@ class OmniglotExperiment(Experiment):
                options: RenderOptions) -> list[Path]:
         import matplotlib.pyplot as plt
 
+        device = resolve_device(config.device)
         steps = options.steps if options.steps is not None else config.evaluation.steps
         seed = options.seed if options.seed is not None else config.evaluation.seed
         pool, _ = self.test_pool(config, state, run_dir)
@@ -366,9 +384,10 @@ class OmniglotExperiment(Experiment):
         batch = sample_omniglot_batch(pool, options.tasks, task.ways, task.shots,
                                       config.evaluation.queries or task.queries,
                                       torch_generator(seed, "render"))
-        lr = evaluation_lr(config, state["trainer"].get("inner_lr"), steps)
-        outputs = query_predictions(make_model(config), state["trainer"]["params"], batch,
-                                    cross_entropy, steps=steps, lr=lr)
+        lr = evaluation_lr(config, state["trainer"].get("inner_lr"), steps, device)
+        outputs = query_predictions(make_model(config).to(device),
+                                    on_device(state["trainer"]["params"], device),
+                                    batch.to(device), cross_entropy, steps=steps, lr=lr).cpu()
         before, after = outputs[:, 0].argmax(-1), outputs[:, -1].argmax(-1)
         shown_classes = min(task.ways, 10)
         shown_queries = min(batch.query_x.shape[1], 10)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 
@@ -23,3 +24,8 @@ class TaskBatch:
     @property
     def num_tasks(self) -> int:
         return self.support_x.shape[0]
+
+    def to(self, device: torch.device) -> TaskBatch:
+        """The same tasks with every tensor on ``device`` (tensors already there are kept)."""
+        return TaskBatch(*(x.to(device) for x in (self.support_x, self.support_y,
+                                                   self.query_x, self.query_y)))

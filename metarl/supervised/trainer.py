@@ -41,16 +41,22 @@ class SupervisedMetaTrainer:
         task_generator: the generator that every task batch is drawn from.
         metric: optional ``(name, fn)`` of a query metric (e.g. accuracy) reported after
             adaptation next to the query loss.
+        device: where θ, the optimizer's state and each task batch are computed on (the
+            model is moved there; batches are drawn on the CPU, from ``task_generator``, and
+            moved, so a seed draws the same tasks on every device). ``state_dict`` holds
+            CPU tensors whatever the device.
     """
 
     def __init__(self, model: nn.Module, sample_batch: SampleBatch, loss_fn: LossFn, *,
                  adaptation: AdaptationConfig, vectorize: bool,
                  outer_optimizer: Literal["adam", "sgd"], outer_lr: float,
                  task_generator: torch.Generator,
-                 metric: tuple[str, LossFn] | None = None) -> None:
+                 metric: tuple[str, LossFn] | None = None,
+                 device: torch.device | None = None) -> None:
         adaptation = validate_config(adaptation)  # one built in code, checked too
-        self.model = model
-        self.params: Params = params_of(model)
+        self.device = torch.device("cpu") if device is None else device
+        self.model = model.to(self.device)
+        self.params: Params = params_of(self.model)
         self.inner_lr: Params | None = None
         if adaptation.learn_inner_lr:
             self.inner_lr = OrderedDict(
@@ -70,7 +76,7 @@ class SupervisedMetaTrainer:
         return self.inner_lr if self.inner_lr is not None else self.adaptation.inner_lr
 
     def train_iteration(self, iteration: int) -> dict[str, float]:
-        batch = self.sample_batch(self.task_generator)
+        batch = self.sample_batch(self.task_generator).to(self.device)
         grads, grad_lr, losses, query_metric = meta_gradient(
             self.model, self.params, batch, self.loss_fn, method=self.adaptation.method,
             steps=self.adaptation.inner_steps, lr=self.learning_rate, vectorize=self.vectorize,
@@ -100,10 +106,10 @@ class SupervisedMetaTrainer:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "params": OrderedDict((k, v.detach().clone()) for k, v in self.params.items()),
-            "inner_lr": (None if self.inner_lr is None else
-                         OrderedDict((k, v.detach().clone()) for k, v in self.inner_lr.items())),
-            "optimizer": self.optimizer.state_dict(),
+            "params": _on_cpu(self.params),
+            "inner_lr": None if self.inner_lr is None else _on_cpu(self.inner_lr),
+            # load_state_dict moves the optimizer's state back to its tensors' device
+            "optimizer": _on_cpu(self.optimizer.state_dict()),
             "task_generator": self.task_generator.get_state(),
         }
 
@@ -117,3 +123,14 @@ class SupervisedMetaTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.task_generator.set_state(state["task_generator"])
 
+
+
+def _on_cpu(value: Any) -> Any:
+    """``value`` (tensors in dicts and lists) with every tensor a detached copy on the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return type(value)((k, _on_cpu(v)) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return type(value)(_on_cpu(v) for v in value)
+    return value
