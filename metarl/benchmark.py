@@ -22,6 +22,9 @@ BENCHMARKS: dict[str, str] = {
     "cheetah": "metarl.rl.benchmarks:benchmark_cheetah",
     "omniglot": "metarl.supervised.benchmarks:benchmark_omniglot",
 }
+ON_DEVICES = ("omniglot",)
+"""The benchmarks that ``--device`` moves off the CPU (the others time CPU work: environment
+stepping, small MLPs)."""
 
 
 @dataclass(frozen=True)
@@ -115,13 +118,39 @@ def _cell(value: object) -> str:
     return str(value)
 
 
-def run_benchmarks(name: str, *, repeats: int) -> None:
+def run_benchmarks(name: str, *, repeats: int, device: str = "cpu") -> None:
+    from metarl.devices import resolve_device
+
     names = list(BENCHMARKS) if name == "all" else [name]
     for n in names:
         if n not in BENCHMARKS:
             raise ConfigError(f"benchmark {n!r}: known benchmarks are "
                               f"{', '.join(BENCHMARKS)} (or all)")
+    resolved = resolve_device(device, "--device", fix="leave --device out to time the CPU")
+    if resolved.type != "cpu" and any(n not in ON_DEVICES for n in names):
+        raise ConfigError(f"--device {device}: only the {', '.join(ON_DEVICES)} benchmark "
+                          "runs off the CPU; name it (metarl benchmark omniglot --device "
+                          f"{device})")
     print(f"machine: {machine_line()}")
+    if resolved.type == "cuda":
+        print(f"device: {resolved}, {torch.cuda.get_device_name(resolved)}")
     for n in names:
         module_name, function = BENCHMARKS[n].split(":")
-        getattr(importlib.import_module(module_name), function)(repeats=repeats)
+        run = getattr(importlib.import_module(module_name), function)
+        if n in ON_DEVICES:
+            run(repeats=repeats, device=resolved)
+        else:
+            run(repeats=repeats)
+
+
+def synchronized(fn: Callable[[], object], device: torch.device) -> Callable[[], object]:
+    """``fn`` followed by a wait for the work it queued on ``device``: a GPU runs kernels
+    after the Python call returns, so a timer must wait for them."""
+    if device.type != "cuda":
+        return fn
+
+    def call() -> None:
+        fn()
+        torch.cuda.synchronize(device)
+
+    return call

@@ -164,6 +164,9 @@ def _parser() -> argparse.ArgumentParser:
                            "of each, omniglot REPEATS/4 iterations (at least one; rollouts "
                            "at least 3 where REPEATS allows; all takes minutes, most of them "
                            "on the cheetah)")
+    benchmark.add_argument("--device", default="cpu",
+                           help="where the omniglot benchmark computes: cpu (default), cuda, "
+                           "cuda:N or auto; the other benchmarks time CPU work")
 
     demo = commands.add_parser("demo", help="train, evaluate and render a small default run")
     demo.add_argument("config", nargs="?",
@@ -524,7 +527,7 @@ def _benchmark(args: argparse.Namespace) -> int:
     from metarl.benchmark import run_benchmarks
 
     _check_positive("repeats", args.repeats)
-    run_benchmarks(args.name, repeats=args.repeats)
+    run_benchmarks(args.name, repeats=args.repeats, device=args.device)
     return 0
 
 

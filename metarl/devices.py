@@ -24,11 +24,11 @@ def check_device_setting(value: str, key: str = "device") -> None:
         raise ConfigError(f"{key} = {value!r}: allowed are {DEVICE_CHOICES}")
 
 
-def resolve_device(value: str, key: str = "device") -> torch.device:
-    """The device ``value`` names on this machine.
+def resolve_device(value: str, key: str = "device", fix: str | None = None) -> torch.device:
+    """The device ``value`` of setting ``key`` names on this machine.
 
-    Raises :class:`ConfigError` (naming ``key`` and the fix) for a GPU this machine's torch
-    cannot see.
+    Raises :class:`ConfigError` (naming ``key`` and ``fix``, by default how to set the
+    config's ``key`` to cpu) for a GPU this machine's torch cannot see.
     """
     check_device_setting(value, key)
     if value == "auto":
@@ -36,7 +36,7 @@ def resolve_device(value: str, key: str = "device") -> torch.device:
     device = torch.device(value)
     if device.type != "cuda":
         return device
-    fix = f"set {key}: cpu in the config, or --set {key}=cpu"
+    fix = fix or f"set {key}: cpu in the config, or --set {key}=cpu"
     if not torch.cuda.is_available():
         build = ("a CPU-only build" if torch.version.cuda is None
                  else f"built for CUDA {torch.version.cuda}, but no GPU or driver is visible")

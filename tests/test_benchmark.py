@@ -136,11 +136,12 @@ def test_omniglot_benchmark_runs_each_method_and_prints_loop_vs_vmap(monkeypatch
     monkeypatch.setattr(benchmarks, "OMNIGLOT_SETTINGS", {"tiny": (3, 1, 2, 1, 0.4)})
     real_metarl, ran = benchmarks._omniglot_metarl, []
 
-    def tagged(setting, method, vectorize):
-        iteration = real_metarl(setting, method, vectorize)
+    def tagged(setting, method, vectorize, device):
+        iteration = real_metarl(setting, method, vectorize, device)
 
         def run():
             ran.append((method, vectorize))
+            assert device == torch.device("cpu")
             iteration()
 
         run.vectorize = vectorize
@@ -162,6 +163,7 @@ def test_omniglot_benchmark_runs_each_method_and_prints_loop_vs_vmap(monkeypatch
     for row in rows:
         assert row[2:] == ["2", "(1.5-2.5)", "0.5", "4.00x", "-", "-", "-"], row
     assert "(learn2learn not installed; docs/BENCHMARKS.md says how to install it)" in out
+    assert "Omniglot on cpu, seconds per meta-iteration" in out
 
 
 class _StandInMAML(torch.nn.Module):
@@ -334,7 +336,7 @@ def test_benchmark_all_runs_each_benchmark_in_turn(monkeypatch, capsys):
                          (rl_benchmarks, "benchmark_cheetah"),
                          (supervised_benchmarks, "benchmark_omniglot")]:
         monkeypatch.setattr(module, name,
-                            lambda *, repeats, name=name: ran.append((name, repeats)))
+                            lambda *, repeats, name=name, **on: ran.append((name, repeats)))
     assert main(["benchmark", "--repeats", "3"]) == 0
     assert ran == [("benchmark_sine", 3), ("benchmark_navigation", 3),
                    ("benchmark_cheetah", 3), ("benchmark_omniglot", 3)]
@@ -368,7 +370,7 @@ def test_each_timed_configuration_is_the_one_its_row_names(monkeypatch):
 
     monkeypatch.setattr(meta, "meta_gradient", fake_meta_gradient)
     monkeypatch.setattr(benchmarks, "_omniglot_setup",  # no images: only the gradient matters
-                        lambda *setting: (torch.nn.Linear(2, 2), lambda: None))
+                        lambda *setting_and_device: (torch.nn.Linear(2, 2), lambda: None))
     monkeypatch.setattr(benchmarks, "OMNIGLOT_SETTINGS", {"tiny": (3, 1, 2, 1, 0.4)})
     repeats = []
 

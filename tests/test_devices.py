@@ -133,3 +133,39 @@ def test_cpu_only_experiments_say_so_for_a_device(tmp_path, capsys, config):
     assert "computes on the CPU only; device is a setting of Omniglot runs" in (
         capsys.readouterr().err)
     assert not (tmp_path / "run").exists()
+
+
+def test_benchmark_device_is_for_omniglot_and_this_machines_devices(monkeypatch, capsys):
+    import metarl.supervised.benchmarks as benchmarks
+
+    ran = []
+    monkeypatch.setattr(benchmarks, "benchmark_omniglot",
+                        lambda *, repeats, device: ran.append(device))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["benchmark", "omniglot", "--device", "cuda"]) == 2
+    assert ("--device = 'cuda': this torch" in (err := capsys.readouterr().err)
+            and "leave --device out to time the CPU" in err)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for name in ("cheetah", "all"):
+        assert main(["benchmark", name, "--device", "cuda:0"]) == 2
+        assert "--device cuda:0: only the omniglot benchmark runs off the CPU" in (
+            capsys.readouterr().err)
+    assert ran == []
+    assert main(["benchmark", "omniglot", "--device", "cpu"]) == 0
+    assert ran == [torch.device("cpu")]
+
+
+def test_timed_gpu_calls_wait_for_their_kernels(monkeypatch):
+    from metarl.benchmark import synchronized
+
+    events = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device: events.append(("wait", device)))
+
+    def work() -> None:
+        events.append("work")
+
+    gpu = torch.device("cuda", 1)
+    synchronized(work, gpu)()
+    assert events == ["work", ("wait", gpu)]
+    assert synchronized(work, torch.device("cpu")) is work

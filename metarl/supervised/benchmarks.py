@@ -13,6 +13,7 @@ from metarl.benchmark import (
     print_table,
     seconds_per_call,
     spread_note,
+    synchronized,
 )
 from metarl.config import from_dict
 from metarl.seeding import torch_generator
@@ -127,7 +128,8 @@ def _sine_gradient_gap(method: MetaMethod, steps: int) -> float:
                                     lr=config.adaptation.inner_lr)
 
 
-def _omniglot_setup(ways: int, shots: int, meta_batch: int, steps: int, lr: float):
+def _omniglot_setup(ways: int, shots: int, meta_batch: int, steps: int, lr: float,
+                    device: torch.device):
     from metarl.supervised.omniglot import Conv4, class_pool, reset_conv4, sample_omniglot_batch
     from metarl.supervised.omniglot_data import OmniglotImages
 
@@ -140,19 +142,20 @@ def _omniglot_setup(ways: int, shots: int, meta_batch: int, steps: int, lr: floa
     reset_conv4(model, torch_generator(0, "init"))
     generator = torch_generator(0, "tasks")
 
-    def sample():
-        return sample_omniglot_batch(pool, meta_batch, ways, shots, shots, generator)
+    def sample():  # drawn on the CPU and moved, as training does
+        return sample_omniglot_batch(pool, meta_batch, ways, shots, shots,
+                                     generator).to(device)
 
-    return model, sample
+    return model.to(device), sample
 
 
 def _omniglot_metarl(setting: tuple[int, int, int, int, float], method: MetaMethod,
-                     vectorize: bool):
+                     vectorize: bool, device: torch.device):
     from metarl.supervised.meta import meta_gradient
     from metarl.supervised.omniglot import cross_entropy
 
     ways, shots, meta_batch, steps, lr = setting
-    model, sample = _omniglot_setup(ways, shots, meta_batch, steps, lr)
+    model, sample = _omniglot_setup(ways, shots, meta_batch, steps, lr, device)
     params = params_of(model)
     optimizer = torch.optim.Adam(list(params.values()), lr=1e-3)
 
@@ -163,16 +166,17 @@ def _omniglot_metarl(setting: tuple[int, int, int, int, float], method: MetaMeth
             tensor.grad = grads[name]
         optimizer.step()
 
-    return iteration
+    return synchronized(iteration, device)
 
 
-def _omniglot_learn2learn(setting: tuple[int, int, int, int, float], method: str):
+def _omniglot_learn2learn(setting: tuple[int, int, int, int, float], method: str,
+                          device: torch.device):
     import learn2learn as l2l
 
     from metarl.supervised.omniglot import cross_entropy
 
     ways, shots, meta_batch, steps, lr = setting
-    model, sample = _omniglot_setup(ways, shots, meta_batch, steps, lr)
+    model, sample = _omniglot_setup(ways, shots, meta_batch, steps, lr, device)
     maml = l2l.algorithms.MAML(model, lr=lr, first_order=method == "fomaml")
     optimizer = torch.optim.Adam(maml.parameters(), lr=1e-3)
 
@@ -182,15 +186,16 @@ def _omniglot_learn2learn(setting: tuple[int, int, int, int, float], method: str
         _learn2learn_backward(maml, batch, cross_entropy, steps)
         optimizer.step()
 
-    return iteration
+    return synchronized(iteration, device)
 
 
 def _omniglot_gradient_gap(setting: tuple[int, int, int, int, float],
                            method: MetaMethod) -> float:
+    """On the CPU: the gap is a float64 check of the computation, not a timing."""
     from metarl.supervised.omniglot import cross_entropy
 
     ways, shots, meta_batch, steps, lr = setting
-    model, sample = _omniglot_setup(ways, shots, meta_batch, steps, lr)
+    model, sample = _omniglot_setup(ways, shots, meta_batch, steps, lr, torch.device("cpu"))
     return learn2learn_gradient_gap(model, sample(), cross_entropy, method=method,
                                     steps=steps, lr=lr)
 
@@ -202,25 +207,31 @@ OMNIGLOT_SETTINGS: dict[str, tuple[int, int, int, int, float]] = {
 }
 
 
-def benchmark_omniglot(*, repeats: int) -> list[list[object]]:
-    """Print (and return) seconds per meta-iteration for the paper's Omniglot settings."""
+def benchmark_omniglot(*, repeats: int,
+                       device: torch.device | None = None) -> list[list[object]]:
+    """Print (and return) seconds per meta-iteration for the paper's Omniglot settings, on
+    ``device`` (default the CPU)."""
+    device = torch.device("cpu") if device is None else device
     repeats = max(1, repeats // 4)
     has_l2l = is_installed("learn2learn")
     rows: list[list[object]] = []
     for name, setting in OMNIGLOT_SETTINGS.items():
         for method in ("maml", "fomaml", "reptile"):
             announce(f"Omniglot {name}, {method}")
-            loop = seconds_per_call(_omniglot_metarl(setting, method, False), repeats, warmup=1)
-            vmap = seconds_per_call(_omniglot_metarl(setting, method, True), repeats, warmup=1)
+            loop = seconds_per_call(_omniglot_metarl(setting, method, False, device), repeats,
+                                    warmup=1)
+            vmap = seconds_per_call(_omniglot_metarl(setting, method, True, device), repeats,
+                                    warmup=1)
             compared = has_l2l and method != "reptile"  # learn2learn has no Reptile
-            l2l = (seconds_per_call(_omniglot_learn2learn(setting, method), repeats, warmup=1)
-                   if compared else None)
+            l2l = (seconds_per_call(_omniglot_learn2learn(setting, method, device), repeats,
+                                    warmup=1) if compared else None)
             gap = _omniglot_gradient_gap(setting, method) if compared else None
             rows.append([name, method, loop, vmap, f"{loop.median / vmap.median:.2f}x",
                          "-" if l2l is None else l2l,
                          "-" if l2l is None else f"{l2l.median / vmap.median:.2f}x",
                          "-" if gap is None else f"{gap:.0e}"])
-    print_table("Omniglot, seconds per meta-iteration (Conv4, 28x28, 1 query per class; "
+    print_table(f"Omniglot on {device}, seconds per meta-iteration (Conv4, 28x28, 1 query "
+                "per class; "
                 f"{spread_note(repeats)})" + _learn2learn_note(has_l2l),
                 ["setting", "method", "loop s", "vmap s", "vmap speed-up", "learn2learn s",
                  "vmap speed-up vs l2l", "gradient gap"], rows)
