@@ -127,7 +127,8 @@ def run_benchmarks(name: str, *, repeats: int, device: str = "cpu") -> None:
             raise ConfigError(f"benchmark {n!r}: known benchmarks are "
                               f"{', '.join(BENCHMARKS)} (or all)")
     resolved = resolve_device(device, "--device", fix="leave --device out to time the CPU")
-    if resolved.type != "cpu" and any(n not in ON_DEVICES for n in names):
+    # auto: a GPU for the benchmarks that take one, the CPU for the others
+    if device != "auto" and resolved.type != "cpu" and any(n not in ON_DEVICES for n in names):
         raise ConfigError(f"--device {device}: only the {', '.join(ON_DEVICES)} benchmark "
                           "runs off the CPU; name it (metarl benchmark omniglot --device "
                           f"{device})")
@@ -137,7 +138,7 @@ def run_benchmarks(name: str, *, repeats: int, device: str = "cpu") -> None:
     for n in names:
         module_name, function = BENCHMARKS[n].split(":")
         run = getattr(importlib.import_module(module_name), function)
-        if n in ON_DEVICES:
+        if n in ON_DEVICES:  # the others time the CPU whatever --device says
             run(repeats=repeats, device=resolved)
         else:
             run(repeats=repeats)

@@ -166,7 +166,8 @@ def _parser() -> argparse.ArgumentParser:
                            "on the cheetah)")
     benchmark.add_argument("--device", default="cpu",
                            help="where the omniglot benchmark computes: cpu (default), cuda, "
-                           "cuda:N or auto; the other benchmarks time CPU work")
+                           "cuda:N or auto (a GPU where one is visible); the other benchmarks "
+                           "time CPU work, and take only cpu or auto")
 
     demo = commands.add_parser("demo", help="train, evaluate and render a small default run")
     demo.add_argument("config", nargs="?",
@@ -256,6 +257,7 @@ def _train(args: argparse.Namespace) -> int:
             raise ConfigError("give a CONFIG to train, or --resume RUN_DIR")
         config_path = resolve_config_path(args.config)
         experiment, config = load_config(config_path, args.overrides, args.seed)
+        experiment.check_machine(config)
         run_dir = args.run_dir or _default_run_dir(config_path)
         _note_restart(run_dir, check_new_run_dir(run_dir))
         made_here = not run_dir.exists()
@@ -316,6 +318,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"metarl: {experiment.name} defines no baselines; evaluating the run alone",
               file=sys.stderr)
     evaluated_config = with_evaluation_overrides(experiment, config, args.overrides)
+    experiment.check_machine(evaluated_config)  # also where every snapshot's result is reused
     _note_unused_baseline_settings(experiment, baselines, args.overrides)
     output_dir = _evaluation_output_dir(args)
     options = EvaluateOptions(steps=args.steps, tasks=args.tasks, seed=args.seed,
@@ -457,6 +460,7 @@ def _render_into(args: argparse.Namespace) -> int:
             raise ConfigError(f"--set {text}: metarl render draws no {key}; it changes only "
                               "metarl evaluate")
     config = with_evaluation_overrides(experiment, config, args.overrides, baselines=False)
+    experiment.check_machine(config)
     if args.video is not None:  # all checked before the video's folder is made
         if args.tasks is not None:
             raise ConfigError("--tasks sets how many tasks the pictures show; a --video shows "

@@ -97,6 +97,12 @@ class Experiment(ABC):
     # (recorded as "scoring_version", 1 when missing) is not reused.
     scoring_version: ClassVar[int] = 1
 
+    def check_machine(self, config: Any) -> None:
+        """Raise :class:`ConfigError` if this machine cannot run ``config`` (a device it
+        lacks); called before a command writes anything. Experiments that compute on the
+        CPU only have nothing to check."""
+        return None
+
     @abstractmethod
     def make_trainer(self, config: Any) -> Trainer: ...
 

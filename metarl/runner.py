@@ -457,6 +457,7 @@ def extend_run_config(run_dir: str | Path, experiment: Experiment, overrides: Se
                               "training.iterations and run.* may change (to train it longer "
                               f"or change its bookkeeping){also}")
     _, config = config_from_data(apply_overrides(read_yaml(path), overrides))
+    experiment.check_machine(config)  # before config.yaml is rewritten
     if config.training.iterations < done:
         raise ConfigError(f"training.iterations = {config.training.iterations}: the "
                           f"checkpoint of {run_dir} already holds {done} iterations; give at "

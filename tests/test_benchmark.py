@@ -7,6 +7,7 @@ import torch
 
 from metarl.benchmark import Spread, spread_note
 from metarl.cli import main
+from metarl.supervised.tasks import TaskBatch
 
 
 def test_seconds_per_call_is_the_median_after_the_warmup_calls(monkeypatch):
@@ -164,6 +165,34 @@ def test_omniglot_benchmark_runs_each_method_and_prints_loop_vs_vmap(monkeypatch
         assert row[2:] == ["2", "(1.5-2.5)", "0.5", "4.00x", "-", "-", "-"], row
     assert "(learn2learn not installed; docs/BENCHMARKS.md says how to install it)" in out
     assert "Omniglot on cpu, seconds per meta-iteration" in out
+
+
+def test_omniglot_timings_run_on_the_device_and_wait_for_it(monkeypatch, stand_in_learn2learn):
+    import metarl.supervised.benchmarks as benchmarks
+
+    wrapped, setups = [], []
+    monkeypatch.setattr(benchmarks, "synchronized",
+                        lambda fn, device: wrapped.append(device) or fn)
+    x, y = torch.rand(2, 4, 2), torch.tensor([0, 1, 0, 1]).expand(2, 4)
+    monkeypatch.setattr(benchmarks, "_omniglot_setup",
+                        lambda *args: setups.append(args[-1]) or (
+                            torch.nn.Linear(2, 2), lambda: TaskBatch(x, y, x, y)))
+    gpu = torch.device("cuda", 1)
+    benchmarks._omniglot_metarl((3, 1, 2, 1, 0.4), "maml", True, gpu)
+    benchmarks._omniglot_learn2learn((3, 1, 2, 1, 0.4), "maml", gpu)
+    assert wrapped == [gpu, gpu] and setups == [gpu, gpu]
+    benchmarks._omniglot_gradient_gap((3, 1, 2, 1, 0.4), "maml")
+    assert setups[-1] == torch.device("cpu")  # the float64 check runs on the CPU
+
+
+def test_omniglot_setup_puts_model_and_tasks_on_the_device():
+    import metarl.supervised.benchmarks as benchmarks
+
+    model, sample = benchmarks._omniglot_setup(3, 1, 2, 1, 0.4, torch.device("meta"))
+    batch = sample()
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+    assert {t.device.type for t in (batch.support_x, batch.support_y, batch.query_x,
+                                    batch.query_y)} == {"meta"}
 
 
 class _StandInMAML(torch.nn.Module):

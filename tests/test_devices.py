@@ -123,7 +123,7 @@ def test_cli_refuses_a_device_before_any_work(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "device = 'cuda': this torch" in err and "--set device=cpu" in err
     assert "images_background.zip" not in err
-    assert not (run / "checkpoint.pt").exists()
+    assert not run.exists()
 
 
 @pytest.mark.parametrize("config", ["sine-quick", "navigation2d-quick"])
@@ -154,6 +154,16 @@ def test_benchmark_device_is_for_omniglot_and_this_machines_devices(monkeypatch,
     assert ran == []
     assert main(["benchmark", "omniglot", "--device", "cpu"]) == 0
     assert ran == [torch.device("cpu")]
+    # auto: the GPU for omniglot, the CPU for the benchmarks that time CPU work
+    import metarl.rl.benchmarks as rl_benchmarks
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "a stand-in GPU")
+    monkeypatch.setattr(rl_benchmarks, "benchmark_cheetah",
+                        lambda *, repeats: ran.append("cheetah on the CPU"))
+    assert main(["benchmark", "cheetah", "--device", "auto"]) == 0
+    assert main(["benchmark", "omniglot", "--device", "auto"]) == 0
+    assert ran[1:] == ["cheetah on the CPU", torch.device("cuda")]
+    assert "device: cuda, a stand-in GPU" in capsys.readouterr().out
 
 
 def test_timed_gpu_calls_wait_for_their_kernels(monkeypatch):
@@ -169,3 +179,91 @@ def test_timed_gpu_calls_wait_for_their_kernels(monkeypatch):
     synchronized(work, gpu)()
     assert events == ["work", ("wait", gpu)]
     assert synchronized(work, torch.device("cpu")) is work
+
+
+class _Seen(Exception):
+    """Stops a patched computation once it has recorded what it was given."""
+
+
+def _devices(*tensor_dicts) -> set[str]:
+    return {t.device.type for d in tensor_dicts for t in d.values()}
+
+
+def test_the_trainer_computes_on_its_device_and_saves_to_the_cpu(monkeypatch):
+    import metarl.supervised.trainer as trainer_module
+
+    seen = {}
+
+    def recording_meta_gradient(model, params, batch, loss_fn, *, lr, **kwargs):
+        seen.update(params=_devices(params), lr=_devices(lr), batch={
+            t.device.type for t in (batch.support_x, batch.support_y, batch.query_x,
+                                    batch.query_y)})
+        raise _Seen
+
+    monkeypatch.setattr(trainer_module, "meta_gradient", recording_meta_gradient)
+    images = torch.rand(2, 6, 1, 8, 8)
+    labels = torch.arange(3).repeat(2).expand(2, 6)
+    trainer = SupervisedMetaTrainer(
+        Conv4(3, filters=4, image_size=8), lambda gen: TaskBatch(images, labels, images, labels),
+        cross_entropy, adaptation=AdaptationConfig(inner_lr=0.4, learn_inner_lr=True),
+        vectorize=True, outer_optimizer="adam", outer_lr=1e-3,
+        task_generator=torch.Generator(), device=torch.device("meta"))
+    with pytest.raises(_Seen):
+        trainer.train_iteration(1)
+    assert seen == {"params": {"meta"}, "lr": {"meta"}, "batch": {"meta"}}
+    # state_dict copies every tensor to the CPU: from the meta device, which holds no
+    # data, that copy is refused (a copy kept on the device would pass silently)
+    with pytest.raises(NotImplementedError, match="Cannot copy out of meta tensor"):
+        trainer.state_dict()
+
+
+@pytest.mark.parametrize("learned_rates", [False, True])
+def test_omniglot_evaluate_and_render_compute_on_the_configured_device(
+        tmp_path, monkeypatch, learned_rates):
+    import metarl.supervised.omniglot_experiment as omniglot_experiment
+    from metarl.config import from_dict
+    from metarl.experiment import EvaluateOptions, RenderOptions
+
+    config = from_dict(omniglot_experiment.OmniglotConfig, {
+        "device": "cuda", "model": {"filters": 4}, "data": {"image_size": 8},
+        "evaluation": {"chunk_tasks": 3}})
+    asked = []
+
+    def pretend_gpu(value, *args, **kwargs):
+        asked.append(value)
+        return torch.device("meta")
+
+    monkeypatch.setattr(omniglot_experiment, "resolve_device", pretend_gpu)
+    pool = (torch.rand(10, 4, 20, 8, 8) * 255).to(torch.uint8)
+    monkeypatch.setattr(omniglot_experiment.OmniglotExperiment, "test_pool",
+                        lambda self, *args: (pool, None))
+    seen = []
+
+    def recording_curve(model, params, batch, loss_fn, metric_fn, *, steps, lr, vectorize):
+        seen.append((_devices(params, dict(model.named_parameters()),
+                              lr if isinstance(lr, dict) else {}),
+                     {batch.support_x.device.type, batch.query_y.device.type}))
+        return torch.zeros(batch.num_tasks, steps + 1)  # as from the device, copied back
+
+    def recording_predictions(model, params, batch, loss_fn, *, steps, lr):
+        seen.append((_devices(params, lr if isinstance(lr, dict) else {}),
+                     {batch.support_x.device.type}))
+        raise _Seen  # the CPU copy of the outputs, which a meta tensor cannot give, is next
+
+    monkeypatch.setattr(omniglot_experiment, "adaptation_curve", recording_curve)
+    monkeypatch.setattr(omniglot_experiment, "query_predictions", recording_predictions)
+    params = params_of(omniglot_experiment.make_model(config))
+    state = {"iteration": 1, "trainer": {
+        "params": OrderedDict((k, v.detach()) for k, v in params.items()),
+        "inner_lr": (OrderedDict((k, torch.full_like(v, 0.4)) for k, v in params.items())
+                     if learned_rates else None)}}
+    result = omniglot_experiment.OmniglotExperiment().evaluate(
+        config, state, tmp_path, EvaluateOptions(steps=1, tasks=7))
+    assert seen == [({"meta"}, {"meta"})] * 3  # 7 tasks in chunks of 3
+    assert result["device"] == "meta" and result["mean"] == [0.0, 0.0]
+    seen.clear()
+    with pytest.raises(_Seen):
+        omniglot_experiment.OmniglotExperiment().render(config, state, tmp_path,
+                                                       RenderOptions(tasks=2, steps=1))
+    assert seen == [({"meta"}, {"meta"})]
+    assert asked == ["cuda", "cuda"]

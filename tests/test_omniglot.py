@@ -237,6 +237,14 @@ def test_train_evaluate_render_through_the_cli(tmp_path, omniglot_images, omnigl
     capsys.readouterr()
     assert main(["render", str(run), "--tasks", "2", "--set", "device=cuda"]) == 2
     assert "device = 'cuda': this torch" in capsys.readouterr().err
+    kept = {path: path.read_bytes() for path in run.rglob("*") if path.is_file()}
+    for command in (["evaluate", str(run), "--snapshots", "--set", "device=cuda"],
+                    ["train", "--resume", str(run), "--set", "device=cuda",
+                     "--set", "training.iterations=5"]):
+        assert main(command) == 2, command
+        assert "device = 'cuda': this torch" in capsys.readouterr().err
+    # nothing written: config.yaml still says where the run can go on
+    assert {path: path.read_bytes() for path in run.rglob("*") if path.is_file()} == kept
 
     # where the data lives may change after training: --set, resume --set, config.yaml
     capsys.readouterr()

@@ -113,7 +113,7 @@ def benchmark_sine(*, repeats: int) -> list[list[object]]:
 def _learn2learn_note(installed: bool) -> str:
     if installed:
         return ("\n(gradient gap: max |ours - learn2learn's| / max |ours| of one batch's "
-                "meta-gradient, in float64)")
+                "meta-gradient, in float64 on the CPU)")
     return " (learn2learn not installed; docs/BENCHMARKS.md says how to install it)"
 
 

@@ -281,6 +281,9 @@ class OmniglotExperiment(Experiment):
     location_keys = ("device", "data.root", "data.download", "data.cache_dir")
     render_ignored_keys = ("evaluation.chunk_tasks",)
 
+    def check_machine(self, config: OmniglotConfig) -> None:
+        resolve_device(config.device)
+
     def make_trainer(self, config: OmniglotConfig) -> OmniglotTrainer:
         device = resolve_device(config.device)
         images = load_images(config)
@@ -357,6 +360,7 @@ class OmniglotExperiment(Experiment):
             "inner_lr": lr if not isinstance(lr, dict) else "learned (Meta-SGD)",
             "checkpoint_iteration": state["iteration"], "method": config.adaptation.method,
             "test_characters": len(pool), "baselines": {}, "published": published,
+            "device": str(device),
         }
         plot_adaptation_curves(
             {label: curve}, result["steps"], (options.output_dir or run_dir) / "adaptation.png",

@@ -81,9 +81,10 @@ class SupervisedMetaTrainer:
             self.model, self.params, batch, self.loss_fn, method=self.adaptation.method,
             steps=self.adaptation.inner_steps, lr=self.learning_rate, vectorize=self.vectorize,
             metric_fn=self.metric[1] if self.metric is not None else None)
-        query_loss = float(losses.mean())
-        if not math.isfinite(query_loss) or not all(
-                torch.isfinite(g).all() for g in grads.values()):
+        # one read of the device's results (a GPU waits for its queued work at each read)
+        grads_finite = torch.stack([torch.isfinite(g).all() for g in grads.values()]).all()
+        query_loss, finite = torch.stack([losses.mean(), grads_finite.to(losses.dtype)]).tolist()
+        if not math.isfinite(query_loss) or not finite:
             raise NonFiniteLossError(
                 f"query loss {query_loss} or its gradient is not finite: meta-training "
                 f"diverged; lower adaptation.inner_lr or training.outer_lr")
@@ -94,8 +95,8 @@ class SupervisedMetaTrainer:
                 tensor.grad = grad_lr[name]
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        updated = (p for group in self.optimizer.param_groups for p in group["params"])
-        if not all(bool(torch.isfinite(tensor).all()) for tensor in updated):
+        updated = [p for group in self.optimizer.param_groups for p in group["params"]]
+        if not bool(torch.stack([torch.isfinite(tensor).all() for tensor in updated]).all()):
             raise NonFiniteLossError(
                 "the outer update made the weights (or learned rates) non-finite: "
                 "meta-training diverged; lower training.outer_lr")
