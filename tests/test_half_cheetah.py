@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import pickle
+import re
 
 import gymnasium as gym
 import numpy as np
@@ -1630,3 +1631,39 @@ def test_titles_name_an_episode_length_other_than_the_familys(name, steps, title
     _, config = config_from_data({"experiment": "meta_rl",
                                   "env": {"name": name, "max_episode_steps": steps}})
     assert env_title(config) == title
+
+
+@pytest.mark.parametrize(("platform", "display", "refused"), [
+    ("linux", {}, True), ("linux", {"DISPLAY": ":0"}, False),
+    ("linux", {"WAYLAND_DISPLAY": "wayland-0"}, False), ("darwin", {}, False)])
+def test_glfw_without_a_display_is_refused_before_glfw_starts(monkeypatch, platform, display,
+                                                               refused):
+    import sys
+
+    import metarl.rl.video as video
+
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "PYOPENGL_PLATFORM"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in display.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MUJOCO_GL", "GLFW")
+    monkeypatch.setattr(sys, "platform", platform)
+    made = []
+    monkeypatch.setattr(video.gym, "make", lambda *args, **kwargs: made.append(args) or "env")
+    if refused:
+        with pytest.raises(video.RenderBackendError,
+                           match=re.escape("MUJOCO_GL=GLFW: GLFW opens a window, and neither "
+                                           "DISPLAY nor WAYLAND_DISPLAY is set. Unset "
+                                           "MUJOCO_GL")):
+            video.make_render_env("metarl/HalfCheetahDir-v0", {"direction": 1},
+                                  episode_steps=1)
+        assert made == []
+    else:
+        assert video.make_render_env("metarl/HalfCheetahDir-v0", {"direction": 1},
+                                     episode_steps=1) == "env"
+    # environments that draw themselves need no OpenGL at all
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert video.make_render_env("metarl/Navigation2D-v0", {"goal": [0.1, 0.2]},
+                                 episode_steps=1, mujoco=False) == "env"

@@ -72,6 +72,13 @@ def choose_gl_backend() -> str:
     return os.environ.get("MUJOCO_GL", "glfw")
 
 
+def _has_display() -> bool:
+    """Whether GLFW can open a window: always outside Linux (macOS and Windows need no
+    variable), on Linux where X11's DISPLAY or WAYLAND_DISPLAY is set."""
+    return not sys.platform.startswith("linux") or bool(
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
 def _render_failure(error: Exception) -> RenderBackendError:
     # imported here: loading the half-cheetah module loads MuJoCo, which refuses a bad
     # MUJOCO_GL at import, and navigation videos do not need MuJoCo at all
@@ -115,8 +122,15 @@ def make_render_env(gym_id: str, task: dict[str, Any], *, episode_steps: int,
     """The Gymnasium form of ``gym_id`` (made with ``gym_kwargs``, such as a frame skip)
     rendering ``PANEL_WIDTH x PANEL_HEIGHT`` frames; ``mujoco``: through MuJoCo's OpenGL
     (whose failures are reported with the fix), else drawn by the environment itself."""
-    if mujoco:
-        choose_gl_backend()
+    backend = choose_gl_backend() if mujoco else None
+    if backend is not None and backend.lower() == "glfw" and not _has_display():
+        from metarl.envs.half_cheetah import GL_HELP
+
+        # refused here: GLFW would print warnings of its own before MuJoCo's error
+        raise RenderBackendError(f"MuJoCo could not render with MUJOCO_GL={backend}: GLFW opens a "
+                                 "window, and neither DISPLAY nor WAYLAND_DISPLAY is set. "
+                                 "Unset MUJOCO_GL (metarl then uses egl) or set another "
+                                 f"backend. {GL_HELP}")
     try:
         return gym.make(gym_id, task=task, render_mode="rgb_array", width=PANEL_WIDTH,
                         height=PANEL_HEIGHT, max_episode_steps=episode_steps,
