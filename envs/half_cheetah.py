@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 
 from metarl.config import ConfigError
+from metarl.envs.gl_backend import choose_gl_backend, has_display
 
 GL_HELP = ("Headless MuJoCo rendering needs an OpenGL backend: MUJOCO_GL=egl with Mesa's EGL "
            "(Debian: apt install libegl1 libgl1-mesa-dri), or MUJOCO_GL=osmesa after "
@@ -214,6 +215,14 @@ class _HalfCheetahTaskEnv(HalfCheetahEnv):
         check_frame_skip(frame_skip)
         check_reward_velocity(reward_velocity)
         check_reset_noise(reset_noise)
+        if render_mode == "human" and not has_display():
+            # refused here: GLFW would fail with a C assertion that kills the process
+            raise MujocoUnavailableError(
+                "render_mode='human' opens a window, and neither DISPLAY nor WAYLAND_DISPLAY "
+                "is set: render headless with render_mode='rgb_array' (check_env: "
+                "skip_render_check=True)")
+        if render_mode is not None:  # headless: EGL rather than GLFW's failing window
+            choose_gl_backend()
         self.reward_velocity = reward_velocity
         self.reset_noise = reset_noise
         self.observe_centre_of_mass = bool(observe_centre_of_mass)

@@ -1500,7 +1500,7 @@ def test_run_episode_samples_scaled_actions_until_the_episode_ends():
 def test_choose_gl_backend_keeps_a_set_backend_and_picks_egl_without_a_display(monkeypatch):
     import os
 
-    from metarl.rl.video import choose_gl_backend
+    from metarl.envs.gl_backend import choose_gl_backend
 
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
@@ -1667,3 +1667,23 @@ def test_glfw_without_a_display_is_refused_before_glfw_starts(monkeypatch, platf
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     assert video.make_render_env("metarl/Navigation2D-v0", {"goal": [0.1, 0.2]},
                                  episode_steps=1, mujoco=False) == "env"
+
+
+def test_a_rendering_cheetah_picks_a_headless_backend_and_refuses_a_window(monkeypatch):
+    import os
+
+    from metarl.envs.half_cheetah import MujocoUnavailableError
+
+    for name in ("MUJOCO_GL", "DISPLAY", "WAYLAND_DISPLAY", "PYOPENGL_PLATFORM"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr("sys.platform", "linux")
+    HalfCheetahVelEnv().close()
+    assert "MUJOCO_GL" not in os.environ  # no rendering asked: nothing chosen
+    HalfCheetahVelEnv(render_mode="rgb_array").close()
+    assert os.environ["MUJOCO_GL"] == "egl"  # before the first frame, where GLFW would fail
+    with pytest.raises(MujocoUnavailableError,
+                       match=re.escape("render_mode='human' opens a window, and neither "
+                                       "DISPLAY nor WAYLAND_DISPLAY is set")):
+        HalfCheetahDirEnv(render_mode="human")
+    monkeypatch.setenv("DISPLAY", ":0")
+    HalfCheetahDirEnv(render_mode="human").close()  # the window opens at the first render

@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from metarl.adaptation import Params
 from metarl.config import ConfigError
+from metarl.envs.gl_backend import choose_gl_backend, has_display
 from metarl.rl.episodes import PolicyFn
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
@@ -57,26 +58,6 @@ def check_video_steps(steps: int, source: str | None = None) -> None:
 
 class RenderBackendError(ConfigError):
     """MuJoCo could not create an OpenGL context to render with."""
-
-
-def choose_gl_backend() -> str:
-    """``MUJOCO_GL`` as set; else PyOpenGL's headless platform where ``PYOPENGL_PLATFORM``
-    names one (MuJoCo refuses a backend other than that), or ``egl`` when there is no display
-    (set for this process)."""
-    if "MUJOCO_GL" not in os.environ:
-        pyopengl = os.environ.get("PYOPENGL_PLATFORM", "").lower()
-        if pyopengl in ("egl", "osmesa"):
-            os.environ["MUJOCO_GL"] = pyopengl
-        elif not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-            os.environ["MUJOCO_GL"] = "egl"
-    return os.environ.get("MUJOCO_GL", "glfw")
-
-
-def _has_display() -> bool:
-    """Whether GLFW can open a window: always outside Linux (macOS and Windows need no
-    variable), on Linux where X11's DISPLAY or WAYLAND_DISPLAY is set."""
-    return not sys.platform.startswith("linux") or bool(
-        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def _render_failure(error: Exception) -> RenderBackendError:
@@ -123,7 +104,7 @@ def make_render_env(gym_id: str, task: dict[str, Any], *, episode_steps: int,
     rendering ``PANEL_WIDTH x PANEL_HEIGHT`` frames; ``mujoco``: through MuJoCo's OpenGL
     (whose failures are reported with the fix), else drawn by the environment itself."""
     backend = choose_gl_backend() if mujoco else None
-    if backend is not None and backend.lower() == "glfw" and not _has_display():
+    if backend is not None and backend.lower() == "glfw" and not has_display():
         from metarl.envs.half_cheetah import GL_HELP
 
         # refused here: GLFW would print warnings of its own before MuJoCo's error
