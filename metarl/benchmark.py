@@ -119,19 +119,20 @@ def _cell(value: object) -> str:
 
 
 def run_benchmarks(name: str, *, repeats: int, device: str = "cpu") -> None:
-    from metarl.devices import resolve_device
+    from metarl.devices import check_device_setting, resolve_device
 
     names = list(BENCHMARKS) if name == "all" else [name]
     for n in names:
         if n not in BENCHMARKS:
             raise ConfigError(f"benchmark {n!r}: known benchmarks are "
                               f"{', '.join(BENCHMARKS)} (or all)")
-    resolved = resolve_device(device, "--device", fix="leave --device out to time the CPU")
+    check_device_setting(device, "--device")
     # auto: a GPU for the benchmarks that take one, the CPU for the others
-    if device != "auto" and resolved.type != "cpu" and any(n not in ON_DEVICES for n in names):
+    if device not in ("cpu", "auto") and any(n not in ON_DEVICES for n in names):
         raise ConfigError(f"--device {device}: only the {', '.join(ON_DEVICES)} benchmark "
                           "runs off the CPU; name it (metarl benchmark omniglot --device "
                           f"{device})")
+    resolved = resolve_device(device, "--device", fix="leave --device out to time the CPU")
     print(f"machine: {machine_line()}")
     if resolved.type == "cuda":
         print(f"device: {resolved}, {torch.cuda.get_device_name(resolved)}")

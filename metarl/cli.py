@@ -239,6 +239,7 @@ def _train(args: argparse.Namespace) -> int:
         if args.overrides:
             config = extend_run_config(args.resume, experiment, args.overrides, done=done)
         run_dir = args.resume
+        computes_on = experiment.check_machine(config, where=run_dir / "config.yaml")
         if done > config.training.iterations:  # config.yaml edited by hand
             print(f"metarl: {run_dir} holds {done} meta-iterations, more than its config.yaml "
                   f"asks for (training.iterations = {config.training.iterations}); nothing to "
@@ -257,12 +258,13 @@ def _train(args: argparse.Namespace) -> int:
             raise ConfigError("give a CONFIG to train, or --resume RUN_DIR")
         config_path = resolve_config_path(args.config)
         experiment, config = load_config(config_path, args.overrides, args.seed)
-        experiment.check_machine(config)
+        computes_on = experiment.check_machine(config)
         run_dir = args.run_dir or _default_run_dir(config_path)
         _note_restart(run_dir, check_new_run_dir(run_dir))
         made_here = not run_dir.exists()
         create_run_dir(run_dir)  # before the trainer is built: a bad path fails at once
-    print(f"metarl: {experiment.name} run in {run_dir}", file=sys.stderr)
+    print(f"metarl: {experiment.name} run in {run_dir}"
+          + (f", on {computes_on}" if computes_on else ""), file=sys.stderr)
     try:
         checkpoint = train_run(experiment, config, run_dir, resume=args.resume is not None)
     except BaseException:
@@ -318,7 +320,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"metarl: {experiment.name} defines no baselines; evaluating the run alone",
               file=sys.stderr)
     evaluated_config = with_evaluation_overrides(experiment, config, args.overrides)
-    experiment.check_machine(evaluated_config)  # also where every snapshot's result is reused
+    # also where every snapshot's result is reused
+    experiment.check_machine(evaluated_config, where=args.run_dir / "config.yaml")
     _note_unused_baseline_settings(experiment, baselines, args.overrides)
     output_dir = _evaluation_output_dir(args)
     options = EvaluateOptions(steps=args.steps, tasks=args.tasks, seed=args.seed,
@@ -460,7 +463,7 @@ def _render_into(args: argparse.Namespace) -> int:
             raise ConfigError(f"--set {text}: metarl render draws no {key}; it changes only "
                               "metarl evaluate")
     config = with_evaluation_overrides(experiment, config, args.overrides, baselines=False)
-    experiment.check_machine(config)
+    experiment.check_machine(config, where=args.run_dir / "config.yaml")
     if args.video is not None:  # all checked before the video's folder is made
         if args.tasks is not None:
             raise ConfigError("--tasks sets how many tasks the pictures show; a --video shows "

@@ -15,7 +15,7 @@ from metarl.config import ConfigError
 
 DEVICE_CHOICES = "cpu, cuda, cuda:N (the GPU of that index) or auto (cuda where a GPU is " \
                  "visible, else cpu)"
-_SPELLING = re.compile(r"cpu|cuda|cuda:\d+|auto")
+_SPELLING = re.compile(r"cpu|cuda|cuda:(0|[1-9]\d*)|auto")
 
 
 def check_device_setting(value: str, key: str = "device") -> None:

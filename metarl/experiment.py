@@ -97,10 +97,11 @@ class Experiment(ABC):
     # (recorded as "scoring_version", 1 when missing) is not reused.
     scoring_version: ClassVar[int] = 1
 
-    def check_machine(self, config: Any) -> None:
+    def check_machine(self, config: Any, where: Path | None = None) -> str | None:
         """Raise :class:`ConfigError` if this machine cannot run ``config`` (a device it
-        lacks); called before a command writes anything. Experiments that compute on the
-        CPU only have nothing to check."""
+        lacks), naming ``where`` (the config file) in the fix; called before a command writes
+        anything. Returns what the run computes on, to say so (None: the CPU, the only
+        choice of experiments that have nothing to check)."""
         return None
 
     @abstractmethod
@@ -185,11 +186,11 @@ def with_evaluation_overrides(experiment: Experiment, config: Any, overrides: Se
             continue
         if len(path) < 2 or path[0] not in sections:
             allowed = " and ".join(f"{name}.*" for name in sections)
-            also = (f" (and where it computes and its data lives: "
-                    f"{', '.join(experiment.location_keys)})"
+            also = (f", and where it computes and its data lives: "
+                    f"{', '.join(experiment.location_keys)}"
                     if experiment.location_keys else "")
-            raise ConfigError(f"--set {text!r}: --set changes only {allowed} keys (how the "
-                              f"run is evaluated){also}, e.g. evaluation.later_lr_scale=0.25")
+            raise ConfigError(f"--set {text!r}: --set changes only {allowed} keys, how the "
+                              f"run is evaluated{also} (e.g. evaluation.later_lr_scale=0.25)")
         if path[0] == "evaluation" and len(path) == 2 and path[1] in COMMAND_LINE_KEYS:
             raise ConfigError(f"--set {text!r}: give --{path[1]} {path[1].upper()} instead")
     if not overrides:

@@ -189,7 +189,10 @@ def _check_config_matches_checkpoint(run_dir: Path, experiment: Experiment, conf
                 f"{run_dir / CHECKPOINT_NAME} was trained with {key} = {yaml_scalar(value)}. "
                 "What a run trains can't change after it starts (training.iterations and "
                 "run.* change with `metarl train --resume RUN --set`, evaluation settings "
-                "with `metarl evaluate RUN --set`); restore the value, or start a new run")
+                "with `metarl evaluate RUN --set`"
+                + (f", where it computes and its data lives ({', '.join(experiment.location_keys)})"
+                   " with either" if experiment.location_keys else "")
+                + "); restore the value, or start a new run")
 
 
 def _matches(key: str, patterns: Sequence[str]) -> bool:
@@ -456,12 +459,15 @@ def extend_run_config(run_dir: str | Path, experiment: Experiment, overrides: Se
             raise ConfigError(f"--set {text}: a resumed run keeps its config; only "
                               "training.iterations and run.* may change (to train it longer "
                               f"or change its bookkeeping){also}")
-    _, config = config_from_data(apply_overrides(read_yaml(path), overrides))
-    experiment.check_machine(config)  # before config.yaml is rewritten
+    saved = read_yaml(path)
+    _, config = config_from_data(apply_overrides(saved, overrides))
+    experiment.check_machine(config, where=path)  # before config.yaml is rewritten
     if config.training.iterations < done:
         raise ConfigError(f"training.iterations = {config.training.iterations}: the "
                           f"checkpoint of {run_dir} already holds {done} iterations; give at "
                           f"least {done}")
+    if to_dict(config) == to_dict(config_from_data(saved)[1]):
+        return config  # nothing changes: the file, and its comments, stay as they were
     header = []  # the file's leading comment lines, then what this resume changes
     for line in path.read_text().splitlines():
         if not line.startswith("#"):

@@ -177,6 +177,13 @@ def test_resume_with_more_iterations_extends_a_finished_run_exactly(tmp_path, ca
     assert main(["train", "--resume", str(extended), "--set", "training.iterations=10"]) == 2
     assert "already holds 12 iterations; give at least 12" in capsys.readouterr().err
     assert "iterations: 12  #" in (extended / "config.yaml").read_text()
+    # a --set that changes nothing leaves the file, comments and all, as it was
+    kept = (extended / "config.yaml").read_bytes()
+    for _ in range(2):
+        assert main(["train", "--resume", str(extended), "--set", "training.iterations=12",
+                     "--set", "run.snapshot_every=6"]) == 0
+    assert "nothing to do" in capsys.readouterr().err
+    assert (extended / "config.yaml").read_bytes() == kept
 
 
 def test_config_command_lists_and_resolves(capsys):

@@ -25,7 +25,8 @@ def test_device_spellings_allowed(value):
     check_device_setting(value)
 
 
-@pytest.mark.parametrize("value", ["gpu", "CUDA", "cuda:", "cuda:-1", "cuda:0 ", "mps", ""])
+@pytest.mark.parametrize("value", ["gpu", "CUDA", "cuda:", "cuda:-1", "cuda:0 ", "cuda:01", "mps",
+                                   "cpu:0", ""])
 def test_other_device_spellings_name_what_is_allowed(value):
     with pytest.raises(ConfigError, match=re.escape(f"device = {value!r}: allowed are cpu, "
                                                     "cuda, cuda:N")):
@@ -145,6 +146,12 @@ def test_benchmark_device_is_for_omniglot_and_this_machines_devices(monkeypatch,
     assert main(["benchmark", "omniglot", "--device", "cuda"]) == 2
     assert ("--device = 'cuda': this torch" in (err := capsys.readouterr().err)
             and "leave --device out to time the CPU" in err)
+    # a benchmark that times CPU work says so first, GPU or not
+    assert main(["benchmark", "cheetah", "--device", "cuda"]) == 2
+    assert "--device cuda: only the omniglot benchmark runs off the CPU" in (
+        capsys.readouterr().err)
+    assert main(["benchmark", "omniglot", "--device", "gpu"]) == 2
+    assert "--device = 'gpu': allowed are cpu, cuda" in capsys.readouterr().err
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     for name in ("cheetah", "all"):

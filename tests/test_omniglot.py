@@ -200,6 +200,7 @@ def test_train_evaluate_render_through_the_cli(tmp_path, omniglot_images, omnigl
               "--set", "training.iterations=3", "--set", "training.meta_batch_size=2",
               "--set", "run.progress=false", "--set", "run.tensorboard=false"]
     assert main(["train", "omniglot-5w1s", "--run-dir", str(run), *common]) == 0
+    assert f"metarl: omniglot run in {run}, on cpu" in capsys.readouterr().err
     # elsewhere first: the run directory stays as training left it, split file included
     trained = sorted(p.relative_to(run) for p in run.rglob("*"))
     assert main(["evaluate", str(run), "--tasks", "20", "--steps", "2",
@@ -242,9 +243,16 @@ def test_train_evaluate_render_through_the_cli(tmp_path, omniglot_images, omnigl
                     ["train", "--resume", str(run), "--set", "device=cuda",
                      "--set", "training.iterations=5"]):
         assert main(command) == 2, command
-        assert "device = 'cuda': this torch" in capsys.readouterr().err
+        assert ("device = 'cuda': this torch" in (err := capsys.readouterr().err)
+                and f"set device: cpu in {run / 'config.yaml'}, or --set device=cpu" in err)
     # nothing written: config.yaml still says where the run can go on
     assert {path: path.read_bytes() for path in run.rglob("*") if path.is_file()} == kept
+    # a hand edit to a device this machine lacks: even a finished run says so on resume
+    config_text = (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text(config_text.replace("\ndevice: cpu ", "\ndevice: cuda "))
+    assert main(["train", "--resume", str(run)]) == 2
+    assert f"set device: cpu in {run / 'config.yaml'}" in capsys.readouterr().err
+    (run / "config.yaml").write_text(config_text)
 
     # where the data lives may change after training: --set, resume --set, config.yaml
     capsys.readouterr()

@@ -63,7 +63,7 @@ def test_evaluation_overrides_take_location_keys_and_baselines_only_where_drawn(
     _, rl = config_from_data({"experiment": "meta_rl"})
     assert with_evaluation_overrides(
         meta_rl, rl, ["baselines.oracle_iterations=5"]).baselines.oracle_iterations == 5
-    with pytest.raises(ConfigError, match=r"--set changes only evaluation\.\* keys \(how"):
+    with pytest.raises(ConfigError, match=r"--set changes only evaluation\.\* keys, how"):
         with_evaluation_overrides(meta_rl, rl, ["baselines.oracle_iterations=5"],
                                   baselines=False)  # render draws no baselines
     with pytest.raises(ConfigError,

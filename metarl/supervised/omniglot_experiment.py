@@ -281,8 +281,13 @@ class OmniglotExperiment(Experiment):
     location_keys = ("device", "data.root", "data.download", "data.cache_dir")
     render_ignored_keys = ("evaluation.chunk_tasks",)
 
-    def check_machine(self, config: OmniglotConfig) -> None:
-        resolve_device(config.device)
+    def check_machine(self, config: OmniglotConfig, where: Path | None = None) -> str:
+        fix = (f"set device: cpu in {where}, or --set device=cpu" if where is not None
+               else None)
+        device = resolve_device(config.device, fix=fix)
+        if device.type == "cuda":
+            return f"{device} ({torch.cuda.get_device_name(device)})"
+        return str(device)
 
     def make_trainer(self, config: OmniglotConfig) -> OmniglotTrainer:
         device = resolve_device(config.device)
