@@ -18,13 +18,24 @@ def has_display() -> bool:
 
 
 def choose_gl_backend() -> str:
-    """``MUJOCO_GL`` as set; else PyOpenGL's headless platform where ``PYOPENGL_PLATFORM``
-    names one (MuJoCo refuses a backend other than that), or ``egl`` when there is no display
-    (set for this process)."""
-    if "MUJOCO_GL" not in os.environ:
+    """``MUJOCO_GL`` as set; else, on Linux, PyOpenGL's headless platform where
+    ``PYOPENGL_PLATFORM`` names one (MuJoCo refuses a backend other than that), or ``egl``
+    when there is no display (set for this process). Elsewhere MuJoCo's default, GLFW."""
+    if "MUJOCO_GL" not in os.environ and sys.platform.startswith("linux"):
         pyopengl = os.environ.get("PYOPENGL_PLATFORM", "").lower()
         if pyopengl in ("egl", "osmesa"):
             os.environ["MUJOCO_GL"] = pyopengl
         elif not has_display():
             os.environ["MUJOCO_GL"] = "egl"
     return os.environ.get("MUJOCO_GL", "glfw")
+
+
+def windowless_glfw() -> str | None:
+    """Why the chosen backend cannot render here (GLFW without a display), or None. Asked
+    before rendering: GLFW would print warnings of its own before MuJoCo's error."""
+    backend = choose_gl_backend()
+    if backend.lower() != "glfw" or has_display():
+        return None
+    return (f"MUJOCO_GL={backend}: GLFW opens a window, and neither DISPLAY nor "
+            "WAYLAND_DISPLAY is set. Unset MUJOCO_GL (metarl then uses egl) or set another "
+            "backend")

@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from metarl.config import ConfigError
-from metarl.envs.gl_backend import choose_gl_backend, has_display
+from metarl.envs.gl_backend import has_display, windowless_glfw
 
 GL_HELP = ("Headless MuJoCo rendering needs an OpenGL backend: MUJOCO_GL=egl with Mesa's EGL "
            "(Debian: apt install libegl1 libgl1-mesa-dri), or MUJOCO_GL=osmesa after "
@@ -221,8 +221,9 @@ class _HalfCheetahTaskEnv(HalfCheetahEnv):
                 "render_mode='human' opens a window, and neither DISPLAY nor WAYLAND_DISPLAY "
                 "is set: render headless with render_mode='rgb_array' (check_env: "
                 "skip_render_check=True)")
-        if render_mode is not None:  # headless: EGL rather than GLFW's failing window
-            choose_gl_backend()
+        # headless: EGL rather than GLFW's failing window
+        if render_mode is not None and (problem := windowless_glfw()) is not None:
+            raise MujocoUnavailableError(f"render_mode={render_mode!r} with {problem}. {GL_HELP}")
         self.reward_velocity = reward_velocity
         self.reset_noise = reset_noise
         self.observe_centre_of_mass = bool(observe_centre_of_mass)

@@ -239,7 +239,8 @@ def _train(args: argparse.Namespace) -> int:
         if args.overrides:
             config = extend_run_config(args.resume, experiment, args.overrides, done=done)
         run_dir = args.resume
-        computes_on = experiment.check_machine(config, where=run_dir / "config.yaml")
+        computes_on = experiment.check_machine(config, where=run_dir / "config.yaml",
+                                               overrides=args.overrides)
         if done > config.training.iterations:  # config.yaml edited by hand
             print(f"metarl: {run_dir} holds {done} meta-iterations, more than its config.yaml "
                   f"asks for (training.iterations = {config.training.iterations}); nothing to "
@@ -258,7 +259,7 @@ def _train(args: argparse.Namespace) -> int:
             raise ConfigError("give a CONFIG to train, or --resume RUN_DIR")
         config_path = resolve_config_path(args.config)
         experiment, config = load_config(config_path, args.overrides, args.seed)
-        computes_on = experiment.check_machine(config)
+        computes_on = experiment.check_machine(config, overrides=args.overrides)
         run_dir = args.run_dir or _default_run_dir(config_path)
         _note_restart(run_dir, check_new_run_dir(run_dir))
         made_here = not run_dir.exists()
@@ -321,7 +322,8 @@ def _evaluate(args: argparse.Namespace) -> int:
               file=sys.stderr)
     evaluated_config = with_evaluation_overrides(experiment, config, args.overrides)
     # also where every snapshot's result is reused
-    experiment.check_machine(evaluated_config, where=args.run_dir / "config.yaml")
+    experiment.check_machine(evaluated_config, where=args.run_dir / "config.yaml",
+                             overrides=args.overrides)
     _note_unused_baseline_settings(experiment, baselines, args.overrides)
     output_dir = _evaluation_output_dir(args)
     options = EvaluateOptions(steps=args.steps, tasks=args.tasks, seed=args.seed,
@@ -463,7 +465,8 @@ def _render_into(args: argparse.Namespace) -> int:
             raise ConfigError(f"--set {text}: metarl render draws no {key}; it changes only "
                               "metarl evaluate")
     config = with_evaluation_overrides(experiment, config, args.overrides, baselines=False)
-    experiment.check_machine(config, where=args.run_dir / "config.yaml")
+    experiment.check_machine(config, where=args.run_dir / "config.yaml",
+                             overrides=args.overrides)
     if args.video is not None:  # all checked before the video's folder is made
         if args.tasks is not None:
             raise ConfigError("--tasks sets how many tasks the pictures show; a --video shows "

@@ -97,11 +97,13 @@ class Experiment(ABC):
     # (recorded as "scoring_version", 1 when missing) is not reused.
     scoring_version: ClassVar[int] = 1
 
-    def check_machine(self, config: Any, where: Path | None = None) -> str | None:
+    def check_machine(self, config: Any, where: Path | None = None,
+                      overrides: Sequence[str] = ()) -> str | None:
         """Raise :class:`ConfigError` if this machine cannot run ``config`` (a device it
-        lacks), naming ``where`` (the config file) in the fix; called before a command writes
-        anything. Returns what the run computes on, to say so (None: the CPU, the only
-        choice of experiments that have nothing to check)."""
+        lacks), with the fix where the setting came from: the ``--set`` ``overrides``, else
+        the config file ``where``; called before a command writes anything. Returns what
+        the run computes on, to say so (None: the CPU, the only choice of experiments that
+        have nothing to check)."""
         return None
 
     @abstractmethod

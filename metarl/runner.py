@@ -461,22 +461,26 @@ def extend_run_config(run_dir: str | Path, experiment: Experiment, overrides: Se
                               f"or change its bookkeeping){also}")
     saved = read_yaml(path)
     _, config = config_from_data(apply_overrides(saved, overrides))
-    experiment.check_machine(config, where=path)  # before config.yaml is rewritten
+    experiment.check_machine(config, where=path, overrides=overrides)  # before the rewrite
     if config.training.iterations < done:
         raise ConfigError(f"training.iterations = {config.training.iterations}: the "
                           f"checkpoint of {run_dir} already holds {done} iterations; give at "
                           f"least {done}")
-    if to_dict(config) == to_dict(config_from_data(saved)[1]):
-        return config  # nothing changes: the file, and its comments, stay as they were
     header = []  # the file's leading comment lines, then what this resume changes
+    renamed = False
     for line in path.read_text().splitlines():
         if not line.startswith("#"):
             break
         text = line[2:] if line.startswith("# ") else line[1:]
         if text.startswith(RESUME_HINT):  # a copied run (a branched snapshot) names its source
-            text = f"{RESUME_HINT} metarl train --resume {run_dir}"
+            own = f"{RESUME_HINT} metarl train --resume {run_dir}"
+            renamed, text = renamed or text != own, own
         header.append(text)
-    header.append(f"Changed on resume: {', '.join(overrides)}")
+    changed = to_dict(config) != to_dict(config_from_data(saved)[1])
+    if not changed and not renamed:
+        return config  # nothing changes: the file, and its comments, stay as they were
+    if changed:
+        header.append(f"Changed on resume: {', '.join(overrides)}")
     atomic_write_text(path, dump_config(config, header="\n".join(header)))
     return config
 

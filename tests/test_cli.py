@@ -789,6 +789,14 @@ def test_a_copied_run_resumed_longer_names_itself_in_its_config_header(tmp_path,
     assert f"# Continue it with: metarl train --resume {copy}" in header
     assert not any(str(source) in line for line in header)
     assert "# Changed on resume: training.iterations=14" in header
+    # a --set that changes nothing still makes a copy's config.yaml name the copy
+    second = tmp_path / "second"
+    shutil.copytree(source, second)
+    assert main(["train", "--resume", str(second), "--set", "run.progress=false"]) == 0
+    header = [line for line in (second / "config.yaml").read_text().splitlines()
+              if line.startswith("#")]
+    assert f"# Continue it with: metarl train --resume {second}" in header
+    assert not any(str(source) in line or "Changed on resume" in line for line in header)
 
 
 def test_a_background_writers_os_error_is_one_line_not_a_traceback(monkeypatch, capsys):

@@ -1675,7 +1675,8 @@ def test_a_rendering_cheetah_picks_a_headless_backend_and_refuses_a_window(monke
     from metarl.envs.half_cheetah import MujocoUnavailableError
 
     for name in ("MUJOCO_GL", "DISPLAY", "WAYLAND_DISPLAY", "PYOPENGL_PLATFORM"):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "recorded")  # so that monkeypatch restores what the env sets
+        monkeypatch.delenv(name)
     monkeypatch.setattr("sys.platform", "linux")
     HalfCheetahVelEnv().close()
     assert "MUJOCO_GL" not in os.environ  # no rendering asked: nothing chosen
@@ -1685,5 +1686,17 @@ def test_a_rendering_cheetah_picks_a_headless_backend_and_refuses_a_window(monke
                        match=re.escape("render_mode='human' opens a window, and neither "
                                        "DISPLAY nor WAYLAND_DISPLAY is set")):
         HalfCheetahDirEnv(render_mode="human")
+    monkeypatch.setenv("MUJOCO_GL", "glfw")  # asked for, without a display: said before GLFW
+    with pytest.raises(MujocoUnavailableError,
+                       match=re.escape("render_mode='rgb_array' with MUJOCO_GL=glfw: GLFW "
+                                       "opens a window, and neither DISPLAY nor")):
+        HalfCheetahVelEnv(render_mode="rgb_array")
     monkeypatch.setenv("DISPLAY", ":0")
     HalfCheetahDirEnv(render_mode="human").close()  # the window opens at the first render
+    # outside Linux MuJoCo's default stays, whatever PyOpenGL is told
+    monkeypatch.delenv("MUJOCO_GL")
+    monkeypatch.delenv("DISPLAY")
+    monkeypatch.setenv("PYOPENGL_PLATFORM", "egl")
+    monkeypatch.setattr("sys.platform", "darwin")
+    HalfCheetahVelEnv(render_mode="rgb_array").close()
+    assert "MUJOCO_GL" not in os.environ

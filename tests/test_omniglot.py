@@ -244,14 +244,17 @@ def test_train_evaluate_render_through_the_cli(tmp_path, omniglot_images, omnigl
                      "--set", "training.iterations=5"]):
         assert main(command) == 2, command
         assert ("device = 'cuda': this torch" in (err := capsys.readouterr().err)
-                and f"set device: cpu in {run / 'config.yaml'}, or --set device=cpu" in err)
+                and "give --set device=cpu instead of --set device=cuda" in err)
     # nothing written: config.yaml still says where the run can go on
     assert {path: path.read_bytes() for path in run.rglob("*") if path.is_file()} == kept
     # a hand edit to a device this machine lacks: even a finished run says so on resume
     config_text = (run / "config.yaml").read_text()
     (run / "config.yaml").write_text(config_text.replace("\ndevice: cpu ", "\ndevice: cuda "))
-    assert main(["train", "--resume", str(run)]) == 2
-    assert f"set device: cpu in {run / 'config.yaml'}" in capsys.readouterr().err
+    for command in (["train", "--resume", str(run)], ["evaluate", str(run)],
+                    ["render", str(run)]):
+        assert main(command) == 2, command
+        assert f"set device: cpu in {run / 'config.yaml'}, or --set device=cpu" in (
+            capsys.readouterr().err)
     (run / "config.yaml").write_text(config_text)
 
     # where the data lives may change after training: --set, resume --set, config.yaml

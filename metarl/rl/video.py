@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from metarl.adaptation import Params
 from metarl.config import ConfigError
-from metarl.envs.gl_backend import choose_gl_backend, has_display
+from metarl.envs.gl_backend import windowless_glfw
 from metarl.rl.episodes import PolicyFn
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
@@ -103,15 +103,11 @@ def make_render_env(gym_id: str, task: dict[str, Any], *, episode_steps: int,
     """The Gymnasium form of ``gym_id`` (made with ``gym_kwargs``, such as a frame skip)
     rendering ``PANEL_WIDTH x PANEL_HEIGHT`` frames; ``mujoco``: through MuJoCo's OpenGL
     (whose failures are reported with the fix), else drawn by the environment itself."""
-    backend = choose_gl_backend() if mujoco else None
-    if backend is not None and backend.lower() == "glfw" and not has_display():
+    problem = windowless_glfw() if mujoco else None
+    if problem is not None:
         from metarl.envs.half_cheetah import GL_HELP
 
-        # refused here: GLFW would print warnings of its own before MuJoCo's error
-        raise RenderBackendError(f"MuJoCo could not render with MUJOCO_GL={backend}: GLFW opens a "
-                                 "window, and neither DISPLAY nor WAYLAND_DISPLAY is set. "
-                                 "Unset MUJOCO_GL (metarl then uses egl) or set another "
-                                 f"backend. {GL_HELP}")
+        raise RenderBackendError(f"MuJoCo could not render with {problem}. {GL_HELP}")
     try:
         return gym.make(gym_id, task=task, render_mode="rgb_array", width=PANEL_WIDTH,
                         height=PANEL_HEIGHT, max_episode_steps=episode_steps,

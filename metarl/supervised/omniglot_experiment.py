@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,7 +15,15 @@ import torch
 
 from metarl.adaptation import LearningRate, Params, test_time_learning_rates
 from metarl.checkpoint import atomic_write_text
-from metarl.config import AdaptationConfig, ConfigError, RunConfig, param, section, to_dict
+from metarl.config import (
+    AdaptationConfig,
+    ConfigError,
+    RunConfig,
+    param,
+    parse_override,
+    section,
+    to_dict,
+)
 from metarl.devices import DEVICE_CHOICES, check_device_setting, resolve_device
 from metarl.evaluation import format_table, summarize, write_evaluation
 from metarl.experiment import EvaluateOptions, Experiment, RenderOptions
@@ -281,9 +290,14 @@ class OmniglotExperiment(Experiment):
     location_keys = ("device", "data.root", "data.download", "data.cache_dir")
     render_ignored_keys = ("evaluation.chunk_tasks",)
 
-    def check_machine(self, config: OmniglotConfig, where: Path | None = None) -> str:
-        fix = (f"set device: cpu in {where}, or --set device=cpu" if where is not None
-               else None)
+    def check_machine(self, config: OmniglotConfig, where: Path | None = None,
+                      overrides: Sequence[str] = ()) -> str:
+        if any(parse_override(text)[0] == ["device"] for text in overrides):
+            fix = f"give --set device=cpu instead of --set device={config.device}"
+        elif where is not None:
+            fix = f"set device: cpu in {where}, or --set device=cpu"
+        else:
+            fix = None
         device = resolve_device(config.device, fix=fix)
         if device.type == "cuda":
             return f"{device} ({torch.cuda.get_device_name(device)})"
