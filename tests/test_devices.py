@@ -210,14 +210,16 @@ def test_the_trainer_computes_on_its_device_and_saves_to_the_cpu(monkeypatch):
     monkeypatch.setattr(trainer_module, "meta_gradient", recording_meta_gradient)
     images = torch.rand(2, 6, 1, 8, 8)
     labels = torch.arange(3).repeat(2).expand(2, 6)
+    architecture = Conv4(3, filters=4, image_size=8)
     trainer = SupervisedMetaTrainer(
-        Conv4(3, filters=4, image_size=8), lambda gen: TaskBatch(images, labels, images, labels),
+        architecture, lambda gen: TaskBatch(images, labels, images, labels),
         cross_entropy, adaptation=AdaptationConfig(inner_lr=0.4, learn_inner_lr=True),
         vectorize=True, outer_optimizer="adam", outer_lr=1e-3,
         task_generator=torch.Generator(), device=torch.device("meta"))
     with pytest.raises(_Seen):
         trainer.train_iteration(1)
     assert seen == {"params": {"meta"}, "lr": {"meta"}, "batch": {"meta"}}
+    assert {p.device.type for p in architecture.parameters()} == {"cpu"}  # the caller's stays
     # state_dict copies every tensor to the CPU: from the meta device, which holds no
     # data, that copy is refused (a copy kept on the device would pass silently)
     with pytest.raises(NotImplementedError, match="Cannot copy out of meta tensor"):

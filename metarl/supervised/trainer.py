@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import OrderedDict
 from collections.abc import Callable
@@ -41,10 +42,10 @@ class SupervisedMetaTrainer:
         task_generator: the generator that every task batch is drawn from.
         metric: optional ``(name, fn)`` of a query metric (e.g. accuracy) reported after
             adaptation next to the query loss.
-        device: where θ, the optimizer's state and each task batch are computed on (the
-            model is moved there; batches are drawn on the CPU, from ``task_generator``, and
-            moved, so a seed draws the same tasks on every device). ``state_dict`` holds
-            CPU tensors whatever the device.
+        device: where θ, the optimizer's state and each task batch are computed on. A copy
+            of the model is moved there (the caller's stays where it is). Batches are drawn
+            on the CPU, from ``task_generator``, and moved, so a seed draws the same tasks on
+            every device. ``state_dict`` holds CPU tensors whatever the device.
     """
 
     def __init__(self, model: nn.Module, sample_batch: SampleBatch, loss_fn: LossFn, *,
@@ -55,7 +56,9 @@ class SupervisedMetaTrainer:
                  device: torch.device | None = None) -> None:
         adaptation = validate_config(adaptation)  # one built in code, checked too
         self.device = torch.device("cpu") if device is None else device
-        self.model = model.to(self.device)
+        on_device = all(p.device == self.device for p in model.parameters())
+        # a copy: Module.to would move the caller's module too
+        self.model = model if on_device else copy.deepcopy(model).to(self.device)
         self.params: Params = params_of(self.model)
         self.inner_lr: Params | None = None
         if adaptation.learn_inner_lr:
