@@ -177,8 +177,8 @@ def with_evaluation_overrides(experiment: Experiment, config: Any, overrides: Se
     the experiment's baseline section, such as ``baselines.oracle_iterations=500``) applied
     and validated (``metarl evaluate --set``; ``metarl render --set`` without baselines).
     The experiment's ``location_keys`` (where it computes and its data lives) are accepted
-    too. Other keys are
-    refused: they would change what the run trained, not how it is evaluated."""
+    too. Other keys are refused: they would change what the run trained, not how it is
+    evaluated."""
     sections: tuple[str, ...] = ("evaluation",)
     if baselines and experiment.baseline_section:
         sections += (experiment.baseline_section,)
