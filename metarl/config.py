@@ -106,7 +106,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 return _convert(value, option, key)
             except ConfigError:
                 continue
-        raise ConfigError(f"{key} = {value!r}: expected {_type_name(tp)}")
+        hint = _mapping_hint(value) if str in get_args(tp) else ""
+        raise ConfigError(f"{key} = {value!r}: expected {_type_name(tp)}{hint}")
     if origin in (list, tuple, Sequence):
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{key} = {value!r}: expected {_type_name(tp)}")
@@ -144,11 +145,20 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, os.PathLike):
             value = os.fspath(value)  # a pathlib.Path, from code
         if not isinstance(value, str):
-            raise ConfigError(f"{key} = {value!r}: expected a string")
+            raise ConfigError(f"{key} = {value!r}: expected a string{_mapping_hint(value)}")
         return value
     if tp is Any:
         return value
     raise TypeError(f"unsupported config annotation {tp!r} for {key}")
+
+
+def _mapping_hint(value: Any) -> str:
+    """Why a string setting got a mapping: YAML reads unquoted ``cuda:`` or ``a: b`` as one."""
+    if not isinstance(value, dict) or len(value) != 1:
+        return ""
+    ((inner, rest),) = value.items()
+    text = f"{inner}:" if rest is None else f"{inner}: {rest}"
+    return f"; YAML reads {text!r} as a mapping, so quote the string or drop the ':'"
 
 
 def _check_bounds(value: Any, meta: Mapping[str, Any], key: str) -> None:

@@ -195,3 +195,16 @@ def test_override_values_may_hold_an_equals_sign_and_keys_must_be_sections():
     with pytest.raises(ConfigError, match=r"override 'training\.iterations\.x=1': iterations is "
                                           r"not a section"):
         apply_overrides({"training": {"iterations": 5}}, ["training.iterations.x=1"])
+
+
+def test_a_string_that_yaml_reads_as_a_mapping_says_to_quote_it():
+    data = apply_overrides({"experiment": "omniglot"}, ["device=cuda:"])
+    with pytest.raises(ConfigError, match=r"^device = \{'cuda': None\}: expected a string; YAML "
+                                          r"reads 'cuda:' as a mapping, so quote the string"):
+        config_from_data(data)
+    data = apply_overrides({"experiment": "omniglot"}, ["data.root=a: b"])
+    with pytest.raises(ConfigError, match=r"^data.root = \{'a': 'b'\}: expected a string or "
+                                          r"null; YAML reads 'a: b' as a mapping"):
+        config_from_data(data)
+    with pytest.raises(ConfigError, match=r"^device = \{'a': 1, 'b': 2\}: expected a string$"):
+        config_from_data({"experiment": "omniglot", "device": {"a": 1, "b": 2}})
