@@ -276,22 +276,28 @@ def _train(args: argparse.Namespace) -> int:
         raise
     print(f"metarl: trained; checkpoint {checkpoint}", file=sys.stderr)
     if args.resume is not None:
-        _note_stale_evaluation(run_dir)
+        _note_stale_outputs(run_dir, experiment.picture_names)
     return 0
 
 
-def _note_stale_evaluation(run_dir: Path) -> None:
-    """Say so when ``evaluation.json`` was written for an earlier checkpoint of the run."""
+def _note_stale_outputs(run_dir: Path, picture_names: Sequence[str]) -> None:
+    """After a resume, say which of the run's evaluation and render outputs show an earlier
+    checkpoint, and how to make them again."""
     path = run_dir / "evaluation.json"
+    evaluated = None
     with contextlib.suppress(OSError, ValueError, AttributeError):
         evaluated = json.loads(path.read_text()).get("checkpoint_iteration")
-        if not isinstance(evaluated, int):
-            return
+    if isinstance(evaluated, int):
         print(f"metarl: note: {path} (and adaptation.png) are of meta-iteration {evaluated}, "
               f"before this training; evaluate again: metarl evaluate {run_dir}"
               + (" (with --snapshots for evaluation-over-training.png)"
                  if (run_dir / "evaluation-over-training.json").is_file() else ""),
               file=sys.stderr)
+    pictures = [name for name in picture_names if (run_dir / name).is_file()]
+    if pictures:  # training never writes them: they predate it
+        print(f"metarl: note: {', '.join(pictures)} in {run_dir} "
+              f"{'is' if len(pictures) == 1 else 'are'} of a checkpoint before this training; "
+              f"render again: metarl render {run_dir}", file=sys.stderr)
 
 
 def _remove_if_empty(run_dir: Path, *, with_parent: bool) -> None:

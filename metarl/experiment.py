@@ -93,6 +93,8 @@ class Experiment(ABC):
     location_keys: ClassVar[tuple[str, ...]] = ()
     # evaluation.* keys that only `metarl evaluate` uses (`render --set` refuses them)
     render_ignored_keys: ClassVar[tuple[str, ...]] = ()
+    # the pictures `metarl render` writes in the run directory when not told where
+    picture_names: ClassVar[tuple[str, ...]] = ()
     # How the test tasks are drawn and scored; an evaluation.json written another way
     # (recorded as "scoring_version", 1 when missing) is not reused.
     scoring_version: ClassVar[int] = 1

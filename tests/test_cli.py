@@ -687,10 +687,19 @@ def test_a_runs_own_config_and_checkpoint_problems_say_what_to_do(tmp_path, caps
     assert main(["train", "sine-quick", "--run-dir", str(run), *FAST]) == 0
     assert main(["evaluate", str(run), "--steps", "1", "--tasks", "4"]) == 0
     assert "adaptation.png" in capsys.readouterr().err
-    assert main(["train", "--resume", str(run), "--set", "training.iterations=14"]) == 0
+    assert main(["train", "--resume", str(run), "--set", "training.iterations=13"]) == 0
+    err = capsys.readouterr().err
     assert (f"note: {run / 'evaluation.json'} (and adaptation.png) are of meta-iteration 12, "
-            f"before this training; evaluate again: metarl evaluate {run}"
-            in capsys.readouterr().err)
+            f"before this training; evaluate again: metarl evaluate {run}\n" in err)
+    assert "render again" not in err  # nothing rendered yet
+    assert main(["render", str(run), "--tasks", "1"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--set", "training.iterations=14"]) == 0
+    assert capsys.readouterr().err.endswith(
+        f"metarl: note: {run / 'evaluation.json'} (and adaptation.png) are of meta-iteration "
+        f"12, before this training; evaluate again: metarl evaluate {run}\n"
+        f"metarl: note: sine_fits.png in {run} is of a checkpoint before this training; "
+        f"render again: metarl render {run}\n")
 
     config = run / "config.yaml"
     good = config.read_text()
@@ -708,7 +717,7 @@ def test_a_runs_own_config_and_checkpoint_problems_say_what_to_do(tmp_path, caps
     assert main(["train", "--resume", str(run)]) == 2
     assert lost in capsys.readouterr().err
     evaluation = {name: (run / name).read_bytes() for name in ("evaluation.json",
-                                                               "adaptation.png")}
+                                                               "adaptation.png", "sine_fits.png")}
     for name in evaluation:
         (run / name).unlink()
     assert main(["train", str(config), "--run-dir", str(run)]) == 2  # nor started over
@@ -726,10 +735,10 @@ def test_a_runs_own_config_and_checkpoint_problems_say_what_to_do(tmp_path, caps
     # what a run stopped before its first checkpoint holds is restarted in place; the
     # evaluation of the lost checkpoint would be mixed with the new run's
     assert main(restart.split()[1:]) == 2
-    assert "holds files that are not a new run's (adaptation.png, evaluation.json)" in (
-        capsys.readouterr().err)
-    (run / "evaluation.json").unlink()
-    (run / "adaptation.png").unlink()
+    assert ("holds files that are not a new run's (adaptation.png, evaluation.json, "
+            "sine_fits.png)" in capsys.readouterr().err)
+    for name in evaluation:
+        (run / name).unlink()
     old_events = set((run / "tensorboard").iterdir())
     assert old_events
     assert main(restart.split()[1:]) == 0

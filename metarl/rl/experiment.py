@@ -67,6 +67,7 @@ class MetaRLExperiment(Experiment):
     shown_metrics = ("return_before", "return_after")
     baseline_names = ("random", "pretrained", "oracle")
     baseline_section = "baselines"
+    picture_names = ("trajectories.png", "velocities.png")  # navigation, half-cheetahs
 
     def make_trainer(self, config: MetaRLConfig) -> MAMLTRPO:
         return make_trainer(config)
@@ -171,13 +172,13 @@ class MetaRLExperiment(Experiment):
         if family_of(config).mujoco:
             from metarl.envs.half_cheetah import forward_velocity_index
 
-            output = options.output or run_dir / "velocities.png"
+            output = options.output or run_dir / self.picture_names[1]
             index = forward_velocity_index(config.env.observe_x_position)
             return [plot_cheetah_velocities(tasks, episodes, output, velocity_index=index,
                                             control_dt=family_of(config).control_dt,
                                             title=f"{env_title(config)}: {title}",
                                             step_numbers=shown)]
-        output = options.output or run_dir / "trajectories.png"
+        output = options.output or run_dir / self.picture_names[0]
         plot_navigation_trajectories(tasks, episodes, output, action_scale=action_scale(config),
                                      title=title, step_numbers=shown)
         return [output]

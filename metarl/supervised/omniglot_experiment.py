@@ -289,6 +289,7 @@ class OmniglotExperiment(Experiment):
     shown_metrics = ("query_loss", "query_accuracy")
     location_keys = ("device", "data.root", "data.download", "data.cache_dir")
     render_ignored_keys = ("evaluation.chunk_tasks",)
+    picture_names = ("omniglot_predictions.png",)
 
     def check_machine(self, config: OmniglotConfig, where: Path | None = None,
                       overrides: Sequence[str] = ()) -> str:
@@ -450,7 +451,7 @@ class OmniglotExperiment(Experiment):
             + (f"; support of classes 0-{shown_classes - 1} of {task.ways} shown"
                if shown_classes < task.ways else ""), fig.get_figwidth() * 12 / 9), fontsize=9)
         fig.tight_layout()
-        output = options.output or run_dir / "omniglot_predictions.png"
+        output = options.output or run_dir / self.picture_names[0]
         fig.savefig(output, dpi=110)
         plt.close(fig)
         return [output]

@@ -211,6 +211,7 @@ class SineExperiment(Experiment):
     scoring_version = 2  # 1: each K on test tasks of its own
     baseline_section = "baseline"
     render_ignored_keys = ("evaluation.shots", "evaluation.query_points")  # draws training K
+    picture_names = ("sine_fits.png",)
 
     def make_trainer(self, config: SineConfig) -> SupervisedMetaTrainer:
         model = make_model(config, torch_generator(config.seed, "init"))
@@ -331,7 +332,7 @@ class SineExperiment(Experiment):
         fig.suptitle(f"sine regression: {config.adaptation.label}, "
                      f"iteration {state['iteration']}")
         fig.tight_layout()
-        output = options.output or run_dir / "sine_fits.png"
+        output = options.output or run_dir / self.picture_names[0]
         fig.savefig(output, dpi=110)
         plt.close(fig)
         return [output]
