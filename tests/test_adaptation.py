@@ -185,6 +185,54 @@ def test_reptile_gradient_averages_over_tasks():
     torch.testing.assert_close(reptile_gradient(theta, fast)["w"], torch.tensor([0.5, 1.5]))
 
 
+def one_task_of(batch, t):
+    return TaskBatch(batch.support_x[t:t + 1], batch.support_y[t:t + 1],
+                     batch.query_x[t:t + 1], batch.query_y[t:t + 1])
+
+
+@pytest.mark.parametrize("method", ["maml", "fomaml", "reptile"])
+@pytest.mark.parametrize("vectorize", [False, True])
+def test_meta_gradient_of_several_tasks_is_the_mean_of_their_own(method, vectorize):
+    """The outer objective is the mean over tasks, not their sum (nor one task's)."""
+    model, params, batch = tiny_problem(seed=11, num_tasks=3)
+    grads, _, losses, _ = meta_gradient(model, params, batch, mse_loss, method=method,
+                                        steps=2, lr=LR, vectorize=vectorize)
+    each = [meta_gradient(model, params, one_task_of(batch, t), mse_loss, method=method,
+                          steps=2, lr=LR, vectorize=vectorize) for t in range(3)]
+    torch.testing.assert_close(flatten(grads), torch.stack([flatten(g.params) for g in each])
+                               .mean(0), rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(losses, torch.cat([g.query_losses for g in each]))
+    assert (flatten(each[0].params) - flatten(each[1].params)).norm() > 1e-3  # tasks differ
+
+
+@pytest.mark.parametrize("method", ["maml", "reptile"])
+def test_trainer_applies_the_outer_step_of_each_method(method):
+    """One SupervisedMetaTrainer iteration with outer SGD at rate ε: θ ← θ − ε ∇F for MAML,
+    θ ← θ + ε (mean φ − θ) for Reptile, φ by plain SGD on each task's support set."""
+    from metarl.config import AdaptationConfig
+    from metarl.supervised.trainer import SupervisedMetaTrainer
+
+    model, params, batch = tiny_problem(seed=12, num_tasks=2)
+    theta = flatten(params).detach().clone()
+    epsilon = 0.25
+    trainer = SupervisedMetaTrainer(
+        model, lambda generator: batch, mse_loss,
+        adaptation=AdaptationConfig(method=method, inner_steps=2, inner_lr=LR),
+        vectorize=False, outer_optimizer="sgd", outer_lr=epsilon,
+        task_generator=torch.Generator().manual_seed(0))
+    if method == "reptile":
+        phis = [plain_sgd(model, params, one_task_of(batch, t), 2)[-1] for t in range(2)]
+        expected = theta + epsilon * (torch.stack(phis).mean(0) - theta)
+    else:
+        grads, *_ = meta_gradient(model, params, batch, mse_loss, method="maml", steps=2,
+                                  lr=LR, vectorize=False)
+        expected = theta - epsilon * flatten(grads)
+    trainer.train_iteration(0)
+    updated = flatten(trainer.params).detach()
+    assert (updated - theta).norm() > 1e-3  # a step was taken
+    torch.testing.assert_close(updated, expected, rtol=1e-9, atol=1e-12)
+
+
 def test_task_losses_shapes():
     model, params, batch = tiny_problem(seed=7, num_tasks=4)
     losses, fast, _ = task_losses(model, params, batch, mse_loss, steps=1, lr=LR,

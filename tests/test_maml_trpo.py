@@ -585,16 +585,19 @@ def test_compute_advantages_matches_a_per_episode_reference(normalize):
     torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-5)
 
 
-def test_train_iteration_steps_along_the_second_order_gradient_and_fisher(monkeypatch):
+@pytest.mark.parametrize(("method", "inner_steps"), [("maml", 1), ("fomaml", 1), ("maml", 2)])
+def test_train_iteration_steps_along_the_methods_gradient_and_fisher(monkeypatch, method,
+                                                                      inner_steps):
     """The surrogate's gradient and the Fisher product that train_iteration hands to TRPO are
-    those of the KL and surrogate differentiated through second-order adaptation (for
-    method maml), not their first-order versions."""
+    those of the KL and surrogate differentiated through the method's adaptation (second
+    order for maml, first order for fomaml), not the other's; with two inner steps, each
+    step adapts on its own support batch."""
     import metarl.rl.maml_trpo as maml_trpo
 
     config = from_dict(MetaRLConfig, {
         "env": {"max_episode_steps": 20},
         "policy": {"hidden_sizes": [8], "activation": "tanh"},
-        "adaptation": {"method": "maml", "inner_steps": 1, "inner_lr": 0.5},
+        "adaptation": {"method": method, "inner_steps": inner_steps, "inner_lr": 0.5},
         "training": {"iterations": 1, "meta_batch_size": 2, "episodes_per_task": 3},
         "run": {"progress": False, "tensorboard": False}})
     trainer = make_trainer(config)
@@ -611,6 +614,12 @@ def test_train_iteration_steps_along_the_second_order_gradient_and_fisher(monkey
     def checking_update(params, loss_and_kl, *, fisher_product, **kwargs):
         rollouts, policy = seen["rollouts"], trainer.policy
         lrs = [trainer.inner_lr] * trainer.inner_steps
+        assert len(rollouts.support) == inner_steps
+        if inner_steps == 2:  # the steps' batches differ, so using one for both shows
+            assert not torch.equal(rollouts.support[0].observations,
+                                   rollouts.support[1].observations)
+        mode, other = (("second_order", "first_order") if method == "maml"
+                       else ("first_order", "second_order"))
         valid = pack_steps(rollouts.episodes[-1],
                            compute_advantages(rollouts.episodes[-1], trainer.advantages))
         with torch.no_grad():
@@ -625,19 +634,19 @@ def test_train_iteration_steps_along_the_second_order_gradient_and_fisher(monkey
         def grad(loss):
             return torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params)])
 
-        want = grad(surrogate_loss(policy, through("second_order"), valid, old_log_probs))
-        first = grad(surrogate_loss(policy, through("first_order"), valid, old_log_probs))
-        assert (want - first).norm() > 0.05 * want.norm()  # the check can tell them apart
+        want = grad(surrogate_loss(policy, through(mode), valid, old_log_probs))
+        unwanted = grad(surrogate_loss(policy, through(other), valid, old_log_probs))
+        assert (want - unwanted).norm() > 0.05 * want.norm()  # the check tells them apart
         got = grad(loss_and_kl(True)[0])
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6 * float(want.norm()))
 
-        kl = mean_kl(policy, through("second_order"), valid, old)
+        kl = mean_kl(policy, through(mode), valid, old)
         hvp = hessian_vector_product(kl, params, damping=config.trpo.cg_damping)
-        kl_first = mean_kl(policy, through("first_order"), valid, old)
-        hvp_first = hessian_vector_product(kl_first, params, damping=config.trpo.cg_damping)
+        kl_other = mean_kl(policy, through(other), valid, old)
+        hvp_other = hessian_vector_product(kl_other, params, damping=config.trpo.cg_damping)
         v = torch.randn(want.numel(), generator=torch.Generator().manual_seed(0))
-        exact, first_order = hvp(v), hvp_first(v)
-        assert (exact - first_order).norm() > 0.05 * exact.norm()
+        exact, unwanted_product = hvp(v), hvp_other(v)
+        assert (exact - unwanted_product).norm() > 0.05 * exact.norm()
         torch.testing.assert_close(fisher_product(v), exact, rtol=1e-3,
                                    atol=1e-4 * float(exact.norm()))
         raise Checked  # the step itself is tested elsewhere

@@ -165,6 +165,20 @@ def test_accepted_trpo_step_keeps_kl_within_bound_and_improves():
     torch.testing.assert_close(d / d.norm(), natural / natural.norm())
 
 
+def test_trpo_step_solves_with_the_damped_curvature():
+    """The default Fisher product adds cg_damping · v: the step is −(A + λI)⁻¹c, scaled so
+    that ½ dᵀ(A + λI)d is the bound (the true KL then lies below it)."""
+    theta, theta0, loss_and_kl, a, c = _quadratic_problem(0.01)
+    damped = a + 0.5 * torch.eye(3, dtype=torch.float64)
+    step = trpo_update([theta], loss_and_kl, max_kl=0.01, cg_iterations=10, cg_damping=0.5)
+    assert step.accepted and step.backtracks == 0
+    d = theta.detach() - theta0
+    natural = -torch.linalg.solve(damped, c)
+    torch.testing.assert_close(d / d.norm(), natural / natural.norm())
+    assert float(0.5 * d @ (damped @ d)) == pytest.approx(0.01, rel=1e-6)
+    assert step.kl == pytest.approx(float(0.5 * d @ (a @ d))) and step.kl < 0.01 * 0.9
+
+
 def test_rejected_trpo_step_restores_parameters_exactly():
     theta, theta0, _, _, c = _quadratic_problem(0.01)
 
