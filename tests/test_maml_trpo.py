@@ -921,3 +921,57 @@ def test_train_iteration_uses_the_configured_advantage_and_trpo_settings(monkeyp
                                         "backtrack_ratio", "max_backtracks")} == {
         "max_kl": 0.03, "cg_iterations": 7, "cg_damping": 1e-3, "backtrack_ratio": 0.6,
         "max_backtracks": 9}
+
+
+def test_evaluation_draws_from_its_own_seed_not_the_runs():
+    """The test tasks of an evaluation seed are not the training tasks of a run with that
+    seed, and the run's own seed changes nothing in an evaluation: not its tasks, its
+    initial states (the half-cheetah's reset noise) or its actions."""
+    from metarl.rl.build import evaluation_rollouts, new_policy_params, sample_test_tasks
+
+    def cheetah(seed):
+        return from_dict(MetaRLConfig, {
+            "seed": seed, "env": {"name": "half_cheetah_vel", "max_episode_steps": 3},
+            "policy": {"hidden_sizes": [4]}, "training": {"meta_batch_size": 4},
+            "evaluation": {"episodes_per_task": 2}})
+
+    config = cheetah(5)
+    trainer = make_trainer(config)
+    trained_on = trainer.sample_tasks(4, trainer.task_rng)
+    assert sample_test_tasks(config, 4, seed=5) != trained_on
+    params = new_policy_params(config, "init")
+
+    def evaluated(config, seed):
+        tasks, rollouts = evaluation_rollouts(config, params, tasks=2, steps=1, seed=seed)
+        return tasks, [(e.observations, e.actions) for e in rollouts.episodes]
+
+    tasks, episodes = evaluated(config, 9)
+    same_tasks, same_episodes = evaluated(cheetah(6), 9)  # another run's seed
+    assert same_tasks == tasks
+    for (obs, actions), (same_obs, same_actions) in zip(episodes, same_episodes, strict=True):
+        assert torch.equal(obs, same_obs) and torch.equal(actions, same_actions)
+    _, other_episodes = evaluated(config, 10)  # the evaluation seed draws them
+    assert not torch.equal(other_episodes[0][0][:, :, 0], episodes[0][0][:, :, 0])  # resets
+    assert not torch.equal(other_episodes[0][1], episodes[0][1])
+
+
+@pytest.mark.parametrize("sampling", ["episodes", "steps"])
+def test_evaluation_samples_as_training_does(monkeypatch, sampling):
+    """training.sampling applies to evaluation too: a budget of steps restarts episodes
+    that end early there as well."""
+    import metarl.rl.build as build
+
+    config = from_dict(MetaRLConfig, {"env": {"max_episode_steps": 4},
+                                      "policy": {"hidden_sizes": [4]},
+                                      "training": {"sampling": sampling}})
+    seen = []
+    real = build.rollouts_with_adaptation
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["step_budget"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(build, "rollouts_with_adaptation", spy)
+    build.evaluation_rollouts(config, build.new_policy_params(config, "init"), tasks=2,
+                              steps=0, seed=0)
+    assert seen == [sampling == "steps"]

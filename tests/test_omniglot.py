@@ -530,3 +530,28 @@ def test_the_split_written_to_an_output_dir_replaces_another_runs(tmp_path, monk
     assert not (run / "omniglot_split.json").exists()
     experiment.test_pool(config, state, run)
     assert json.loads((run / "omniglot_split.json").read_text()) == written
+
+
+def test_evaluation_takes_its_own_learning_rates_and_queries():
+    """Later test-time steps adapt at inner_lr · later_lr_scale, and the test tasks hold
+    evaluation.queries query images per class (task.queries when null)."""
+    from metarl.config import from_dict
+    from metarl.supervised.omniglot_experiment import (
+        OmniglotConfig,
+        OmniglotExperiment,
+        evaluation_lr,
+    )
+
+    cpu = torch.device("cpu")
+    own = from_dict(OmniglotConfig, {"adaptation": {"inner_lr": 0.4},
+                                     "evaluation": {"later_lr_scale": 0.25, "queries": 3}})
+    assert evaluation_lr(own, None, 3, cpu) == [0.4, 0.1, 0.1]
+    learned = OrderedDict(w=torch.ones(2))
+    assert torch.equal(evaluation_lr(own, learned, 3, cpu)["w"], learned["w"])
+    pool = torch.zeros(12, 4, 20, 4, 4, dtype=torch.uint8)
+    experiment = OmniglotExperiment()
+    draw = experiment.test_tasks(own, pool, 2, seed=0)
+    assert draw.drawers.shape == (2, own.task.ways, own.task.shots + 3)
+    default = from_dict(OmniglotConfig, {"task": {"queries": 2}})
+    draw = experiment.test_tasks(default, pool, 2, seed=0)
+    assert draw.drawers.shape == (2, default.task.ways, default.task.shots + 2)

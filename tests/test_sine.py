@@ -322,3 +322,24 @@ def test_a_meta_sgd_runs_divergence_note_does_not_suggest_rates_it_ignores(tmp_p
     assert err.count("this Meta-SGD run adapts with the rates it learned; ask for fewer "
                      "steps (--steps 1)") == 3  # K = 5, 10, 20
     assert "inner_lr" not in err
+
+
+def test_test_tasks_are_not_the_training_tasks_of_a_run_with_the_same_seed(monkeypatch):
+    from metarl.seeding import torch_generator
+    from metarl.supervised.sine import sample_sine_tasks
+
+    config = from_dict(SineConfig, {"seed": 3, "training": {"meta_batch_size": 4}})
+    experiment = SineExperiment()
+    params = experiment.make_trainer(config).state_dict()["params"]
+    drawn = []
+    real = sine_experiment.sample_sine_test_batch
+
+    def spy(*args, **kwargs):
+        tasks, batch = real(*args, **kwargs)
+        drawn.append(tasks)
+        return tasks, batch
+
+    monkeypatch.setattr(sine_experiment, "sample_sine_test_batch", spy)
+    experiment.curves(config, params, 0.01, shots=2, tasks=4, steps=0, seed=3)
+    trained_on = sample_sine_tasks(config.task, 4, torch_generator(3, "tasks"))
+    assert not torch.allclose(drawn[0].amplitude, trained_on.amplitude)
