@@ -975,3 +975,27 @@ def test_evaluation_samples_as_training_does(monkeypatch, sampling):
     build.evaluation_rollouts(config, build.new_policy_params(config, "init"), tasks=2,
                               steps=0, seed=0)
     assert seen == [sampling == "steps"]
+
+
+def test_sampler_stops_stepping_once_every_episode_has_ended():
+    """No steps (nor action draws) after the last episode ends; what follows is padding."""
+    env = FixedLengthEpisodes([2, 3])
+    calls = []
+    real_step = env.step
+
+    def counted(actions):
+        calls.append(1)
+        return real_step(actions)
+
+    env.step = counted
+    params = expand_params(init_policy_params(1, 1, [2], generator=torch.Generator()
+                                              .manual_seed(0)), 1)
+    generator = torch.Generator().manual_seed(0)
+    episodes = sample_episodes(env, policy_distribution, params, num_tasks=1,
+                               episodes_per_task=2, max_steps=10, generator=generator)
+    assert len(calls) == 3
+    assert episodes.mask.tolist() == [[[1.0] * 2 + [0.0] * 8, [1.0] * 3 + [0.0] * 7]]
+    assert (episodes.actions[0, :, 3:] == 0).all() and (episodes.observations[0, :, 3:] == 0).all()
+    # three steps' action noise drawn, no more
+    torch.randn(3, 2, 1, generator=(drawn := torch.Generator().manual_seed(0)))
+    assert torch.equal(generator.get_state(), drawn.get_state())

@@ -85,6 +85,9 @@ def test_tasks_have_distinct_classes_and_disjoint_support_and_query():
         for c in range(ways):
             drawers = drawer_s[t, c].tolist() + drawer_q[t, c].tolist()
             assert len(set(drawers)) == shots + queries  # no drawing used twice
+        # each class draws its own drawings (the same 7 of 20 for all 5 by chance: ~1e-34)
+        assert len({tuple(drawer_s[t, c].tolist() + drawer_q[t, c].tolist())
+                    for c in range(ways)}) > 1
     assert (batch.support_y.view(50, ways, shots) == torch.arange(ways).view(1, ways, 1)).all()
     assert (batch.query_y.view(50, ways, queries) == torch.arange(ways).view(1, ways, 1)).all()
     # every character turns up: the draw covers the pool

@@ -296,3 +296,19 @@ def test_the_cache_gets_the_mode_a_plain_open_would_give(tmp_path, monkeypatch, 
         os.umask(previous)
     (cache,) = (tmp_path / "cache").iterdir()
     assert cache.stat().st_mode & 0o777 == mode
+
+
+def test_downscaling_keeps_a_thin_strokes_ink():
+    """105 px drawings shrink to 28 px with an antialiasing filter: a one-pixel stroke that
+    falls between the pixels a nearest-neighbour resize samples still shows, with about its
+    share of ink (inverted: ink is bright)."""
+    from PIL import Image
+
+    drawing = np.full((105, 105), 255, dtype=np.uint8)
+    drawing[:, 52] = 0  # a black vertical stroke, 1/105 of the image
+    buffer = io.BytesIO()
+    Image.fromarray(drawing).save(buffer, format="PNG")
+    small = omniglot_data._decode(buffer.getvalue(), 28)
+    assert small.shape == (28, 28) and small.dtype == np.uint8
+    assert small[:, :10].max() == 0 and small[:, 18:].max() == 0  # ink only near x=52/105·28
+    assert small.astype(float).mean() / 255 == pytest.approx(1 / 105, rel=0.35)
