@@ -144,25 +144,31 @@ def test_evaluation_learning_rates_follow_the_evaluation_section():
     assert evaluation_lr(own, learned, 3) is learned  # Meta-SGD keeps its learned rates
 
 
+def spy_on_test_batches(monkeypatch) -> list:
+    """The (tasks, batch) of each sample_sine_test_batch call from here on, in order."""
+    drawn = []
+    real = sine_experiment.sample_sine_test_batch
+
+    def spy(*args, **kwargs):
+        drawn.append(real(*args, **kwargs))
+        return drawn[-1]
+
+    monkeypatch.setattr(sine_experiment, "sample_sine_test_batch", spy)
+    return drawn
+
+
 def test_evaluation_draws_query_points_tasks_and_shots_as_asked(monkeypatch):
     """curves(): K = shots support points, evaluation.query_points query points, `tasks`
     tasks, and test tasks that depend on the seed."""
     config = from_dict(SineConfig, {"evaluation": {"query_points": 3}})
     experiment = SineExperiment()
     params = experiment.make_trainer(config).state_dict()["params"]
-    drawn = []
-    real = sine_experiment.sample_sine_test_batch
-
-    def spy(*args, **kwargs):
-        tasks, batch = real(*args, **kwargs)
-        drawn.append(batch)
-        return tasks, batch
-
-    monkeypatch.setattr(sine_experiment, "sample_sine_test_batch", spy)
+    drawn_pairs = spy_on_test_batches(monkeypatch)
     curve = experiment.curves(config, params, 0.01, shots=4, tasks=2, steps=1, seed=0)
     assert curve.shape == (2, 2)
-    assert drawn[0].support_x.shape == (2, 4, 1) and drawn[0].query_x.shape == (2, 3, 1)
     experiment.curves(config, params, 0.01, shots=4, tasks=2, steps=1, seed=1)
+    drawn = [batch for _, batch in drawn_pairs]
+    assert drawn[0].support_x.shape == (2, 4, 1) and drawn[0].query_x.shape == (2, 3, 1)
     assert not torch.equal(drawn[0].support_x, drawn[1].support_x), "the seed picks the tasks"
     assert not torch.equal(drawn[0].query_x, drawn[1].query_x)
 
@@ -331,15 +337,7 @@ def test_test_tasks_are_not_the_training_tasks_of_a_run_with_the_same_seed(monke
     config = from_dict(SineConfig, {"seed": 3, "training": {"meta_batch_size": 4}})
     experiment = SineExperiment()
     params = experiment.make_trainer(config).state_dict()["params"]
-    drawn = []
-    real = sine_experiment.sample_sine_test_batch
-
-    def spy(*args, **kwargs):
-        tasks, batch = real(*args, **kwargs)
-        drawn.append(tasks)
-        return tasks, batch
-
-    monkeypatch.setattr(sine_experiment, "sample_sine_test_batch", spy)
+    drawn = spy_on_test_batches(monkeypatch)
     experiment.curves(config, params, 0.01, shots=2, tasks=4, steps=0, seed=3)
     trained_on = sample_sine_tasks(config.task, 4, torch_generator(3, "tasks"))
-    assert not torch.allclose(drawn[0].amplitude, trained_on.amplitude)
+    assert not torch.allclose(drawn[0][0].amplitude, trained_on.amplitude)
