@@ -48,6 +48,10 @@ def test_output_dir_that_is_the_run_writes_into_the_run(sine_run, capsys):
                  "--output-dir", str(sine_run / ".")]) == 0
     written = json.loads((sine_run / "evaluation.json").read_text())
     assert written["tasks"] == 10 and "run_dir" not in written
+    # the run spelled another way (a symbolic link, or as here through ..) is the run too
+    assert main(["evaluate", str(sine_run), "--steps", "1", "--tasks", "12",
+                 "--output-dir", str(sine_run / ".." / sine_run.name)]) == 0
+    assert json.loads((sine_run / "evaluation.json").read_text())["tasks"] == 12
     assert main(["evaluate", str(sine_run), "--steps", "2", "--tasks", "20"]) == 0
 
 

@@ -164,6 +164,9 @@ def test_resolve_baselines_names_and_errors():
         resolve_baselines(omniglot, "pretrained")
     with pytest.raises(Exception, match="meta_rl baselines are random, pretrained, oracle"):
         resolve_baselines(meta_rl, "oracel")
+    for empty in ("", ",", " , "):
+        with pytest.raises(Exception, match="give some of them, comma-separated, or none"):
+            resolve_baselines(meta_rl, empty)
 
 
 def test_a_curve_without_adaptation_is_a_line_in_the_plot_and_blank_in_the_table(

@@ -180,6 +180,10 @@ def test_baseline_overrides_are_recorded_and_checked_before_reuse(run_with_snaps
     assert "iterations: 10000" in (run / "config.yaml").read_text(), "config.yaml unchanged"
     pretrained = EvaluateOptions(baselines=("pretrained",))
     evaluate_over_training(run, pretrained, few[1:])  # the snapshots, without baselines
+    snapshot_results = [json.loads(path.read_text())
+                        for path in (run / "snapshots").glob("iteration-*/evaluation.json")]
+    assert snapshot_results and all(not r["baselines"] for r in snapshot_results)
+    assert set(json.loads((run / "evaluation.json").read_text())["baselines"]) == {"pretrained"}
     monkeypatch.setattr(SineExperiment, "evaluate", lambda *a, **k: pytest.fail("evaluated"))
     evaluate_over_training(run, pretrained, few[1:])
     evaluate_over_training(run, EvaluateOptions())  # no baselines asked: their settings aside

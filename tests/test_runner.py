@@ -288,11 +288,15 @@ def test_config_file_must_match_what_the_checkpoint_trained(tmp_path):
     train_run(SineExperiment(), small_config(iterations=3), run)
     text = (run / "config.yaml").read_text()
     # how long it trains, its bookkeeping and its evaluation may change after the start
+    # and so may the baselines it is compared with
+    assert "  iterations: 10000  # joint-training" in text
     (run / "config.yaml").write_text(text.replace("iterations: 3 ", "iterations: 9 ")
                                      .replace("progress: false", "progress: true")
-                                     .replace("tasks: 600", "tasks: 50"))
+                                     .replace("tasks: 600", "tasks: 50")
+                                     .replace("iterations: 10000 ", "iterations: 20 "))
     _, config, _ = load_run(run)
     assert config.training.iterations == 9 and config.evaluation.tasks == 50
+    assert config.baseline.iterations == 20
     (run / "config.yaml").write_text(text.replace("outer_lr: 0.001", "outer_lr: 0.5"))
     with pytest.raises(ConfigError, match=r"says training.outer_lr = 0.5, but .*checkpoint.pt "
                                           r"was trained with training.outer_lr = 0.001"):
