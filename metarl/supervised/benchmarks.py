@@ -231,8 +231,7 @@ def benchmark_omniglot(*, repeats: int,
                          "-" if l2l is None else f"{l2l.median / vmap.median:.2f}x",
                          "-" if gap is None else f"{gap:.0e}"])
     print_table(f"Omniglot on {device}, seconds per meta-iteration (Conv4, 28x28, 1 query "
-                "per class; "
-                f"{spread_note(repeats)})" + _learn2learn_note(has_l2l),
+                f"per class; {spread_note(repeats)})" + _learn2learn_note(has_l2l),
                 ["setting", "method", "loop s", "vmap s", "vmap speed-up", "learn2learn s",
                  "vmap speed-up vs l2l", "gradient gap"], rows)
     return rows

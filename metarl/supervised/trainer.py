@@ -128,7 +128,6 @@ class SupervisedMetaTrainer:
         self.task_generator.set_state(state["task_generator"])
 
 
-
 def _on_cpu(value: Any) -> Any:
     """``value`` (tensors in dicts and lists) with every tensor a detached copy on the CPU."""
     if isinstance(value, torch.Tensor):
