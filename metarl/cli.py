@@ -174,6 +174,9 @@ def _parser() -> argparse.ArgumentParser:
                       help=f"config file or shipped name (default: {DEMO_CONFIG})")
     demo.add_argument("--run-dir", type=_run_dir, help="where the run is written (default: "
                       "runs/CONFIG-TIME)")
+    demo.add_argument("--set", dest="overrides", action="append", default=[],
+                      metavar="KEY=VALUE", help="override a config value, e.g. "
+                      "training.iterations=20 (repeatable; not with --resume)")
     demo.add_argument("--seed", type=int, help="override the config's seed")
     demo.add_argument("--resume", type=Path, metavar="RUN_DIR",
                       help="finish an interrupted demo: continue its training where it "
@@ -563,6 +566,11 @@ def _demo(args: argparse.Namespace) -> int:
     from metarl.runner import check_new_run_dir, create_run_dir, train_run
 
     if args.resume is not None:
+        if args.overrides:
+            raise ConfigError("metarl demo --resume finishes a demo with its saved config; "
+                              "give no --set with it (to train a finished run longer: "
+                              f"metarl train --resume {args.resume} --set "
+                              "training.iterations=N)")
         run_dir = args.resume
         try:
             experiment, config, _ = _load_resumed_run(args)
@@ -572,7 +580,8 @@ def _demo(args: argparse.Namespace) -> int:
               file=sys.stderr)
     else:
         config_path = resolve_config_path(args.config or DEMO_CONFIG)
-        experiment, config = load_config(config_path, (), args.seed)
+        experiment, config = load_config(config_path, args.overrides, args.seed)
+        experiment.check_machine(config, overrides=args.overrides)
         run_dir = args.run_dir or _default_run_dir(config_path)
         _note_restart(run_dir, check_new_run_dir(run_dir))
         create_run_dir(run_dir)

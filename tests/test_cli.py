@@ -407,6 +407,30 @@ def test_demo_of_a_config_evaluating_more_steps_than_a_video_shows(tmp_path, cap
     assert json.loads((run / "evaluation.json").read_text())["steps"] == list(range(13))
 
 
+def test_demo_takes_set_overrides_for_a_new_demo_only(tmp_path, capsys):
+    """`metarl demo sine-quick --set ...` trains, evaluates and renders the altered config;
+    `--set` with `--resume` is refused (exit 2) and names `train --resume` instead."""
+    run = tmp_path / "demo"
+    tiny = ["--set", "training.iterations=3", "--set", "training.meta_batch_size=2",
+            "--set", "run.progress=false", "--set", "run.tensorboard=false",
+            "--set", "baseline.iterations=4", "--set", "evaluation.tasks=7"]
+    assert main(["demo", "sine-quick", "--run-dir", str(run), *tiny]) == 0
+    assert "metarl demo: done" in capsys.readouterr().err
+    saved = (run / "config.yaml").read_text()
+    assert "iterations: 3" in saved and "meta_batch_size: 2" in saved
+    assert json.loads((run / "evaluation.json").read_text())["tasks"] == 7
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
+
+    assert main(["demo", "--resume", str(run), "--set", "training.iterations=5"]) == 2
+    err = capsys.readouterr().err
+    assert "give no --set with it" in err
+    assert f"metarl train --resume {run} --set training.iterations=N" in err
+    assert main(["demo", "sine-quick", "--run-dir", str(tmp_path / "bad"),
+                 "--set", "training.iterationz=3"]) == 2
+    assert "training.iterationz" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_default_run_dirs_of_runs_started_in_one_second_differ(tmp_path, monkeypatch):
     import metarl.cli as cli
 
