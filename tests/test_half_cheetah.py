@@ -1454,6 +1454,40 @@ def test_velocity_plot_averages_each_time_step_over_the_episodes_that_reach_it(
     assert ax.get_xlabel() == "time step (0.01 s); moving mean over 2 steps"
 
 
+def test_velocity_plot_labels_colours_and_titles_each_task_and_step(tmp_path, monkeypatch):
+    """Two direction tasks (backward, forward) rewarded differently, drawn after steps 0, 1
+    and 40: each panel's title names its direction, each line its own step (in colours
+    C0-C2) and its own task's return."""
+    import metarl.rl.render as render
+    from metarl.rl.episodes import Episodes
+    from metarl.rl.render import plot_cheetah_velocities
+
+    saved_figures, real = [], render.save_figure
+    monkeypatch.setattr(render, "save_figure",
+                        lambda fig, output, **kw: saved_figures.append(fig) or real(fig, output,
+                                                                                    **kw))
+
+    def episodes_rewarded(per_task):
+        ones = torch.ones(2, 1, 10)
+        return Episodes(observations=torch.zeros(2, 1, 10, 17),
+                        actions=torch.zeros(2, 1, 10, 6),
+                        rewards=ones * torch.tensor(per_task).view(2, 1, 1), mask=ones,
+                        log_probs=0 * ones, times=torch.arange(10).expand(2, 1, 10))
+
+    plot_cheetah_velocities([{"direction": -1.0}, {"direction": 1.0}],
+                            [episodes_rewarded([1.0, 2.0]), episodes_rewarded([3.0, 4.0]),
+                             episodes_rewarded([5.0, 6.0])], tmp_path / "v.png",
+                            velocity_index=8, step_numbers=[0, 1, 40])
+    backward, forward = saved_figures[-1].axes
+    assert (backward.get_title(), forward.get_title()) == ("run backward", "run forward")
+    for ax, returns in ((backward, (10, 30, 50)), (forward, (20, 40, 60))):
+        lines = [line for line in ax.get_lines() if "step(s)" in line.get_label()]
+        assert [line.get_label() for line in lines] == [
+            f"{step} step(s): return {value:.1f}"
+            for step, value in zip((0, 1, 40), returns, strict=True)]
+        assert [line.get_color() for line in lines] == ["C0", "C1", "C2"]  # not C40
+
+
 class _CountingEnv:
     """A stand-in Gymnasium env: frame k is filled with k, each step is rewarded 1.5 and the
     episode terminates after ``length`` steps (or renders nothing with ``frames=False``)."""

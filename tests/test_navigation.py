@@ -312,6 +312,35 @@ def test_trajectory_panels_show_the_goal_square_and_widen_for_paths_that_leave_i
     assert saved_figures[-1].axes[0].get_xlim() == (-0.6, 0.6)
 
 
+def test_a_path_ends_with_its_own_last_action_and_each_panel_shows_its_tasks_return(
+        tmp_path, monkeypatch):
+    """One slot of 3 steps whose last action differs from the others, for 2 tasks rewarded
+    -1 and -2 a step: the path's last point is the last observation plus the last action,
+    and each task's panel labels its own return."""
+    import metarl.rl.render as render
+    from metarl.rl.episodes import Episodes
+    from metarl.rl.render import episode_positions, plot_navigation_trajectories
+
+    saved_figures, real = [], render.save_figure
+    monkeypatch.setattr(render, "save_figure",
+                        lambda fig, output, **kw: saved_figures.append(fig) or real(fig, output,
+                                                                                    **kw))
+    actions = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]).expand(2, 1, 3, 2)
+    observations = torch.cat([torch.zeros(2, 1, 1, 2),
+                              (actions * 0.1).cumsum(dim=2)[:, :, :2]], dim=2)
+    ones = torch.ones(2, 1, 3)
+    episodes = Episodes(observations=observations, actions=actions.clone(),
+                        rewards=-ones * torch.tensor([1.0, 2.0]).view(2, 1, 1), mask=ones,
+                        log_probs=0 * ones, times=torch.arange(3).expand(2, 1, 3))
+    np.testing.assert_allclose(episode_positions(episodes, 0, 0, action_scale=0.1),
+                               [[0.0, 0.0], [0.1, 0.0], [0.2, 0.0], [0.2, 0.1]], atol=1e-6)
+    plot_navigation_trajectories([{"goal": np.array([0.3, -0.2])}] * 2, [episodes],
+                                 tmp_path / "t.png", episodes_shown=1, action_scale=0.1)
+    assert [[line.get_label() for line in ax.get_lines()]
+            for ax in saved_figures[-1].axes] == [["0 step(s): return -3.0"],
+                                                  ["0 step(s): return -6.0"]]
+
+
 @pytest.mark.parametrize(("steps", "shown"), [
     (0, [0]), (3, [0, 1, 2, 3]), (5, [0, 1, 2, 3, 4, 5]), (7, [0, 1, 2, 4, 5, 7]),
     (1000, [0, 1, 2, 335, 667, 1000])])
