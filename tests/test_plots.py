@@ -120,10 +120,12 @@ def test_adaptation_curves_draw_a_reference_at_its_steps(tmp_path, saved_figures
 
     curves = {"maml": {"mean": [0.9, 0.4, 0.3], "ci95": [0.1, 0.1, 0.1]}}
     plot_adaptation_curves(curves, [0, 1, 10], tmp_path / "c.png", ylabel="mse",
-                           reference={"MAML paper": {1: 0.42, 10: 0.13}})
+                           reference={"MAML paper": {1: 0.42, 5: 0.2, 10: 0.13}})
     (ax,) = saved_figures[-1].axes
     (paper,) = [line for line in ax.get_lines() if line.get_label() == "MAML paper"]
+    # step 5 lies between evaluated steps but was not evaluated: not drawn
     assert list(paper.get_xdata()) == [1, 10] and list(paper.get_ydata()) == [0.42, 0.13]
+    assert ax.get_xlabel() == "gradient steps" and ax.get_ylabel() == "mse"
 
 
 def test_over_training_shows_the_chosen_step_counts_with_their_bands(tmp_path, saved_figures):
@@ -161,6 +163,11 @@ def test_runs_compared_draw_training_means_evaluations_and_the_reference(tmp_pat
     assert evaluated.get_label() == "b"
     assert list(evaluated.lines[0].get_xdata()) == [1.0, 3.0]  # in order of iteration
     assert list(evaluated.lines[0].get_ydata()) == [7.0, 9.0]
+    (bars,) = evaluated.lines[2]  # the whole 95% interval, each side of the mean
+    assert [tuple(segment[:, 1]) for segment in bars.get_segments()] == [(6.5, 7.5),
+                                                                          (8.0, 10.0)]
+    (b_training,) = [line for line in left.get_lines() if line.get_label() == "b"]
+    assert evaluated.lines[0].get_color() == b_training.get_color() == "C1"  # one colour a run
     for ax in (left, right):
         (paper,) = [line for line in ax.get_lines() if line.get_label() == "MAML paper"]
         assert list(paper.get_ydata()) == [8.0, 8.0]
