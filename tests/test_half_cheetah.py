@@ -1013,10 +1013,11 @@ class FakeRenderEnv:
 def test_video_panels_use_the_weights_of_their_step(tmp_path, monkeypatch):
     import metarl.rl.video as video
 
-    used = []
+    used, reset_seeds = [], []
 
     def fake_episode(env, policy, params, *, steps, seed, generator, action_scale):
         used.append(float(params["b0"][0, 0]))
+        reset_seeds.append(seed)
         frame = np.full((video.PANEL_HEIGHT, video.PANEL_WIDTH, 3), 100, np.uint8)
         return [frame] * (steps + 1), np.ones(steps)
 
@@ -1025,8 +1026,9 @@ def test_video_panels_use_the_weights_of_their_step(tmp_path, monkeypatch):
     weights = [{"b0": torch.tensor([[10.0 * s], [10.0 * s + 1]])} for s in range(3)]
     output = video.record_adaptation_video(
         "metarl/HalfCheetahDir-v0", {"direction": 1.0}, policy_distribution, weights,
-        tmp_path / "v.gif", episode_steps=4, seed=0, task_index=1)
+        tmp_path / "v.gif", episode_steps=4, seed=7, task_index=1)
     assert used == [1.0, 11.0, 21.0]  # row task_index of each step's weights
+    assert reset_seeds == [7, 7, 7]  # every panel starts from the same state
     from PIL import Image
 
     with Image.open(output) as gif:
@@ -1069,6 +1071,24 @@ def test_video_at_100_steps_per_second_plays_in_real_time(tmp_path, monkeypatch,
     assert written["fps"] == pytest.approx(50.0)
     # Each frame's picture (below the text band) tells which step it shows.
     assert [int(f[-1, -1, 0]) // 10 for f in written["frames"]] == shown
+
+
+def test_a_failure_to_make_a_navigation_render_env_is_not_blamed_on_opengl(monkeypatch):
+    """Navigation draws its frames itself: an error making it is raised as it is, not
+    reported as a MuJoCo backend failure."""
+    import metarl.rl.video as video
+
+    def broken_make(*args, **kwargs):
+        raise RuntimeError("the environment's own failure")
+
+    monkeypatch.setattr(video.gym, "make", broken_make)
+    with pytest.raises(RuntimeError, match="the environment's own failure") as raised:
+        video.make_render_env("metarl/Navigation2D-v0", {"goal": np.zeros(2)},
+                              episode_steps=5, mujoco=False)
+    assert not isinstance(raised.value, video.RenderBackendError)
+    with pytest.raises(video.RenderBackendError, match="MuJoCo could not render"):
+        video.make_render_env("metarl/HalfCheetahDir-v0", {"direction": 1.0},
+                              episode_steps=5, mujoco=True)
 
 
 def read_video_frames(path) -> list[np.ndarray]:
@@ -1118,6 +1138,9 @@ def test_mp4_encoder_spawns_ffmpeg_without_a_fork(tmp_path, monkeypatch):
     assert len(seen) == 1
     assert seen[0].get("preexec_fn") is None and seen[0]["start_new_session"] is True
     assert len(read_video_frames(tmp_path / "a.mp4")) == 3
+    probe = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i",
+                            str(tmp_path / "a.mp4")], capture_output=True, text=True)
+    assert ", 10 fps," in probe.stderr  # plays at the rate asked for: real time
 
 
 def test_a_failing_ffmpeg_is_reported_and_leaves_no_file(tmp_path, monkeypatch):
