@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -520,6 +521,37 @@ def test_run_logger_writes_each_record_at_once_and_drops_work_lost_since_the_che
     assert iterations() == []
     (tmp_path / "metrics.jsonl").write_text('{"iteration": 1}\n{"iteration": 2}\n{"itera')
     assert iterations() == [1, 2]  # a torn last line is skipped
+
+
+def test_run_logger_keeps_tensorboard_and_the_progress_bar_at_the_runs_iteration(
+        tmp_path, capsys):
+    """TensorBoard steps are the meta-iterations; a resumed run replaces the events of work
+    lost since its checkpoint and keeps the earlier ones; a non-finite metric stays in
+    metrics.jsonl (TensorBoard leaves it out); the bar counts on from the checkpoint."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from metarl.logging import RunLogger, read_metrics
+
+    def scalars(tag: str) -> list[tuple[int, float]]:
+        events = EventAccumulator(str(tmp_path / "tensorboard"))
+        events.Reload()
+        return [(event.step, event.value) for event in events.Scalars(tag)]
+
+    logger = RunLogger(tmp_path, 10, progress=False, tensorboard=True)
+    for i in (1, 2, 3):
+        logger.log(i, {"loss": float(i), "kl": float("nan") if i == 3 else 0.5})
+    logger.close()
+    assert capsys.readouterr().err == ""  # progress: false shows no bar
+    assert scalars("loss") == [(1, 1.0), (2, 2.0), (3, 3.0)]
+    assert scalars("kl") == [(1, 0.5), (2, 0.5)]
+    assert math.isnan(read_metrics(tmp_path / "metrics.jsonl")[2]["kl"])
+
+    resumed = RunLogger(tmp_path, 10, start=1, progress=True, tensorboard=True)
+    resumed.log(2, {"loss": 20.0, "kl": 0.25})
+    resumed.close()
+    assert [r["iteration"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2]
+    assert scalars("loss") == [(1, 1.0), (2, 20.0)]
+    assert "2/10" in capsys.readouterr().err  # from the checkpoint's 1, one iteration on
 
 
 @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
