@@ -1225,20 +1225,28 @@ def test_the_velocity_plot_of_a_run_observing_x_reads_the_velocity(tmp_path, mon
     assert seen["index"] == 9 == forward_velocity_index(True)
 
 
-def test_pretrained_cache_key_of_the_default_frame_skip_is_unchanged(tmp_path, monkeypatch):
-    """Caches written before env.frame_skip existed keep matching the default config."""
+@pytest.mark.parametrize("baseline", ["pretrained", "oracle"])
+def test_a_baseline_cache_key_names_each_environment_option_that_differs_from_the_default(
+        tmp_path, monkeypatch, baseline):
+    """Caches written before the environment options existed keep matching the default
+    config (the key holds none of them), and a run with any option set gets a key of its
+    own: a baseline trained on another cheetah is never reused for it."""
     import metarl.rl.baseline_policies as baseline_policies
     from metarl.experiment import config_from_data
 
     keys = []
     monkeypatch.setattr(baseline_policies, "load_or_compute",
-                        lambda path, key, compute, **kwargs: keys.append(key))
-    for frame_skip in (None, 1):
+                        lambda path, key, compute, **kwargs: keys.append(key) or {
+                            "params": {}, "training_returns": []})
+    options = {"frame_skip": 1, "observe_x_position": True, "observe_centre_of_mass": True,
+               "reward_velocity": "centre_of_mass", "reset_noise": "rllab"}
+    compute = getattr(baseline_policies, f"{baseline}_params")
+    for changed in [{}, *({name: value} for name, value in options.items())]:
         _, config = config_from_data({"experiment": "meta_rl", "env": {
-            "name": "half_cheetah_dir", "frame_skip": frame_skip}})
-        baseline_policies.pretrained_params(config, tmp_path)
-    assert keys[0]["env"] == {"name": "half_cheetah_dir", "max_episode_steps": None}
-    assert keys[1]["env"]["frame_skip"] == 1
+            "name": "half_cheetah_vel", **changed}})
+        compute(config, tmp_path)
+        assert keys[-1]["env"] == {"name": "half_cheetah_vel", "max_episode_steps": None,
+                                   **changed}
 
 
 def _returns_by_task_script():

@@ -384,8 +384,9 @@ def test_baselines_train_multitask_trpo_without_inner_steps(tmp_path, monkeypatc
         return original(self, iteration)
 
     monkeypatch.setattr(MAMLTRPO, "train_iteration", recording)
-    config = _navigation_config(oracle_iterations=1, pretrained_iterations=1)
+    config = _navigation_config(oracle_iterations=1, pretrained_iterations=2)
     assert config.adaptation.inner_steps >= 1
     pretrained_params(config, tmp_path)
+    assert seen == [0, 0]  # baselines.pretrained_iterations
     oracle_params(config, tmp_path)
-    assert seen == [0, 0]
+    assert seen == [0, 0, 0]  # and baselines.oracle_iterations
