@@ -462,7 +462,12 @@ def test_a_file_holding_something_else_than_a_dict_is_not_a_checkpoint(tmp_path)
 def test_each_purpose_gets_its_own_random_stream():
     from metarl.seeding import derive_seed, numpy_generator, torch_generator
 
-    purposes = ["init", "tasks", "evaluate-tasks", "evaluate-resets", "evaluate-actions"]
+    # the purposes metarl uses, several of one length (a seed from the length would repeat)
+    purposes = ["init", "tasks", "actions", "evaluate", "evaluate-tasks", "evaluate-resets",
+                "evaluate-actions", "evaluate-support", "render", "render-queries",
+                "pretrained-init", "pretrained-tasks", "pretrained-actions", "oracle-init",
+                "oracle-tasks", "oracle-actions", "video-resets", "video-actions", "example",
+                "bench-images"]
     seeds = {(s, p): derive_seed(s, p) for s in range(5) for p in purposes}
     assert len(set(seeds.values())) == len(seeds)
     assert all(0 <= v < 2 ** 63 + 2 ** 31 for v in seeds.values())
