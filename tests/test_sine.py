@@ -17,6 +17,30 @@ from metarl.supervised.sine import SineTaskConfig, sample_sine_batch
 from metarl.supervised.sine_experiment import SineConfig, SineExperiment, evaluation_lr
 
 
+def test_make_mlp_builds_the_layers_asked_for_with_pytorchs_default_initialization():
+    """1 -> 40 -> 30 -> 2 with tanh between the layers (none after the last), float64;
+    each layer's weights and biases drawn from U(-1/sqrt(fan_in), 1/sqrt(fan_in)), filling
+    that range; an unknown activation is refused."""
+    from torch import nn
+
+    from metarl.supervised.models import make_mlp
+
+    model = make_mlp(1, [40, 30], 2, "tanh", generator=torch.Generator().manual_seed(0),
+                     dtype=torch.float64)
+    assert [type(layer) for layer in model] == [nn.Linear, nn.Tanh, nn.Linear, nn.Tanh,
+                                                nn.Linear]
+    assert model(torch.zeros(5, 1, dtype=torch.float64)).shape == (5, 2)
+    for layer in model[::2]:
+        bound = layer.in_features ** -0.5
+        for tensor in (layer.weight, layer.bias):
+            assert tensor.dtype == torch.float64
+            assert 0.8 * bound < float(tensor.detach().abs().max()) <= bound
+    assert make_mlp(1, [4], 1)[1].__class__ is nn.ReLU  # the default
+    with pytest.raises(ValueError, match=r"activation must be one of \['relu', 'tanh'\], "
+                                         r"got 'gelu'"):
+        make_mlp(1, [4], 1, "gelu")  # type: ignore[arg-type]
+
+
 def test_sine_tasks_follow_the_paper_distribution():
     config = SineTaskConfig()
     generator = torch.Generator().manual_seed(0)
