@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gymnasium as gym
 import pytest
 import torch
 
@@ -65,11 +66,14 @@ def test_benchmark_repeats_must_be_positive(repeats, capsys):
     assert "--repeats" in capsys.readouterr().err
 
 
-def _run_shrunk(monkeypatch, capsys, name: str, repeats: str) -> str:
+def _run_shrunk(monkeypatch, capsys, name: str, repeats: str,
+                calls: list[tuple[int, int]] | None = None) -> str:
     """``metarl benchmark NAME`` on its shipped config shrunk to 2 tasks x 2 episodes of 5
     steps (and 8 hidden units), so that every row runs here in seconds. Each stepping runs
     once and its rate is faked as one step per second: the printed rate is the number of env
-    steps the benchmark counts for one call. Returns what it printed."""
+    steps the benchmark counts for one call. Returns what it printed; ``calls`` receives,
+    for each timed stepping in turn, how many times it called the policy and Gymnasium's
+    ``SyncVectorEnv.step``."""
     import metarl.rl.benchmarks as benchmarks
 
     real = benchmarks._shipped
@@ -80,10 +84,31 @@ def _run_shrunk(monkeypatch, capsys, name: str, repeats: str) -> str:
                 "policy": {**data["policy"], "hidden_sizes": [8]},
                 "training": {**data["training"], "meta_batch_size": 2, "episodes_per_task": 2}}
 
+    counts = {"policy": 0, "sync": 0}
+    real_policy, real_sync_step = benchmarks.make_policy, gym.vector.SyncVectorEnv.step
+
+    def counting_policy(config):
+        policy = real_policy(config)
+
+        def counted(*args, **kwargs):
+            counts["policy"] += 1
+            return policy(*args, **kwargs)
+
+        return counted
+
+    def counting_sync_step(self, actions):
+        counts["sync"] += 1
+        return real_sync_step(self, actions)
+
     def one_call(run, steps, repeats):
+        before = dict(counts)
         run()
+        if calls is not None:
+            calls.append((counts["policy"] - before["policy"], counts["sync"] - before["sync"]))
         return Spread.of([float(steps)])
 
+    monkeypatch.setattr(benchmarks, "make_policy", counting_policy)
+    monkeypatch.setattr(gym.vector.SyncVectorEnv, "step", counting_sync_step)
     monkeypatch.setattr(benchmarks, "_shipped", shipped)
     monkeypatch.setattr(benchmarks, "_steps_per_second", one_call)
     assert main(["benchmark", name, "--repeats", repeats]) == 0
@@ -107,17 +132,21 @@ def _check_split(out: str) -> None:
 
 
 def test_navigation_benchmark_counts_each_steppings_env_steps(monkeypatch, capsys):
-    out = _run_shrunk(monkeypatch, capsys, "navigation", "2")
+    calls = []
+    out = _run_shrunk(monkeypatch, capsys, "navigation", "2", calls)
     assert ("(2 tasks x 2 episodes x 5 steps, full episodes; median (min-max) of 2 timed "
             "calls)") in out  # --repeats 2: no more calls than that
     rates = [line.split()[-1] for line in out.splitlines()
              if line.startswith(("Gymnasium", "metarl"))]
     assert rates == ["20"] * 4  # 2 tasks x 2 episodes x 5 steps
+    # (policy calls, SyncVectorEnv steps): 5 steps a call; the policy where the row says
+    assert calls == [(0, 5), (5, 5), (0, 0), (5, 0)]
     _check_split(out)
 
 
 def test_cheetah_benchmark_counts_each_steppings_env_steps(monkeypatch, capsys):
-    out = _run_shrunk(monkeypatch, capsys, "cheetah", "1")
+    calls = []
+    out = _run_shrunk(monkeypatch, capsys, "cheetah", "1", calls)
     assert "(2 tasks x 2 episodes x 5 steps; MuJoCo threads:" in out
     assert "; one timed call)" in out  # --repeats 1: one
     rates = {line.rsplit(maxsplit=1)[0]: line.split()[-1] for line in out.splitlines()
@@ -128,6 +157,7 @@ def test_cheetah_benchmark_counts_each_steppings_env_steps(monkeypatch, capsys):
         "metarl BatchedHalfCheetah (rewards, observations)": "20",
         "metarl sampler (policy per task in the loop)": "20",
     }
+    assert calls == [(0, 5), (0, 0), (0, 0), (5, 0)]  # (policy calls, SyncVectorEnv steps)
     _check_split(out)
 
 
@@ -165,6 +195,42 @@ def test_omniglot_benchmark_runs_each_method_and_prints_loop_vs_vmap(monkeypatch
         assert row[2:] == ["2", "(1.5-2.5)", "0.5", "4.00x", "-", "-", "-"], row
     assert "(learn2learn not installed; docs/BENCHMARKS.md says how to install it)" in out
     assert "Omniglot on cpu, seconds per meta-iteration" in out
+
+
+def test_the_omniglot_benchmark_times_learn2learn_where_installed(monkeypatch, capsys,
+                                                                 stand_in_learn2learn):
+    """With learn2learn: its own iteration is timed (not ours) beside our loop and vmap, and
+    its meta-gradient is checked against ours, for maml and fomaml (it has no Reptile)."""
+    import metarl.supervised.benchmarks as benchmarks
+
+    monkeypatch.setattr(benchmarks, "OMNIGLOT_SETTINGS", {"tiny": (3, 1, 2, 1, 0.4)})
+    real_metarl, real_l2l = benchmarks._omniglot_metarl, benchmarks._omniglot_learn2learn
+
+    def tag(iteration, kind):
+        def run():
+            iteration()
+
+        run.kind = kind
+        return run
+
+    monkeypatch.setattr(benchmarks, "_omniglot_metarl", lambda setting, method, vectorize,
+                        device: tag(real_metarl(setting, method, vectorize, device),
+                                    "vmap" if vectorize else "loop"))
+    monkeypatch.setattr(benchmarks, "_omniglot_learn2learn", lambda setting, method, device:
+                        tag(real_l2l(setting, method, device), "l2l"))
+    monkeypatch.setattr(benchmarks, "seconds_per_call", lambda fn, repeats, warmup=3: fn() or
+                        Spread.of([{"loop": 2.0, "vmap": 0.5, "l2l": 3.0}[fn.kind]]))
+    assert main(["benchmark", "omniglot", "--repeats", "1"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()
+            if line.startswith("tiny ")]
+    # learn2learn's MAML (first_order) made for each timing and each gradient check
+    assert stand_in_learn2learn == [False, False, True, True]
+    for row, method in zip(rows, ("maml", "fomaml", "reptile"), strict=True):
+        assert row[1:5] == [method, "2", "0.5", "4.00x"]
+        if method == "reptile":
+            assert row[5:] == ["-", "-", "-"]
+        else:
+            assert row[5:7] == ["3", "6.00x"] and float(row[7]) < 1e-12, row
 
 
 def test_omniglot_timings_run_on_the_device_and_wait_for_it(monkeypatch, stand_in_learn2learn):
@@ -291,6 +357,17 @@ def test_the_gradient_gap_sees_a_different_meta_gradient(monkeypatch, stand_in_l
 
     assert gap("maml") < 1e-12 and gap("fomaml") < 1e-12
     assert stand_in_learn2learn == [False, True]
+    # relative to the largest entry of ours: ours 1% larger everywhere gives 0.01 / 1.01
+    real_meta_gradient = benchmarks.meta_gradient
+
+    def one_percent_larger(*args, **kwargs):
+        result = real_meta_gradient(*args, **kwargs)
+        return result._replace(params={name: 1.01 * value
+                                       for name, value in result.params.items()})
+
+    monkeypatch.setattr(benchmarks, "meta_gradient", one_percent_larger)
+    assert gap("maml") == pytest.approx(0.01 / 1.01, rel=1e-9)
+    monkeypatch.setattr(benchmarks, "meta_gradient", real_meta_gradient)
     # a learn2learn that always differentiates first order: against our second order, the
     # gap shows it
     monkeypatch.setattr(sys.modules["learn2learn"].algorithms, "MAML",
