@@ -365,3 +365,94 @@ def test_test_tasks_are_not_the_training_tasks_of_a_run_with_the_same_seed(monke
     experiment.curves(config, params, 0.01, shots=2, tasks=4, steps=0, seed=3)
     trained_on = sample_sine_tasks(config.task, 4, torch_generator(3, "tasks"))
     assert not torch.allclose(drawn[0][0].amplitude, trained_on.amplitude)
+
+
+def test_the_pretrained_baseline_fits_with_its_own_settings_and_is_cached_per_seed(
+        tmp_path, monkeypatch):
+    """baseline.iterations batches of baseline.batch_tasks tasks x points_per_task points,
+    Adam at baseline.lr; the cached network is reused for the same settings and seed only."""
+    baseline = {"iterations": 3, "batch_tasks": 4, "points_per_task": 7, "lr": 0.004}
+    config = from_dict(SineConfig, {"baseline": baseline})
+    batches, optimizers, fits = [], [], []
+    real_sample, real_adam, real_pretrain = (sine_experiment.sample_sine_batch,
+                                             torch.optim.Adam, sine_experiment.pretrain)
+    monkeypatch.setattr(sine_experiment, "sample_sine_batch", lambda *args, **kwargs: (
+        batches.append(real_sample(*args, **kwargs)[1]) or (None, batches[-1])))
+    monkeypatch.setattr(torch.optim, "Adam", lambda params, lr: optimizers.append(lr)
+                        or real_adam(params, lr=lr))
+    monkeypatch.setattr(sine_experiment, "pretrain", lambda c: fits.append(c.seed)
+                        or real_pretrain(c))
+    first = sine_experiment.pretrained_params(config, tmp_path)
+    assert optimizers == [0.004] and len(batches) == 3
+    assert all(batch.support_x.shape == (4, 7, 1) for batch in batches)
+    again = sine_experiment.pretrained_params(config, tmp_path)
+    assert fits == [0] and all(torch.equal(first[k], again[k]) for k in first)
+    other = sine_experiment.pretrained_params(
+        from_dict(SineConfig, {"baseline": baseline, "seed": 1}), tmp_path)
+    assert fits == [0, 1] and not torch.equal(first["0.weight"], other["0.weight"])
+
+
+def test_evaluation_with_the_pretrained_baseline_of_a_meta_sgd_run(tmp_path, monkeypatch):
+    """Every curve of `evaluate --seed S --baselines pretrained` is scored on seed S's
+    tasks; the Meta-SGD policy adapts with its learned rates, the pretrained network with
+    the evaluation's fixed ones."""
+    _, trainer = meta_sgd_trained(1, 2)
+    config = from_dict(SineConfig, {"adaptation": {"learn_inner_lr": True},
+                                    "baseline": {"iterations": 2},
+                                    "evaluation": {"shots": [5]}})
+    experiment = SineExperiment()
+    calls = []
+    real_curves = SineExperiment.curves
+    monkeypatch.setattr(SineExperiment, "curves", lambda self, c, params, lr, **kw: (
+        calls.append((lr, kw["seed"])) or real_curves(self, c, params, lr, **kw)))
+    experiment.evaluate(config, {"trainer": trainer.state_dict(), "iteration": 1}, tmp_path,
+                        EvaluateOptions(steps=2, tasks=3, seed=9, baselines=("pretrained",)))
+    (meta_sgd_lr, meta_sgd_seed), (baseline_lr, baseline_seed) = calls
+    assert isinstance(meta_sgd_lr, dict)
+    assert baseline_lr == sine_experiment.evaluation_lr(config, None, 2)
+    assert meta_sgd_seed == baseline_seed == 9
+
+
+def test_test_tasks_and_support_points_come_from_their_own_streams(monkeypatch):
+    from metarl.seeding import derive_seed
+
+    seeds = []
+    real = sine_experiment.sample_sine_test_batch
+    monkeypatch.setattr(sine_experiment, "sample_sine_test_batch", lambda *args, **kwargs: (
+        seeds.append((kwargs["task_generator"].initial_seed(),
+                      kwargs["support_generator"].initial_seed())) or real(*args, **kwargs)))
+    config = from_dict(SineConfig, {})
+    params = SineExperiment().make_trainer(config).state_dict()["params"]
+    SineExperiment().curves(config, params, 0.01, shots=5, tasks=2, steps=1, seed=3)
+    assert seeds == [(derive_seed(3, "evaluate-tasks"), derive_seed(3, "evaluate-support"))]
+
+
+def test_render_draws_each_task_after_0_1_and_the_last_step_from_the_seed_asked(
+        tmp_path, monkeypatch):
+    """5 tasks: a second row of panels; lines after 0, 1 and 4 steps; `--seed` picks the
+    tasks; a Meta-SGD run's fits adapt with its learned rates."""
+    import matplotlib.figure
+
+    from metarl.experiment import RenderOptions
+
+    figures, lrs = [], []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        lambda self, *args, **kwargs: figures.append(self))
+    real_predictions = sine_experiment.query_predictions
+    monkeypatch.setattr(sine_experiment, "query_predictions", lambda *args, **kwargs: (
+        lrs.append(kwargs["lr"]) or real_predictions(*args, **kwargs)))
+    config, trainer = meta_sgd_trained(1, 2)
+    state = {"trainer": trainer.state_dict(), "iteration": 1}
+    experiment = SineExperiment()
+
+    def titles(seed):
+        experiment.render(config, state, tmp_path,
+                          RenderOptions(tasks=5, steps=4, seed=seed, output=tmp_path / "s.png"))
+        return [ax.get_title() for ax in figures[-1].axes if ax.get_visible() and ax.axison]
+
+    shown = titles(5)
+    assert len(shown) == 5 and len(figures[-1].axes) == 8  # 2 rows of 4, 3 left empty
+    labels = [line.get_label() for line in figures[-1].axes[4].get_lines()]
+    assert labels == ["ground truth", "after 0 step(s)", "after 1 step(s)", "after 4 step(s)"]
+    assert titles(5) == shown and titles(6) != shown
+    assert all(isinstance(lr, dict) for lr in lrs)  # the learned per-parameter rates
