@@ -390,3 +390,41 @@ def test_baselines_train_multitask_trpo_without_inner_steps(tmp_path, monkeypatc
     assert seen == [0, 0]  # baselines.pretrained_iterations
     oracle_params(config, tmp_path)
     assert seen == [0, 0, 0]  # and baselines.oracle_iterations
+
+
+def test_evaluate_adapts_each_policy_from_its_own_start(tmp_path, monkeypatch):
+    """`evaluate --steps 2 --baselines`: the run's θ, a fresh initialization (random) and
+    the pretrained policy are adapted 2 steps (the config says 3); the oracle, told the task, is not adapted.
+    The record names the steps asked for, the episodes of the run's own policy, and the
+    paper's labels in its table."""
+    import metarl.rl.experiment as rl_experiment
+    from metarl.experiment import EvaluateOptions
+    from metarl.rl.experiment import MetaRLExperiment
+
+    config = _navigation_config(oracle_iterations=1, pretrained_iterations=1)
+    theta = new_policy_params(config, "init")
+    calls = []
+    real = rl_experiment.evaluation_rollouts
+
+    def spy(config, params, **kwargs):
+        result = real(config, params, **kwargs)
+        calls.append((params, kwargs["steps"], result[1]))
+        return result
+
+    monkeypatch.setattr(rl_experiment, "evaluation_rollouts", spy)
+    result = MetaRLExperiment().evaluate(
+        config, {"trainer": {"params": theta}, "iteration": 0}, tmp_path,
+        EvaluateOptions(steps=2, tasks=4, seed=2, baselines=("random", "pretrained", "oracle")))
+    (run, run_steps, rollouts), (random, random_steps, _), (_, pretrained_steps, _), (
+        oracle, oracle_steps, _) = calls
+    assert config.evaluation.steps == 3
+    assert (run_steps, random_steps, pretrained_steps, oracle_steps) == (2, 2, 2, 0)
+    assert run is theta
+    fresh = new_policy_params(config, "random-baseline-init")
+    assert all(torch.equal(random[k], fresh[k]) for k in theta)
+    assert not torch.equal(random["w0"], theta["w0"])
+    assert oracle["w0"].shape[0] == 4  # position and goal
+    assert len(result["inner_lr"]) == 2 and result["steps"] == [0, 1, 2]
+    assert result["episodes_sampled"] == [float(e.num_episodes().float().mean())
+                                          for e in rollouts.episodes]
+    assert "random init" in result["table"] and len(result["baselines"]["oracle"]["mean"]) == 1
