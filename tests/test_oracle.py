@@ -394,9 +394,9 @@ def test_baselines_train_multitask_trpo_without_inner_steps(tmp_path, monkeypatc
 
 def test_evaluate_adapts_each_policy_from_its_own_start(tmp_path, monkeypatch):
     """`evaluate --steps 2 --baselines`: the run's θ, a fresh initialization (random) and
-    the pretrained policy are adapted 2 steps (the config says 3); the oracle, told the task, is not adapted.
-    The record names the steps asked for, the episodes of the run's own policy, and the
-    paper's labels in its table."""
+    the pretrained policy are adapted 2 steps (the config says 3); the oracle, told the
+    task, is not adapted. The record names the steps asked for, the episodes of the run's
+    own policy, and the paper's labels in its table."""
     import metarl.rl.experiment as rl_experiment
     from metarl.experiment import EvaluateOptions
     from metarl.rl.experiment import MetaRLExperiment
@@ -428,3 +428,49 @@ def test_evaluate_adapts_each_policy_from_its_own_start(tmp_path, monkeypatch):
     assert result["episodes_sampled"] == [float(e.num_episodes().float().mean())
                                           for e in rollouts.episodes]
     assert "random init" in result["table"] and len(result["baselines"]["oracle"]["mean"]) == 1
+
+
+def test_render_draws_paths_in_the_environments_units_and_a_video_follows_the_seed(
+        tmp_path, monkeypatch):
+    """Trajectories of a normalized-action policy are drawn with the config's action scale
+    (0.1: policy units to the plane's); `render --video --seed 5` draws the resets, actions
+    and the recorded episode from seed 5."""
+    import metarl.rl.experiment as rl_experiment
+    import metarl.rl.render as render
+    import metarl.rl.video as video
+    from metarl.experiment import RenderOptions
+    from metarl.rl.build import action_scale
+    from metarl.rl.experiment import MetaRLExperiment
+
+    config = _navigation_config()
+    state = {"trainer": {"params": new_policy_params(config, "init")}, "iteration": 0}
+    drawn = []
+    monkeypatch.setattr(render, "plot_navigation_trajectories",
+                        lambda tasks, episodes, output, **kwargs: drawn.append(kwargs) or output)
+    MetaRLExperiment().render(config, state, tmp_path, RenderOptions(tasks=2, steps=1))
+    assert drawn[0]["action_scale"] == action_scale(config) == 0.1
+
+    streams, recorded = [], []
+    for name in ("numpy_generator", "torch_generator"):
+        real = getattr(rl_experiment, name)
+        monkeypatch.setattr(rl_experiment, name, lambda seed, purpose, real=real: (
+            streams.append((seed, purpose)) or real(seed, purpose)))
+    monkeypatch.setattr(video, "check_rendering", lambda *args, **kwargs: None)
+    monkeypatch.setattr(video, "record_adaptation_video", lambda *args, **kwargs: (
+        recorded.append(kwargs["seed"]) or args[4]))
+    MetaRLExperiment().render(config, state, tmp_path, RenderOptions(
+        steps=1, seed=5, video=tmp_path / "v.gif", task="goal=0.3,-0.2"))
+    assert {(5, "video-resets"), (5, "video-actions")} <= set(streams)
+    assert [stream for stream in streams if stream[1].startswith("video")] == [
+        (5, "video-resets"), (5, "video-actions")] and recorded == [5]
+
+
+def test_a_velocity_target_outside_the_training_range_is_noted(capsys):
+    from metarl.rl.experiment import _note_unseen_task
+
+    for inside in (0.0, 1.3, 2.0):
+        _note_unseen_task("velocity", inside)
+    assert capsys.readouterr().err == ""
+    _note_unseen_task("velocity", 2.5)
+    assert ("note: velocity 2.5 lies outside the training targets, U[0, 2] m/s"
+            in capsys.readouterr().err)
