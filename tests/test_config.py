@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import yaml
@@ -55,6 +56,28 @@ def test_shipped_configs_are_what_write_configs_writes():
         _, config = config_from_data(data)
         assert (module.ROOT / relative).read_text() == dump_config(config, header=header), relative
     assert len(module.PRESETS) == len(builtin_configs())
+
+
+def test_write_configs_writes_every_preset_and_check_names_what_differs(tmp_path, monkeypatch,
+                                                                        capsys):
+    """`--check` writes nothing and exits 1 naming each missing or hand-edited file; a plain
+    run writes them all; the script finds configs/ from its own place, not the working
+    directory."""
+    module = load_script("write_configs")
+    shipped = Path(__file__).resolve().parents[1] / "configs"
+    assert shipped == module.ROOT
+    monkeypatch.setattr(module, "ROOT", tmp_path)
+    assert module.main(["--check"]) == 1
+    assert capsys.readouterr().out.count("differs: ") == len(module.PRESETS)
+    assert not any(tmp_path.iterdir())
+    assert module.main([]) == 0
+    assert module.main(["--check"]) == 0 and "differs" not in capsys.readouterr().out
+    edited = tmp_path / next(iter(module.PRESETS))
+    original = edited.read_text()
+    edited.write_text(original.replace("seed: 0", "seed: 1"))
+    assert module.main(["--check"]) == 1
+    assert capsys.readouterr().out.strip().splitlines() == [f"differs: {edited}"]
+    assert module.main([]) == 0 and edited.read_text() == original
 
 
 def test_dump_and_load_round_trip():
