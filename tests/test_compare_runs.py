@@ -73,3 +73,40 @@ def test_compare_runs_refuses_bad_input(tmp_path, capsys):
     with pytest.raises(SystemExit):
         script.main([f"x={run}", f"x={run}", "--output", str(tmp_path / "x.png")])
     assert "labels must differ" in capsys.readouterr().err
+
+
+def test_until_keeps_its_own_iteration_and_the_reference_is_of_the_step_asked(tmp_path,
+                                                                              monkeypatch,
+                                                                              capsys):
+    """`--until 3` keeps iteration 3 (training and evaluations); the dotted reference is the
+    first published curve that has the step asked for, at that step; an evaluation summary
+    without that step still passes on the published values; --window 0 is refused."""
+    script = _script()
+    run = _run(tmp_path, "run", [float(i) for i in range(1, 7)])
+    evaluation = _evaluation(6, [-40.0, 120.0])
+    evaluation["published"] = {"MAML paper": {"0": -50.0, "1": 293.0},
+                               "oracle": {"0": 442.0, "1": 400.0}, "late": {"2": 1.0}}
+    (run / "evaluation.json").write_text(json.dumps(evaluation))
+    snapshot = run / "snapshots" / "iteration-3"
+    snapshot.mkdir(parents=True)
+    (snapshot / "evaluation.json").write_text(json.dumps(_evaluation(3, [-45.0, 80.0])))
+    drawn = []
+    monkeypatch.setattr(script, "plot_runs_compared", lambda training, evaluations, output,
+                        **kwargs: drawn.append((training, evaluations, kwargs["reference"])))
+    for step, reference in ((0, ("MAML paper, 0 steps", -50.0)),
+                            (1, ("MAML paper, 1 step", 293.0)), (2, ("late, 2 steps", 1.0))):
+        script.main([f"a={run}", "--until", "3", "--step", str(step), "--window", "1",
+                     "--output", str(tmp_path / "x.png")])
+        training, evaluations, drawn_reference = drawn[-1]
+        assert [i for i, _ in training["a"]] == [1, 2, 3]
+        assert [row[0] for row in evaluations["a"]] == ([3] if step < 2 else [])
+        assert drawn_reference == reference
+    capsys.readouterr()
+    (run / "evaluation-over-training.json").write_text(json.dumps({
+        "steps": [0, 1], "iterations": [3, 6], "mean": [[0, 1], [0, 2]],
+        "ci95": [[1, 1], [1, 1]]}))
+    assert script.evaluated_returns(run, 2) == ([], evaluation["published"])
+    with pytest.raises(SystemExit) as exit_info:
+        script.main([str(run), "--window", "0", "--output", str(tmp_path / "x.png")])
+    assert exit_info.value.code == 2
+    assert "--window must be at least 1, got 0" in capsys.readouterr().err
