@@ -1270,10 +1270,12 @@ def test_returns_by_task_groups():
         script.task_groups("navigation", [])
     table = script.format_table(torch.tensor([[1.0, 3.0], [3.0, 5.0]]),
                                 {"all": torch.tensor([True, True]),
-                                 "none": torch.tensor([False, False])},
+                                 "none": torch.tensor([False, False]),
+                                 "first": torch.tensor([True, False])},
                                 torch.tensor([0.25, 0.75]), "error")
     assert table.splitlines()[1].split() == ["all", "2", "2.00", "4.00", "0.500"]
     assert "(no test task)" in table.splitlines()[2]
+    assert table.splitlines()[3].split() == ["first", "1", "1.00", "3.00", "0.250"]
 
 
 def test_returns_by_task_speed_errors_are_the_environments():
@@ -1316,8 +1318,16 @@ def test_returns_by_task_script_on_a_run(cheetah_run, tmp_path, capsys, monkeypa
     evaluation = json.loads((run / "evaluation.json").read_text())
     script = _returns_by_task_script()
     monkeypatch.setattr("sys.argv", ["cheetah_returns_by_task.py", str(run), "--bins", "2"])
+    sampled, scored = [], []
+    real_rollouts, real_errors = script.evaluation_rollouts, script.mean_speed_errors
+    monkeypatch.setattr(script, "evaluation_rollouts", lambda *args, **kwargs: (
+        sampled.append(real_rollouts(*args, **kwargs)) or sampled[-1]))
+    monkeypatch.setattr(script, "mean_speed_errors", lambda episodes, *args: (
+        scored.append(episodes) or real_errors(episodes, *args)))
     capsys.readouterr()
     script.main()
+    (_, rollouts), = sampled
+    assert scored == [rollouts.episodes[-1]]  # the speed error after the last step
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines[1:]] == ["tasks", "all", "target", "target"]
     steps = len(evaluation["steps"])
@@ -1333,6 +1343,8 @@ def test_returns_by_task_script_on_a_run(cheetah_run, tmp_path, capsys, monkeypa
     monkeypatch.setattr("sys.argv", ["cheetah_returns_by_task.py", str(run), "--recorded"])
     script.main()
     out = capsys.readouterr().out
+    assert f"first-step lr {evaluation['inner_lr'][0]};" in out
+    assert evaluation["inner_lr"][0] != evaluation["inner_lr"][-1]
     maml = out[out.index("maml:"):].splitlines()
     assert [float(x) for x in maml[2].split()[2:]] == pytest.approx(evaluation["mean"],
                                                                     abs=0.006)
@@ -1347,6 +1359,13 @@ def test_returns_by_task_script_on_a_run(cheetah_run, tmp_path, capsys, monkeypa
     assert oracle[3].split() == ["target", "0.00-0.50", "2", "20.00"]
     assert "(no test task)" in oracle[4] and "(no test task)" in oracle[5]
     assert oracle[6].split() == ["target", "1.50-2.00", "1", "50.00"]
+    monkeypatch.setattr("sys.argv", ["cheetah_returns_by_task.py", str(run), "--recorded",
+                                     "--bins", "2"])
+    script.main()
+    out = capsys.readouterr().out
+    oracle = out[out.index("oracle:"):].splitlines()
+    assert [line.split()[:3] for line in oracle[3:]] == [["target", "0.00-1.00", "2"],
+                                                        ["target", "1.00-2.00", "1"]]
     del evaluation["test_tasks"]  # as evaluations written before they were recorded
     (run / "evaluation.json").write_text(json.dumps(evaluation))
     with pytest.raises(SystemExit, match="written before evaluations recorded their test"):
