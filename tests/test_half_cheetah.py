@@ -8,6 +8,7 @@ import pickle
 import re
 
 import gymnasium as gym
+import mujoco
 import numpy as np
 import pytest
 import torch
@@ -1391,8 +1392,19 @@ def test_velocity_definitions_script_scores_what_the_environments_reward():
     recorder.reset(qpos, qvel)
     centre.reset(qpos, qvel)
     totals = {"torso": np.zeros(4), "com": np.zeros(4), "cost": np.zeros(4)}
+    model, data = recorder.env.model, mujoco.MjData(recorder.env.model)
+    jacobian = np.zeros((3, model.nv))
+    com_velocities = []  # each step's centre-of-mass x velocity, as J_com(q) q'
     for actions in rng.uniform(-1.3, 1.3, size=(25, 4, 6)):
         observations, rewards, _ = recorder.step(torch.from_numpy(actions))
+        row = []
+        for q, v in zip(recorder.env._qpos, recorder.env._qvel, strict=True):
+            data.qpos[:] = q
+            mujoco.mj_kinematics(model, data)
+            mujoco.mj_comPos(model, data)
+            mujoco.mj_jacSubtreeCom(model, data, jacobian, 0)
+            row.append(float(jacobian[0] @ np.asarray(v)))
+        com_velocities.append(row)
         centre_observations, centre_rewards, _ = centre.step(torch.from_numpy(actions))
         np.testing.assert_array_equal(observations.numpy(), centre_observations.numpy())
         totals["torso"] += rewards.numpy()
@@ -1405,12 +1417,16 @@ def test_velocity_definitions_script_scores_what_the_environments_reward():
     np.testing.assert_allclose(returns["control cost"], totals["cost"].reshape(2, 2).mean(1),
                                rtol=1e-9)
     assert np.abs(returns["com"] - returns["torso"]).max() > 0.01
-    assert np.isfinite(returns["com-instant"]).all()
+    np.testing.assert_allclose(np.stack(recorder.segments[0]["com_v"])[1:], com_velocities,
+                               rtol=1e-9, atol=1e-12)
+    instant = (-np.abs(np.array(com_velocities) - targets)).sum(0) + totals["cost"]
+    np.testing.assert_allclose(returns["com-instant"], instant.reshape(2, 2).mean(1),
+                               rtol=1e-9)
     with pytest.raises(RuntimeError, match="never end early"):
         recorder.restart(torch.ones(4, dtype=torch.bool))
 
 
-@pytest.mark.parametrize("seed", [None, 11])
+@pytest.mark.parametrize("seed", [None, 0, 11])
 def test_velocity_definitions_script_reproduces_evaluate(cheetah_run, tmp_path, capsys,
                                                          monkeypatch, seed):
     """The script's own-reward row is what `metarl evaluate [--seed]` reports, for the run's
@@ -1437,6 +1453,7 @@ def test_velocity_definitions_script_reproduces_evaluate(cheetah_run, tmp_path, 
     torso = lines[2].split()
     assert torso[0] == "torso"
     assert [float(m) for m in torso[1::3]] == pytest.approx(evaluated, abs=0.006)
+    assert [float(c) for c in torso[3::3]] == pytest.approx(evaluation["ci95"], abs=0.051)
     monkeypatch.setattr("sys.argv", ["cheetah_velocity_definitions.py", str(run), "--seed", "-1"])
     with pytest.raises(SystemExit):
         load_script("cheetah_velocity_definitions").main()
