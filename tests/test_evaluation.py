@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,7 +56,8 @@ def test_table_cells_keep_whole_numbers_out_of_exponent_notation():
                                                    ("0.000123", "1e-05")]
 
 
-def test_evaluation_json_records_the_checkpoint_hash_and_the_settings(tmp_path):
+def test_evaluation_json_records_the_checkpoint_hash_and_the_settings(tmp_path,
+                                                                        monkeypatch):
     save_checkpoint(tmp_path / "checkpoint.pt", {"iteration": 3})
     evaluation = {"tasks": 40, "steps": 3, "seed": 7, "inner_lr": None, "later_lr_scale": 0.5}
     path = write_evaluation(tmp_path, {"mean": [1.0]}, evaluation)
@@ -72,6 +74,16 @@ def test_evaluation_json_records_the_checkpoint_hash_and_the_settings(tmp_path):
     save_checkpoint(tmp_path / "checkpoint.pt", {"iteration": 4})  # another checkpoint
     again = json.loads(write_evaluation(tmp_path, {}, evaluation).read_text())
     assert again["checkpoint_sha256"] != written["checkpoint_sha256"]
+    # the run itself, named another way (relative, or through ..): no run_dir written
+    run = tmp_path / "run"
+    run.mkdir()
+    monkeypatch.chdir(tmp_path)
+    for same in (Path("run"), run / ".." / "run"):
+        assert "run_dir" not in json.loads(write_evaluation(run, {}, evaluation,
+                                                            output_dir=same).read_text())
+    elsewhere = json.loads(write_evaluation(run, {}, evaluation,
+                                            output_dir=tmp_path).read_text())
+    assert elsewhere["run_dir"] == str(run.resolve())
     (tmp_path / "checkpoint.pt").unlink()
     assert json.loads(write_evaluation(tmp_path, {}, evaluation).read_text())[
         "checkpoint_sha256"] is None

@@ -999,3 +999,20 @@ def test_sampler_stops_stepping_once_every_episode_has_ended():
     # three steps' action noise drawn, no more
     torch.randn(3, 2, 1, generator=(drawn := torch.Generator().manual_seed(0)))
     assert torch.equal(generator.get_state(), drawn.get_state())
+
+
+def test_the_step_budget_worst_case_script_makes_every_episode_end_after_one_step(
+        monkeypatch, capsys):
+    """scripts/step_budget_worst_case.py at 2 tasks x 2 episodes' budget of 5 steps: every
+    episode reaches its goal in one step, so each task runs 10 of them in its 2 slots."""
+    import re
+
+    from script_modules import load_script
+
+    monkeypatch.setattr("sys.argv", ["step_budget_worst_case.py", "--tasks", "2",
+                                     "--episodes", "2", "--horizon", "5"])
+    load_script("step_budget_worst_case").main()
+    out = capsys.readouterr().out
+    assert out.startswith("episodes per task 10, layout (2, 2, 5), sampling ")
+    peak_mb = float(re.search(r"peak RSS (\d+) MB", out).group(1))
+    assert 50 < peak_mb < 100_000  # this test process's, in MB

@@ -69,6 +69,10 @@ def test_evaluation_overrides_take_location_keys_and_baselines_only_where_drawn(
     with pytest.raises(ConfigError,
                        match=re.escape("--set changes only evaluation.* and baselines.*")):
         with_evaluation_overrides(meta_rl, rl, ["evaluation={steps: 7}"])  # not a whole section
+    for key in ("steps", "tasks", "seed"):  # they have options of their own
+        with pytest.raises(ConfigError, match=re.escape(
+                f"--set 'evaluation.{key}=3': give --{key} {key.upper()} instead")):
+            with_evaluation_overrides(meta_rl, rl, [f"evaluation.{key}=3"])
 
 
 # ------------------------------------------------------------------ metarl/rl/config.py bounds
