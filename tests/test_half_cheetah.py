@@ -1460,6 +1460,28 @@ def test_velocity_definitions_script_reproduces_evaluate(cheetah_run, tmp_path, 
     assert "non-negative" in capsys.readouterr().err
 
 
+def test_velocity_definitions_script_on_a_run_trained_on_the_centre_of_mass(tmp_path, capsys,
+                                                                           monkeypatch):
+    """A run rewarded on the centre-of-mass velocity: its own row (com) is what evaluate
+    reports, and the heading says the adaptation used that reward."""
+    import json
+
+    from metarl.cli import main
+
+    run = tmp_path / "com"
+    assert main(["train", "half-cheetah-vel", "--run-dir", str(run), *TINY_CHEETAH,
+                 "--set", "env.reward_velocity=centre_of_mass"]) == 0
+    assert main(["evaluate", str(run)]) == 0
+    evaluated = json.loads((run / "evaluation.json").read_text())["mean"]
+    monkeypatch.setattr("sys.argv", ["cheetah_velocity_definitions.py", str(run)])
+    capsys.readouterr()
+    load_script("cheetah_velocity_definitions").main()
+    lines = capsys.readouterr().out.splitlines()
+    assert "(adapted on the com reward)" in lines[0]
+    (com,) = [line.split() for line in lines[2:] if line.split()[0] == "com"]
+    assert [float(m) for m in com[1::3]] == pytest.approx(evaluated, abs=0.006)
+
+
 @pytest.mark.parametrize(("env_id", "env_class"), [("metarl/HalfCheetahVel-v0", HalfCheetahVelEnv),
                                                    ("metarl/HalfCheetahDir-v0", HalfCheetahDirEnv)])
 def test_each_id_makes_its_own_task_kind(env_id, env_class):
