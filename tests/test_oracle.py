@@ -1,7 +1,6 @@
 """The oracle baseline: observations with the task appended, trained without adaptation."""
 
 import contextlib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -475,31 +474,6 @@ def test_a_velocity_target_outside_the_training_range_is_noted(capsys):
     _note_unseen_task("velocity", 2.5)
     assert ("note: velocity 2.5 lies outside the training targets, U[0, 2] m/s"
             in capsys.readouterr().err)
-
-
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "REFERENCE.md"
-
-
-@pytest.mark.skipif(not REFERENCE.is_file(), reason="needs ../shared/REFERENCE.md beside "
-                    "the checkout")
-def test_the_published_returns_are_reference_mds():
-    """Every number of REFERENCE.md's table of published returns is the one evaluate draws
-    and records (PUBLISHED_RETURNS), and no other."""
-    from metarl.rl.experiment import PUBLISHED_RETURNS
-
-    envs = {"2D navigation": "navigation2d", "cheetah velocity": "half_cheetah_vel",
-            "cheetah direction": "half_cheetah_dir"}
-    curves = {"MAML": "MAML paper", "pretrained + fine-tune": "paper: pretrained",
-              "pretrained": "paper: pretrained", "random init": "paper: random init"}
-    text = REFERENCE.read_text()
-    table = text[text.index("### Published returns"):].split("\n\n")[1]
-    found: dict = {}
-    for line in table.splitlines()[2:]:
-        env, method, *cells = (cell.strip() for cell in line.strip("|").split("|"))
-        name = "paper: oracle" if method.startswith("oracle") else curves[method]
-        found.setdefault(envs[env], {})[name] = {
-            step: float(cell.split("±")[0]) for step, cell in enumerate(cells) if cell}
-    assert found == PUBLISHED_RETURNS
 
 
 def test_the_papers_returns_are_shown_only_for_the_papers_episode_length(tmp_path):
