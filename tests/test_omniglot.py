@@ -558,3 +558,113 @@ def test_evaluation_takes_its_own_learning_rates_and_queries():
     default = from_dict(OmniglotConfig, {"task": {"queries": 2}})
     draw = experiment.test_tasks(default, pool, 2, seed=0)
     assert draw.drawers.shape == (2, default.task.ways, default.task.shots + 2)
+
+
+def _tiny_omniglot(monkeypatch, **sections):
+    """A 30-character stand-in for the data (20 for training) and a tiny Conv4 config."""
+    import metarl.supervised.omniglot_experiment as omniglot_experiment
+    from metarl.config import from_dict
+
+    images = _labelled_images(characters=30, size=8)
+    monkeypatch.setattr(omniglot_experiment, "load_images", lambda config: images)
+    data = {"image_size": 8, "rotations": False, "train_characters": 20,
+            **sections.pop("data", {})}
+    config = from_dict(omniglot_experiment.OmniglotConfig, {
+        "data": data, "model": {"filters": 2, "downsample": "stride"},
+        "task": {"ways": 3, "shots": 1, "queries": 2}, **sections})
+    return config, images
+
+
+def test_training_and_testing_draw_from_their_own_side_of_the_split(tmp_path, monkeypatch):
+    """Training classes are the split's training characters (rotated as data.rotations
+    says), evaluation's the test characters; a checkpoint of another split is refused."""
+    import metarl.supervised.omniglot_experiment as omniglot_experiment
+    from metarl.config import ConfigError
+
+    config, images = _tiny_omniglot(monkeypatch)
+    split = omniglot_experiment.character_split(config, images)
+    pools = []
+    real = omniglot_experiment.class_pool
+    monkeypatch.setattr(omniglot_experiment, "class_pool", lambda data, indices, rotations: (
+        pools.append((sorted(indices), rotations)) or real(data, indices, rotations)))
+    experiment = omniglot_experiment.OmniglotExperiment()
+    trainer = experiment.make_trainer(config)
+    assert pools == [(sorted(split.train), False)]
+    pool, _ = experiment.test_pool(config, {"trainer": trainer.state_dict()}, tmp_path)
+    assert sorted(int(c) for c in pool[:, 0, 0, 0, 0]) == sorted(split.test)  # pixel (0, 0)
+    with pytest.raises(ConfigError, match="differs from the one computed now"):
+        experiment.test_pool(config, {"trainer": {"split": {"train": ["x"], "test": []}}},
+                             tmp_path)
+    rotated, _ = _tiny_omniglot(monkeypatch, data={"rotations": True})
+    experiment.make_trainer(rotated)
+    assert pools[-1] == (sorted(split.train), True)
+
+
+def test_omniglot_evaluation_follows_its_seed_and_learning_rates(tmp_path, monkeypatch):
+    """`evaluate --seed 5` draws seed 5's test tasks (another seed, others) and says so;
+    evaluation.inner_lr sets the first step's rate; accuracies are in %."""
+    import metarl.supervised.omniglot_experiment as omniglot_experiment
+    from metarl.experiment import EvaluateOptions
+
+    config, _ = _tiny_omniglot(monkeypatch, evaluation={"inner_lr": 0.2, "steps": 1,
+                                                        "later_lr_scale": 0.5})
+    experiment = omniglot_experiment.OmniglotExperiment()
+    pool, _ = experiment.test_pool(config, {"trainer": {}}, tmp_path)
+    drawers = [experiment.test_tasks(config, pool, 4, seed).drawers for seed in (0, 0, 1)]
+    assert torch.equal(drawers[0], drawers[1]) and not torch.equal(drawers[0], drawers[2])
+    seeds = []
+    real = experiment.test_tasks
+    monkeypatch.setattr(experiment, "test_tasks", lambda c, p, tasks, seed: (
+        seeds.append(seed) or real(c, p, tasks, seed)))
+    model = omniglot_experiment.make_model(config, torch.Generator().manual_seed(0))
+    result = experiment.evaluate(config, {"trainer": {"params": params_of(model)},
+                                          "iteration": 0}, tmp_path,
+                                 EvaluateOptions(tasks=4, seed=5, steps=2))
+    assert seeds == [5] and result["seed"] == 5
+    assert result["inner_lr"] == [0.2, 0.1]
+    logits = torch.tensor([[2.0, 1.0], [2.0, 1.0]])
+    assert float(omniglot_experiment.percent_accuracy(logits, torch.tensor([0, 1]))) == 50.0
+
+
+def test_omniglot_render_shows_the_last_steps_predictions_of_the_seeds_tasks(
+        tmp_path, monkeypatch):
+    """The "after" row is the prediction after the last step (here 2, which differs from
+    step 1's), support images sit under their own class with 2 shots, `--seed` picks the
+    tasks, and a Meta-SGD run adapts with its learned rates."""
+    import matplotlib.figure
+
+    import metarl.supervised.omniglot_experiment as omniglot_experiment
+    from metarl.experiment import RenderOptions
+
+    config, _ = _tiny_omniglot(monkeypatch, task={"ways": 3, "shots": 2, "queries": 1})
+    experiment = omniglot_experiment.OmniglotExperiment()
+    figures, batches, rates = [], [], []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        lambda self, *args, **kwargs: figures.append(self))
+    real_sample = omniglot_experiment.sample_omniglot_batch
+    monkeypatch.setattr(omniglot_experiment, "sample_omniglot_batch", lambda *args: (
+        batches.append(real_sample(*args)) or batches[-1]))
+
+    def predictions(model, params, batch, loss, *, steps, lr):  # (T, steps + 1, Q, ways)
+        rates.append(lr)
+        outputs = torch.zeros(batch.query_x.shape[0], steps + 1, batch.query_x.shape[1], 3)
+        outputs[:, 1, :, 1] = 1.0  # step 1 predicts class 1
+        outputs[:, 2, :, 2] = 1.0  # step 2 predicts class 2
+        return outputs
+
+    monkeypatch.setattr(omniglot_experiment, "query_predictions", predictions)
+    model = omniglot_experiment.make_model(config, torch.Generator().manual_seed(0))
+    learned = {name: torch.full_like(value, 0.3) for name, value in params_of(model).items()}
+    state = {"trainer": {"params": params_of(model), "inner_lr": learned}, "iteration": 0}
+    for seed in (4, 4, 5):
+        experiment.render(config, state, tmp_path, RenderOptions(tasks=1, steps=2, seed=seed))
+    assert torch.equal(batches[0].query_x, batches[1].query_x)
+    assert not torch.equal(batches[0].query_x, batches[2].query_x)
+    assert all(isinstance(lr, dict) for lr in rates)
+    axes = np.asarray(figures[-1].axes).reshape(3, 3)  # support, before, after x 3 columns
+    assert all(ax.get_title().startswith("2 (true") for ax in axes[2])
+    batch = batches[-1]
+    for c, ax in enumerate(axes[0]):
+        (shown,) = ax.get_images()
+        np.testing.assert_array_equal(shown.get_array(), batch.support_x[0, 2 * c, 0].numpy())
+        assert int(batch.support_y[0, 2 * c]) == c
