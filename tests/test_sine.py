@@ -456,3 +456,26 @@ def test_render_draws_each_task_after_0_1_and_the_last_step_from_the_seed_asked(
     assert labels == ["ground truth", "after 0 step(s)", "after 1 step(s)", "after 4 step(s)"]
     assert titles(5) == shown and titles(6) != shown
     assert all(isinstance(lr, dict) for lr in lrs)  # the learned per-parameter rates
+
+
+def test_the_logged_query_loss_is_the_batch_mean_and_a_state_dict_is_a_snapshot(
+        monkeypatch):
+    """train_iteration reports the mean query loss over the batch's tasks; a state_dict
+    taken before an iteration keeps the weights it held (a copy, not the live tensors)."""
+    import metarl.supervised.trainer as trainer_module
+
+    config = from_dict(SineConfig, {"training": {"meta_batch_size": 2}})
+    trainer = SineExperiment().make_trainer(config)
+    before = trainer.state_dict()
+    kept = {name: value.clone() for name, value in before["params"].items()}
+    real = trainer_module.meta_gradient
+
+    def losses_one_and_three(*args, **kwargs):
+        result = real(*args, **kwargs)
+        return result._replace(query_losses=torch.tensor([1.0, 3.0]))
+
+    monkeypatch.setattr(trainer_module, "meta_gradient", losses_one_and_three)
+    metrics = trainer.train_iteration(0)
+    assert metrics["query_loss"] == pytest.approx(2.0)
+    assert all(torch.equal(before["params"][k], kept[k]) for k in kept)
+    assert any(not torch.equal(trainer.params[k].detach(), kept[k]) for k in kept)
