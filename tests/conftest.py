@@ -47,8 +47,10 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def saved_figures(monkeypatch: pytest.MonkeyPatch):
-    """The matplotlib figures metarl.plots saves during the test, for their artists."""
+    """The matplotlib figures metarl.plots and metarl.rl.render save during the test, for
+    their artists."""
     import metarl.plots as plots
+    import metarl.rl.render as render
 
     figures, real = [], plots.save_figure
 
@@ -57,4 +59,5 @@ def saved_figures(monkeypatch: pytest.MonkeyPatch):
         return real(fig, output, **kwargs)
 
     monkeypatch.setattr(plots, "save_figure", keep)
+    monkeypatch.setattr(render, "save_figure", keep)
     return figures

@@ -1507,18 +1507,13 @@ def test_batched_reset_takes_the_given_positions_or_velocities_and_draws_the_res
 
 
 def test_velocity_plot_averages_each_time_step_over_the_episodes_that_reach_it(
-        tmp_path, monkeypatch):
+        tmp_path, saved_figures):
     """2 episodes of 10 and 5 steps, the torso's velocity at observation index 9 (x observed):
     t in the first, t + 2 in the second. Their mean, t + 1 up to t = 4 and t after, is
     smoothed over 10 // 5 = 2 steps and drawn at the last step of each window."""
-    import metarl.rl.render as render
     from metarl.rl.episodes import Episodes
     from metarl.rl.render import plot_cheetah_velocities
 
-    saved_figures, real = [], render.save_figure
-    monkeypatch.setattr(render, "save_figure",
-                        lambda fig, output, **kw: saved_figures.append(fig) or real(fig, output,
-                                                                                    **kw))
     times = torch.arange(10).repeat(1, 2, 1)
     mask = torch.ones(1, 2, 10)
     mask[0, 1, 5:] = 0
@@ -1543,18 +1538,12 @@ def test_velocity_plot_averages_each_time_step_over_the_episodes_that_reach_it(
     assert ax.get_xlabel() == "time step (0.01 s); moving mean over 2 steps"
 
 
-def test_velocity_plot_labels_colours_and_titles_each_task_and_step(tmp_path, monkeypatch):
+def test_velocity_plot_labels_colours_and_titles_each_task_and_step(tmp_path, saved_figures):
     """Two direction tasks (backward, forward) rewarded differently, drawn after steps 0, 1
     and 40: each panel's title names its direction, each line its own step (in colours
     C0-C2) and its own task's return."""
-    import metarl.rl.render as render
     from metarl.rl.episodes import Episodes
     from metarl.rl.render import plot_cheetah_velocities
-
-    saved_figures, real = [], render.save_figure
-    monkeypatch.setattr(render, "save_figure",
-                        lambda fig, output, **kw: saved_figures.append(fig) or real(fig, output,
-                                                                                    **kw))
 
     def episodes_rewarded(per_task):
         ones = torch.ones(2, 1, 10)

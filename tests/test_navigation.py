@@ -263,14 +263,8 @@ def test_an_episodes_positions_end_with_its_last_move_scaled_and_clipped():
 
 
 def test_trajectory_plot_draws_the_episodes_shown_and_the_goal_of_each_task(tmp_path,
-                                                                          monkeypatch):
-    import metarl.rl.render as render
+                                                                          saved_figures):
     from metarl.rl.render import plot_navigation_trajectories
-
-    saved_figures, real = [], render.save_figure
-    monkeypatch.setattr(render, "save_figure",
-                        lambda fig, output, **kw: saved_figures.append(fig) or real(fig, output,
-                                                                                    **kw))
 
     tasks = [{"goal": np.array([0.3, -0.2])}, {"goal": np.array([-0.4, 0.1])}]
     episodes = _two_slot_episodes()
@@ -289,15 +283,10 @@ def test_trajectory_plot_draws_the_episodes_shown_and_the_goal_of_each_task(tmp_
 
 
 def test_trajectory_panels_show_the_goal_square_and_widen_for_paths_that_leave_it(
-        tmp_path, monkeypatch):
-    import metarl.rl.render as render
+        tmp_path, saved_figures):
     from metarl.rl.episodes import Episodes
     from metarl.rl.render import plot_navigation_trajectories
 
-    saved_figures, real = [], render.save_figure
-    monkeypatch.setattr(render, "save_figure",
-                        lambda fig, output, **kw: saved_figures.append(fig) or real(fig, output,
-                                                                                    **kw))
     near = _two_slot_episodes()  # paths within 0.3 of the origin
     far = Episodes(**{**vars(near), "observations": near.observations * 4})  # to (-0.9, 0)
     plot_navigation_trajectories([{"goal": np.array([0.3, -0.2])}] * 2, [near, far],
@@ -313,18 +302,13 @@ def test_trajectory_panels_show_the_goal_square_and_widen_for_paths_that_leave_i
 
 
 def test_a_path_ends_with_its_own_last_action_and_each_panel_shows_its_tasks_return(
-        tmp_path, monkeypatch):
+        tmp_path, saved_figures):
     """One slot of 3 steps whose last action differs from the others, for 2 tasks rewarded
     -1 and -2 a step: the path's last point is the last observation plus the last action,
     and each task's panel labels its own return."""
-    import metarl.rl.render as render
     from metarl.rl.episodes import Episodes
     from metarl.rl.render import episode_positions, plot_navigation_trajectories
 
-    saved_figures, real = [], render.save_figure
-    monkeypatch.setattr(render, "save_figure",
-                        lambda fig, output, **kw: saved_figures.append(fig) or real(fig, output,
-                                                                                    **kw))
     actions = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]).expand(2, 1, 3, 2)
     observations = torch.cat([torch.zeros(2, 1, 1, 2),
                               (actions * 0.1).cumsum(dim=2)[:, :, :2]], dim=2)
@@ -350,14 +334,8 @@ def test_pictures_draw_at_most_six_of_the_adaptation_steps(steps, shown):
     assert steps_shown(steps) == shown
 
 
-def test_trajectory_lines_are_labelled_with_the_steps_they_show(tmp_path, monkeypatch):
-    import metarl.rl.render as render
+def test_trajectory_lines_are_labelled_with_the_steps_they_show(tmp_path, saved_figures):
     from metarl.rl.render import plot_navigation_trajectories
-
-    saved_figures, real = [], render.save_figure
-    monkeypatch.setattr(render, "save_figure",
-                        lambda fig, output, **kw: saved_figures.append(fig) or real(fig, output,
-                                                                                    **kw))
 
     episodes = _two_slot_episodes()
     plot_navigation_trajectories([{"goal": np.array([0.3, -0.2])}] * 2, [episodes] * 3,
