@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+import subprocess
+import sys
+import textwrap
 from collections import OrderedDict
+from pathlib import Path
 
 import pytest
 import torch
@@ -1016,3 +1021,23 @@ def test_the_step_budget_worst_case_script_makes_every_episode_end_after_one_ste
     assert out.startswith("episodes per task 10, layout (2, 2, 5), sampling ")
     peak_mb = float(re.search(r"peak RSS (\d+) MB", out).group(1))
     assert 50 < peak_mb < 100_000  # this test process's, in MB
+
+
+def test_the_kl_hessian_product_raises_no_warning_of_torchs_own():
+    """torch.func.jvp warns that torch.jit.script is deprecated the first time it runs (a
+    FutureWarning, shown to every user, from torch 2.14): the product keeps it quiet."""
+    code = textwrap.dedent("""
+        import warnings
+        warnings.simplefilter("error")
+        import torch
+        import test_maml_trpo as t
+        from metarl.rl.maml_trpo import meta_fisher_product
+        params, support, lrs, valid, _, _ = t.problem(1, "second_order")
+        product = meta_fisher_product(t.POLICY, params, support, lrs, valid,
+                                      mode="second_order", damping=1e-3)
+        print(float(product(torch.ones(t.flatten(params).numel(), dtype=torch.float64)).sum()))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).parent, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert math.isfinite(float(done.stdout))

@@ -14,6 +14,7 @@ One meta-iteration (Finn et al. 2017, Algorithm 3):
 from __future__ import annotations
 
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,16 @@ class AdvantageSettings:
     discount: float = 0.99
     gae_lambda: float = 1.0
     normalize: bool = True
+
+
+def _jvp(function: Callable[..., Tensor], primals: tuple[Any, ...],
+         tangents: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``torch.func.jvp``, without the warning that torch itself raises on its first call
+    (its jvp decompositions use ``torch.jit.script``; a FutureWarning, shown to every user,
+    from torch 2.14)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated")
+        return torch.func.jvp(function, primals, tangents)
 
 
 def compute_advantages(episodes: Episodes, settings: AdvantageSettings) -> Tensor:
@@ -247,9 +258,8 @@ def meta_fisher_product(policy: PolicyFn, params: Params, support: Sequence[Step
         def mean_of(p: dict[str, Tensor]) -> Tensor:
             return policy({**final, **p}, valid.observations).mean
 
-        mean_tangent = torch.func.jvp(
-            mean_of, ({k: final[k].detach() for k in mean_params},),
-            ({k: tangents[k] for k in mean_params},))[1]
+        mean_tangent = _jvp(mean_of, ({k: final[k].detach() for k in mean_params},),
+                            ({k: tangents[k] for k in mean_params},))[1]
         pulled = torch.autograd.grad(mean, [final[k] for k in mean_params],
                                      grad_outputs=mean_weight * mean_tangent,
                                      retain_graph=True)
