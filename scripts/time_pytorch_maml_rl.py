@@ -15,7 +15,9 @@ the config's (64 x 64 tanh); every other setting of the peer's config already ma
 MAML paper's protocol. Two things are set around the peer, neither in what it computes:
 
 - torch 2 has removed ``torch.lstsq`` (calling it raises), which the peer's linear baseline
-  calls; where it is gone, it is provided as the same solve with ``torch.linalg.lstsq``.
+  calls on its regularized normal equations; where it is gone, it is provided through
+  ``torch.linalg.lstsq`` (the same solution for these full-rank systems). It is set in this
+  process before the peer's sampler forks its workers, which inherit it.
 - The peer's sampler forks its workers after the parent has started OpenMP threads, and the
   workers can then hang in their first matrix product (torch's fork-after-OpenMP deadlock;
   it does with 2 x 100 ReLU on 2 cores). One thread is set until the workers are forked, and
@@ -143,13 +145,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="first meta-iterations left out of the summary")
     parser.add_argument("--peer-network", action="store_true",
                         help="keep the config's network instead of metarl's 2 x 100 ReLU")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of torch and the peer's "
+                        "sampler (non-negative, as gym's seeding requires)")
     parser.add_argument("--json", type=Path, help="also write the records and summary here")
     args = parser.parse_args(argv)
     if not 0 <= args.warmup < args.iterations:
         parser.error(f"--warmup must be at least 0 and below --iterations ({args.iterations})")
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    if args.seed < 0:
+        parser.error("--seed must be non-negative (gym's seeding refuses negative seeds)")
+    if args.json is not None and not args.json.parent.is_dir():
+        parser.error(f"--json {args.json}: folder {args.json.parent} does not exist")
     if not (args.peer_dir / CONFIG).is_file() or not (args.peer_dir / "maml_rl").is_dir():
         parser.error(f"{args.peer_dir} is not a checkout of pytorch-maml-rl (no maml_rl/ "
                      f"or {CONFIG})")

@@ -1028,14 +1028,16 @@ def test_the_kl_hessian_product_raises_no_warning_of_torchs_own():
     FutureWarning, shown to every user, from torch 2.14): the product keeps it quiet."""
     code = textwrap.dedent("""
         import warnings
-        warnings.simplefilter("error")
         import torch
         import test_maml_trpo as t
         from metarl.rl.maml_trpo import meta_fisher_product
         params, support, lrs, valid, _, _ = t.problem(1, "second_order")
         product = meta_fisher_product(t.POLICY, params, support, lrs, valid,
                                       mode="second_order", damping=1e-3)
-        print(float(product(torch.ones(t.flatten(params).numel(), dtype=torch.float64)).sum()))
+        vector = torch.ones(t.flatten(params).numel(), dtype=torch.float64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            print(float(product(vector).sum()))
     """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=Path(__file__).parent, timeout=120)

@@ -63,14 +63,24 @@ FAKE_MODULES = {
     """,
     "maml_rl/envs/__init__.py": "",
     "maml_rl/baseline.py": """
+        import torch
         from maml_rl import record
 
         class LinearFeatureBaseline:
             def __init__(self, input_size):
                 record("baseline", input_size=input_size)
+
+            def fit(self):
+                # as the peer's: torch 1's argument order, right-hand side first
+                matrix = torch.tensor([[2.0, 0.0], [0.0, 4.0]])
+                coeffs, _ = torch.lstsq(torch.tensor([[2.0], [2.0]]), matrix)
+                record("baseline.fit", coeffs=coeffs.flatten().tolist())
     """,
     "maml_rl/metalearners/__init__.py": """
+        import time
         from maml_rl import record
+
+        STEP_S = 0.2
 
         class MAMLTRPO:
             def __init__(self, policy, fast_lr, first_order, device):
@@ -78,10 +88,15 @@ FAKE_MODULES = {
 
             def step(self, train_futures, valid_futures, **kwargs):
                 record("step", futures=[train_futures, valid_futures], kwargs=kwargs)
+                time.sleep(STEP_S)
                 return {}
     """,
     "maml_rl/samplers/__init__.py": """
+        import time
+        import torch
         from maml_rl import record
+
+        SAMPLE_S = 0.1  # each of sample_tasks, sample_async and sample_wait
 
         class _Episodes:
             def __init__(self, lengths):
@@ -93,23 +108,29 @@ FAKE_MODULES = {
 
         class MultiTaskSampler:
             def __init__(self, env_name, **kwargs):
-                record("sampler", env_name=env_name,
+                record("sampler", env_name=env_name, torch_seed=torch.initial_seed(),
                        kwargs={k: v for k, v in kwargs.items()
-                               if k not in ("policy", "baseline", "env")})
+                               if k not in ("policy", "baseline", "env")},
+                       given={k: type(kwargs[k]).__name__
+                              for k in ("policy", "baseline", "env")})
+                kwargs["baseline"].fit()
                 self.workers = [_Worker() for _ in range(kwargs["num_workers"])]
                 self.calls = 0
 
             def sample_tasks(self, num_tasks):
                 record("sample_tasks", num_tasks=num_tasks)
+                time.sleep(SAMPLE_S)
                 return list(range(num_tasks))
 
             def sample_async(self, tasks, **kwargs):
                 record("sample_async", tasks=len(tasks), kwargs=kwargs)
                 self.calls += 1
+                time.sleep(SAMPLE_S)
                 return "train", "valid"
 
             def sample_wait(self, futures):
                 record("sample_wait", futures=list(futures))
+                time.sleep(SAMPLE_S)
                 # two tasks; lengths grow with the iteration so each record is its own
                 train = [_Episodes([100, 50 + self.calls]), _Episodes([100, 100])]
                 valid = [_Episodes([10, 10]), _Episodes([10, 10])]
@@ -145,7 +166,7 @@ def fake_peer(tmp_path: Path) -> Path:
 
 
 def run_script(peer: Path, *options: str) -> tuple[subprocess.CompletedProcess, list[dict]]:
-    log = peer.parent / "calls.jsonl"
+    log = peer / "calls.jsonl"
     log.unlink(missing_ok=True)
     done = subprocess.run(
         [sys.executable, str(SCRIPTS / "time_pytorch_maml_rl.py"), str(peer), *options],
@@ -170,6 +191,8 @@ def test_it_times_the_peers_training_loop_with_its_config_and_metarls_network(fa
     assert by_event["policy"] == [{"event": "policy", "threads": 1, "hidden_sizes": [100, 100],
                                    "nonlinearity": "relu"}]
     assert by_event["share_memory"] and by_event["baseline"][0]["input_size"] == 2
+    # torch 2's removed torch.lstsq, given back in torch 1's order: solves A x = b
+    assert by_event["baseline.fit"][0]["coeffs"] == pytest.approx([1.0, 0.5])
     # the workers fork with one thread; the meta-update gets the default back
     default_threads = by_event["import"][0]["threads"]
     assert default_threads == 2
@@ -177,8 +200,12 @@ def test_it_times_the_peers_training_loop_with_its_config_and_metarls_network(fa
     assert sampler["threads"] == 1
     assert sampler["kwargs"] == {"env_kwargs": {"low": -0.5, "high": 0.5}, "batch_size": 20,
                                  "seed": 0, "num_workers": 2}
+    assert sampler["given"] == {"policy": "_Policy", "baseline": "LinearFeatureBaseline",
+                                "env": "_Env"}
+    assert sampler["torch_seed"] == 0
     assert by_event["metalearner"][0]["first_order"] is False
     assert by_event["metalearner"][0]["fast_lr"] == 0.1
+    assert by_event["metalearner"][0]["device"] == "cpu"
     assert [c["num_tasks"] for c in by_event["sample_tasks"]] == [20] * 4
     assert all(c["kwargs"] == {"num_steps": 1, "fast_lr": 0.1, "gamma": 0.99,
                                "gae_lambda": 1.0, "device": "cpu"}
@@ -201,7 +228,8 @@ def test_it_times_the_peers_training_loop_with_its_config_and_metarls_network(fa
     assert [r["env_steps"] for r in records] == [390 + i for i in range(1, 5)]
     assert records[0]["mean_episode_length"] == pytest.approx(391 / 8)
     seconds = [r["seconds"] for r in records]
-    assert all(s > 0 for s in seconds)
+    # each iteration's clock covers sampling (3 x 0.1 s) and the meta-update (0.2 s)
+    assert all(0.5 <= s < 5.0 for s in seconds)
     assert lines[4].startswith("pytorch-maml-rl, second-order MAML-TRPO, 2 worker(s), "
                                "[100, 100] relu: ")
     assert lines[4].endswith("iterations 2-4)")
@@ -222,6 +250,7 @@ def test_first_order_and_the_peers_own_network_come_from_the_options(fake_peer):
     assert (events["policy"]["hidden_sizes"], events["policy"]["nonlinearity"]) == (
         [64, 64], "tanh")
     assert events["sampler"]["kwargs"]["seed"] == 5
+    assert events["sampler"]["torch_seed"] == 5
     assert events["sampler"]["kwargs"]["num_workers"] == 1
     assert "first-order MAML-TRPO, 1 worker(s), [64, 64] tanh" in done.stdout
 
@@ -229,6 +258,8 @@ def test_first_order_and_the_peers_own_network_come_from_the_options(fake_peer):
 @pytest.mark.parametrize(("options", "message"), [
     (("--iterations", "3", "--warmup", "3"), "--warmup must be at least 0 and below"),
     (("--workers", "0"), "--workers must be at least 1"),
+    (("--seed", "-1"), "--seed must be non-negative"),
+    (("--json", "/nonexistent-folder/timing.json"), "folder /nonexistent-folder does not exist"),
 ])
 def test_bad_options_exit_2_before_the_peer_runs(fake_peer, options, message):
     done, calls = run_script(fake_peer, *options)
@@ -238,7 +269,7 @@ def test_bad_options_exit_2_before_the_peer_runs(fake_peer, options, message):
 
 
 def test_a_folder_that_is_no_checkout_of_the_peer_exits_2(tmp_path):
-    done, _ = run_script(tmp_path)
+    done, _ = run_script(tmp_path / "elsewhere")
     assert done.returncode == 2
     assert "is not a checkout of pytorch-maml-rl" in done.stderr
 

@@ -13,6 +13,7 @@ One meta-iteration (Finn et al. 2017, Algorithm 3):
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 from collections import OrderedDict
@@ -50,14 +51,14 @@ class AdvantageSettings:
     normalize: bool = True
 
 
-def _jvp(function: Callable[..., Tensor], primals: tuple[Any, ...],
-         tangents: tuple[Any, ...]) -> tuple[Any, ...]:
-    """``torch.func.jvp``, without the warning that torch itself raises on its first call
-    (its jvp decompositions use ``torch.jit.script``; a FutureWarning, shown to every user,
-    from torch 2.14)."""
+@functools.cache
+def _load_jvp_rules_quietly() -> None:
+    """Run ``torch.func.jvp`` once without the warning torch raises on its first call: it
+    loads its jvp decompositions with ``torch.jit.script``, deprecated (a FutureWarning,
+    shown to every user, from torch 2.14). Later calls raise none."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated")
-        return torch.func.jvp(function, primals, tangents)
+        torch.func.jvp(torch.sin, (torch.zeros(1),), (torch.ones(1),))
 
 
 def compute_advantages(episodes: Episodes, settings: AdvantageSettings) -> Tensor:
@@ -258,8 +259,10 @@ def meta_fisher_product(policy: PolicyFn, params: Params, support: Sequence[Step
         def mean_of(p: dict[str, Tensor]) -> Tensor:
             return policy({**final, **p}, valid.observations).mean
 
-        mean_tangent = _jvp(mean_of, ({k: final[k].detach() for k in mean_params},),
-                            ({k: tangents[k] for k in mean_params},))[1]
+        _load_jvp_rules_quietly()
+        mean_tangent = torch.func.jvp(
+            mean_of, ({k: final[k].detach() for k in mean_params},),
+            ({k: tangents[k] for k in mean_params},))[1]
         pulled = torch.autograd.grad(mean, [final[k] for k in mean_params],
                                      grad_outputs=mean_weight * mean_tangent,
                                      retain_graph=True)
