@@ -253,13 +253,14 @@ def meta_fisher_product(policy: PolicyFn, params: Params, support: Sequence[Step
         hv = hessian_product(step, vector)
         return [v - learning_rates[step] * h for v, h in zip(vector, hv, strict=True)]
 
+    _load_jvp_rules_quietly()
+
     def fisher(vector: list[Tensor]) -> list[Tensor]:
         tangents = dict(zip(names, vector, strict=True))
 
         def mean_of(p: dict[str, Tensor]) -> Tensor:
             return policy({**final, **p}, valid.observations).mean
 
-        _load_jvp_rules_quietly()
         mean_tangent = torch.func.jvp(
             mean_of, ({k: final[k].detach() for k in mean_params},),
             ({k: tangents[k] for k in mean_params},))[1]
