@@ -11,6 +11,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from metarl.checkpoint import atomic_write_text
+
 METRICS_NAME = "metrics.jsonl"
 
 
@@ -29,9 +31,12 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 
 def truncate_metrics(path: Path, last_iteration: int) -> None:
-    """Drop records after ``last_iteration`` (they belong to work lost since the checkpoint)."""
+    """Drop records after ``last_iteration`` (they belong to work lost since the checkpoint).
+
+    The file is replaced atomically: a run killed while resuming keeps its whole log.
+    """
     kept = [r for r in read_metrics(path) if r.get("iteration", 0) <= last_iteration]
-    path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 class RunLogger:

@@ -528,6 +528,25 @@ def test_run_logger_writes_each_record_at_once_and_drops_work_lost_since_the_che
     assert iterations() == [1, 2]  # a torn last line is skipped
 
 
+def test_a_resume_killed_while_dropping_lost_records_keeps_the_whole_log(tmp_path,
+                                                                       monkeypatch):
+    import metarl.checkpoint
+    from metarl.logging import RunLogger
+
+    metrics = tmp_path / "metrics.jsonl"
+    logged = '{"iteration": 1}\n{"iteration": 2}\n{"iteration": 3}\n'
+    metrics.write_text(logged)
+
+    def killed(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(metarl.checkpoint.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        RunLogger(tmp_path, 4, start=2, progress=False, tensorboard=False)
+    assert metrics.read_text() == logged
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"], "no temporary file left"
+
+
 def test_run_logger_keeps_tensorboard_and_the_progress_bar_at_the_runs_iteration(
         tmp_path, capsys):
     """TensorBoard steps are the meta-iterations; a resumed run replaces the events of work
