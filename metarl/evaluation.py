@@ -96,7 +96,8 @@ def _significant(value: float, digits: int) -> str:
 def format_table(curves: dict[str, dict[str, list[float]]], steps: list[int],
                  metric: str) -> str:
     """A plain-text table: one row per curve, ``mean ± ci95`` after chosen step counts (blank
-    after step counts a curve lacks: a policy that does not adapt has step 0 only)."""
+    after step counts a curve lacks: a policy that does not adapt has step 0 only), and a
+    last line saying what ± is (papers often print one standard error instead)."""
     columns = [steps.index(s) for s in shown_steps(steps)]
     name_width = max(len(name) for name in [*curves, metric])
     header = f"{metric:<{name_width}}" + "".join(f"{'step ' + str(steps[i]):>19}"
@@ -107,4 +108,5 @@ def format_table(curves: dict[str, dict[str, list[float]]], steps: list[int],
                         f"{_significant(curve['ci95'][i], 2):<7}"
                         if i < len(curve["mean"]) else " " * 19 for i in columns)
         rows.append(f"{name:<{name_width}}{cells}")
+    rows.append("± : 95% confidence interval over the test tasks (1.96 standard errors)")
     return "\n".join(rows)

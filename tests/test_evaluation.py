@@ -42,16 +42,17 @@ def test_console_tables_show_steps_0_to_3_5_and_the_last(steps, shown):
 
 def test_each_table_cell_is_that_steps_mean_and_ci95():
     curves = {"maml": {"mean": [1.0, 2.0, 3.0], "ci95": [0.1, 0.2, 0.3]}}
-    header, row = format_table(curves, [0, 1, 2], "mse").splitlines()
+    header, row, legend = format_table(curves, [0, 1, 2], "mse").splitlines()
     assert header.split() == ["mse", "step", "0", "step", "1", "step", "2"]
     assert re.findall(r"(\S+) ± (\S+)", row) == [("1", "0.1"), ("2", "0.2"), ("3", "0.3")]
+    assert "95% confidence interval" in legend, "papers' ± is often one standard error"
 
 
 def test_table_cells_keep_whole_numbers_out_of_exponent_notation():
     """Four significant digits for the mean and two for the CI, but a CI of 240 is 240 (not
     2.4e+02) and a return of -12345 stays whole; small numbers keep their digits."""
     curves = {"maml": {"mean": [-216.4, -12345.0, 0.000123], "ci95": [240.0, 1234.0, 1e-5]}}
-    _, row = format_table(curves, [0, 1, 2], "return").splitlines()
+    _, row, _ = format_table(curves, [0, 1, 2], "return").splitlines()
     assert re.findall(r"(\S+) ± (\S+)", row) == [("-216.4", "240"), ("-12345", "1234"),
                                                    ("0.000123", "1e-05")]
 
