@@ -10,15 +10,20 @@ serves every meta-gradient mode:
   outer gradient is ∇L_query(φ);
 - ``"detached"`` (Reptile, evaluation): φ carries no graph to θ at all.
 
+Reptile as its paper trains Omniglot adapts with Adam instead of plain gradient steps:
+:func:`inner_adam_step` is that optimizer, whose state (:class:`AdamMoments`) carries over from
+task to task.
+
 The RL meta-learner plugs a policy-gradient surrogate in as the support loss; the supervised
 trainer plugs in MSE or cross-entropy.
 """
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor
@@ -173,3 +178,88 @@ def reptile_gradient(params: Params, fast_params: Params) -> Params:
     return OrderedDict(
         (k, (p.detach() - fast_params[k].detach().mean(dim=0))) for k, p in params.items()
     )
+
+
+ADAM_BETA2 = 0.999
+"""Decay of the inner Adam's second moments (TensorFlow's and PyTorch's default)."""
+ADAM_EPS = 1e-8
+"""Added to the root of the second moment in the inner Adam's denominator."""
+
+
+class AdamMoments(NamedTuple):
+    """State of the inner Adam with β1 = 0 (Reptile paper): per parameter the decayed mean of
+    squared gradients v (θ's shapes, or ``(T, *S)`` when stacked over tasks), and ``steps``,
+    the number of Adam steps taken since the moments were zero (for the bias correction)."""
+
+    second_moment: Params
+    steps: int
+
+
+def zero_moments(params: Params) -> AdamMoments:
+    """The inner Adam's state before its first step."""
+    return AdamMoments(OrderedDict((k, torch.zeros_like(v.detach())) for k, v in params.items()),
+                       0)
+
+
+def inner_adam_step(params: Params, grads: Mapping[str, Tensor], moments: AdamMoments,
+                    lr: float) -> tuple[Params, AdamMoments]:
+    """One step of Adam with β1 = 0, in the form of TensorFlow's ``AdamOptimizer`` (the
+    Reptile authors' inner optimizer):
+
+        t ← t + 1,  v ← β2 v + (1 − β2) g²,  p ← p − lr √(1 − β2ᵗ) g / (√v + ε).
+
+    With β1 = 0 the first moment is the gradient itself. Returns the new parameters and state.
+    """
+    steps = moments.steps + 1
+    second = OrderedDict((k, ADAM_BETA2 * v + (1.0 - ADAM_BETA2) * grads[k].square())
+                         for k, v in moments.second_moment.items())
+    scale = lr * math.sqrt(1.0 - ADAM_BETA2 ** steps)
+    updated = OrderedDict((k, p - scale * grads[k] / (second[k].sqrt() + ADAM_EPS))
+                          for k, p in params.items())
+    return updated, AdamMoments(second, steps)
+
+
+def merge_task_moments(start: AdamMoments, final: AdamMoments,
+                       steps_per_task: int) -> AdamMoments:
+    """The inner Adam's state after T tasks adapted one after another, each ``steps_per_task``
+    steps, from the per-task states ``final`` (each entry ``(T, *S)``) that each task reached
+    starting from ``start``.
+
+    The Reptile authors' code adapts the tasks of a meta-batch in turn with one Adam, so each
+    task's squared gradients decay through the later tasks' steps. Here every task starts from
+    ``start`` (so that tasks can run together), and its contribution
+    ``final_t − β2^S start`` is decayed as if the tasks had run in order:
+
+        v = β2^(T·S) v_start + Σ_t β2^(S·(T − 1 − t)) (v_t − β2^S v_start),  t ← t + T·S.
+    """
+    decay = ADAM_BETA2 ** steps_per_task
+    merged = OrderedDict()
+    for name, start_v in start.second_moment.items():
+        per_task = final.second_moment[name]
+        tasks = per_task.shape[0]
+        weights = decay ** torch.arange(tasks - 1, -1, -1, dtype=per_task.dtype,
+                                        device=per_task.device)
+        contributions = per_task - decay * start_v
+        merged[name] = (decay ** tasks * start_v
+                        + torch.tensordot(weights, contributions, dims=1))
+    return AdamMoments(merged, start.steps + tasks * steps_per_task)
+
+
+def detached_step(params: Params, support_loss: Callable[[Params], Tensor], *,
+                  lr: float | Mapping[str, Tensor], moments: AdamMoments | None,
+                  functional: bool = False) -> tuple[Params, AdamMoments | None]:
+    """One inner step with no graph to ``params`` (Reptile, evaluation): a gradient step, or
+    with ``moments`` an :func:`inner_adam_step` (``lr`` then a float). Returns the new
+    parameters and the Adam state (None without one)."""
+    if moments is None:
+        return adapt(params, support_loss, steps=1, lr=lr, mode="detached",
+                     functional=functional), None
+    if isinstance(lr, Mapping):
+        raise ValueError("the inner Adam takes one learning rate, not a tensor per parameter")
+    start = OrderedDict((k, v.detach() if functional else v.detach().requires_grad_(True))
+                        for k, v in params.items())
+    grads = gradients(support_loss, start, create_graph=False, functional=functional)
+    updated, moments = inner_adam_step(
+        OrderedDict((k, v.detach()) for k, v in start.items()),
+        {k: g.detach() for k, g in grads.items()}, moments, lr)
+    return updated, moments

@@ -668,3 +668,102 @@ def test_omniglot_render_shows_the_last_steps_predictions_of_the_seeds_tasks(
         (shown,) = ax.get_images()
         np.testing.assert_array_equal(shown.get_array(), batch.support_x[0, 2 * c, 0].numpy())
         assert int(batch.support_y[0, 2 * c]) == c
+
+
+def _reptile_paper_config(monkeypatch, **overrides):
+    sections = {"task": {"ways": 3, "shots": 1, "queries": 1, "train_shots": 3},
+                "adaptation": {"method": "reptile", "inner_optimizer": "adam",
+                               "inner_batch_size": 4, "inner_steps": 2, "inner_lr": 0.01},
+                "training": {"iterations": 4, "meta_batch_size": 2, "outer_optimizer": "sgd",
+                             "outer_lr": 1.0, "outer_lr_final": 0.0}}
+    for name, values in overrides.items():
+        sections[name] = {**sections[name], **values}
+    return _tiny_omniglot(monkeypatch, **sections)[0]
+
+
+def test_reptile_paper_training_anneals_its_step_and_resumes_with_the_inner_adams_state(
+        tmp_path, monkeypatch):
+    """The Reptile paper's protocol: training tasks of train_shots images per class, the outer
+    step falling linearly to outer_lr_final, and the inner Adam's state carried from batch to
+    batch and through a checkpoint, so that a resumed run continues exactly."""
+    import metarl.supervised.omniglot_experiment as omniglot_experiment
+
+    config = _reptile_paper_config(monkeypatch)
+    experiment = omniglot_experiment.OmniglotExperiment()
+    straight = experiment.make_trainer(config)
+    batch = straight.sample_batch(torch.Generator().manual_seed(0))
+    assert batch.support_x.shape[1] == 3 * 3, "ways x train_shots support images"
+    logged, applied = [], []
+    for i in range(4):
+        logged.append(straight.train_iteration(i))
+        applied.append(straight.optimizer.param_groups[0]["lr"])
+    assert [m["outer_lr"] for m in logged] == applied == [1.0, 0.75, 0.5, 0.25]
+    state = straight.state_dict()
+    assert state["inner_moments"]["steps"] == 4 * 2 * 2, "iterations x tasks x inner steps"
+
+    first = experiment.make_trainer(config)
+    for i in range(2):
+        first.train_iteration(i)
+    torch.save(first.state_dict(), tmp_path / "half.pt")
+    resumed = experiment.make_trainer(config)
+    resumed.load_state_dict(torch.load(tmp_path / "half.pt"))
+    for i in range(2, 4):
+        resumed.train_iteration(i)
+    again = resumed.state_dict()
+    assert all(torch.equal(again["params"][k], state["params"][k]) for k in state["params"])
+    moments = state["inner_moments"]["second_moment"]
+    assert all(torch.equal(again["inner_moments"]["second_moment"][k], moments[k])
+               for k in moments)
+    assert all(bool((v > 0).any()) for v in moments.values())
+
+
+def test_a_reptile_run_adapts_at_test_time_from_its_inner_adams_state(tmp_path, monkeypatch):
+    """evaluate and render adapt with the run's inner Adam, from the state it trained to (the
+    Reptile authors evaluate that way); a run of gradient steps passes none."""
+    import metarl.supervised.omniglot_experiment as omniglot_experiment
+    from metarl.experiment import EvaluateOptions, RenderOptions
+
+    config = _reptile_paper_config(monkeypatch)
+    experiment = omniglot_experiment.OmniglotExperiment()
+    trainer = experiment.make_trainer(config)
+    trainer.train_iteration(0)
+    state = {"trainer": trainer.state_dict(), "iteration": 1}
+    given = []
+    for name in ("adaptation_curve", "query_predictions"):
+        real = getattr(omniglot_experiment, name)
+
+        def recording(*args, real=real, **kwargs):
+            given.append(kwargs["moments"])
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(omniglot_experiment, name, recording)
+    result = experiment.evaluate(config, state, tmp_path, EvaluateOptions(tasks=2, steps=2))
+    experiment.render(config, state, tmp_path, RenderOptions(tasks=1, steps=2,
+                                                             output=tmp_path / "r.png"))
+    assert result["inner_optimizer"] == "adam" and len(given) == 2
+    stored = state["trainer"]["inner_moments"]
+    for moments in given:
+        assert moments.steps == stored["steps"] == 4
+        assert all(torch.equal(moments.second_moment[k], stored["second_moment"][k])
+                   for k in stored["second_moment"])
+    plain = _reptile_paper_config(monkeypatch, adaptation={"inner_optimizer": "sgd"})
+    given.clear()
+    experiment.evaluate(plain, state, tmp_path, EvaluateOptions(tasks=2, steps=1))
+    assert given == [None]
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"adaptation": {"method": "maml"}},
+     "adaptation.inner_optimizer = adam needs adaptation.method = reptile"),
+    ({"adaptation": {"method": "fomaml", "inner_optimizer": "sgd"}},
+     "adaptation.inner_batch_size = 4 needs adaptation.method = reptile"),
+    ({"adaptation": {"inner_batch_size": 10}},
+     "adaptation.inner_batch_size = 10 exceeds the 9 support images"),
+    ({"task": {"train_shots": 19, "queries": 2}},
+     "task.train_shots \\+ task.queries = 21: a character has only 20 drawings"),
+])
+def test_reptile_paper_settings_are_checked_before_any_work(monkeypatch, overrides, message):
+    from metarl.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        _reptile_paper_config(monkeypatch, **overrides)

@@ -16,11 +16,14 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from metarl.adaptation import (
+    AdamMoments,
     AdaptMode,
     LearningRate,
     MetaMethod,
     Params,
     adapt,
+    detached_step,
+    merge_task_moments,
     mode_of_method,
     reptile_gradient,
     step_learning_rate,
@@ -40,23 +43,24 @@ def mse_loss(prediction: Tensor, target: Tensor) -> Tensor:
     return ((prediction - target) ** 2).mean()
 
 
-def map_tasks(fn: Callable[[Tensor, Tensor, Tensor, Tensor, bool], Any], batch: TaskBatch, *,
-              vectorize: bool) -> Any:
-    """Run ``fn(support_x, support_y, query_x, query_y, functional)`` for every task.
+def map_tasks(fn: Callable[..., Any], batch: TaskBatch, *, vectorize: bool,
+              extras: tuple[Tensor, ...] = ()) -> Any:
+    """Run ``fn(support_x, support_y, query_x, query_y, functional, *extras_t)`` for every task.
 
     With ``vectorize`` one ``torch.func.vmap`` call runs all tasks (``functional=True``, so
-    ``fn`` must use ``torch.func`` gradients); otherwise a Python loop does. Either way the
-    outputs (tensors, tuples and dicts of tensors) come back stacked along a new leading
-    task dimension.
+    ``fn`` must use ``torch.func`` gradients); otherwise a Python loop does. ``extras`` are
+    further per-task tensors, each with a leading task dimension. Either way the outputs
+    (tensors, tuples and dicts of tensors) come back stacked along a new leading task
+    dimension.
     """
     if vectorize:
-        def functional_fn(sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> Any:
-            return fn(sx, sy, qx, qy, True)
+        def functional_fn(sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor, *more: Tensor) -> Any:
+            return fn(sx, sy, qx, qy, True, *more)
 
         return vmap(functional_fn)(batch.support_x, batch.support_y, batch.query_x,
-                                   batch.query_y)
+                                   batch.query_y, *extras)
     outputs = [fn(batch.support_x[t], batch.support_y[t], batch.query_x[t], batch.query_y[t],
-                  False) for t in range(batch.num_tasks)]
+                  False, *(extra[t] for extra in extras)) for t in range(batch.num_tasks)]
     return _stack(outputs)
 
 
@@ -97,6 +101,68 @@ def task_losses(model: nn.Module, params: Params, batch: TaskBatch, loss_fn: Los
     return losses, fast, (metrics if metric_fn is not None else None)
 
 
+def minibatch_indices(num_tasks: int, support_size: int, steps: int, batch_size: int,
+                      generator: torch.Generator) -> Tensor:
+    """Which support examples each inner step of each task trains on, as Reptile's paper
+    draws them: the support set shuffled, cut into batches of ``batch_size`` in order, and
+    shuffled again whenever it runs out (a batch may span two shuffles; a batch larger than
+    the set repeats examples). Returns ``(num_tasks, steps, batch_size)`` indices."""
+    needed = steps * batch_size
+    shuffles = -(-needed // support_size)
+    order = torch.stack([torch.randperm(support_size, generator=generator)
+                         for _ in range(num_tasks * shuffles)])
+    return order.reshape(num_tasks, shuffles * support_size)[:, :needed].reshape(
+        num_tasks, steps, batch_size)
+
+
+def reptile_adaptation(model: nn.Module, params: Params, batch: TaskBatch, loss_fn: LossFn, *,
+                       steps: int, lr: LearningRate, vectorize: bool,
+                       minibatches: Tensor | None = None, moments: AdamMoments | None = None,
+                       metric_fn: LossFn | None = None
+                       ) -> tuple[Params, AdamMoments | None, Tensor, Tensor | None]:
+    """Reptile's inner loop on each task: ``steps`` detached steps on the support set.
+
+    Args:
+        minibatches: ``(T, steps, B)`` indices of the support examples of each step (see
+            :func:`minibatch_indices`); None: the whole support set at every step.
+        moments: the inner Adam's state at the start of this meta-batch; None: gradient
+            steps with ``lr`` (see :func:`metarl.adaptation.detached_step`).
+
+    Returns:
+        the fast weights φ stacked over tasks (each ``(T, *S)``), the inner Adam's state after
+        all tasks (:func:`metarl.adaptation.merge_task_moments`; None without one), the query
+        losses ``(T,)`` at φ and the query ``metric_fn`` ``(T,)`` (None without one).
+    """
+    start = OrderedDict((k, v.detach()) for k, v in params.items())
+
+    def one_task(sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor, functional: bool,
+                 *indices: Tensor) -> tuple[Params, Params, Tensor, Tensor]:
+        fast: Params = start
+        state = moments
+        for step in range(steps):
+            x, y = (sx, sy) if not indices else (sx[indices[0][step]], sy[indices[0][step]])
+
+            def support_loss(p: Params, x: Tensor = x, y: Tensor = y) -> Tensor:
+                return loss_fn(functional_call(model, p, (x,)), y)
+
+            fast, state = detached_step(fast, support_loss, lr=step_learning_rate(lr, step),
+                                        moments=state, functional=functional)
+        with torch.no_grad():
+            prediction = functional_call(model, fast, (qx,))
+            metric = (metric_fn(prediction, qy) if metric_fn is not None
+                      else prediction.new_zeros(()))
+            loss = loss_fn(prediction, qy)
+        second = state.second_moment if state is not None else OrderedDict()
+        return fast, second, loss, metric
+
+    extras = () if minibatches is None else (minibatches,)
+    fast, second, losses, metrics = map_tasks(one_task, batch, vectorize=vectorize,
+                                              extras=extras)
+    merged = (merge_task_moments(moments, AdamMoments(second, moments.steps + steps), steps)
+              if moments is not None else None)
+    return fast, merged, losses, (metrics if metric_fn is not None else None)
+
+
 class MetaGradient(NamedTuple):
     """What :func:`meta_gradient` returns.
 
@@ -133,8 +199,16 @@ def meta_gradient(model: nn.Module, params: Params, batch: TaskBatch, loss_fn: L
         vectorize: all tasks in one ``torch.func.vmap`` call, or a per-task Python loop;
             the two give the same numbers (tested), and which is faster depends on the model.
         metric_fn: an optional query metric (e.g. accuracy), reported detached.
+
+    Reptile with inner minibatches or the inner Adam: :func:`reptile_adaptation`, which
+    also returns the Adam's new state, then :func:`metarl.adaptation.reptile_gradient`.
     """
     mode = mode_of_method(method)
+    if method == "reptile":
+        fast, _, losses, metrics = reptile_adaptation(model, params, batch, loss_fn,
+                                                      steps=steps, lr=lr, vectorize=vectorize,
+                                                      metric_fn=metric_fn)
+        return MetaGradient(reptile_gradient(params, fast), None, losses, metrics)
     learned_lr = (lr if isinstance(lr, Mapping) and any(v.requires_grad for v in lr.values())
                   else None)
     trained = [v.requires_grad for v in params.values()]
@@ -145,8 +219,6 @@ def meta_gradient(model: nn.Module, params: Params, batch: TaskBatch, loss_fn: L
                          "freezing some of them is not supported")
     losses, fast, metrics = task_losses(model, params, batch, loss_fn, steps=steps, lr=lr,
                                         mode=mode, vectorize=vectorize, metric_fn=metric_fn)
-    if method == "reptile":
-        return MetaGradient(reptile_gradient(params, fast), None, losses.detach(), metrics)
     inputs = list(params.values()) + (list(learned_lr.values()) if learned_lr else [])
     # θ without grad with learned rates: Meta-SGD that learns its rates alone
     differentiated = [x for x in inputs if x.requires_grad]
@@ -162,8 +234,11 @@ def meta_gradient(model: nn.Module, params: Params, batch: TaskBatch, loss_fn: L
 
 def adaptation_curve(model: nn.Module, params: Params, batch: TaskBatch, loss_fn: LossFn,
                      metric_fn: LossFn, *, steps: int, lr: LearningRate,
-                     vectorize: bool = True) -> Tensor:
+                     vectorize: bool = True, moments: AdamMoments | None = None) -> Tensor:
     """Query metric before adaptation and after each of ``steps`` inner steps on the support set.
+
+    The steps are gradient steps, or with ``moments`` steps of the inner Adam, each task
+    starting from that state (a Reptile run adapts as it trained).
 
     Returns a detached tensor of shape ``(T, steps + 1)``; column s is the metric after s steps.
     Raises :class:`NonFiniteLossError` when a step leaves a weight or the metric nan or inf
@@ -184,10 +259,11 @@ def adaptation_curve(model: nn.Module, params: Params, batch: TaskBatch, loss_fn
             return torch.stack([metric, finite.to(metric.dtype)])
 
         fast: Params = start
+        state = moments
         values = [scored(fast)]
         for step in range(steps):
-            fast = adapt(fast, support_loss, steps=1, lr=step_learning_rate(lr, step),
-                         mode="detached", functional=functional)
+            fast, state = detached_step(fast, support_loss, lr=step_learning_rate(lr, step),
+                                        moments=state, functional=functional)
             values.append(scored(fast))
         return torch.stack(values)
 
@@ -215,8 +291,10 @@ def adaptation_curve(model: nn.Module, params: Params, batch: TaskBatch, loss_fn
 
 
 def query_predictions(model: nn.Module, params: Params, batch: TaskBatch, loss_fn: LossFn, *,
-                      steps: int, lr: LearningRate) -> Tensor:
-    """Model outputs on each task's query inputs before and after each of ``steps`` inner steps.
+                      steps: int, lr: LearningRate,
+                      moments: AdamMoments | None = None) -> Tensor:
+    """Model outputs on each task's query inputs before and after each of ``steps`` inner steps
+    (gradient steps, or with ``moments`` the inner Adam's, as :func:`adaptation_curve` takes).
 
     Returns a detached tensor of shape ``(T, steps + 1, N_q, *out)``; index s along the second
     dimension is the output after s steps on the support set (for pictures, not training).
@@ -228,10 +306,11 @@ def query_predictions(model: nn.Module, params: Params, batch: TaskBatch, loss_f
             return loss_fn(functional_call(model, p, (sx,)), sy)
 
         fast: Params = start
+        state = moments
         outputs = [functional_call(model, fast, (qx,)).detach()]
         for step in range(steps):
-            fast = adapt(fast, support_loss, steps=1, lr=step_learning_rate(lr, step),
-                         mode="detached", functional=functional)
+            fast, state = detached_step(fast, support_loss, lr=step_learning_rate(lr, step),
+                                        moments=state, functional=functional)
             outputs.append(functional_call(model, fast, (qx,)).detach())
         return torch.stack(outputs)
 

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import torch
 
-from metarl.adaptation import LearningRate, Params, test_time_learning_rates
+from metarl.adaptation import AdamMoments, LearningRate, Params, test_time_learning_rates
 from metarl.checkpoint import atomic_write_text
 from metarl.config import (
     AdaptationConfig,
@@ -50,7 +50,7 @@ from metarl.supervised.omniglot_data import (
     load_omniglot,
 )
 from metarl.supervised.tasks import TaskBatch
-from metarl.supervised.trainer import SupervisedMetaTrainer
+from metarl.supervised.trainer import SupervisedMetaTrainer, stored_moments
 
 PUBLISHED_ACCURACY = {
     # ways, shots -> method -> accuracy % (MAML paper Table 1; Reptile paper Table 1 for the
@@ -105,6 +105,9 @@ class OmniglotTaskConfig:
     queries: int = param(
         1, "query images per class in meta-training (MAML's code: as many as shots)",
         ge=1, le=19)
+    train_shots: int | None = param(
+        None, "support images per class in meta-training (null: shots; the Reptile paper "
+        "trains 5-way 1-shot on 15)", ge=1, le=19)
 
 
 @dataclasses.dataclass
@@ -121,6 +124,13 @@ class OmniglotAdaptationConfig(AdaptationConfig):
     """How a task's fast weights are computed (MAML paper: 5-way lr 0.4, 20-way lr 0.1)."""
 
     inner_lr: float = param(0.4, "inner-loop (adaptation) learning rate", gt=0)
+    inner_optimizer: Literal["sgd", "adam"] = param(
+        "sgd", "reptile only: sgd (gradient steps of inner_lr) or adam (Adam with beta1 = 0 "
+        "and step size inner_lr, as the Reptile paper adapts; its state carries over from "
+        "task to task, is kept in checkpoints and is where evaluation's adaptation starts)")
+    inner_batch_size: int | None = param(
+        None, "reptile only: support images each inner step trains on, in shuffled batches "
+        "as the Reptile paper draws them (null: all of them)", ge=1)
 
 
 @dataclasses.dataclass
@@ -132,6 +142,10 @@ class OmniglotTrainingConfig:
     outer_optimizer: Literal["adam", "sgd"] = param(
         "adam", "optimizer of the meta-parameters (sgd with reptile is classic Reptile)")
     outer_lr: float = param(1e-3, "outer (meta) learning rate", gt=0, le=1e38)
+    outer_lr_final: float | None = param(
+        None, "the outer learning rate falls linearly from outer_lr at the first iteration "
+        "to this after training.iterations (the Reptile paper: 1 to 0); null: constant",
+        ge=0, le=1e38)
 
 
 @dataclasses.dataclass
@@ -186,6 +200,26 @@ class OmniglotConfig:
             raise ConfigError(f"task.ways = {task.ways} exceeds data.train_characters = "
                               f"{self.data.train_characters}: each task needs that many "
                               "different training characters")
+        if task.train_shots is not None and task.train_shots + task.queries > DRAWERS:
+            raise ConfigError(f"task.train_shots + task.queries = "
+                              f"{task.train_shots + task.queries}: a character has only "
+                              f"{DRAWERS} drawings")
+        adaptation = self.adaptation
+        if adaptation.method != "reptile":
+            for key, value, default in (("inner_optimizer", adaptation.inner_optimizer, "sgd"),
+                                        ("inner_batch_size", adaptation.inner_batch_size,
+                                         None)):
+                if value != default:
+                    raise ConfigError(
+                        f"adaptation.{key} = {value} needs adaptation.method = reptile (MAML "
+                        f"and first-order MAML differentiate full-batch gradient steps); "
+                        f"allowed with {adaptation.method}: {default if default else 'null'}")
+        support = task.train_shots or task.shots
+        if (adaptation.inner_batch_size is not None
+                and adaptation.inner_batch_size > task.ways * support):
+            raise ConfigError(f"adaptation.inner_batch_size = {adaptation.inner_batch_size} "
+                              f"exceeds the {task.ways * support} support images of a "
+                              f"training task (task.ways x task.train_shots or task.shots)")
         test_characters = TOTAL_CHARACTERS - self.data.train_characters
         if task.ways > test_characters:
             raise ConfigError(f"task.ways = {task.ways} exceeds the {test_characters} test "
@@ -265,6 +299,14 @@ def evaluation_lr(config: OmniglotConfig, learned: Params | None, steps: int,
     return test_time_learning_rates(inner_lr, ev.later_lr_scale, steps)
 
 
+def inner_moments(config: OmniglotConfig, state: dict[str, Any],
+                  device: torch.device) -> AdamMoments | None:
+    """The inner Adam's state a run adapts from (None for gradient steps)."""
+    if config.adaptation.inner_optimizer != "adam":
+        return None
+    return stored_moments(state["trainer"], device)
+
+
 class OmniglotTrainer(SupervisedMetaTrainer):
     """The supervised meta-trainer plus the character split it trains on (kept in checkpoints)."""
 
@@ -312,19 +354,25 @@ class OmniglotExperiment(Experiment):
         task = config.task
         model = make_model(config, torch_generator(config.seed, "init"))
 
+        shots = task.train_shots or task.shots
+
         def sample(generator: torch.Generator) -> TaskBatch:
             return sample_omniglot_batch(pool, config.training.meta_batch_size, task.ways,
-                                         task.shots, task.queries, generator)
+                                         shots, task.queries, generator)
 
         return OmniglotTrainer(
             model, sample, cross_entropy, adaptation=config.adaptation,
             vectorize=resolve_vectorize(config.adaptation.vectorize, task.ways,
-                                        task.shots + task.queries),
+                                        shots + task.queries),
             outer_optimizer=config.training.outer_optimizer,
             outer_lr=config.training.outer_lr,
             task_generator=torch_generator(config.seed, "tasks"),
             metric=("accuracy", percent_accuracy),
-            split=split.to_json(images.characters), device=device)
+            split=split.to_json(images.characters), device=device,
+            inner_optimizer=config.adaptation.inner_optimizer,
+            inner_batch_size=config.adaptation.inner_batch_size,
+            outer_lr_final=config.training.outer_lr_final,
+            total_iterations=config.training.iterations)
 
     def test_pool(self, config: OmniglotConfig, state: dict[str, Any], run_dir: Path,
                   output_dir: Path | None = None) -> tuple[torch.Tensor, OmniglotImages]:
@@ -363,12 +411,13 @@ class OmniglotExperiment(Experiment):
         vectorize = resolve_vectorize(config.adaptation.vectorize, task.ways,
                                       task.shots + queries)
         lr = evaluation_lr(config, state["trainer"].get("inner_lr"), steps, device)
+        moments = inner_moments(config, state, device)
         model = make_model(config).to(device)
         params = on_device(state["trainer"]["params"], device)
         chunks = [adaptation_curve(model, params,
                                    draw.gather(pool, start, start + ev.chunk_tasks).to(device),
                                    cross_entropy, percent_accuracy, steps=steps, lr=lr,
-                                   vectorize=vectorize).cpu()
+                                   vectorize=vectorize, moments=moments).cpu()
                   for start in range(0, tasks, ev.chunk_tasks)]
         curve = summarize(torch.cat(chunks).numpy())
         label = f"{config.adaptation.label}, {task.ways}-way {task.shots}-shot"
@@ -378,6 +427,7 @@ class OmniglotExperiment(Experiment):
             **curve, "tasks": tasks, "ways": task.ways, "shots": task.shots,
             "queries_per_class": queries, "seed": seed,
             "inner_lr": lr if not isinstance(lr, dict) else "learned (Meta-SGD)",
+            "inner_optimizer": config.adaptation.inner_optimizer,
             "checkpoint_iteration": state["iteration"], "method": config.adaptation.method,
             "test_characters": len(pool), "baselines": {}, "published": published,
             "device": str(device),
@@ -411,7 +461,8 @@ class OmniglotExperiment(Experiment):
         lr = evaluation_lr(config, state["trainer"].get("inner_lr"), steps, device)
         outputs = query_predictions(make_model(config).to(device),
                                     on_device(state["trainer"]["params"], device),
-                                    batch.to(device), cross_entropy, steps=steps, lr=lr).cpu()
+                                    batch.to(device), cross_entropy, steps=steps, lr=lr,
+                                    moments=inner_moments(config, state, device)).cpu()
         before, after = outputs[:, 0].argmax(-1), outputs[:, -1].argmax(-1)
         shown_classes = min(task.ways, 10)
         shown_queries = min(batch.query_x.shape[1], 10)
