@@ -50,10 +50,12 @@ def resolve_config_path(text: str) -> Path:
         raise ConfigError(f"config {text!r} is a run directory: its config is "
                           f"{path / 'config.yaml'} (give that file), and `metarl train "
                           f"--resume {text}` continues the run")
+    if path.is_dir():
+        raise ConfigError(f"config {text} is a directory, not a config file; give a YAML "
+                          "file, or a shipped config's name (see `metarl config`)")
     if path.suffix.lower() in (".yaml", ".yml") or "/" in text:
-        raise ConfigError(f"config file {text} does not exist" + (
-            " (it is a directory)" if path.is_dir() else "")
-            + "; or give a shipped config's name (see `metarl config`)")
+        raise ConfigError(f"config file {text} does not exist; or give a shipped config's "
+                          "name (see `metarl config`)")
     raise ConfigError(f"config {text!r} is neither a file nor a shipped config; shipped "
                       f"configs: {', '.join(configs)}")
 
@@ -583,7 +585,11 @@ def _demo(args: argparse.Namespace) -> int:
         experiment, config = load_config(config_path, args.overrides, args.seed)
         experiment.check_machine(config, overrides=args.overrides)
         run_dir = args.run_dir or _default_run_dir(config_path)
-        _note_restart(run_dir, check_new_run_dir(run_dir))
+        try:
+            _note_restart(run_dir, check_new_run_dir(run_dir))
+        except ConfigError as error:  # a demo there is finished with demo --resume
+            raise ConfigError(str(error).replace("metarl train --resume", "metarl demo --resume")
+                              ) from None
         create_run_dir(run_dir)
         print(f"metarl demo: 1/3 meta-training {experiment.name} in {run_dir}",
               file=sys.stderr)

@@ -326,6 +326,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         data = yaml_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a YAML config (not UTF-8 text)") from None
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = " ".join(part for part in (error.context, error.problem) if part)
+        raise ConfigError(f"{path}{where}: not valid YAML: {what}") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML ({error})") from None
     except ConfigError as error:

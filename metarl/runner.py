@@ -312,11 +312,12 @@ def _check_no_checkpoint_was_written(run_dir: Path, config: Any = None) -> None:
             _, config = config_from_file(path, read_yaml(path))
         except ConfigError:  # unreadable: nothing to tell
             return
-    first = min(config.run.checkpoint_every, config.training.iterations)
-    if logged >= first:
+    every, total = config.run.checkpoint_every, config.training.iterations
+    if logged >= min(every, total):
+        last = total if logged >= total else logged // every * every
         raise ConfigError(
             f"{run_dir} holds the logs of {logged} meta-iterations ({METRICS_NAME}) but no "
-            f"{CHECKPOINT_NAME}, which that run wrote after iteration {first}: it was lost or "
+            f"{CHECKPOINT_NAME}, which that run last wrote after iteration {last}: it was lost or "
             f"moved. Put it back and continue with metarl train --resume {run_dir}, or train a "
             "new run in another --run-dir")
 

@@ -735,7 +735,7 @@ def test_a_runs_own_config_and_checkpoint_problems_say_what_to_do(tmp_path, caps
     (run / "checkpoint.pt").unlink()
     # 14 iterations logged, the checkpoint written after them gone: lost, not yet to come
     lost = (f"{run} holds the logs of 14 meta-iterations (metrics.jsonl) but no checkpoint.pt, "
-            f"which that run wrote after iteration 14: it was lost or moved. Put it back and "
+            f"which that run last wrote after iteration 14: it was lost or moved. Put it back and "
             f"continue with metarl train --resume {run}, or train a new run in another "
             "--run-dir")
     assert main(["train", "--resume", str(run)]) == 2
@@ -944,6 +944,29 @@ def test_an_interrupted_demo_is_finished_by_demo_resume(tmp_path, capsys, monkey
     # a demo whose checkpoint went missing after it was written is not started afresh
     (run / "checkpoint.pt").unlink()
     assert main(["demo", "--resume", str(run)]) == 2
-    assert (f"but no checkpoint.pt, which that run wrote after iteration 4: it was lost or "
+    assert (f"but no checkpoint.pt, which that run last wrote after iteration 4: it was lost or "
             f"moved. Put it back and continue with metarl demo --resume {run}"
             ) in capsys.readouterr().err
+
+
+def test_a_demo_into_a_folder_that_holds_a_run_points_to_demo_resume(tmp_path, capsys):
+    held = tmp_path / "demo"
+    held.mkdir()
+    (held / "checkpoint.pt").write_bytes(b"")
+    assert main(["demo", "--run-dir", str(held)]) == 2
+    err = capsys.readouterr().err
+    assert f"{held} already holds a run; continue it with `metarl demo --resume {held}`" in err
+    assert "metarl train" not in err
+
+
+def test_a_broken_yaml_file_or_a_folder_as_config_gets_one_line_naming_where(tmp_path,
+                                                                             capsys):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("experiment: sine\ntraining:\n  iterations: [10\n")
+    assert main(["config", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"metarl: error: {broken}, line 4, column 1: not valid YAML: while parsing "
+                   "a flow sequence expected ',' or ']', but got '<stream end>'\n")
+    assert main(["config", str(tmp_path)]) == 2
+    assert (f"config {tmp_path} is a directory, not a config file; give a YAML file"
+            in capsys.readouterr().err)

@@ -785,3 +785,27 @@ def test_resume_of_a_partial_config_without_a_checkpoint_uses_its_defaults(tmp_p
                                                for i in range(1, every + 1)))
     with pytest.raises(ConfigError, match=f"holds the logs of {every} meta-iterations"):
         load_run(run)
+
+
+@pytest.mark.parametrize(("logged", "last"), [(2300, 2000), (999, None), (4000, 4000),
+                                              (1000, 1000)])
+def test_a_lost_checkpoint_is_named_by_the_iteration_it_was_last_written_after(tmp_path, logged,
+                                                                                last):
+    """A run of 4000 iterations checkpointing every 1000 with 2300 logged last wrote its
+    checkpoint after 2000 (not after the first 1000); before the first one, none was lost."""
+    from types import SimpleNamespace
+
+    from metarl.config import ConfigError
+    from metarl.runner import _check_no_checkpoint_was_written
+
+    (tmp_path / "metrics.jsonl").write_text("".join(f'{{"iteration": {i}}}\n'
+                                                    for i in range(1, logged + 1)))
+    config = SimpleNamespace(run=SimpleNamespace(checkpoint_every=1000),
+                             training=SimpleNamespace(iterations=4000))
+    if last is None:
+        _check_no_checkpoint_was_written(tmp_path, config)
+        return
+    with pytest.raises(ConfigError, match=f"holds the logs of {logged} meta-iterations "
+                       f"\\(metrics.jsonl\\) but no checkpoint.pt, which that run last wrote "
+                       f"after iteration {last}: it was lost"):
+        _check_no_checkpoint_was_written(tmp_path, config)
