@@ -58,7 +58,8 @@ def _finish_axes(fig: plt.Figure, ax: plt.Axes, output: Path, *, xlabel: str, yl
     if log_y:
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    # beside the axes, not on them: inside, the legend hid markers wherever it went
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     if title:
         ax.set_title(wrapped_title(title, fig.get_figwidth() * ax.get_position().width))
     return save_figure(fig, output, dpi=120)
@@ -102,7 +103,7 @@ def plot_adaptation_curves(curves: Mapping[str, Mapping[str, Sequence[float]]],
     band. ``value_range`` (e.g. 0-100 for an accuracy in %) clips the drawn intervals.
     """
     low, high = value_range if value_range is not None else (-np.inf, np.inf)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(8.2, 4))
     for i, (name, curve) in enumerate(curves.items()):
         mean = np.asarray(curve["mean"], dtype=float)
         ci = np.asarray(curve["ci95"], dtype=float)
@@ -146,7 +147,7 @@ def plot_over_training(summary: Mapping[str, Any], output: Path, *, title: str =
     mean = np.asarray(summary["mean"], dtype=float)
     ci = np.asarray(summary["ci95"], dtype=float)
     reference = summary.get("reference") or {"name": "", "values": {}}
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = plt.subplots(figsize=(9, 4.2))
     for i, step in enumerate(shown):
         column = steps.index(step)
         color = f"C{i}"

@@ -185,3 +185,21 @@ def test_a_long_adaptation_curve_gets_readable_ticks(tmp_path, saved_figures):
         assert len(ticks) <= most_ticks and all(float(t).is_integer() for t in ticks)
         if steps in (3, 16):
             assert ticks == list(range(steps + 1))
+
+
+def test_the_legend_of_a_curve_plot_sits_beside_the_axes_not_on_the_data(tmp_path,
+                                                                         saved_figures):
+    """Inside the axes the legend hid the paper's markers (navigation2d's random init at
+    step 3); beside them it hides nothing, and the saved picture includes it."""
+    curves = {"maml": {"mean": [-40.0, -10.0, -4.0, -3.5], "ci95": [2.0, 1.0, 0.5, 0.5]}}
+    plot_adaptation_curves(curves, [0, 1, 2, 3], tmp_path / "a.png", ylabel="return",
+                           reference={"paper: random init": {0: -82.0, 3: -47.0}})
+    fig = saved_figures[-1]
+    (ax,) = fig.axes
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    legend = ax.get_legend().get_window_extent(renderer)
+    axes = ax.get_window_extent(renderer)
+    assert legend.x0 >= axes.x1, "right of the axes"
+    assert legend.x1 <= fig.bbox.x1, "inside the picture"
