@@ -454,6 +454,8 @@ def test_render_draws_each_task_after_0_1_and_the_last_step_from_the_seed_asked(
     assert len(shown) == 5 and len(figures[-1].axes) == 8  # 2 rows of 4, 3 left empty
     labels = [line.get_label() for line in figures[-1].axes[4].get_lines()]
     assert labels == ["ground truth", "after 0 step(s)", "after 1 step(s)", "after 4 step(s)"]
+    assert (figures[-1].axes[4].get_xlabel(), figures[-1].axes[4].get_ylabel()) == (
+        "x", "y = A sin(x + φ)")
     assert titles(5) == shown and titles(6) != shown
     assert all(isinstance(lr, dict) for lr in lrs)  # the learned per-parameter rates
 

@@ -327,6 +327,8 @@ class SineExperiment(Experiment):
             ax.scatter(batch.support_x[t].view(-1).numpy(), batch.support_y[t].view(-1).numpy(),
                        color="red", marker="^", zorder=5, label=f"K={k} support")
             ax.set_title(f"A={float(tasks.amplitude[t]):.2f}, φ={float(tasks.phase[t]):.2f}")
+            ax.set_xlabel("x")
+            ax.set_ylabel("y = A sin(x + φ)")
             ax.grid(alpha=0.3)
         axes.flat[0].legend(fontsize=7)
         fig.suptitle(f"sine regression: {config.adaptation.label}, "
