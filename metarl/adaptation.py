@@ -231,12 +231,15 @@ def merge_task_moments(start: AdamMoments, final: AdamMoments,
     ``final_t − β2^S start`` is decayed as if the tasks had run in order:
 
         v = β2^(T·S) v_start + Σ_t β2^(S·(T − 1 − t)) (v_t − β2^S v_start),  t ← t + T·S.
+
+    (In the authors' order task t's bias correction would also count the earlier tasks'
+    steps; 1 − β2ᵗ differs by less than 1% once t passes a few thousand steps.)
     """
     decay = ADAM_BETA2 ** steps_per_task
+    tasks = next(iter(final.second_moment.values())).shape[0] if final.second_moment else 0
     merged = OrderedDict()
     for name, start_v in start.second_moment.items():
         per_task = final.second_moment[name]
-        tasks = per_task.shape[0]
         weights = decay ** torch.arange(tasks - 1, -1, -1, dtype=per_task.dtype,
                                         device=per_task.device)
         contributions = per_task - decay * start_v

@@ -121,16 +121,17 @@ OMNIGLOT_20_WAY: dict[str, dict[str, Any]] = {
     "training": {"meta_batch_size": 16}, "evaluation": {"steps": 5}}
 
 
-# The Reptile paper's transductive 5-way 1-shot Omniglot settings (openai/supervised-reptile's
-# README: --inner-batch 25 --inner-iters 3 --meta-step 1 --meta-batch 10 --meta-iters 100000
-# --eval-batch 25 --eval-iters 5 --learning-rate 0.001 --meta-step-final 0 --train-shots 15).
+# The Reptile paper's transductive 5-way 1-shot Omniglot settings (its Appendix A, and
+# openai/supervised-reptile's README since October 2018: --shots 1 --inner-batch 10
+# --inner-iters 5 --meta-step 1 --meta-batch 5 --meta-iters 100000 --eval-batch 5
+# --eval-iters 50 --learning-rate 0.001 --meta-step-final 0 --train-shots 10 --transductive).
 REPTILE_PAPER_5W1S: dict[str, dict[str, Any]] = {
-    "task": {"train_shots": 15},
+    "task": {"train_shots": 10},
     "adaptation": {"method": "reptile", "inner_optimizer": "adam", "inner_lr": 0.001,
-                   "inner_steps": 3, "inner_batch_size": 25},
-    "training": {"iterations": 100_000, "meta_batch_size": 10, "outer_optimizer": "sgd",
+                   "inner_steps": 5, "inner_batch_size": 10},
+    "training": {"iterations": 100_000, "meta_batch_size": 5, "outer_optimizer": "sgd",
                  "outer_lr": 1.0, "outer_lr_final": 0.0},
-    "evaluation": {"steps": 5}}
+    "evaluation": {"steps": 50}}
 
 
 def _omniglot(header: str, **sections: dict) -> tuple[str, dict]:
@@ -168,13 +169,13 @@ PRESETS.update({
         "the MAML protocol with the second-order term dropped.",
         adaptation={"method": "fomaml"}, run={"checkpoint_every": 1000, "snapshot_every": 10_000}),
     "omniglot/omniglot-5w1s-reptile.yaml": _omniglot(
-        "Omniglot 5-way 1-shot with Reptile, the Reptile paper's transductive protocol (Table 1:\n"
-        "97.68%; openai/supervised-reptile's command for it): training tasks of 15 images per\n"
-        "class, three inner steps of Adam (beta1 = 0, step size 0.001) on batches of 25 of\n"
-        "them, meta-batch 10, outer step 1 falling linearly to 0 over 100,000 iterations;\n"
-        "at test five Adam steps on the support set, from the state training left.\n"
-        "Run: metarl train omniglot-5w1s-reptile --run-dir runs/reptile &&\n"
-        "metarl evaluate runs/reptile",
+        "Omniglot 5-way 1-shot with Reptile, the Reptile paper's transductive protocol\n"
+        "(Table 1: 97.68%; Appendix A, and openai/supervised-reptile's README command):\n"
+        "training tasks of 10 images per class, five inner steps of Adam (beta1 = 0, step\n"
+        "size 0.001) on batches of 10 of them, meta-batch 5, outer step 1 falling linearly\n"
+        "to 0 over 100,000 iterations; at test 50 Adam steps on the support set, from the\n"
+        "state training left. Run: metarl train omniglot-5w1s-reptile --run-dir\n"
+        "runs/reptile && metarl evaluate runs/reptile",
         **REPTILE_PAPER_5W1S, run={"checkpoint_every": 1000, "snapshot_every": 10_000}),
 })
 

@@ -214,3 +214,61 @@ def test_reptile_inner_loop_vmap_equals_the_per_task_loop(with_adam):
                                    flatten(loop_moments.second_moment), rtol=1e-10, atol=1e-14)
     else:
         assert moments is None and loop_moments is None
+
+
+def test_evaluation_curves_adapt_each_task_with_the_inner_adam_from_the_given_state():
+    """adaptation_curve and query_predictions take Adam steps on the whole support set from
+    the given state, each task from the same state: the query loss after each step is that
+    of weights stepped by hand with inner_adam_step."""
+    from metarl.supervised.meta import adaptation_curve, query_predictions
+
+    model, params, batch = _problem(2)
+    start = _random_moments(params, seed=4, steps=30)
+    curve = adaptation_curve(model, params, batch, mse_loss, mse_loss, steps=3, lr=0.05,
+                             vectorize=False, moments=start)
+    outputs = query_predictions(model, params, batch, mse_loss, steps=3, lr=0.05,
+                                moments=start)
+    for t in range(2):
+        fast, moments = OrderedDict((k, v.detach()) for k, v in params.items()), start
+        for step in range(4):
+            prediction = functional_call(model, fast, (batch.query_x[t],))
+            torch.testing.assert_close(curve[t, step], mse_loss(prediction, batch.query_y[t]))
+            torch.testing.assert_close(outputs[t, step], prediction)
+            leaf = OrderedDict((k, v.clone().requires_grad_(True)) for k, v in fast.items())
+            loss = mse_loss(functional_call(model, leaf, (batch.support_x[t],)),
+                            batch.support_y[t])
+            grads = dict(zip(leaf, torch.autograd.grad(loss, list(leaf.values())), strict=True))
+            fast, moments = inner_adam_step(fast, grads, moments, lr=0.05)
+    plain = adaptation_curve(model, params, batch, mse_loss, mse_loss, steps=3, lr=0.05,
+                             vectorize=False)
+    assert not torch.allclose(plain[:, 1:], curve[:, 1:]), "gradient steps differ"
+
+
+@pytest.mark.parametrize("batch_size", [None, 3])
+def test_the_trainer_gives_reptile_the_minibatches_of_its_inner_batch_size(monkeypatch,
+                                                                           batch_size):
+    import metarl.supervised.trainer as trainer_module
+    from metarl.config import AdaptationConfig
+
+    model, _, batch = _problem(2)
+    given = []
+    real = trainer_module.reptile_adaptation
+
+    def recording(*args, **kwargs):
+        given.append(kwargs["minibatches"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "reptile_adaptation", recording)
+    trainer = trainer_module.SupervisedMetaTrainer(
+        model, lambda generator: batch, mse_loss,
+        adaptation=AdaptationConfig(method="reptile", inner_steps=4, inner_lr=0.01),
+        vectorize=False, outer_optimizer="sgd", outer_lr=1.0,
+        task_generator=torch.Generator().manual_seed(0), inner_optimizer="adam",
+        inner_batch_size=batch_size)
+    trainer.train_iteration(0)
+    if batch_size is None:
+        assert given == [None]
+        return
+    (indices,) = given
+    assert indices.shape == (2, 4, 3) and int(indices.max()) < 12
+    assert torch.equal(indices, minibatch_indices(2, 12, 4, 3, torch.Generator().manual_seed(0)))

@@ -144,7 +144,8 @@ class OmniglotTrainingConfig:
     outer_lr: float = param(1e-3, "outer (meta) learning rate", gt=0, le=1e38)
     outer_lr_final: float | None = param(
         None, "the outer learning rate falls linearly from outer_lr at the first iteration "
-        "to this after training.iterations (the Reptile paper: 1 to 0); null: constant",
+        "to this after training.iterations (the Reptile paper: 1 to 0; a run resumed with "
+        "more iterations follows the longer schedule from there); null: constant",
         ge=0, le=1e38)
 
 

@@ -19,7 +19,7 @@ from metarl.adaptation import (
     reptile_gradient,
     zero_moments,
 )
-from metarl.config import AdaptationConfig, validate_config
+from metarl.config import AdaptationConfig, ConfigError, validate_config
 from metarl.experiment import NonFiniteLossError
 from metarl.supervised.meta import LossFn, meta_gradient, minibatch_indices, reptile_adaptation
 from metarl.supervised.tasks import TaskBatch
@@ -198,8 +198,8 @@ def stored_moments(state: dict[str, Any], device: torch.device) -> AdamMoments:
     ``device``."""
     stored = state.get("inner_moments")
     if stored is None:
-        raise ValueError("the checkpoint holds no inner Adam state: it was not trained with "
-                         "adaptation.inner_optimizer = adam")
+        raise ConfigError("the checkpoint holds no inner Adam state, which a run with "
+                          "adaptation.inner_optimizer = adam keeps: it was not trained with it")
     return AdamMoments(OrderedDict((k, v.to(device)) for k, v in stored["second_moment"].items()),
                        int(stored["steps"]))
 
