@@ -49,6 +49,19 @@ def _random_moments(params, seed: int, steps: int) -> AdamMoments:
                                    for k, v in params.items()), steps)
 
 
+def _torch_adam_from(params, start: AdamMoments, lr: float):
+    """A module holding ``params`` and torch's Adam (β1 = 0, ε = 0) with ``start`` loaded."""
+    module = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Tanh(),
+                                 torch.nn.Linear(4, 1)).double()
+    module.load_state_dict({k: v.detach() for k, v in params.items()})
+    optimizer = torch.optim.Adam(module.parameters(), lr=lr, betas=(0.0, 0.999), eps=0.0)
+    for p, name in zip(module.parameters(), params, strict=True):
+        optimizer.state[p] = {"step": torch.tensor(float(start.steps)),
+                              "exp_avg": torch.zeros_like(p),
+                              "exp_avg_sq": start.second_moment[name].clone()}
+    return module, optimizer
+
+
 def test_one_inner_adam_step_by_hand():
     """t = 1 from zero moments: v = (1 − β2) g², p − lr √(1 − β2) g / (√v + ε), the epsilon
     outside the bias correction as in TensorFlow's Adam."""
@@ -71,13 +84,7 @@ def test_inner_adam_steps_are_torchs_adam_with_beta1_0_from_any_state(monkeypatc
     monkeypatch.setattr(adaptation, "ADAM_EPS", 0.0)
     model, params, batch = _problem(1)
     start = _random_moments(params, seed=3, steps=7)
-    module = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Tanh(),
-                                 torch.nn.Linear(4, 1)).double()
-    module.load_state_dict({k: v.detach() for k, v in params.items()})
-    torch_adam = torch.optim.Adam(module.parameters(), lr=0.05, betas=(0.0, 0.999), eps=0.0)
-    for p, name in zip(module.parameters(), params, strict=True):
-        torch_adam.state[p] = {"step": torch.tensor(7.0), "exp_avg": torch.zeros_like(p),
-                               "exp_avg_sq": start.second_moment[name].clone()}
+    module, torch_adam = _torch_adam_from(params, start, lr=0.05)
     ours, moments = OrderedDict((k, v.detach()) for k, v in params.items()), start
     for step in range(4):
         x, y = batch.support_x[0, 3 * step: 3 * step + 3], batch.support_y[0, 3 * step:][:3]
@@ -150,13 +157,7 @@ def test_reptile_inner_loop_is_each_tasks_own_adam_on_its_minibatches(monkeypatc
                                                  moments=start)
     finals = []
     for t in range(3):
-        module = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Tanh(),
-                                     torch.nn.Linear(4, 1)).double()
-        module.load_state_dict({k: v.detach() for k, v in params.items()})
-        opt = torch.optim.Adam(module.parameters(), lr=0.02, betas=(0.0, 0.999), eps=0.0)
-        for p, name in zip(module.parameters(), params, strict=True):
-            opt.state[p] = {"step": torch.tensor(2.0), "exp_avg": torch.zeros_like(p),
-                            "exp_avg_sq": start.second_moment[name].clone()}
+        module, opt = _torch_adam_from(params, start, lr=0.02)
         for s in range(4):
             opt.zero_grad()
             mse_loss(module(batch.support_x[t, indices[t, s]]),
