@@ -645,7 +645,9 @@ def test_omniglot_render_shows_the_last_steps_predictions_of_the_seeds_tasks(
     monkeypatch.setattr(omniglot_experiment, "sample_omniglot_batch", lambda *args: (
         batches.append(real_sample(*args)) or batches[-1]))
 
-    def predictions(model, params, batch, loss, *, steps, lr):  # (T, steps + 1, Q, ways)
+    def predictions(model, params, batch, loss, *, steps, lr, moments):
+        """(T, steps + 1, Q, ways) outputs."""
+        assert moments is None, "gradient steps: no inner Adam state"
         rates.append(lr)
         outputs = torch.zeros(batch.query_x.shape[0], steps + 1, batch.query_x.shape[1], 3)
         outputs[:, 1, :, 1] = 1.0  # step 1 predicts class 1
