@@ -107,7 +107,7 @@ class OmniglotTaskConfig:
         ge=1, le=19)
     train_shots: int | None = param(
         None, "support images per class in meta-training (null: shots; the Reptile paper "
-        "trains 5-way 1-shot on 15)", ge=1, le=19)
+        "trains 5-way 1-shot on 10)", ge=1, le=19)
 
 
 @dataclasses.dataclass
