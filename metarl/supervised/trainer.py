@@ -123,7 +123,7 @@ class SupervisedMetaTrainer:
         batch = self.sample_batch(self.task_generator).to(self.device)
         metric_fn = self.metric[1] if self.metric is not None else None
         moments = None
-        if self.inner_moments is not None or self.inner_batch_size is not None:
+        if self.adaptation.method == "reptile":
             minibatches = None
             if self.inner_batch_size is not None:
                 minibatches = minibatch_indices(
