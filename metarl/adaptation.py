@@ -211,10 +211,13 @@ def inner_adam_step(params: Params, grads: Mapping[str, Tensor], moments: AdamMo
     With β1 = 0 the first moment is the gradient itself. Returns the new parameters and state.
     """
     steps = moments.steps + 1
-    second = OrderedDict((k, ADAM_BETA2 * v + (1.0 - ADAM_BETA2) * grads[k].square())
-                         for k, v in moments.second_moment.items())
+    # fused forms of v' = β2 v + (1 − β2) g² and p − scale g / (√v' + ε): fewer passes
+    second = OrderedDict(
+        (k, torch.addcmul(ADAM_BETA2 * v, grads[k], grads[k], value=1.0 - ADAM_BETA2))
+        for k, v in moments.second_moment.items())
     scale = lr * math.sqrt(1.0 - ADAM_BETA2 ** steps)
-    updated = OrderedDict((k, p - scale * grads[k] / (second[k].sqrt() + ADAM_EPS))
+    updated = OrderedDict((k, torch.addcdiv(p, grads[k], second[k].sqrt() + ADAM_EPS,
+                                            value=-scale))
                           for k, p in params.items())
     return updated, AdamMoments(second, steps)
 

@@ -124,6 +124,48 @@ def test_batch_stat_norm_equals_builtin_batch_norm_in_training_mode():
     torch.testing.assert_close(norm(x), expected)
 
 
+def _plain_ops_batch_stat_norm(norm: BatchStatNorm, x: torch.Tensor) -> torch.Tensor:
+    mean = x.mean(dim=(0, 2, 3), keepdim=True)
+    var = (x - mean).square().mean(dim=(0, 2, 3), keepdim=True)
+    normalized = (x - mean) * torch.rsqrt(var + norm.eps)
+    return normalized * norm.weight.view(1, -1, 1, 1) + norm.bias.view(1, -1, 1, 1)
+
+
+def test_batch_stat_norm_on_plain_tensors_is_the_fused_kernel_exact_to_second_order(
+        monkeypatch):
+    """Outside torch.func transforms the norm runs F.batch_norm (faster); its value, gradient
+    and Hessian-vector product equal the plain-operations form's."""
+    generator = torch.Generator().manual_seed(4)
+    norm = BatchStatNorm(3).double()
+    with torch.no_grad():
+        norm.weight.copy_(torch.tensor([0.5, 1.0, 2.0]))
+        norm.bias.copy_(torch.tensor([0.1, -0.2, 0.3]))
+    x = torch.randn(6, 3, 4, 4, dtype=torch.float64, generator=generator, requires_grad=True)
+    probe = torch.randn(6, 3, 4, 4, dtype=torch.float64, generator=generator)
+    tangents = [torch.randn(t.shape, dtype=torch.float64, generator=generator)
+                for t in (x, norm.weight, norm.bias)]
+
+    def derivatives(forward):
+        inputs = (x, norm.weight, norm.bias)
+        loss = (forward(x).tanh() * probe).sum()  # tanh: a loss with curvature in the output
+        grads = torch.autograd.grad(loss, inputs, create_graph=True)
+        curvature = sum((g * v).sum() for g, v in zip(grads, tangents, strict=True))
+        hvp = torch.autograd.grad(curvature, inputs)
+        return loss.detach(), [g.detach() for g in grads], list(hvp)
+
+    calls = []
+    fused = F.batch_norm
+    monkeypatch.setattr(F, "batch_norm", lambda *a, **k: calls.append(1) or fused(*a, **k))
+    ours = derivatives(norm)
+    assert calls, "the module should take the fused kernel on plain tensors"
+    reference = derivatives(lambda inputs: _plain_ops_batch_stat_norm(norm, inputs))
+    torch.testing.assert_close(ours, reference, rtol=1e-10, atol=1e-12)
+
+    calls.clear()  # under vmap it must not: the fused kernel's batching is wrong to 2nd order
+    torch.func.vmap(norm)(x.detach().unsqueeze(0).expand(2, -1, -1, -1, -1))
+    assert not calls
+
+
 @pytest.mark.parametrize(("downsample", "size"), [("stride", 28), ("maxpool", 28), ("stride", 12)])
 def test_conv4_maps_images_to_logits(downsample, size):
     model = Conv4(5, filters=8, image_size=size, downsample=downsample)
