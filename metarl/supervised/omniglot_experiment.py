@@ -67,9 +67,10 @@ DEFAULT_ROOTS = ("data/omniglot", "../shared/data/omniglot")
 CHECKOUT = Path(__file__).resolve().parents[2]
 VMAP_MAX_IMAGES_PER_TASK = 20
 """``vectorize: auto`` uses vmap up to this many images per task and the loop above. Measured
-on 2 CPU cores (``metarl benchmark omniglot``, docs/BENCHMARKS.md): vmap is 2.3-2.6x faster at
+on 2 CPU cores (``metarl benchmark omniglot``, docs/BENCHMARKS.md): vmap is 1.7-2x faster at
 10 images per task (5-way 1-shot, 1 query); at 30 (5-way 1-shot, 5 queries) the loop was
-1.2-2x faster; at 40 (20-way 1-shot) they are within 1.0-1.3x."""
+1.2-2x faster; at 40 (20-way 1-shot) the loop is as fast for MAML and 1.2x faster for the
+first-order methods."""
 
 
 @dataclasses.dataclass
