@@ -249,15 +249,16 @@ def test_omniglot_evaluate_and_render_compute_on_the_configured_device(
     seen = []
 
     def recording_curve(model, params, batch, loss_fn, metric_fn, *, steps, lr, vectorize,
-                        moments):
-        assert moments is None, "gradient steps: no inner Adam state"
+                        moments, minibatches):
+        assert moments is None and minibatches is None, "full-batch gradient steps"
         seen.append((_devices(params, dict(model.named_parameters()),
                               lr if isinstance(lr, dict) else {}),
                      {batch.support_x.device.type, batch.query_y.device.type}))
         return torch.zeros(batch.num_tasks, steps + 1)  # as from the device, copied back
 
-    def recording_predictions(model, params, batch, loss_fn, *, steps, lr, moments):
-        assert moments is None
+    def recording_predictions(model, params, batch, loss_fn, *, steps, lr, moments,
+                              minibatches):
+        assert moments is None and minibatches is None
         seen.append((_devices(params, lr if isinstance(lr, dict) else {}),
                      {batch.support_x.device.type}))
         raise _Seen  # the CPU copy of the outputs, which a meta tensor cannot give, is next

@@ -4,6 +4,8 @@ an end-to-end train / evaluate / render through the CLI on the offline copy."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 from collections import OrderedDict
@@ -687,9 +689,9 @@ def test_omniglot_render_shows_the_last_steps_predictions_of_the_seeds_tasks(
     monkeypatch.setattr(omniglot_experiment, "sample_omniglot_batch", lambda *args: (
         batches.append(real_sample(*args)) or batches[-1]))
 
-    def predictions(model, params, batch, loss, *, steps, lr, moments):
+    def predictions(model, params, batch, loss, *, steps, lr, moments, minibatches):
         """(T, steps + 1, Q, ways) outputs."""
-        assert moments is None, "gradient steps: no inner Adam state"
+        assert moments is None and minibatches is None, "full-batch gradient steps"
         rates.append(lr)
         outputs = torch.zeros(batch.query_x.shape[0], steps + 1, batch.query_x.shape[1], 3)
         outputs[:, 1, :, 1] = 1.0  # step 1 predicts class 1
@@ -721,7 +723,7 @@ def _reptile_paper_config(monkeypatch, **overrides):
                 "training": {"iterations": 4, "meta_batch_size": 2, "outer_optimizer": "sgd",
                              "outer_lr": 1.0, "outer_lr_final": 0.0}}
     for name, values in overrides.items():
-        sections[name] = {**sections[name], **values}
+        sections[name] = {**sections.get(name, {}), **values}
     return _tiny_omniglot(monkeypatch, **sections)[0]
 
 
@@ -796,6 +798,55 @@ def test_a_reptile_run_adapts_at_test_time_from_its_inner_adams_state(tmp_path, 
     assert given == [None]
 
 
+def test_evaluation_inner_batch_size_adapts_test_tasks_on_minibatches(tmp_path, monkeypatch):
+    """evaluation.inner_batch_size: evaluate and render adapt each test task on shuffled
+    minibatches of its support set, drawn from the evaluation seed for all tasks at once, so
+    that the result does not depend on evaluation.chunk_tasks; without it, the whole set."""
+    import metarl.supervised.omniglot_experiment as omniglot_experiment
+    from metarl.experiment import EvaluateOptions, RenderOptions
+
+    config = _reptile_paper_config(monkeypatch, task={"shots": 2},
+                                   evaluation={"inner_batch_size": 4})
+    experiment = omniglot_experiment.OmniglotExperiment()
+    trainer = experiment.make_trainer(config)
+    trainer.train_iteration(0)
+    state = {"trainer": trainer.state_dict(), "iteration": 1}
+    given = []
+    for name in ("adaptation_curve", "query_predictions"):
+        real = getattr(omniglot_experiment, name)
+
+        def recording(*args, real=real, **kwargs):
+            given.append(kwargs["minibatches"])
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(omniglot_experiment, name, recording)
+
+    def evaluated(cfg):
+        return experiment.evaluate(cfg, state, tmp_path, EvaluateOptions(tasks=5, steps=3))
+
+    whole_chunk = evaluated(config)
+    ((indices,),) = [given]
+    assert indices.shape == (5, 3, 4) and int(indices.min()) >= 0 and int(indices.max()) < 6
+    for t in range(5):  # 12 draws go through two shuffles of the 6 support images
+        assert sorted(indices[t].flatten()[:6].tolist()) == list(range(6))
+    given.clear()
+    chunked = evaluated(dataclasses.replace(
+        config, evaluation=dataclasses.replace(config.evaluation, chunk_tasks=2)))
+    assert [tuple(m.shape) for m in given] == [(2, 3, 4), (2, 3, 4), (1, 3, 4)]
+    assert torch.equal(torch.cat(given), indices)
+    assert chunked["mean"] == whole_chunk["mean"]
+    written = json.loads((tmp_path / "evaluation.json").read_text())
+    assert written["evaluation_config"]["inner_batch_size"] == 4
+    given.clear()
+    experiment.render(config, state, tmp_path, RenderOptions(tasks=2, steps=3,
+                                                             output=tmp_path / "r.png"))
+    assert tuple(given[0].shape) == (2, 3, 4)
+    given.clear()
+    full = evaluated(dataclasses.replace(
+        config, evaluation=dataclasses.replace(config.evaluation, inner_batch_size=None)))
+    assert given == [None] and full["mean"][0] == whole_chunk["mean"][0]
+
+
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"adaptation": {"method": "maml"}},
      "adaptation.inner_optimizer = adam needs adaptation.method = reptile"),
@@ -805,6 +856,8 @@ def test_a_reptile_run_adapts_at_test_time_from_its_inner_adams_state(tmp_path, 
      "adaptation.inner_batch_size = 10 exceeds the 9 support images"),
     ({"task": {"train_shots": 19, "queries": 2}},
      "task.train_shots \\+ task.queries = 21: a character has only 20 drawings"),
+    ({"evaluation": {"inner_batch_size": 4}},
+     "evaluation.inner_batch_size = 4 exceeds the 3 support images of a test task"),
 ])
 def test_reptile_paper_settings_are_checked_before_any_work(monkeypatch, overrides, message):
     from metarl.config import ConfigError

@@ -245,6 +245,48 @@ def test_evaluation_curves_adapt_each_task_with_the_inner_adam_from_the_given_st
     assert not torch.allclose(plain[:, 1:], curve[:, 1:]), "gradient steps differ"
 
 
+@pytest.mark.parametrize("with_adam", [False, True])
+def test_evaluation_curves_adapt_each_step_on_its_minibatch(with_adam):
+    """With test-time minibatches, step s of task t trains on support examples
+    ``minibatches[t, s]`` only (checked by hand, with gradient steps and with the inner Adam),
+    the vmap path gives the loop's numbers, and query_predictions steps the same way."""
+    from metarl.supervised.meta import adaptation_curve, query_predictions
+
+    model, params, batch = _problem(3)
+    start = _random_moments(params, seed=6, steps=40) if with_adam else None
+    indices = minibatch_indices(3, 12, 4, 5, torch.Generator().manual_seed(2))
+    curves = [adaptation_curve(model, params, batch, mse_loss, mse_loss, steps=4, lr=0.05,
+                               vectorize=vectorize, moments=start, minibatches=indices)
+              for vectorize in (False, True)]
+    torch.testing.assert_close(curves[1], curves[0], rtol=1e-10, atol=1e-12)
+    outputs = query_predictions(model, params, batch, mse_loss, steps=4, lr=0.05,
+                                moments=start, minibatches=indices)
+    for t in range(3):
+        fast, moments = OrderedDict((k, v.detach()) for k, v in params.items()), start
+        for step in range(5):
+            prediction = functional_call(model, fast, (batch.query_x[t],))
+            torch.testing.assert_close(curves[0][t, step],
+                                       mse_loss(prediction, batch.query_y[t]))
+            torch.testing.assert_close(outputs[t, step], prediction)
+            if step == 4:
+                break
+            leaf = OrderedDict((k, v.clone().requires_grad_(True)) for k, v in fast.items())
+            chosen = indices[t, step]
+            loss = mse_loss(functional_call(model, leaf, (batch.support_x[t, chosen],)),
+                            batch.support_y[t, chosen])
+            grads = dict(zip(leaf, torch.autograd.grad(loss, list(leaf.values())), strict=True))
+            if moments is not None:
+                fast, moments = inner_adam_step(fast, grads, moments, lr=0.05)
+            else:
+                fast = OrderedDict((k, v - 0.05 * grads[k]) for k, v in fast.items())
+    whole = adaptation_curve(model, params, batch, mse_loss, mse_loss, steps=4, lr=0.05,
+                             vectorize=False, moments=start)
+    assert not torch.allclose(whole[:, 1:], curves[0][:, 1:]), "full-batch steps differ"
+    with pytest.raises(ValueError, match=r"minibatches must be \(tasks, steps, batch\)"):
+        adaptation_curve(model, params, batch, mse_loss, mse_loss, steps=3, lr=0.05,
+                         moments=start, minibatches=indices)
+
+
 @pytest.mark.parametrize("batch_size", [None, 3])
 def test_the_trainer_gives_reptile_the_minibatches_of_its_inner_batch_size(monkeypatch,
                                                                            batch_size):

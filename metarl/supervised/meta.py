@@ -140,13 +140,9 @@ def reptile_adaptation(model: nn.Module, params: Params, batch: TaskBatch, loss_
         fast: Params = start
         state = moments
         for step in range(steps):
-            x, y = (sx, sy) if not indices else (sx[indices[0][step]], sy[indices[0][step]])
-
-            def support_loss(p: Params, x: Tensor = x, y: Tensor = y) -> Tensor:
-                return loss_fn(functional_call(model, p, (x,)), y)
-
-            fast, state = detached_step(fast, support_loss, lr=step_learning_rate(lr, step),
-                                        moments=state, functional=functional)
+            fast, state = detached_step(fast, _support_loss(model, loss_fn, sx, sy, indices, step),
+                                        lr=step_learning_rate(lr, step), moments=state,
+                                        functional=functional)
         with torch.no_grad():
             prediction = functional_call(model, fast, (qx,))
             metric = (metric_fn(prediction, qy) if metric_fn is not None
@@ -155,9 +151,8 @@ def reptile_adaptation(model: nn.Module, params: Params, batch: TaskBatch, loss_
         second = state.second_moment if state is not None else OrderedDict()
         return fast, second, loss, metric
 
-    extras = () if minibatches is None else (minibatches,)
-    fast, second, losses, metrics = map_tasks(one_task, batch, vectorize=vectorize,
-                                              extras=extras)
+    fast, second, losses, metrics = map_tasks(
+        one_task, batch, vectorize=vectorize, extras=_minibatch_extras(minibatches, batch, steps))
     merged = (merge_task_moments(moments, AdamMoments(second, moments.steps + steps), steps)
               if moments is not None else None)
     return fast, merged, losses, (metrics if metric_fn is not None else None)
@@ -234,11 +229,14 @@ def meta_gradient(model: nn.Module, params: Params, batch: TaskBatch, loss_fn: L
 
 def adaptation_curve(model: nn.Module, params: Params, batch: TaskBatch, loss_fn: LossFn,
                      metric_fn: LossFn, *, steps: int, lr: LearningRate,
-                     vectorize: bool = True, moments: AdamMoments | None = None) -> Tensor:
+                     vectorize: bool = True, moments: AdamMoments | None = None,
+                     minibatches: Tensor | None = None) -> Tensor:
     """Query metric before adaptation and after each of ``steps`` inner steps on the support set.
 
     The steps are gradient steps, or with ``moments`` steps of the inner Adam, each task
-    starting from that state (a Reptile run adapts as it trained).
+    starting from that state (a Reptile run adapts as it trained). ``minibatches``:
+    ``(T, steps, B)`` indices of the support examples each step trains on (see
+    :func:`minibatch_indices`); None: the whole support set at every step.
 
     Returns a detached tensor of shape ``(T, steps + 1)``; column s is the metric after s steps.
     Raises :class:`NonFiniteLossError` when a step leaves a weight or the metric nan or inf
@@ -247,10 +245,8 @@ def adaptation_curve(model: nn.Module, params: Params, batch: TaskBatch, loss_fn
     """
     start = OrderedDict((k, v.detach()) for k, v in params.items())
 
-    def one_task(sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor, functional: bool) -> Tensor:
-        def support_loss(p: Params) -> Tensor:
-            return loss_fn(functional_call(model, p, (sx,)), sy)
-
+    def one_task(sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor, functional: bool,
+                 *indices: Tensor) -> Tensor:
         def scored(fast: Params) -> Tensor:
             """(metric, 1 if it and every weight are finite else 0)."""
             metric = metric_fn(functional_call(model, fast, (qx,)), qy).detach()
@@ -262,12 +258,14 @@ def adaptation_curve(model: nn.Module, params: Params, batch: TaskBatch, loss_fn
         state = moments
         values = [scored(fast)]
         for step in range(steps):
-            fast, state = detached_step(fast, support_loss, lr=step_learning_rate(lr, step),
-                                        moments=state, functional=functional)
+            fast, state = detached_step(fast, _support_loss(model, loss_fn, sx, sy, indices, step),
+                                        lr=step_learning_rate(lr, step), moments=state,
+                                        functional=functional)
             values.append(scored(fast))
         return torch.stack(values)
 
-    scores = map_tasks(one_task, batch, vectorize=vectorize)  # (T, steps + 1, 2)
+    scores = map_tasks(one_task, batch, vectorize=vectorize,
+                       extras=_minibatch_extras(minibatches, batch, steps))  # (T, steps + 1, 2)
     broken = (scores[..., 1] == 0).any(dim=0)
     if bool(broken.any()):
         step = int(broken.nonzero()[0])
@@ -291,27 +289,51 @@ def adaptation_curve(model: nn.Module, params: Params, batch: TaskBatch, loss_fn
 
 
 def query_predictions(model: nn.Module, params: Params, batch: TaskBatch, loss_fn: LossFn, *,
-                      steps: int, lr: LearningRate,
-                      moments: AdamMoments | None = None) -> Tensor:
+                      steps: int, lr: LearningRate, moments: AdamMoments | None = None,
+                      minibatches: Tensor | None = None) -> Tensor:
     """Model outputs on each task's query inputs before and after each of ``steps`` inner steps
-    (gradient steps, or with ``moments`` the inner Adam's, as :func:`adaptation_curve` takes).
+    (gradient steps, or with ``moments`` the inner Adam's; on ``minibatches`` of the support
+    set where given: as :func:`adaptation_curve` takes them).
 
     Returns a detached tensor of shape ``(T, steps + 1, N_q, *out)``; index s along the second
     dimension is the output after s steps on the support set (for pictures, not training).
     """
     start = OrderedDict((k, v.detach()) for k, v in params.items())
 
-    def one_task(sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor, functional: bool) -> Tensor:
-        def support_loss(p: Params) -> Tensor:
-            return loss_fn(functional_call(model, p, (sx,)), sy)
-
+    def one_task(sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor, functional: bool,
+                 *indices: Tensor) -> Tensor:
         fast: Params = start
         state = moments
         outputs = [functional_call(model, fast, (qx,)).detach()]
         for step in range(steps):
-            fast, state = detached_step(fast, support_loss, lr=step_learning_rate(lr, step),
-                                        moments=state, functional=functional)
+            fast, state = detached_step(fast, _support_loss(model, loss_fn, sx, sy, indices, step),
+                                        lr=step_learning_rate(lr, step), moments=state,
+                                        functional=functional)
             outputs.append(functional_call(model, fast, (qx,)).detach())
         return torch.stack(outputs)
 
-    return map_tasks(one_task, batch, vectorize=False)
+    return map_tasks(one_task, batch, vectorize=False,
+                     extras=_minibatch_extras(minibatches, batch, steps))
+
+
+def _support_loss(model: nn.Module, loss_fn: LossFn, support_x: Tensor, support_y: Tensor,
+                  indices: tuple[Tensor, ...], step: int) -> Callable[[Params], Tensor]:
+    """The loss of inner step ``step`` on one task's support set, or on its minibatch
+    ``indices[0][step]`` where a task's ``(steps, B)`` indices are given."""
+    if indices:
+        support_x, support_y = support_x[indices[0][step]], support_y[indices[0][step]]
+
+    def support_loss(p: Params) -> Tensor:
+        return loss_fn(functional_call(model, p, (support_x,)), support_y)
+
+    return support_loss
+
+
+def _minibatch_extras(minibatches: Tensor | None, batch: TaskBatch,
+                      steps: int) -> tuple[Tensor, ...]:
+    if minibatches is None:
+        return ()
+    if minibatches.dim() != 3 or tuple(minibatches.shape[:2]) != (batch.num_tasks, steps):
+        raise ValueError(f"minibatches must be (tasks, steps, batch) = ({batch.num_tasks}, "
+                         f"{steps}, B) indices, got {tuple(minibatches.shape)}")
+    return (minibatches,)

@@ -29,7 +29,7 @@ from metarl.evaluation import format_table, summarize, write_evaluation
 from metarl.experiment import EvaluateOptions, Experiment, RenderOptions
 from metarl.plots import plot_adaptation_curves, wrapped_title
 from metarl.seeding import torch_generator
-from metarl.supervised.meta import adaptation_curve, query_predictions
+from metarl.supervised.meta import adaptation_curve, minibatch_indices, query_predictions
 from metarl.supervised.omniglot import (
     CharacterSplit,
     Conv4,
@@ -108,7 +108,7 @@ class OmniglotTaskConfig:
         ge=1, le=19)
     train_shots: int | None = param(
         None, "support images per class in meta-training (null: shots; the Reptile paper "
-        "trains 5-way 1-shot on 10)", ge=1, le=19)
+        "trains on 10)", ge=1, le=19)
 
 
 @dataclasses.dataclass
@@ -166,6 +166,10 @@ class OmniglotEvaluationConfig:
         1.0, "learning rate of the steps after the first, as a fraction of inner_lr (1.0: one "
         "step size, as in the MAML paper's Omniglot evaluation; a Meta-SGD run keeps its "
         "learned rates at every step)", gt=0, le=1)
+    inner_batch_size: int | None = param(
+        None, "support images each test-time step adapts on, in shuffled batches drawn as in "
+        "training (the Reptile paper: 5 for 5-way 5-shot, 10 for 20-way); null: all of them",
+        ge=1)
     chunk_tasks: int = param(100, "test tasks loaded and adapted together: bounds "
                              "evaluation's memory (images, activations, fast weights) at "
                              "some cost in speed", ge=1)
@@ -222,6 +226,11 @@ class OmniglotConfig:
             raise ConfigError(f"adaptation.inner_batch_size = {adaptation.inner_batch_size} "
                               f"exceeds the {task.ways * support} support images of a "
                               f"training task (task.ways x task.train_shots or task.shots)")
+        test_batch = self.evaluation.inner_batch_size
+        if test_batch is not None and test_batch > task.ways * task.shots:
+            raise ConfigError(f"evaluation.inner_batch_size = {test_batch} exceeds the "
+                              f"{task.ways * task.shots} support images of a test task "
+                              f"(task.ways x task.shots)")
         test_characters = TOTAL_CHARACTERS - self.data.train_characters
         if task.ways > test_characters:
             raise ConfigError(f"task.ways = {task.ways} exceeds the {test_characters} test "
@@ -307,6 +316,18 @@ def inner_moments(config: OmniglotConfig, state: dict[str, Any],
     if config.adaptation.inner_optimizer != "adam":
         return None
     return stored_moments(state["trainer"], device)
+
+
+def test_minibatches(config: OmniglotConfig, tasks: int, steps: int,
+                     generator: torch.Generator) -> torch.Tensor | None:
+    """``(tasks, steps, evaluation.inner_batch_size)`` indices of the support images each
+    test-time step adapts on, drawn for all test tasks at once (so that chunking does not
+    change them); None when every step takes the whole support set."""
+    size = config.evaluation.inner_batch_size
+    if size is None:
+        return None
+    return minibatch_indices(tasks, config.task.ways * config.task.shots, steps, size,
+                             generator)
 
 
 class OmniglotTrainer(SupervisedMetaTrainer):
@@ -416,11 +437,16 @@ class OmniglotExperiment(Experiment):
         moments = inner_moments(config, state, device)
         model = make_model(config).to(device)
         params = on_device(state["trainer"]["params"], device)
-        chunks = [adaptation_curve(model, params,
-                                   draw.gather(pool, start, start + ev.chunk_tasks).to(device),
-                                   cross_entropy, percent_accuracy, steps=steps, lr=lr,
-                                   vectorize=vectorize, moments=moments).cpu()
-                  for start in range(0, tasks, ev.chunk_tasks)]
+        minibatches = test_minibatches(config, tasks, steps,
+                                       torch_generator(seed, "evaluate-batches"))
+        chunks = []
+        for start in range(0, tasks, ev.chunk_tasks):
+            end = start + ev.chunk_tasks
+            chunks.append(adaptation_curve(
+                model, params, draw.gather(pool, start, end).to(device), cross_entropy,
+                percent_accuracy, steps=steps, lr=lr, vectorize=vectorize, moments=moments,
+                minibatches=None if minibatches is None else minibatches[start:end].to(device),
+            ).cpu())
         curve = summarize(torch.cat(chunks).numpy())
         label = f"{config.adaptation.label}, {task.ways}-way {task.shots}-shot"
         published = PUBLISHED_ACCURACY.get((task.ways, task.shots), {})
@@ -461,10 +487,14 @@ class OmniglotExperiment(Experiment):
                                       config.evaluation.queries or task.queries,
                                       torch_generator(seed, "render"))
         lr = evaluation_lr(config, state["trainer"].get("inner_lr"), steps, device)
+        minibatches = test_minibatches(config, options.tasks, steps,
+                                       torch_generator(seed, "render-batches"))
         outputs = query_predictions(make_model(config).to(device),
                                     on_device(state["trainer"]["params"], device),
                                     batch.to(device), cross_entropy, steps=steps, lr=lr,
-                                    moments=inner_moments(config, state, device)).cpu()
+                                    moments=inner_moments(config, state, device),
+                                    minibatches=None if minibatches is None
+                                    else minibatches.to(device)).cpu()
         before, after = outputs[:, 0].argmax(-1), outputs[:, -1].argmax(-1)
         shown_classes = min(task.ways, 10)
         shown_queries = min(batch.query_x.shape[1], 10)
