@@ -5,7 +5,6 @@ an end-to-end train / evaluate / render through the CLI on the offline copy."""
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import math
 from collections import OrderedDict
@@ -845,6 +844,40 @@ def test_evaluation_inner_batch_size_adapts_test_tasks_on_minibatches(tmp_path, 
     full = evaluated(dataclasses.replace(
         config, evaluation=dataclasses.replace(config.evaluation, inner_batch_size=None)))
     assert given == [None] and full["mean"][0] == whole_chunk["mean"][0]
+
+
+def test_evaluation_shots_tests_a_run_on_another_k(tmp_path, monkeypatch):
+    """evaluation.shots: evaluate and render draw test tasks of that many support images per
+    class (a run trained with train_shots trains the same for any K); evaluation.json and the
+    picture say which K, and the published figures are those of that K."""
+    import metarl.supervised.omniglot_experiment as omniglot_experiment
+    from metarl.experiment import EvaluateOptions, RenderOptions
+
+    config = _reptile_paper_config(monkeypatch, evaluation={"shots": 3})
+    experiment = omniglot_experiment.OmniglotExperiment()
+    trainer = experiment.make_trainer(config)
+    trainer.train_iteration(0)
+    state = {"trainer": trainer.state_dict(), "iteration": 1}
+    support_sizes = []
+    for name in ("adaptation_curve", "query_predictions"):
+        real = getattr(omniglot_experiment, name)
+
+        def recording(model, params, batch, *args, real=real, **kwargs):
+            support_sizes.append((batch.support_x.shape[1], batch.query_x.shape[1]))
+            return real(model, params, batch, *args, **kwargs)
+
+        monkeypatch.setattr(omniglot_experiment, name, recording)
+    result = experiment.evaluate(config, state, tmp_path, EvaluateOptions(tasks=4, steps=1))
+    experiment.render(config, state, tmp_path, RenderOptions(tasks=1, steps=1,
+                                                             output=tmp_path / "r.png"))
+    assert support_sizes == [(3 * 3, 3 * 1)] * 2, "3-way 3-shot tasks, one query per class"
+    assert result["shots"] == 3 and "3-way 3-shot" in result["table"]
+    written = json.loads((tmp_path / "evaluation.json").read_text())
+    assert written["evaluation_config"]["shots"] == 3
+    five = _reptile_paper_config(monkeypatch, evaluation={"shots": 5}, task={"ways": 5})
+    assert omniglot_experiment.test_shots(five) == 5
+    assert experiment.test_tasks(five, torch.zeros(10, 20, 2, 2, dtype=torch.uint8), 2,
+                                 0).drawers.shape == (2, 5, 5 + 1)
 
 
 @pytest.mark.parametrize(("overrides", "message"), [

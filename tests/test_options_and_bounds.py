@@ -107,6 +107,17 @@ def test_omniglot_cross_field_checks_at_their_boundaries():
     with pytest.raises(ConfigError, match=r"^task.shots \+ evaluation.queries = 21: a character "
                                           r"has only 20 drawings$"):
         _omniglot(task={"shots": 15}, evaluation={"queries": 6})
+    assert _omniglot(task={"shots": 1, "queries": 15}, evaluation={"shots": 5}).task.shots == 1
+    with pytest.raises(ConfigError, match=r"^evaluation.shots \+ task.queries = 21: a "
+                                          r"character has only 20 drawings$"):
+        _omniglot(task={"shots": 1, "queries": 16}, evaluation={"shots": 5})
+    assert _omniglot(evaluation={"shots": 18, "queries": 2}).evaluation.shots == 18
+    with pytest.raises(ConfigError, match=r"^evaluation.shots \+ evaluation.queries = 21"):
+        _omniglot(evaluation={"shots": 18, "queries": 3})
+    assert _omniglot(evaluation={"shots": 2, "inner_batch_size": 10}).evaluation.shots == 2
+    with pytest.raises(ConfigError, match=r"^evaluation.inner_batch_size = 11 exceeds the 10 "
+                                          r"support images of a test task"):
+        _omniglot(evaluation={"shots": 2, "inner_batch_size": 11})
     assert _omniglot(task={"ways": 20}, data={"train_characters": 20}).task.ways == 20
     with pytest.raises(ConfigError, match=r"^task.ways = 21 exceeds data.train_characters = 20"):
         _omniglot(task={"ways": 21}, data={"train_characters": 20})

@@ -156,6 +156,10 @@ class OmniglotEvaluationConfig:
 
     tasks: int = param(600, "number of test tasks", ge=2)
     steps: int = param(3, "evaluate after 0..steps gradient steps", ge=0)
+    shots: int | None = param(
+        None, "support images per class of a test task (null: task.shots); a run trained with "
+        "task.train_shots trains the same for any K, so it can be tested at another",
+        ge=1, le=19)
     queries: int | None = param(
         None, "query images per class of a test task (null: task.queries; the MAML paper "
         "scored as many queries as shots)", ge=1, le=19)
@@ -196,12 +200,16 @@ class OmniglotConfig:
 
     def __post_init__(self) -> None:
         check_device_setting(self.device)
-        task = self.task
-        for name, queries in (("task.queries", task.queries),
-                              ("evaluation.queries", self.evaluation.queries)):
-            if queries is not None and task.shots + queries > DRAWERS:
-                raise ConfigError(f"task.shots + {name} = {task.shots + queries}: a character "
-                                  f"has only {DRAWERS} drawings")
+        task, ev = self.task, self.evaluation
+        shots = test_shots(self)
+        shots_key = "evaluation.shots" if ev.shots is not None else "task.shots"
+        queries_key = "evaluation.queries" if ev.queries is not None else "task.queries"
+        for name, per_class in (("task.shots + task.queries", task.shots + task.queries),
+                                (f"{shots_key} + {queries_key}",
+                                 shots + (ev.queries or task.queries))):
+            if per_class > DRAWERS:
+                raise ConfigError(f"{name} = {per_class}: a character has only {DRAWERS} "
+                                  "drawings")
         if task.ways > self.data.train_characters:
             raise ConfigError(f"task.ways = {task.ways} exceeds data.train_characters = "
                               f"{self.data.train_characters}: each task needs that many "
@@ -227,10 +235,10 @@ class OmniglotConfig:
                               f"exceeds the {task.ways * support} support images of a "
                               f"training task (task.ways x task.train_shots or task.shots)")
         test_batch = self.evaluation.inner_batch_size
-        if test_batch is not None and test_batch > task.ways * task.shots:
+        if test_batch is not None and test_batch > task.ways * shots:
             raise ConfigError(f"evaluation.inner_batch_size = {test_batch} exceeds the "
-                              f"{task.ways * task.shots} support images of a test task "
-                              f"(task.ways x task.shots)")
+                              f"{task.ways * shots} support images of a test task "
+                              f"(task.ways x evaluation.shots or task.shots)")
         test_characters = TOTAL_CHARACTERS - self.data.train_characters
         if task.ways > test_characters:
             raise ConfigError(f"task.ways = {task.ways} exceeds the {test_characters} test "
@@ -318,6 +326,11 @@ def inner_moments(config: OmniglotConfig, state: dict[str, Any],
     return stored_moments(state["trainer"], device)
 
 
+def test_shots(config: OmniglotConfig) -> int:
+    """Support images per class of a test task."""
+    return config.evaluation.shots or config.task.shots
+
+
 def test_minibatches(config: OmniglotConfig, tasks: int, steps: int,
                      generator: torch.Generator) -> torch.Tensor | None:
     """``(tasks, steps, evaluation.inner_batch_size)`` indices of the support images each
@@ -326,7 +339,7 @@ def test_minibatches(config: OmniglotConfig, tasks: int, steps: int,
     size = config.evaluation.inner_batch_size
     if size is None:
         return None
-    return minibatch_indices(tasks, config.task.ways * config.task.shots, steps, size,
+    return minibatch_indices(tasks, config.task.ways * test_shots(config), steps, size,
                              generator)
 
 
@@ -418,7 +431,7 @@ class OmniglotExperiment(Experiment):
                    seed: int) -> OmniglotTaskDraw:
         """Which images make up the test tasks; their images are gathered a chunk at a time."""
         queries = config.evaluation.queries or config.task.queries
-        return draw_omniglot_tasks(pool, tasks, config.task.ways, config.task.shots, queries,
+        return draw_omniglot_tasks(pool, tasks, config.task.ways, test_shots(config), queries,
                                    torch_generator(seed, "evaluate"))
 
     def evaluate(self, config: OmniglotConfig, state: dict[str, Any], run_dir: Path,
@@ -430,9 +443,9 @@ class OmniglotExperiment(Experiment):
         seed = ev.seed if options.seed is None else options.seed
         pool, _ = self.test_pool(config, state, run_dir, options.output_dir)
         draw = self.test_tasks(config, pool, tasks, seed)
-        queries = draw.drawers.shape[-1] - task.shots
-        vectorize = resolve_vectorize(config.adaptation.vectorize, task.ways,
-                                      task.shots + queries)
+        shots = test_shots(config)
+        queries = draw.drawers.shape[-1] - shots
+        vectorize = resolve_vectorize(config.adaptation.vectorize, task.ways, shots + queries)
         lr = evaluation_lr(config, state["trainer"].get("inner_lr"), steps, device)
         moments = inner_moments(config, state, device)
         model = make_model(config).to(device)
@@ -448,11 +461,11 @@ class OmniglotExperiment(Experiment):
                 minibatches=None if minibatches is None else minibatches[start:end].to(device),
             ).cpu())
         curve = summarize(torch.cat(chunks).numpy())
-        label = f"{config.adaptation.label}, {task.ways}-way {task.shots}-shot"
-        published = PUBLISHED_ACCURACY.get((task.ways, task.shots), {})
+        label = f"{config.adaptation.label}, {task.ways}-way {shots}-shot"
+        published = PUBLISHED_ACCURACY.get((task.ways, shots), {})
         result: dict[str, Any] = {
             "experiment": self.name, "metric": "accuracy (%)", "steps": list(range(steps + 1)),
-            **curve, "tasks": tasks, "ways": task.ways, "shots": task.shots,
+            **curve, "tasks": tasks, "ways": task.ways, "shots": shots,
             "queries_per_class": queries, "seed": seed,
             "inner_lr": lr if not isinstance(lr, dict) else "learned (Meta-SGD)",
             "inner_optimizer": config.adaptation.inner_optimizer,
@@ -463,7 +476,7 @@ class OmniglotExperiment(Experiment):
         plot_adaptation_curves(
             {label: curve}, result["steps"], (options.output_dir or run_dir) / "adaptation.png",
             ylabel="test accuracy % (mean ± 95% CI)", value_range=(0.0, 100.0),
-            title=f"Omniglot {task.ways}-way {task.shots}-shot, {tasks} test tasks",
+            title=f"Omniglot {task.ways}-way {shots}-shot, {tasks} test tasks",
             # the papers' final accuracies, each after its own number of test steps
             reference={f"{name} (paper)": {steps: value} for name, value in published.items()}
             if published and steps > 0 else None)
@@ -483,7 +496,8 @@ class OmniglotExperiment(Experiment):
         task = config.task
         # as many queries per class as evaluate scores: Conv4 normalizes with the statistics
         # of the images it is given, so other query sets would give other predictions
-        batch = sample_omniglot_batch(pool, options.tasks, task.ways, task.shots,
+        shots = test_shots(config)
+        batch = sample_omniglot_batch(pool, options.tasks, task.ways, shots,
                                       config.evaluation.queries or task.queries,
                                       torch_generator(seed, "render"))
         lr = evaluation_lr(config, state["trainer"].get("inner_lr"), steps, device)
@@ -510,7 +524,7 @@ class OmniglotExperiment(Experiment):
             top = rows_per_task * t
             for c in range(shown_classes):
                 ax = axes[top, c]
-                ax.imshow(batch.support_x[t, c * task.shots, 0].numpy(), cmap="gray_r")
+                ax.imshow(batch.support_x[t, c * shots, 0].numpy(), cmap="gray_r")
                 ax.set_title(f"class {c}", fontsize=8)
             axes[top, 0].text(-0.3, 0.5, f"task {t}\nsupport", transform=axes[top, 0].transAxes,
                               ha="right", va="center", fontsize=8)
@@ -528,7 +542,7 @@ class OmniglotExperiment(Experiment):
                                         transform=axes[top + row, 0].transAxes, ha="right",
                                         va="center", fontsize=8)
         fig.suptitle(wrapped_title(
-            f"Omniglot {task.ways}-way {task.shots}-shot test tasks, "
+            f"Omniglot {task.ways}-way {shots}-shot test tasks, "
             f"{config.adaptation.label}, iteration {state['iteration']}: predicted class of "
             "query images (green right, red wrong)"
             + (f"; support of classes 0-{shown_classes - 1} of {task.ways} shown"
