@@ -78,6 +78,16 @@ class RenderOptions:
     task: str | None = None
 
 
+@dataclass(frozen=True)
+class Panel:
+    """How ``learning_curve.png`` draws one metric of ``metrics.jsonl``: its panel's title,
+    optional fixed y limits, and an optional dashed horizontal line ``(value, label)``."""
+
+    title: str
+    limits: tuple[float | None, float | None] | None = None  # None: that end free
+    line: tuple[float, str] | None = None
+
+
 class Experiment(ABC):
     """One benchmark family: its config class and what train/evaluate/render mean for it."""
 
@@ -107,6 +117,12 @@ class Experiment(ABC):
         the run computes on, to say so (None: the CPU, the only choice of experiments that
         have nothing to check)."""
         return None
+
+    def learning_curve(self, config: Any) -> tuple[str, dict[str, Panel | None]]:
+        """The title of a run's ``learning_curve.png`` and how to draw its metrics, in order
+        (None: a metric logged but not drawn; metrics not named get a panel under their own
+        name)."""
+        return f"{self.name}: meta-training", {}
 
     @abstractmethod
     def make_trainer(self, config: Any) -> Trainer: ...

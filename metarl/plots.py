@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
+from metarl.experiment import Panel
 from metarl.logging import read_metrics
 
 
@@ -66,15 +67,25 @@ def _finish_axes(fig: plt.Figure, ax: plt.Axes, output: Path, *, xlabel: str, yl
 
 
 def plot_learning_curve(metrics_path: Path, output: Path, *, title: str = "",
+                        panels: Mapping[str, Panel | None] | None = None,
                         skip: Sequence[str] = ("iteration", "wall_time")) -> Path | None:
-    """One panel per metric of ``metrics.jsonl`` against the meta-iteration (smoothed)."""
+    """One panel per metric of ``metrics.jsonl`` against the meta-iteration (smoothed).
+
+    ``panels`` names the metrics to draw first, in order, with their titles (and limits, a
+    reference line); a metric it maps to None is not drawn, one it lacks is drawn last under
+    its own name.
+    """
     records = read_metrics(metrics_path)
     if not records:
         return None
-    names = [k for k in records[-1] if k not in skip]
+    panels = panels or {}
+    logged = [k for k in records[-1] if k not in skip]
+    names = ([k for k in panels if k in logged and panels[k] is not None]
+             + [k for k in logged if k not in panels])
     iterations = np.array([r["iteration"] for r in records])
     fig, axes = panel_grid(len(names), width=4.2, height=3.2)
     for ax, name in zip(axes, names, strict=True):
+        panel = panels.get(name) or Panel(name)
         values = np.array([r.get(name, np.nan) for r in records], dtype=float)
         ax.plot(iterations, values, color="0.75", linewidth=0.8)
         window = max(1, len(values) // 50)
@@ -82,9 +93,15 @@ def plot_learning_curve(metrics_path: Path, output: Path, *, title: str = "",
             kernel = np.ones(window) / window
             smooth = np.convolve(values, kernel, mode="valid")
             ax.plot(iterations[window - 1:], smooth, color="C0", linewidth=1.6)
+        if panel.line is not None:
+            ax.axhline(panel.line[0], color="0.3", linestyle="--", linewidth=1,
+                       label=panel.line[1])
+            ax.legend(fontsize=8, loc="lower right")
+        if panel.limits is not None:
+            ax.set_ylim(*panel.limits)
         ax.set_xlabel("meta-iteration")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(name)
+        ax.set_title("\n".join(textwrap.wrap(panel.title, 44)), fontsize=10)
         ax.grid(alpha=0.3)
     return save_figure(fig, output, title=title)
 

@@ -433,14 +433,14 @@ def train_run(experiment: Experiment, config: Any, run_dir: str | Path, *,
     except BaseException:
         with contextlib.suppress(OSError):  # closing may fail as a write did: say why we stop
             logger.close()
-        _plot_learning_curve(experiment, run_dir)
+        _plot_learning_curve(experiment, config, run_dir)
         raise
     try:
         logger.close()
     except OSError as error:  # the final checkpoint is whole; TensorBoard's last events may not be
         print(f"metarl: note: trained; {checkpoint_path} is complete, but closing the logs "
               f"failed ({error})", file=sys.stderr)
-    _plot_learning_curve(experiment, run_dir)
+    _plot_learning_curve(experiment, config, run_dir)
     return checkpoint_path
 
 
@@ -522,13 +522,14 @@ def write_snapshot(run_dir: str | Path, iteration: int,
     return target
 
 
-def _plot_learning_curve(experiment: Experiment, run_dir: Path) -> None:
+def _plot_learning_curve(experiment: Experiment, config: Any, run_dir: Path) -> None:
     from metarl.plots import plot_learning_curve
 
     if not (run_dir / METRICS_NAME).is_file():
         return
     try:
+        title, panels = experiment.learning_curve(config)
         plot_learning_curve(run_dir / METRICS_NAME, run_dir / "learning_curve.png",
-                            title=f"{experiment.name}: meta-training")
+                            title=title, panels=panels)
     except Exception as error:  # a picture must not hide why training stopped
         print(f"metarl: could not draw learning_curve.png: {error}", file=sys.stderr)

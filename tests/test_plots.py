@@ -115,6 +115,65 @@ def test_learning_curve_has_a_panel_per_metric_smoothed_over_a_fiftieth(tmp_path
     np.testing.assert_allclose(smooth.get_ydata(), 1.0)
 
 
+def test_learning_curve_panels_order_title_hide_and_mark_metrics(tmp_path, saved_figures):
+    """Named panels come first in their order, with their titles, limits and reference line;
+    a metric mapped to None is not drawn; one not named is drawn last under its own name."""
+    import json
+
+    from metarl.experiment import Panel
+    from metarl.plots import plot_learning_curve
+
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("".join(json.dumps({"iteration": i + 1, "loss": 1.0, "kl": 0.005,
+                                           "zero": 0.0, "extra": 2.0}) + "\n"
+                               for i in range(10)))
+    plot_learning_curve(metrics, tmp_path / "curve.png", title="run", panels={
+        "kl": Panel("mean KL", limits=(0.0, None), line=(0.01, "bound 0.01")),
+        "zero": None, "loss": Panel("query loss"), "absent": Panel("never logged")})
+    fig = saved_figures[-1]
+    assert [ax.get_title() for ax in fig.axes if ax.axison] == ["mean KL", "query loss",
+                                                               "extra"]
+    kl_axes = fig.axes[0]
+    (bound,) = [line for line in kl_axes.get_lines() if line.get_label() == "bound 0.01"]
+    assert list(bound.get_ydata()) == [0.01, 0.01] and kl_axes.get_ylim()[0] == 0.0
+    assert kl_axes.get_ylim()[1] > 0.01, "the free end leaves the line in view"
+
+
+def test_each_experiment_describes_its_learning_curve():
+    from metarl.experiment import config_from_data
+    from metarl.rl.experiment import MetaRLExperiment
+    from metarl.supervised.omniglot_experiment import OmniglotExperiment
+    from metarl.supervised.sine_experiment import SineExperiment
+
+    def described(experiment, data):
+        return experiment.learning_curve(config_from_data(data)[1])
+
+    title, panels = described(MetaRLExperiment(), {
+        "experiment": "meta_rl", "env": {"name": "half_cheetah_dir"},
+        "trpo": {"max_kl": 0.02}, "adaptation": {"inner_steps": 2}})
+    assert title.endswith("MAML-TRPO: meta-training")
+    assert panels["kl"].line == (0.02, "bound 0.02")
+    assert panels["return_after"].title == "return after 2 steps (training tasks)"
+    # standardized advantages make the surrogate before the step 0; episodes are counted
+    assert panels["surrogate_before"] is None and panels["episodes_after"] is None
+    _, panels = described(MetaRLExperiment(), {
+        "experiment": "meta_rl", "adaptation": {"method": "fomaml"},
+        "training": {"normalize_advantages": False, "sampling": "steps"}})
+    assert panels["surrogate_before"] is not None and panels["episodes_after"] is not None
+    assert panels["step_accepted"].limits == (-0.05, 1.05)
+    title, panels = described(OmniglotExperiment(), {
+        "experiment": "omniglot", "task": {"train_shots": 10},
+        "adaptation": {"method": "reptile", "inner_steps": 5}})
+    assert title == ("Omniglot 5-way 1-shot (training tasks 10-shot), reptile: "
+                     "meta-training")
+    assert panels["query_accuracy"].title == "query accuracy % after 5 steps (training tasks)"
+    title, _ = described(OmniglotExperiment(), {"experiment": "omniglot"})
+    assert title == "Omniglot 5-way 1-shot, maml: meta-training"
+    title, panels = described(SineExperiment(), {"experiment": "sine"})
+    assert title == "Sine regression, K = 10, maml: meta-training"
+    assert panels["query_loss"].title == "query MSE after 1 step (training tasks)"
+
+
 def test_adaptation_curves_draw_a_reference_at_its_steps(tmp_path, saved_figures):
     from metarl.plots import plot_adaptation_curves
 

@@ -63,13 +63,19 @@ def test_two_runs_with_one_seed_give_identical_numbers(tmp_path):
     assert metric_values(tmp_path / "c") != metric_values(tmp_path / "a")
 
 
-def test_run_directory_holds_config_checkpoint_logs_and_curve(tmp_path):
+def test_run_directory_holds_config_checkpoint_logs_and_curve(tmp_path, monkeypatch):
     config = from_dict(SineConfig, {"training": {"iterations": 6, "meta_batch_size": 3},
                                     "run": {"checkpoint_every": 2, "progress": False}})
     train_run(SineExperiment(), config, tmp_path / "run")
     names = {p.name for p in (tmp_path / "run").iterdir()}
     assert {"config.yaml", "checkpoint.pt", "metrics.jsonl", "tensorboard",
             "learning_curve.png"} <= names
+    drawn = []
+    monkeypatch.setattr("metarl.plots.plot_learning_curve",
+                        lambda *args, **kwargs: drawn.append(kwargs))
+    train_run(SineExperiment(), config, tmp_path / "again")
+    assert drawn == [dict(zip(("title", "panels"),
+                              SineExperiment().learning_curve(config), strict=True))]
     assert any(p.name.startswith("events.out.tfevents")
                for p in (tmp_path / "run" / "tensorboard").iterdir())
     _, loaded, state = load_run(tmp_path / "run")

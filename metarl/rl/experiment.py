@@ -14,7 +14,13 @@ import torch
 from metarl.adaptation import Params
 from metarl.config import ConfigError, to_dict
 from metarl.evaluation import format_table, summarize, write_evaluation
-from metarl.experiment import EvaluateOptions, Experiment, RenderOptions, baseline_section
+from metarl.experiment import (
+    EvaluateOptions,
+    Experiment,
+    Panel,
+    RenderOptions,
+    baseline_section,
+)
 from metarl.plots import plot_adaptation_curves
 from metarl.rl.baseline_policies import oracle_params, pretrained_params
 from metarl.rl.build import (
@@ -71,6 +77,27 @@ class MetaRLExperiment(Experiment):
 
     def make_trainer(self, config: MetaRLConfig) -> MAMLTRPO:
         return make_trainer(config)
+
+    def learning_curve(self, config: MetaRLConfig) -> tuple[str, dict[str, Panel | None]]:
+        steps = config.adaptation.inner_steps
+        after = f"after {steps} step{'s' * (steps > 1)}"
+        method = {"maml": "MAML-TRPO", "fomaml": "first-order MAML-TRPO"}.get(
+            config.adaptation.method, config.adaptation.method)
+        return (f"{env_title(config)}, {method}: meta-training", {
+            "return_before": Panel("return before adaptation (training tasks)"),
+            "return_after": Panel(f"return {after} (training tasks)"),
+            # a step budget ends episodes early where goals are reached; else a fixed count
+            "episodes_after": (Panel(f"episodes per task {after}")
+                               if config.training.sampling == "steps" else None),
+            # with advantages standardized per task the surrogate before the step is 0
+            "surrogate_before": (None if config.training.normalize_advantages
+                                 else Panel("surrogate loss before the TRPO step")),
+            "surrogate_after": Panel("surrogate loss after the TRPO step"),
+            "kl": Panel("mean KL of the TRPO step",
+                        line=(config.trpo.max_kl, f"bound {config.trpo.max_kl:g}")),
+            "backtracks": Panel("line-search backtracks"),
+            "step_accepted": Panel("TRPO steps accepted (fraction)", limits=(-0.05, 1.05)),
+        })
 
     def evaluate(self, config: MetaRLConfig, state: dict[str, Any], run_dir: Path,
                  options: EvaluateOptions) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from metarl.config import (
 )
 from metarl.devices import DEVICE_CHOICES, check_device_setting, resolve_device
 from metarl.evaluation import format_table, summarize, write_evaluation
-from metarl.experiment import EvaluateOptions, Experiment, RenderOptions
+from metarl.experiment import EvaluateOptions, Experiment, Panel, RenderOptions
 from metarl.plots import plot_adaptation_curves, wrapped_title
 from metarl.seeding import torch_generator
 from metarl.supervised.meta import adaptation_curve, minibatch_indices, query_predictions
@@ -381,6 +381,19 @@ class OmniglotExperiment(Experiment):
         if device.type == "cuda":
             return f"{device} ({torch.cuda.get_device_name(device)})"
         return str(device)
+
+    def learning_curve(self, config: OmniglotConfig) -> tuple[str, dict[str, Panel | None]]:
+        task, adaptation = config.task, config.adaptation
+        steps = adaptation.inner_steps
+        after = f"after {steps} step{'s' * (steps > 1)}"
+        trained_on = (f" (training tasks {task.train_shots}-shot)"
+                      if task.train_shots not in (None, task.shots) else "")
+        return (f"Omniglot {task.ways}-way {task.shots}-shot{trained_on}, {adaptation.label}: "
+                "meta-training", {
+                    "query_loss": Panel(f"query loss {after} (training tasks)"),
+                    "query_accuracy": Panel(f"query accuracy % {after} (training tasks)"),
+                    "outer_lr": Panel("outer learning rate", limits=(0.0, None)),
+                })
 
     def make_trainer(self, config: OmniglotConfig) -> OmniglotTrainer:
         device = resolve_device(config.device)

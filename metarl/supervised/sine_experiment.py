@@ -36,6 +36,7 @@ from metarl.experiment import (
     EvaluateOptions,
     Experiment,
     NonFiniteLossError,
+    Panel,
     RenderOptions,
     baseline_section,
 )
@@ -212,6 +213,13 @@ class SineExperiment(Experiment):
     baseline_section = "baseline"
     render_ignored_keys = ("evaluation.shots", "evaluation.query_points")  # draws training K
     picture_names = ("sine_fits.png",)
+
+    def learning_curve(self, config: SineConfig) -> tuple[str, dict[str, Panel | None]]:
+        steps = config.adaptation.inner_steps
+        return (f"Sine regression, K = {config.task.support_shots}, {config.adaptation.label}: "
+                "meta-training", {
+                    "query_loss": Panel(f"query MSE after {steps} step{'s' * (steps > 1)} "
+                                        "(training tasks)")})
 
     def make_trainer(self, config: SineConfig) -> SupervisedMetaTrainer:
         model = make_model(config, torch_generator(config.seed, "init"))
