@@ -165,6 +165,12 @@ def test_batch_stat_norm_on_plain_tensors_is_the_fused_kernel_exact_to_second_or
     calls.clear()  # under vmap it must not: the fused kernel's batching is wrong to 2nd order
     torch.func.vmap(norm)(x.detach().unsqueeze(0).expand(2, -1, -1, -1, -1))
     assert not calls
+    # one value per channel (one image, 1 x 1 maps), which F.batch_norm refuses: the bias
+    single = torch.randn(1, 3, 1, 1, dtype=torch.float64, generator=generator)
+    torch.testing.assert_close(norm(single), norm.bias.detach().view(1, 3, 1, 1))
+    assert not calls
+    model = Conv4(5, filters=4, image_size=14)  # stride 2 four times: 1 x 1 maps at the end
+    assert model(torch.rand(1, 1, 14, 14)).shape == (1, 5)
 
 
 @pytest.mark.parametrize(("downsample", "size"), [("stride", 28), ("maxpool", 28), ("stride", 12)])
@@ -840,6 +846,9 @@ def test_evaluation_inner_batch_size_adapts_test_tasks_on_minibatches(tmp_path, 
     experiment.render(config, state, tmp_path, RenderOptions(tasks=2, steps=3,
                                                              output=tmp_path / "r.png"))
     assert tuple(given[0].shape) == (2, 3, 4)
+    given.clear()
+    unadapted = experiment.evaluate(config, state, tmp_path, EvaluateOptions(tasks=5, steps=0))
+    assert tuple(given[0].shape) == (5, 0, 4) and unadapted["mean"] == whole_chunk["mean"][:1]
     given.clear()
     full = evaluated(dataclasses.replace(
         config, evaluation=dataclasses.replace(config.evaluation, inner_batch_size=None)))

@@ -144,6 +144,11 @@ def test_minibatches_go_through_shuffles_of_the_support_set_in_order(support, st
                                                       torch.Generator().manual_seed(1)))
 
 
+def test_zero_steps_take_no_minibatches():
+    empty = minibatch_indices(3, 6, 0, 4, torch.Generator().manual_seed(0))
+    assert empty.shape == (3, 0, 4) and empty.dtype == torch.long
+
+
 def test_reptile_inner_loop_is_each_tasks_own_adam_on_its_minibatches(monkeypatch):
     """Each task's fast weights are torch's Adam (β1 = 0, ε = 0, the start state loaded)
     stepping on that task's minibatches; the state returned merges the states torch's Adam
@@ -285,6 +290,10 @@ def test_evaluation_curves_adapt_each_step_on_its_minibatch(with_adam):
     with pytest.raises(ValueError, match=r"minibatches must be \(tasks, steps, batch\)"):
         adaptation_curve(model, params, batch, mse_loss, mse_loss, steps=3, lr=0.05,
                          moments=start, minibatches=indices)
+    for bad in (indices + 12, indices - 13, indices.int()):
+        with pytest.raises(ValueError, match="int64 indices into the 12 support examples"):
+            adaptation_curve(model, params, batch, mse_loss, mse_loss, steps=4, lr=0.05,
+                             moments=start, minibatches=bad)
 
 
 @pytest.mark.parametrize("batch_size", [None, 3])

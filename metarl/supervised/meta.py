@@ -108,6 +108,8 @@ def minibatch_indices(num_tasks: int, support_size: int, steps: int, batch_size:
     shuffled again whenever it runs out (a batch may span two shuffles; a batch larger than
     the set repeats examples). Returns ``(num_tasks, steps, batch_size)`` indices."""
     needed = steps * batch_size
+    if needed == 0:
+        return torch.empty(num_tasks, steps, batch_size, dtype=torch.long)
     shuffles = -(-needed // support_size)
     order = torch.stack([torch.randperm(support_size, generator=generator)
                          for _ in range(num_tasks * shuffles)])
@@ -336,4 +338,10 @@ def _minibatch_extras(minibatches: Tensor | None, batch: TaskBatch,
     if minibatches.dim() != 3 or tuple(minibatches.shape[:2]) != (batch.num_tasks, steps):
         raise ValueError(f"minibatches must be (tasks, steps, batch) = ({batch.num_tasks}, "
                          f"{steps}, B) indices, got {tuple(minibatches.shape)}")
+    support = batch.support_x.shape[1]
+    if minibatches.dtype != torch.long or (
+            minibatches.numel() and not 0 <= int(minibatches.min()) <= int(minibatches.max())
+            < support):
+        raise ValueError(f"minibatches must be int64 indices into the {support} support "
+                         f"examples of a task")
     return (minibatches,)

@@ -134,8 +134,9 @@ class BatchStatNorm(nn.Module):
 
     Under ``torch.func`` transforms (``vmap``, ``grad``) it is written with plain tensor
     operations, which are exact to second order there, where PyTorch's built-in batch norm is
-    not. On plain tensors (the per-task loop, evaluation) it calls ``F.batch_norm``, the same
-    function to rounding and about 1.5x faster per inner step on a CPU. No running
+    not. On plain tensors (the per-task loop, in training, evaluation and render) it calls
+    ``F.batch_norm``, the same function to rounding and about 1.5x faster per inner step on a
+    CPU, except on a single value per channel, which ``F.batch_norm`` refuses. No running
     statistics: as in MAML, test batches are normalized with their own statistics.
     Input and output ``(B, C, H, W)``.
     """
@@ -147,7 +148,8 @@ class BatchStatNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        if not any(is_functorch_wrapped_tensor(t) for t in (x, self.weight, self.bias)):
+        if (x.shape[0] * x.shape[2] * x.shape[3] > 1
+                and not any(is_functorch_wrapped_tensor(t) for t in (x, self.weight, self.bias))):
             return F.batch_norm(x, None, None, self.weight, self.bias, training=True,
                                 eps=self.eps)
         mean = x.mean(dim=(0, 2, 3), keepdim=True)
