@@ -37,6 +37,22 @@ def builtin_configs() -> dict[str, Path]:
     return dict(sorted(found.items()))
 
 
+def config_summary(path: Path, width: int = 90) -> str:
+    """What a config file is, from its header comment: up to the first ``:``, ``(`` or
+    sentence end, at most ``width`` characters."""
+    header = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        header.append(line.lstrip("#").strip())
+    text = " ".join(header)
+    ends = [i for i in (text.find(": "), text.find(" ("), text.find(". ")) if i > 0]
+    if text.endswith("."):
+        ends.append(len(text) - 1)
+    summary = text[:min(ends)] if ends else text
+    return summary if len(summary) <= width else summary[:width - 1].rsplit(" ", 1)[0] + "…"
+
+
 def resolve_config_path(text: str) -> Path:
     """A config file path, or the name of a shipped config (which a folder of that name,
     such as a run directory named after its config, does not hide)."""
@@ -656,8 +672,12 @@ def _config(args: argparse.Namespace) -> int:
     from metarl.experiment import load_config
 
     if not args.config:
-        for name, path in builtin_configs().items():
-            print(f"{name:<24} {path}")
+        configs = builtin_configs()
+        for name, path in configs.items():
+            print(f"{name:<26} {config_summary(path)}")
+        folders = sorted({str(path.parent.parent) for path in configs.values()})
+        print(f"\nfiles: {', '.join(folders)}/<family>/<name>.yaml; `metarl config NAME` "
+              "prints one with every key explained")
         return 0
     _, config = load_config(resolve_config_path(args.config), args.overrides)
     print(dump_config(config), end="")

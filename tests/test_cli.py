@@ -188,9 +188,27 @@ def test_resume_with_more_iterations_extends_a_finished_run_exactly(tmp_path, ca
 
 def test_config_command_lists_and_resolves(capsys):
     assert main(["config"]) == 0
-    assert "sine-quick" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "\nsine-quick                 Sine-wave regression, a quick default\n" in out
+    assert ("\nomniglot-5w1s-cpu          Omniglot 5-way 1-shot with MAML on a CPU budget\n"
+            in out)
+    assert out.rstrip().endswith("`metarl config NAME` prints one with every key explained")
     assert main(["config", "sine", "--set", "adaptation.inner_steps=5"]) == 0
     assert "inner_steps: 5  #" in capsys.readouterr().out
+
+
+def test_config_summary_is_the_header_up_to_its_first_clause(tmp_path):
+    from metarl.cli import config_summary
+
+    path = tmp_path / "c.yaml"
+    path.write_text("# Sine, quick (3,000 its): a\n# second line.\nexperiment: sine\n")
+    assert config_summary(path) == "Sine, quick"
+    path.write_text("# One sentence without a break.\nexperiment: sine\n")
+    assert config_summary(path) == "One sentence without a break"
+    path.write_text("# " + "word " * 30 + "\nexperiment: sine\n")
+    assert config_summary(path, width=22) == "word word word word…"
+    path.write_text("experiment: sine\n")
+    assert config_summary(path) == ""
 
 
 def test_version_names_metarl_and_what_it_runs_on(capsys):
