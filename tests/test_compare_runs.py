@@ -110,3 +110,34 @@ def test_until_keeps_its_own_iteration_and_the_reference_is_of_the_step_asked(tm
         script.main([str(run), "--window", "0", "--output", str(tmp_path / "x.png")])
     assert exit_info.value.code == 2
     assert "--window must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_compare_runs_takes_omniglot_runs_and_their_published_accuracies(tmp_path,
+                                                                         monkeypatch,
+                                                                         capsys):
+    """An Omniglot run: the training metric asked for, the evaluated accuracy by iteration,
+    and a published accuracy (one number, after the paper's own test steps) drawn at the
+    last step the evaluation scored."""
+    script = _script()
+    run = tmp_path / "reptile"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("".join(
+        json.dumps({"iteration": i + 1, "query_loss": 1.0, "query_accuracy": 80.0 + i}) + "\n"
+        for i in range(4)))
+    (run / "evaluation.json").write_text(json.dumps({
+        "metric": "accuracy (%)", "steps": [0, 1, 2, 3], "checkpoint_iteration": 4,
+        "mean": [20.0, 90.0, 91.0, 92.0], "ci95": [1.0] * 4,
+        "published": {"MAML": 98.7, "Reptile": 97.68}}))
+    drawn = []
+    monkeypatch.setattr(script, "plot_runs_compared", lambda training, evaluations, output,
+                        **kwargs: drawn.append((evaluations, kwargs)))
+    script.main([f"r={run}", "--metric", "query_accuracy", "--step", "3", "--window", "1",
+                 "--output", str(tmp_path / "x.png")])
+    evaluations, kwargs = drawn[-1]
+    assert evaluations == {"r": [(4, 92.0, 1.0)]}
+    assert kwargs["reference"] == ("MAML, 3 steps", 98.7)
+    assert kwargs["evaluated"] == "accuracy (%) after 3 steps"
+    script.main([f"r={run}", "--metric", "query_accuracy", "--step", "1", "--window", "1",
+                 "--output", str(tmp_path / "x.png")])
+    assert drawn[-1][1]["reference"] is None, "the papers' accuracies are not after 1 step"
+    assert "r: query_accuracy, mean over 1 iterations: 1: 80.0" in capsys.readouterr().out
