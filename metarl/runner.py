@@ -477,13 +477,35 @@ def extend_run_config(run_dir: str | Path, experiment: Experiment, overrides: Se
             own = f"{RESUME_HINT} metarl train --resume {run_dir}"
             renamed, text = renamed or text != own, own
         header.append(text)
-    changed = to_dict(config) != to_dict(config_from_data(saved)[1])
+    before = config_from_data(saved)[1]
+    _note_annealing_change(before, config, done)
+    changed = to_dict(config) != to_dict(before)
     if not changed and not renamed:
         return config  # nothing changes: the file, and its comments, stay as they were
     if changed:
         header.append(f"Changed on resume: {', '.join(overrides)}")
     atomic_write_text(path, dump_config(config, header="\n".join(header)))
     return config
+
+
+def _note_annealing_change(before: Any, after: Any, done: int) -> None:
+    """Say so when a new training.iterations stretches an annealed outer step: the run goes
+    on along the longer schedule from where it is, so it does not give the numbers of a run
+    started with that many iterations."""
+    training = after.training
+    final = getattr(training, "outer_lr_final", None)
+    old, new = before.training.iterations, training.iterations
+    if final is None or old == new or done >= new:
+        return
+
+    def rate(total: int) -> float:
+        return training.outer_lr + (final - training.outer_lr) * min(done / total, 1.0)
+
+    print(f"metarl: note: the outer step anneals over training.iterations "
+          f"(training.outer_lr_final): from iteration {done + 1} it follows the {new}-iteration "
+          f"schedule ({rate(new):.4g}, where the {old}-iteration one is at {rate(old):.4g}), so "
+          f"this run will not give the numbers of a run started with {new} iterations",
+          file=sys.stderr)
 
 
 def snapshot_dir(run_dir: str | Path, iteration: int) -> Path:

@@ -46,9 +46,11 @@ def evaluated_returns(run_dir: Path, step: int) -> tuple[list[tuple[int, float, 
     over_training = run_dir / "evaluation-over-training.json"
     latest = run_dir / "evaluation.json"
     latest_result = json.loads(latest.read_text()) if latest.is_file() else None
-    published = {name: values if isinstance(values, dict)
-                 else {str(max(latest_result["steps"])): values}
-                 for name, values in (latest_result or {}).get("published", {}).items()}
+    published = {}
+    if latest_result is not None:
+        last_step = str(max(latest_result["steps"]))
+        published = {name: values if isinstance(values, dict) else {last_step: values}
+                     for name, values in latest_result.get("published", {}).items()}
     if over_training.is_file():
         summary = json.loads(over_training.read_text())
         if step not in summary["steps"]:

@@ -815,3 +815,28 @@ def test_a_lost_checkpoint_is_named_by_the_iteration_it_was_last_written_after(t
                        f"\\(metrics.jsonl\\) but no checkpoint.pt, which that run last wrote "
                        f"after iteration {last}: it was lost"):
         _check_no_checkpoint_was_written(tmp_path, config)
+
+
+def test_a_longer_annealed_schedule_on_resume_is_noted(capsys):
+    """Raising training.iterations of a run whose outer step anneals says the run follows the
+    longer schedule from where it is (at 4 of 4 → 8: 0.5 next, not 0.0), not a fresh run's."""
+    from metarl.experiment import config_from_data
+    from metarl.runner import _note_annealing_change
+
+    def omniglot(iterations, final=0.0):
+        return config_from_data({"experiment": "omniglot", "adaptation": {"method": "reptile"},
+                                 "training": {"iterations": iterations, "outer_lr": 1.0,
+                                              "outer_lr_final": final,
+                                              "outer_optimizer": "sgd"}})[1]
+
+    _note_annealing_change(omniglot(4), omniglot(8), done=4)
+    err = capsys.readouterr().err
+    assert err.startswith("metarl: note: the outer step anneals over training.iterations")
+    assert ("from iteration 5 it follows the 8-iteration schedule (0.5, where the "
+            "4-iteration one is at 0)") in err and "started with 8 iterations" in err
+    for before, after in ((omniglot(4), omniglot(4)), (omniglot(4, None), omniglot(8, None))):
+        _note_annealing_change(before, after, done=2)
+        assert capsys.readouterr().err == ""
+    sine = config_from_data({"experiment": "sine", "training": {"iterations": 4}})[1]
+    _note_annealing_change(sine, sine, done=2)
+    assert capsys.readouterr().err == ""
