@@ -249,7 +249,7 @@ def test_omniglot_evaluate_and_render_compute_on_the_configured_device(
     seen = []
 
     def recording_curve(model, params, batch, loss_fn, metric_fn, *, steps, lr, vectorize,
-                        moments, minibatches):
+                        moments, minibatches, on_steps):
         assert moments is None and minibatches is None, "full-batch gradient steps"
         seen.append((_devices(params, dict(model.named_parameters()),
                               lr if isinstance(lr, dict) else {}),

@@ -260,9 +260,12 @@ def test_evaluation_curves_adapt_each_step_on_its_minibatch(with_adam):
     model, params, batch = _problem(3)
     start = _random_moments(params, seed=6, steps=40) if with_adam else None
     indices = minibatch_indices(3, 12, 4, 5, torch.Generator().manual_seed(2))
+    counted: dict[bool, list[int]] = {False: [], True: []}
     curves = [adaptation_curve(model, params, batch, mse_loss, mse_loss, steps=4, lr=0.05,
-                               vectorize=vectorize, moments=start, minibatches=indices)
+                               vectorize=vectorize, moments=start, minibatches=indices,
+                               on_steps=counted[vectorize].append)
               for vectorize in (False, True)]
+    assert counted == {False: [1] * 12, True: [3] * 4}, "3 tasks x 4 steps, told as done"
     torch.testing.assert_close(curves[1], curves[0], rtol=1e-10, atol=1e-12)
     outputs = query_predictions(model, params, batch, mse_loss, steps=4, lr=0.05,
                                 moments=start, minibatches=indices)

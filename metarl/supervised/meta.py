@@ -126,7 +126,8 @@ def reptile_adaptation(model: nn.Module, params: Params, batch: TaskBatch, loss_
 
     Args:
         minibatches: ``(T, steps, B)`` indices of the support examples of each step (see
-            :func:`minibatch_indices`); None: the whole support set at every step.
+            :func:`minibatch_indices`); None: the whole support set at every step. ``on_steps(n)``
+    is called as ``n`` more task-steps are done (for a progress bar; ``T * steps`` in all).
         moments: the inner Adam's state at the start of this meta-batch; None: gradient
             steps with ``lr`` (see :func:`metarl.adaptation.detached_step`).
 
@@ -232,7 +233,8 @@ def meta_gradient(model: nn.Module, params: Params, batch: TaskBatch, loss_fn: L
 def adaptation_curve(model: nn.Module, params: Params, batch: TaskBatch, loss_fn: LossFn,
                      metric_fn: LossFn, *, steps: int, lr: LearningRate,
                      vectorize: bool = True, moments: AdamMoments | None = None,
-                     minibatches: Tensor | None = None) -> Tensor:
+                     minibatches: Tensor | None = None,
+                     on_steps: Callable[[int], None] | None = None) -> Tensor:
     """Query metric before adaptation and after each of ``steps`` inner steps on the support set.
 
     The steps are gradient steps, or with ``moments`` steps of the inner Adam, each task
@@ -264,6 +266,8 @@ def adaptation_curve(model: nn.Module, params: Params, batch: TaskBatch, loss_fn
                                         lr=step_learning_rate(lr, step), moments=state,
                                         functional=functional)
             values.append(scored(fast))
+            if on_steps is not None:  # under vmap this runs once for all the tasks
+                on_steps(batch.num_tasks if functional else 1)
         return torch.stack(values)
 
     scores = map_tasks(one_task, batch, vectorize=vectorize,

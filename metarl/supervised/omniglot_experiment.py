@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from tqdm import tqdm
 
 from metarl.adaptation import AdamMoments, LearningRate, Params, test_time_learning_rates
 from metarl.checkpoint import atomic_write_text
@@ -466,13 +467,19 @@ class OmniglotExperiment(Experiment):
         minibatches = test_minibatches(config, tasks, steps,
                                        torch_generator(seed, "evaluate-batches"))
         chunks = []
-        for start in range(0, tasks, ev.chunk_tasks):
-            end = start + ev.chunk_tasks
-            chunks.append(adaptation_curve(
-                model, params, draw.gather(pool, start, end).to(device), cross_entropy,
-                percent_accuracy, steps=steps, lr=lr, vectorize=vectorize, moments=moments,
-                minibatches=None if minibatches is None else minibatches[start:end].to(device),
-            ).cpu())
+        what = f"evaluating {tasks} test tasks, {steps} step{'s' * (steps != 1)} each"
+        with tqdm(total=tasks * steps, desc=what, unit="step",
+                  disable=not config.run.progress or steps == 0,
+                  dynamic_ncols=True, mininterval=0.5, leave=False) as bar:
+            for start in range(0, tasks, ev.chunk_tasks):
+                end = start + ev.chunk_tasks
+                chunks.append(adaptation_curve(
+                    model, params, draw.gather(pool, start, end).to(device), cross_entropy,
+                    percent_accuracy, steps=steps, lr=lr, vectorize=vectorize,
+                    moments=moments, on_steps=bar.update,
+                    minibatches=None if minibatches is None
+                    else minibatches[start:end].to(device),
+                ).cpu())
         curve = summarize(torch.cat(chunks).numpy())
         label = f"{config.adaptation.label}, {task.ways}-way {shots}-shot"
         published = PUBLISHED_ACCURACY.get((task.ways, shots), {})
