@@ -855,7 +855,7 @@ def test_evaluation_inner_batch_size_adapts_test_tasks_on_minibatches(tmp_path, 
     assert given == [None] and full["mean"][0] == whole_chunk["mean"][0]
 
 
-def test_evaluation_shots_tests_a_run_on_another_k(tmp_path, monkeypatch):
+def test_evaluation_shots_tests_a_run_on_another_k(tmp_path, monkeypatch, capsys):
     """evaluation.shots: evaluate and render draw test tasks of that many support images per
     class (a run trained with train_shots trains the same for any K); evaluation.json and the
     picture say which K, and the published figures are those of that K."""
@@ -880,9 +880,16 @@ def test_evaluation_shots_tests_a_run_on_another_k(tmp_path, monkeypatch):
     experiment.render(config, state, tmp_path, RenderOptions(tasks=1, steps=1,
                                                              output=tmp_path / "r.png"))
     assert support_sizes == [(3 * 3, 3 * 1)] * 2, "3-way 3-shot tasks, one query per class"
-    assert result["shots"] == 3 and "3-way 3-shot" in result["table"]
+    assert result["shots"] == 3 and "3-way 3-shot (trained 3-shot)" in result["table"]
     written = json.loads((tmp_path / "evaluation.json").read_text())
     assert written["evaluation_config"]["shots"] == 3
+    maml, _ = _tiny_omniglot(monkeypatch, evaluation={"shots": 2})
+    maml_state = {"trainer": experiment.make_trainer(maml).state_dict(), "iteration": 0}
+    capsys.readouterr()
+    result = experiment.evaluate(maml, maml_state, tmp_path, EvaluateOptions(tasks=2, steps=1))
+    assert "maml, 3-way 2-shot (trained 1-shot)" in result["table"]
+    assert ("this run trained on 1-shot tasks and is tested at 2 shots"
+            in capsys.readouterr().err)
     five = _reptile_paper_config(monkeypatch, evaluation={"shots": 5}, task={"ways": 5})
     assert omniglot_experiment.test_shots(five) == 5
     assert experiment.test_tasks(five, torch.zeros(10, 20, 2, 2, dtype=torch.uint8), 2,

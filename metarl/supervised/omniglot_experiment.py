@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -482,6 +483,13 @@ class OmniglotExperiment(Experiment):
                 ).cpu())
         curve = summarize(torch.cat(chunks).numpy())
         label = f"{config.adaptation.label}, {task.ways}-way {shots}-shot"
+        trained = task.train_shots or task.shots
+        if shots != task.shots:  # evaluation.shots: tested at another K than configured
+            label += f" (trained {trained}-shot)"
+            if task.train_shots is None:
+                print(f"metarl: note: this run trained on {trained}-shot tasks and is tested "
+                      f"at {shots} shots (evaluation.shots); the papers' {shots}-shot figures "
+                      f"drawn beside it are of runs trained at {shots} shots", file=sys.stderr)
         published = PUBLISHED_ACCURACY.get((task.ways, shots), {})
         result: dict[str, Any] = {
             "experiment": self.name, "metric": "accuracy (%)", "steps": list(range(steps + 1)),
