@@ -117,6 +117,16 @@ def _recorded_settings(result: dict[str, Any], section: type, saved: Any) -> Any
         return None
 
 
+def describe_result(result: dict[str, Any]) -> str:
+    """What an evaluation scored, in a few words: the environment or task and the method
+    (``navigation2d, maml``; ``Omniglot 5-way 1-shot, reptile``; ``sine, maml``)."""
+    if "ways" in result:
+        what = f"Omniglot {result['ways']}-way {result['shots']}-shot"
+    else:
+        what = str(result.get("env") or result.get("experiment", "run"))
+    return f"{what}, {result['method']}" if result.get("method") else what
+
+
 def _reference(result: dict[str, Any], config: Any, steps: int) -> dict[str, Any] | None:
     """The published curve comparable with this run: ``{"name", "values": {step: value}}``."""
     published = result.get("published") or {}
@@ -225,7 +235,8 @@ def evaluate_over_training(run_dir: str | Path, options: EvaluateOptions,
     from metarl.plots import plot_over_training
 
     plot_over_training(summary, run_dir / PLOT_NAME,
-                       title=f"{run_dir.resolve().name}: {tasks} test tasks"
+                       title=f"{run_dir.resolve().name} ({describe_result(latest_result)}): "
+                       f"{tasks} test tasks"
                        + "".join(f", {text}" for text in overrides),
                        shown=shown_steps(summary["steps"]),
                        log_y=summary["metric"] == "mse")

@@ -106,6 +106,10 @@ def plot_learning_curve(metrics_path: Path, output: Path, *, title: str = "",
     return save_figure(fig, output, title=title)
 
 
+REFERENCE_STYLES = (":", "--", "-.", (0, (1, 3)))
+"""Line styles of the published references, in turn, so that close lines stay apart."""
+
+
 def plot_adaptation_curves(curves: Mapping[str, Mapping[str, Sequence[float]]],
                            steps: Sequence[int], output: Path, *, ylabel: str,
                            title: str = "",
@@ -129,16 +133,22 @@ def plot_adaptation_curves(curves: Mapping[str, Mapping[str, Sequence[float]]],
             ax.axhline(mean[0], linestyle="--", color=f"C{i}", label=f"{name} (no adaptation)")
             ax.axhspan(mean[0] - below[0], mean[0] + above[0], color=f"C{i}", alpha=0.12)
             continue
+        if len(steps) > 16:  # error bars at every step would bury the curve: a band
+            ax.plot(steps, mean, marker="o", markersize=2.5, label=name, color=f"C{i}")
+            ax.fill_between(steps, mean - below, mean + above, color=f"C{i}", alpha=0.2,
+                            linewidth=0)
+            continue
         ax.errorbar(steps, mean, yerr=np.stack([below, above]), marker="o", capsize=3,
                     label=name, color=f"C{i}")
     for i, (name, values) in enumerate((reference or {}).items()):
         color = f"{0.15 + 0.18 * i:.2f}"
+        style = REFERENCE_STYLES[i % len(REFERENCE_STYLES)]
         if len(values) == 1 and len(steps) > 1:
-            ax.axhline(next(iter(values.values())), linestyle=":", color=color, label=name)
+            ax.axhline(next(iter(values.values())), linestyle=style, color=color, label=name)
             continue
         shown = {step: value for step, value in values.items() if step in steps}
         if shown:
-            ax.plot(list(shown), list(shown.values()), linestyle=":", color=color,
+            ax.plot(list(shown), list(shown.values()), linestyle=style, color=color,
                     marker="x", markersize=8, label=name)
     if max(steps, default=0) <= 16:
         ax.set_xticks(list(steps))

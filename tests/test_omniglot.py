@@ -530,8 +530,8 @@ def test_images_are_not_resized_beyond_the_drawings_own_size():
 
 
 @pytest.mark.parametrize(("steps", "expected"), [
-    (5, {"MAML (paper)": {5: 98.7}, "first-order MAML (paper)": {5: 98.3},
-         "Reptile (paper)": {5: 97.68}}),
+    (5, {"MAML (paper): 98.7%": {5: 98.7}, "first-order MAML (paper): 98.3%": {5: 98.3},
+         "Reptile (paper): 97.68%": {5: 97.68}}),
     (0, None),  # no adaptation curve to set them beside
 ])
 def test_the_papers_accuracies_are_named_without_a_step_count_of_ours(

@@ -380,3 +380,14 @@ def test_a_snapshot_is_evaluated_where_the_runs_data_now_lives():
     assert evaluated.data.download is True and evaluated.evaluation.tasks == 80
     assert evaluated.device == "cuda:1" and snapshot.device == "cpu"
     assert evaluated.training.meta_batch_size == 3  # what the snapshot trained stays its own
+
+
+def test_the_over_training_picture_names_what_was_evaluated():
+    from metarl.over_training import describe_result
+
+    assert describe_result({"experiment": "omniglot", "ways": 20, "shots": 5,
+                            "method": "reptile"}) == "Omniglot 20-way 5-shot, reptile"
+    assert describe_result({"experiment": "meta_rl", "env": "navigation2d",
+                            "method": "maml"}) == "navigation2d, maml"
+    assert describe_result({"experiment": "sine", "method": "fomaml"}) == "sine, fomaml"
+    assert describe_result({}) == "run"

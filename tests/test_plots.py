@@ -174,6 +174,26 @@ def test_each_experiment_describes_its_learning_curve():
     assert panels["query_loss"].title == "query MSE after 1 step (training tasks)"
 
 
+def test_long_adaptation_curves_are_a_band_and_references_differ_in_style(tmp_path,
+                                                                         saved_figures):
+    """Past 16 steps the 95% interval is a band, not an error bar per step; published
+    references take distinct line styles so that close values stay apart."""
+    from metarl.plots import plot_adaptation_curves
+
+    steps = list(range(51))
+    curve = {"mean": [20.0 + s for s in steps], "ci95": [1.0] * 51}
+    plot_adaptation_curves({"reptile": curve}, steps, tmp_path / "c.png", ylabel="%",
+                           reference={"MAML (paper)": {50: 98.7}, "Reptile (paper)": {50: 97.68},
+                                      "FOMAML (paper)": {50: 98.3}})
+    (ax,) = saved_figures[-1].axes
+    assert not ax.containers, "no error bars"
+    (band,) = ax.collections
+    heights = band.get_paths()[0].vertices[:, 1]
+    assert heights.min() == pytest.approx(19.0) and heights.max() == pytest.approx(71.0)
+    styles = [line.get_linestyle() for line in ax.get_lines() if "paper" in line.get_label()]
+    assert len(styles) == len(set(styles)) == 3
+
+
 def test_adaptation_curves_draw_a_reference_at_its_steps(tmp_path, saved_figures):
     from metarl.plots import plot_adaptation_curves
 

@@ -506,7 +506,8 @@ class OmniglotExperiment(Experiment):
             ylabel="test accuracy % (mean ± 95% CI)", value_range=(0.0, 100.0),
             title=f"Omniglot {task.ways}-way {shots}-shot, {tasks} test tasks",
             # the papers' final accuracies, each after its own number of test steps
-            reference={f"{name} (paper)": {steps: value} for name, value in published.items()}
+            reference={f"{name} (paper): {value:g}%": {steps: value}
+                       for name, value in published.items()}
             if published and steps > 0 else None)
         result["table"] = format_table({label: curve}, result["steps"], "accuracy (%)")
         write_evaluation(run_dir, result, to_dict(config.evaluation),
