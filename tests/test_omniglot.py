@@ -713,12 +713,19 @@ def test_omniglot_render_shows_the_last_steps_predictions_of_the_seeds_tasks(
     assert not torch.equal(batches[0].query_x, batches[2].query_x)
     assert all(isinstance(lr, dict) for lr in rates)
     axes = np.asarray(figures[-1].axes).reshape(3, 3)  # support, before, after x 3 columns
-    assert all(ax.get_title().startswith("2 (true") for ax in axes[2])
+    assert [ax.get_title() for ax in axes[2]] == ["predicted 2"] * 3  # step 2 says class 2
+    assert [ax.title.get_color() for ax in axes[2]] == ["red", "red", "green"]
     batch = batches[-1]
     for c, ax in enumerate(axes[0]):
         (shown,) = ax.get_images()
         np.testing.assert_array_equal(shown.get_array(), batch.support_x[0, 2 * c, 0].numpy())
         assert int(batch.support_y[0, 2 * c]) == c
+        assert ax.get_title() == f"class {c} (1 of 2)"
+    for c in range(3):  # under each class's support image, a query of that class
+        (shown,) = axes[1, c].get_images()
+        (q,) = [q for q in range(batch.query_x.shape[1])
+                if np.array_equal(batch.query_x[0, q, 0].numpy(), shown.get_array())]
+        assert int(batch.query_y[0, q]) == c
 
 
 def _reptile_paper_config(monkeypatch, **overrides):

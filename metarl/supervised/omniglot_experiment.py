@@ -540,41 +540,45 @@ class OmniglotExperiment(Experiment):
                                     else minibatches.to(device)).cpu()
         before, after = outputs[:, 0].argmax(-1), outputs[:, -1].argmax(-1)
         shown_classes = min(task.ways, 10)
-        shown_queries = min(batch.query_x.shape[1], 10)
         rows_per_task = 3
-        fig, axes = plt.subplots(rows_per_task * options.tasks, max(shown_classes, shown_queries),
-                                 figsize=(1.2 * max(shown_classes, shown_queries),
-                                          1.45 * rows_per_task * options.tasks), squeeze=False)
+        rows = rows_per_task * options.tasks
+        fig, axes = plt.subplots(rows, shown_classes, figsize=(1.2 * shown_classes, 1.45 * rows),
+                                 squeeze=False)
         for ax in axes.flat:
             ax.axis("off")
-        query_order = torch.randperm(batch.query_x.shape[1],
-                                     generator=torch_generator(seed, "render-queries"))
+        picks = torch_generator(seed, "render-queries")
         for t in range(options.tasks):
             top = rows_per_task * t
             for c in range(shown_classes):
                 ax = axes[top, c]
                 ax.imshow(batch.support_x[t, c * shots, 0].numpy(), cmap="gray_r")
-                ax.set_title(f"class {c}", fontsize=8)
+                ax.set_title(f"class {c}" + (f" (1 of {shots})" if shots > 1 else ""),
+                             fontsize=8)
             axes[top, 0].text(-0.3, 0.5, f"task {t}\nsupport", transform=axes[top, 0].transAxes,
                               ha="right", va="center", fontsize=8)
+            # under each class's support image, one of its queries (drawn at random)
+            chosen = []
+            for c in range(shown_classes):
+                of_class = (batch.query_y[t] == c).nonzero().flatten()
+                chosen.append(int(of_class[torch.randint(len(of_class), (1,), generator=picks)]))
             for row, (name, predicted) in enumerate((("before\nadapting", before),
                                                       (f"after\n{steps} step(s)", after)),
                                                      start=1):
-                for j in range(shown_queries):
-                    q = int(query_order[j])
-                    ax = axes[top + row, j]
-                    truth, guess = int(batch.query_y[t, q]), int(predicted[t, q])
+                for c, q in enumerate(chosen):
+                    ax = axes[top + row, c]
+                    guess = int(predicted[t, q])
                     ax.imshow(batch.query_x[t, q, 0].numpy(), cmap="gray_r")
-                    ax.set_title(f"{guess} (true {truth})", fontsize=7,
-                                 color="green" if guess == truth else "red")
+                    ax.set_title(f"predicted {guess}", fontsize=7,
+                                 color="green" if guess == c else "red")
                 axes[top + row, 0].text(-0.3, 0.5, name,
                                         transform=axes[top + row, 0].transAxes, ha="right",
                                         va="center", fontsize=8)
         fig.suptitle(wrapped_title(
             f"Omniglot {task.ways}-way {shots}-shot test tasks, "
-            f"{config.adaptation.label}, iteration {state['iteration']}: predicted class of "
-            "query images (green right, red wrong)"
-            + (f"; support of classes 0-{shown_classes - 1} of {task.ways} shown"
+            f"{config.adaptation.label}, iteration {state['iteration']}: each class's support "
+            "image and, below it, one of its query images with the class predicted (green "
+            "right, red wrong)"
+            + (f"; classes 0-{shown_classes - 1} of {task.ways} shown"
                if shown_classes < task.ways else ""), fig.get_figwidth() * 12 / 9), fontsize=9)
         fig.tight_layout()
         output = options.output or run_dir / self.picture_names[0]
