@@ -358,16 +358,20 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.snapshots:
         from metarl.over_training import PLOT_NAME, SUMMARY_NAME, evaluate_over_training
 
-        summary = evaluate_over_training(args.run_dir, options, args.overrides)
+        written_to = output_dir or args.run_dir
+        with _folders_removed_on_failure(output_dir):
+            summary = evaluate_over_training(args.run_dir, options, args.overrides)
         print(summary["table"])
         if baselines:  # evaluated with the latest checkpoint only
             print("the run's latest checkpoint and the baselines:")
-            print(json.loads((args.run_dir / "evaluation.json").read_text())["table"])
-        print(f"metarl: wrote {args.run_dir / SUMMARY_NAME}, {args.run_dir / PLOT_NAME} and "
-              "an evaluation.json (written, or kept where it was current) in the run "
-              "directory and in each snapshot of an earlier iteration (one of the latest "
-              "iteration is the run's own checkpoint)",
-              file=sys.stderr)
+            print(json.loads((written_to / "evaluation.json").read_text())["table"])
+        where = ("the run directory and each snapshot of an earlier iteration"
+                 if output_dir is None else
+                 f"{output_dir} (the latest checkpoint's) and {output_dir / 'snapshots'}/ "
+                 "(the earlier ones'); the run is as it was")
+        print(f"metarl: wrote {written_to / SUMMARY_NAME}, {written_to / PLOT_NAME} and "
+              f"an evaluation.json per evaluated checkpoint (kept where it was current) in "
+              f"{where}", file=sys.stderr)
         return 0
     config = evaluated_config
     _note_learned_rates(config, args.overrides)
@@ -393,10 +397,6 @@ def _evaluation_output_dir(args: argparse.Namespace) -> Path | None:
     output_dir: Path | None = args.output_dir
     if output_dir is None:
         return None
-    if args.snapshots:
-        raise ConfigError("--output-dir and --snapshots: --snapshots writes into the run and "
-                          "each snapshot; evaluate them without --output-dir, or evaluate one "
-                          "snapshot (RUN_DIR/snapshots/iteration-N) with it")
     if output_dir.exists() and not output_dir.is_dir():
         raise ConfigError(f"--output-dir {output_dir}: not a directory")
     if output_dir.resolve() == args.run_dir.resolve():

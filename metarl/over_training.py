@@ -52,7 +52,8 @@ def previous_evaluation(run_dir: Path, iteration: int, steps: int, tasks: int, s
                         evaluation_config: Any, saved_evaluation_config: Any,
                         baselines: tuple[str, ...] = (),
                         baseline_config: Any = None, saved_baseline_config: Any = None,
-                        scoring_version: int = 1) -> dict[str, Any] | None:
+                        scoring_version: int = 1,
+                        evaluation_dir: Path | None = None) -> dict[str, Any] | None:
     """``run_dir``'s evaluation.json if it evaluated the checkpoint file now there (same
     SHA-256), at ``iteration``, after 0..``steps`` steps on ``tasks`` tasks from ``seed``,
     with the evaluation section ``evaluation_config`` (a config dataclass; and with at least
@@ -61,8 +62,9 @@ def previous_evaluation(run_dir: Path, iteration: int, steps: int, tasks: int, s
     recorded section is read with the defaults of keys it lacks; a file written before
     evaluation.json recorded the sections was made with the run's saved ones,
     ``saved_evaluation_config`` and ``saved_baseline_config``. A file scored another way than
-    the experiment's ``scoring_version`` (1 where it records none) is not reused."""
-    path = run_dir / EVALUATION_NAME
+    the experiment's ``scoring_version`` (1 where it records none) is not reused. The file is
+    read from ``evaluation_dir`` where given (an evaluation written elsewhere)."""
+    path = (evaluation_dir or run_dir) / EVALUATION_NAME
     try:
         result = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -164,6 +166,8 @@ def evaluate_over_training(run_dir: str | Path, options: EvaluateOptions,
     """Evaluate every snapshot of ``run_dir`` and the run's latest checkpoint with
     ``options`` and the run's evaluation settings (its config.yaml's, as edited, with the
     ``--set`` ``overrides``; the baselines, if asked, only for the latest), and summarize.
+    With ``options.output_dir`` every evaluation and the summary go there instead (each
+    snapshot's into ``OUTPUT_DIR/snapshots/iteration-N/``) and the run stays as it is.
 
     Returns (and writes to ``SUMMARY_NAME``) ``{"metric", "steps": [S], "iterations": [P],
     "mean" / "sem" / "ci95": [P][S], "tasks", "seed", "reference", "directories": [P]
@@ -200,20 +204,26 @@ def evaluate_over_training(run_dir: str | Path, options: EvaluateOptions,
     evaluated = {path: evaluated_run if path == run_dir else
                  _evaluated_as(loaded[path][0], loaded[path][1], evaluated_run)
                  for _, path in points}
+    output_root = options.output_dir
     for index, (iteration, path) in enumerate(points):
         baselines = options.baselines if path == run_dir else ()
         point_experiment, point_config, point_state = loaded[path]
+        point_output = (None if output_root is None
+                        else output_root / os.path.relpath(path, run_dir))
+        if point_output is not None:
+            point_output.mkdir(parents=True, exist_ok=True)
         result = previous_evaluation(
             path, iteration, steps, tasks, seed, evaluation_config=evaluated[path].evaluation,
             saved_evaluation_config=point_config.evaluation, baselines=baselines,
             baseline_config=baseline_section(point_experiment, evaluated[path]),
             saved_baseline_config=baseline_section(point_experiment, point_config),
-            scoring_version=point_experiment.scoring_version)
+            scoring_version=point_experiment.scoring_version, evaluation_dir=point_output)
         label = f"[{index + 1}/{len(points)}] iteration {iteration} ({path})"
         if result is None:
             print(f"metarl: evaluating {label}", file=sys.stderr)
-            result = point_experiment.evaluate(evaluated[path], point_state, path,
-                                               replace(options, baselines=baselines))
+            result = point_experiment.evaluate(
+                evaluated[path], point_state, path,
+                replace(options, baselines=baselines, output_dir=point_output))
         else:
             print(f"metarl: reusing the evaluation of {label}", file=sys.stderr)
         results.append(result)
@@ -231,10 +241,11 @@ def evaluate_over_training(run_dir: str | Path, options: EvaluateOptions,
         {f"iteration {n}": {"mean": r["mean"], "ci95": r["ci95"]}
          for n, r in zip(summary["iterations"], results, strict=True)},
         summary["steps"], summary["metric"])
-    atomic_write_text(run_dir / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
+    written_to = output_root or run_dir
+    atomic_write_text(written_to / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
     from metarl.plots import plot_over_training
 
-    plot_over_training(summary, run_dir / PLOT_NAME,
+    plot_over_training(summary, written_to / PLOT_NAME,
                        title=f"{run_dir.resolve().name} ({describe_result(latest_result)}): "
                        f"{tasks} test tasks"
                        + "".join(f", {text}" for text in overrides),

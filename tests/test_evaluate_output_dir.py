@@ -56,7 +56,6 @@ def test_output_dir_that_is_the_run_writes_into_the_run(sine_run, capsys):
 
 
 @pytest.mark.parametrize(("extra", "message"), [
-    (["--snapshots"], "--output-dir and --snapshots"),
     (["--output-dir", "{file}"], "not a directory"),
     (["--output-dir", "{other_run}"], "holds a run of its own (checkpoint.pt)"),
     (["--output-dir", "{file}/sub"], "/sub: can't make it (Not a directory)"),
@@ -203,3 +202,30 @@ def test_meta_rl_baselines_evaluated_elsewhere_leave_the_run_as_it_was(tmp_path)
     assert list(run.iterdir()) == []
     assert sorted(p.name for p in (out / "baselines").iterdir()) == ["oracle.pt",
                                                                       "pretrained.pt"]
+
+
+def test_snapshots_evaluated_into_an_output_dir_leave_the_run_as_it_was(tmp_path, capsys):
+    """--snapshots --output-dir: every checkpoint's evaluation.json (the snapshots' under
+    OUT/snapshots/iteration-N/) and the over-training summary go to OUT; the run's files stay
+    byte for byte; a second call reuses what OUT holds."""
+    run, out = tmp_path / "run", tmp_path / "out"
+    assert main(["train", "sine-quick", "--run-dir", str(run), *FAST,
+                 "--set", "run.snapshot_every=1"]) == 0
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--snapshots", "--steps", "1", "--tasks", "10",
+                 "--output-dir", str(out), "--set", "evaluation.later_lr_scale=0.5"]) == 0
+    err = capsys.readouterr().err
+    assert f"wrote {out / 'evaluation-over-training.json'}" in err and "the run is as it was" in err
+    assert {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.json")) == [
+        "evaluation-over-training.json", "evaluation.json",
+        "snapshots/iteration-1/evaluation.json"]
+    assert (out / "evaluation-over-training.png").stat().st_size > 0
+    summary = json.loads((out / "evaluation-over-training.json").read_text())
+    assert summary["iterations"] == [1, 2] and summary["evaluation_config"]["later_lr_scale"] == 0.5
+    snapshot = json.loads((out / "snapshots" / "iteration-1" / "evaluation.json").read_text())
+    assert snapshot["checkpoint_iteration"] == 1
+    assert main(["evaluate", str(run), "--snapshots", "--steps", "1", "--tasks", "10",
+                 "--output-dir", str(out), "--set", "evaluation.later_lr_scale=0.5"]) == 0
+    assert capsys.readouterr().err.count("metarl: reusing the evaluation of") == 2
