@@ -40,14 +40,16 @@ def param(
     le: float | None = None,
     min_items: int | None = None,
     default_factory: Any = dataclasses.MISSING,
+    bound_reason: str = "",
 ) -> Any:
     """Declare a config field with its one-line meaning and numeric bounds.
 
     Bounds apply to numbers and to every element of a list of numbers; ``min_items`` is the
-    shortest list allowed. Allowed strings are declared with ``Literal[...]`` in the type
-    annotation.
+    shortest list allowed; ``bound_reason`` says why, after a value out of the bounds.
+    Allowed strings are declared with ``Literal[...]`` in the type annotation.
     """
-    metadata = {"help": help, "gt": gt, "ge": ge, "lt": lt, "le": le, "min_items": min_items}
+    metadata = {"help": help, "gt": gt, "ge": ge, "lt": lt, "le": le, "min_items": min_items,
+                "bound_reason": bound_reason}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     if isinstance(default, list | dict):
@@ -177,7 +179,9 @@ def _check_bounds(value: Any, meta: Mapping[str, Any], key: str) -> None:
                                   ("lt", v.__lt__, "<"), ("le", v.__le__, "<=")):
             bound = meta.get(name)
             if bound is not None and not test(bound):
-                raise ConfigError(f"{where} = {v!r}: must be {words} {bound}")
+                reason = meta.get("bound_reason")
+                raise ConfigError(f"{where} = {v!r}: must be {words} {bound}"
+                                  + (f" ({reason})" if reason else ""))
 
 
 def _build(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:

@@ -269,3 +269,12 @@ def test_a_video_task_index_is_below_evaluation_tasks():
     assert set(parse_task(config, "2", 0)) == {"goal"}
     with pytest.raises(ConfigError, match=r"--task 3: a test-task index must be >= 0 and < 3"):
         parse_task(config, "3", 0)
+
+
+def test_a_bound_with_a_reason_says_it():
+    with pytest.raises(ConfigError, match=r"^task.train_shots = 25: must be <= 19 \(a character "
+                                          r"has 20 drawings, and a task keeps one for a query "
+                                          r"at least\)$"):
+        _omniglot(task={"train_shots": 25})
+    with pytest.raises(ConfigError, match=r"^task.ways = 0: must be >= 2$"):  # none given
+        _omniglot(task={"ways": 0})

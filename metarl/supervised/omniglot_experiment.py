@@ -67,6 +67,7 @@ DATA_ENV = "METARL_OMNIGLOT"
 DEFAULT_ROOTS = ("data/omniglot", "../shared/data/omniglot")
 """Relative to the working directory, then (for a source checkout) to the repository root."""
 CHECKOUT = Path(__file__).resolve().parents[2]
+DRAWINGS_REASON = "a character has 20 drawings, and a task keeps one for a query at least"
 VMAP_MAX_IMAGES_PER_TASK = 20
 """``vectorize: auto`` uses vmap up to this many images per task and the loop above. Measured
 on 2 CPU cores (``metarl benchmark omniglot``, docs/BENCHMARKS.md): vmap is 1.7-2x faster at
@@ -89,7 +90,8 @@ class OmniglotDataConfig:
         None, "where the decoded image array is cached (null: $XDG_CACHE_HOME/metarl/omniglot, "
         "else ~/.cache/metarl/omniglot)")
     image_size: int = param(28, "images are resized to image_size x image_size pixels (at "
-                            "most 105, the drawings' own size)", ge=8, le=105)
+                            "most 105, the drawings' own size)", ge=8, le=105,
+        bound_reason="the drawings are 105 x 105 pixels")
     train_characters: int = param(
         1200, "characters for meta-training; the other 1623 - n are test characters",
         ge=20, le=1603)
@@ -104,13 +106,13 @@ class OmniglotTaskConfig:
     """One N-way K-shot task."""
 
     ways: int = param(5, "classes per task (N)", ge=2)
-    shots: int = param(1, "support images per class (K)", ge=1, le=19)
+    shots: int = param(1, "support images per class (K)", ge=1, le=19, bound_reason=DRAWINGS_REASON)
     queries: int = param(
         1, "query images per class in meta-training (MAML's code: as many as shots)",
-        ge=1, le=19)
+        ge=1, le=19, bound_reason=DRAWINGS_REASON)
     train_shots: int | None = param(
         None, "support images per class in meta-training (null: shots; the Reptile paper "
-        "trains on 10)", ge=1, le=19)
+        "trains on 10)", ge=1, le=19, bound_reason=DRAWINGS_REASON)
 
 
 @dataclasses.dataclass
@@ -161,10 +163,10 @@ class OmniglotEvaluationConfig:
     shots: int | None = param(
         None, "support images per class of a test task (null: task.shots); a run trained with "
         "task.train_shots trains the same for any K, so it can be tested at another",
-        ge=1, le=19)
+        ge=1, le=19, bound_reason=DRAWINGS_REASON)
     queries: int | None = param(
         None, "query images per class of a test task (null: task.queries; the MAML paper "
-        "scored as many queries as shots)", ge=1, le=19)
+        "scored as many queries as shots)", ge=1, le=19, bound_reason=DRAWINGS_REASON)
     inner_lr: float | None = param(
         None, "adaptation learning rate at test time (null: adaptation.inner_lr; a Meta-SGD "
         "run adapts with its learned rates instead)", gt=0)
