@@ -285,8 +285,10 @@ def _train(args: argparse.Namespace) -> int:
         _note_restart(run_dir, check_new_run_dir(run_dir))
         made_here = not run_dir.exists()
         create_run_dir(run_dir)  # before the trainer is built: a bad path fails at once
+    resuming = (f", resuming after meta-iteration {done} of {config.training.iterations}"
+                if args.resume is not None else "")
     print(f"metarl: {experiment.name} run in {run_dir}"
-          + (f", on {computes_on}" if computes_on else ""), file=sys.stderr)
+          + (f", on {computes_on}" if computes_on else "") + resuming, file=sys.stderr)
     try:
         checkpoint = train_run(experiment, config, run_dir, resume=args.resume is not None)
     except BaseException:

@@ -158,8 +158,11 @@ def test_resume_with_more_iterations_extends_a_finished_run_exactly(tmp_path, ca
                  "--set", "training.iterations=12"]) == 0
     assert main(["train", "sine-quick", "--run-dir", str(extended), *base,
                  "--set", "training.iterations=8"]) == 0
+    capsys.readouterr()
     assert main(["train", "--resume", str(extended), "--set", "training.iterations=12",
                  "--set", "run.snapshot_every=6"]) == 0
+    assert (f"metarl: sine run in {extended}, resuming after meta-iteration 8 of 12\n"
+            in capsys.readouterr().err)
     records = [(longer / "metrics.jsonl").read_text(), (extended / "metrics.jsonl").read_text()]
     strip = [[{k: v for k, v in json.loads(line).items() if k != "wall_time"}
               for line in text.splitlines()] for text in records]
