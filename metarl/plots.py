@@ -87,8 +87,11 @@ def plot_learning_curve(metrics_path: Path, output: Path, *, title: str = "",
     for ax, name in zip(axes, names, strict=True):
         panel = panels.get(name) or Panel(name)
         values = np.array([r.get(name, np.nan) for r in records], dtype=float)
-        ax.plot(iterations, values, color="0.75", linewidth=0.8)
         window = max(1, len(values) // 50)
+        # the raw values faint under their moving average; alone (under 100 iterations) plain
+        ax.plot(iterations, values, color="0.75" if window > 1 else "C0",
+                linewidth=0.8 if window > 1 else 1.6, marker="o" if len(values) <= 30 else None,
+                markersize=3)
         if window > 1:
             kernel = np.ones(window) / window
             smooth = np.convolve(values, kernel, mode="valid")

@@ -67,6 +67,8 @@ def test_meta_iteration_ticks_are_whole_numbers(tmp_path, saved_figures):
                                for i in (1, 2, 3)))
     plot_learning_curve(metrics, tmp_path / "curve.png")
     (ax,) = saved_figures[-1].axes
+    (line,) = ax.get_lines()  # too few iterations to average: the values themselves, plain
+    assert line.get_color() == "C0" and line.get_marker() == "o"
     ticks = ax.get_xticks()
     assert len(ticks) >= 2 and np.all(ticks == np.round(ticks))
 
