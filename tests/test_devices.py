@@ -249,7 +249,7 @@ def test_omniglot_evaluate_and_render_compute_on_the_configured_device(
     seen = []
 
     def recording_curve(model, params, batch, loss_fn, metric_fn, *, steps, lr, vectorize,
-                        moments, minibatches, on_steps):
+                        moments, minibatches, on_steps, transductive):
         assert moments is None and minibatches is None, "full-batch gradient steps"
         seen.append((_devices(params, dict(model.named_parameters()),
                               lr if isinstance(lr, dict) else {}),
@@ -257,7 +257,7 @@ def test_omniglot_evaluate_and_render_compute_on_the_configured_device(
         return torch.zeros(batch.num_tasks, steps + 1)  # as from the device, copied back
 
     def recording_predictions(model, params, batch, loss_fn, *, steps, lr, moments,
-                              minibatches):
+                              minibatches, transductive):
         assert moments is None and minibatches is None
         seen.append((_devices(params, lr if isinstance(lr, dict) else {}),
                      {batch.support_x.device.type}))

@@ -694,7 +694,8 @@ def test_omniglot_render_shows_the_last_steps_predictions_of_the_seeds_tasks(
     monkeypatch.setattr(omniglot_experiment, "sample_omniglot_batch", lambda *args: (
         batches.append(real_sample(*args)) or batches[-1]))
 
-    def predictions(model, params, batch, loss, *, steps, lr, moments, minibatches):
+    def predictions(model, params, batch, loss, *, steps, lr, moments, minibatches,
+                    transductive):
         """(T, steps + 1, Q, ways) outputs."""
         assert moments is None and minibatches is None, "full-batch gradient steps"
         rates.append(lr)
@@ -901,6 +902,67 @@ def test_evaluation_shots_tests_a_run_on_another_k(tmp_path, monkeypatch, capsys
     assert omniglot_experiment.test_shots(five) == 5
     assert experiment.test_tasks(five, torch.zeros(10, 20, 2, 2, dtype=torch.uint8), 2,
                                  0).drawers.shape == (2, 5, 5 + 1)
+
+
+def test_non_transductive_scoring_runs_each_query_beside_the_support_set_alone():
+    """query_outputs without transduction: query q's output is the last row of the model run
+    on [support; query q], so batch norm sees no other query; adaptation curves scored so
+    agree between vmap and loop and differ from transductive ones."""
+    from metarl.supervised.meta import query_outputs
+
+    model, params, batch = _tiny_conv_problem(seed=3, num_tasks=2)
+    sx, qx = batch.support_x[0], batch.query_x[0]
+    alone = query_outputs(model, params, sx, qx, transductive=False)
+    for q in range(qx.shape[0]):
+        expected = functional_call_rows(model, params, torch.cat([sx, qx[q:q + 1]]))[-1]
+        torch.testing.assert_close(alone[q], expected)
+    together = query_outputs(model, params, sx, qx)
+    torch.testing.assert_close(together, functional_call_rows(model, params, qx))
+    assert not torch.allclose(alone, together)
+    curves = [adaptation_curve(model, params, batch, cross_entropy, accuracy, steps=2,
+                               lr=0.3, vectorize=vectorize, transductive=False)
+              for vectorize in (False, True)]
+    torch.testing.assert_close(curves[0], curves[1])
+    outputs = query_predictions(model, params, batch, cross_entropy, steps=2, lr=0.3,
+                                transductive=False)
+    for t in range(2):
+        for step in range(3):
+            torch.testing.assert_close(curves[0][t, step],
+                                       accuracy(outputs[t, step], batch.query_y[t]))
+
+
+def functional_call_rows(model, params, inputs):
+    from torch.func import functional_call
+
+    return functional_call(model, params, (inputs,)).detach()
+
+
+def test_a_non_transductive_evaluation_is_labelled_and_has_no_published_figures(
+        tmp_path, monkeypatch):
+    import metarl.supervised.omniglot_experiment as omniglot_experiment
+    from metarl.experiment import EvaluateOptions, RenderOptions
+
+    config, _ = _tiny_omniglot(monkeypatch, task={"ways": 5, "shots": 1, "queries": 1},
+                               evaluation={"transductive": False})
+    experiment = omniglot_experiment.OmniglotExperiment()
+    state = {"trainer": experiment.make_trainer(config).state_dict(), "iteration": 0}
+    given = []
+    real = omniglot_experiment.adaptation_curve
+    monkeypatch.setattr(omniglot_experiment, "adaptation_curve", lambda *args, **kwargs: (
+        given.append(kwargs["transductive"]) or real(*args, **kwargs)))
+    result = experiment.evaluate(config, state, tmp_path, EvaluateOptions(tasks=3, steps=1))
+    assert given == [False] and result["transductive"] is False
+    real_predictions = omniglot_experiment.query_predictions
+    monkeypatch.setattr(omniglot_experiment, "query_predictions", lambda *args, **kwargs: (
+        given.append(kwargs["transductive"]) or real_predictions(*args, **kwargs)))
+    experiment.render(config, state, tmp_path, RenderOptions(tasks=1, steps=1,
+                                                             output=tmp_path / "r.png"))
+    assert given == [False, False]
+    assert result["published"] == {} and "maml, 5-way 1-shot, non-transductive" in result["table"]
+    transductive = dataclasses.replace(
+        config, evaluation=dataclasses.replace(config.evaluation, transductive=True))
+    result = experiment.evaluate(transductive, state, tmp_path, EvaluateOptions(tasks=3, steps=1))
+    assert given[-1] is True and result["published"]["MAML"] == 98.7
 
 
 @pytest.mark.parametrize(("overrides", "message"), [

@@ -128,6 +128,9 @@ def reptile_adaptation(model: nn.Module, params: Params, batch: TaskBatch, loss_
         minibatches: ``(T, steps, B)`` indices of the support examples of each step (see
             :func:`minibatch_indices`); None: the whole support set at every step. ``on_steps(n)``
     is called as ``n`` more task-steps are done (for a progress bar; ``T * steps`` in all).
+    ``transductive=False`` scores each query beside the support set alone
+    (:func:`query_outputs`), where a model that normalizes with its batch's statistics
+    otherwise sees all the queries at once.
         moments: the inner Adam's state at the start of this meta-batch; None: gradient
             steps with ``lr`` (see :func:`metarl.adaptation.detached_step`).
 
@@ -234,7 +237,8 @@ def adaptation_curve(model: nn.Module, params: Params, batch: TaskBatch, loss_fn
                      metric_fn: LossFn, *, steps: int, lr: LearningRate,
                      vectorize: bool = True, moments: AdamMoments | None = None,
                      minibatches: Tensor | None = None,
-                     on_steps: Callable[[int], None] | None = None) -> Tensor:
+                     on_steps: Callable[[int], None] | None = None,
+                     transductive: bool = True) -> Tensor:
     """Query metric before adaptation and after each of ``steps`` inner steps on the support set.
 
     The steps are gradient steps, or with ``moments`` steps of the inner Adam, each task
@@ -253,7 +257,7 @@ def adaptation_curve(model: nn.Module, params: Params, batch: TaskBatch, loss_fn
                  *indices: Tensor) -> Tensor:
         def scored(fast: Params) -> Tensor:
             """(metric, 1 if it and every weight are finite else 0)."""
-            metric = metric_fn(functional_call(model, fast, (qx,)), qy).detach()
+            metric = metric_fn(query_outputs(model, fast, sx, qx, transductive), qy).detach()
             finite = torch.stack([torch.isfinite(v).all() for v in fast.values()]
                                  + [torch.isfinite(metric)]).all()
             return torch.stack([metric, finite.to(metric.dtype)])
@@ -294,12 +298,34 @@ def adaptation_curve(model: nn.Module, params: Params, batch: TaskBatch, loss_fn
     return scores[..., 0]
 
 
+def query_outputs(model: nn.Module, params: Params, support_x: Tensor, query_x: Tensor,
+                  transductive: bool = True) -> Tensor:
+    """The model's outputs ``(Q, *out)`` for one task's ``Q`` queries.
+
+    Transductive: the queries as one batch. Otherwise each query in a batch of its own with
+    the ``S`` support inputs (``(S + 1, ...)``, the query last), as the Reptile paper's
+    non-transductive evaluation runs them: a model that normalizes with its batch's
+    statistics then learns nothing from the other queries. Costs ``Q (S + 1)`` inputs.
+    """
+    if transductive:
+        return functional_call(model, params, (query_x,))
+    queries = query_x.shape[0]
+    groups = torch.cat([support_x.unsqueeze(0).expand(queries, *support_x.shape),
+                        query_x.unsqueeze(1)], dim=1)
+
+    def last_output(inputs: Tensor) -> Tensor:
+        return functional_call(model, params, (inputs,))[-1]
+
+    return vmap(last_output)(groups)
+
+
 def query_predictions(model: nn.Module, params: Params, batch: TaskBatch, loss_fn: LossFn, *,
                       steps: int, lr: LearningRate, moments: AdamMoments | None = None,
-                      minibatches: Tensor | None = None) -> Tensor:
+                      minibatches: Tensor | None = None, transductive: bool = True) -> Tensor:
     """Model outputs on each task's query inputs before and after each of ``steps`` inner steps
     (gradient steps, or with ``moments`` the inner Adam's; on ``minibatches`` of the support
-    set where given: as :func:`adaptation_curve` takes them).
+    set where given; queries scored ``transductive``-ly or not: as :func:`adaptation_curve`
+    takes them).
 
     Returns a detached tensor of shape ``(T, steps + 1, N_q, *out)``; index s along the second
     dimension is the output after s steps on the support set (for pictures, not training).
@@ -310,12 +336,12 @@ def query_predictions(model: nn.Module, params: Params, batch: TaskBatch, loss_f
                  *indices: Tensor) -> Tensor:
         fast: Params = start
         state = moments
-        outputs = [functional_call(model, fast, (qx,)).detach()]
+        outputs = [query_outputs(model, fast, sx, qx, transductive).detach()]
         for step in range(steps):
             fast, state = detached_step(fast, _support_loss(model, loss_fn, sx, sy, indices, step),
                                         lr=step_learning_rate(lr, step), moments=state,
                                         functional=functional)
-            outputs.append(functional_call(model, fast, (qx,)).detach())
+            outputs.append(query_outputs(model, fast, sx, qx, transductive).detach())
         return torch.stack(outputs)
 
     return map_tasks(one_task, batch, vectorize=False,

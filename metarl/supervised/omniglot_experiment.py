@@ -174,6 +174,11 @@ class OmniglotEvaluationConfig:
         1.0, "learning rate of the steps after the first, as a fraction of inner_lr (1.0: one "
         "step size, as in the MAML paper's Omniglot evaluation; a Meta-SGD run keeps its "
         "learned rates at every step)", gt=0, le=1)
+    transductive: bool = param(
+        True, "score a task's queries as one batch, which Conv4's batch norm normalizes "
+        "together (the protocol of MAML's and the Reptile paper's transductive figures); "
+        "false: each query alone beside the support set (the Reptile paper's non-transductive "
+        "evaluation; no published figure here, and (S + 1) x slower scoring)")
     inner_batch_size: int | None = param(
         None, "support images each test-time step adapts on, in shuffled batches drawn as in "
         "training (the Reptile paper: 5 for 5-way 5-shot, 10 for 20-way); null: all of them",
@@ -479,12 +484,14 @@ class OmniglotExperiment(Experiment):
                 chunks.append(adaptation_curve(
                     model, params, draw.gather(pool, start, end).to(device), cross_entropy,
                     percent_accuracy, steps=steps, lr=lr, vectorize=vectorize,
-                    moments=moments, on_steps=bar.update,
+                    moments=moments, on_steps=bar.update, transductive=ev.transductive,
                     minibatches=None if minibatches is None
                     else minibatches[start:end].to(device),
                 ).cpu())
         curve = summarize(torch.cat(chunks).numpy())
         label = f"{config.adaptation.label}, {task.ways}-way {shots}-shot"
+        if not ev.transductive:
+            label += ", non-transductive"
         trained = task.train_shots or task.shots
         if shots != task.shots:  # evaluation.shots: tested at another K than configured
             label += f" (trained {trained}-shot)"
@@ -492,13 +499,15 @@ class OmniglotExperiment(Experiment):
                 print(f"metarl: note: this run trained on {trained}-shot tasks and is tested "
                       f"at {shots} shots (evaluation.shots); the papers' {shots}-shot figures "
                       f"drawn beside it are of runs trained at {shots} shots", file=sys.stderr)
-        published = PUBLISHED_ACCURACY.get((task.ways, shots), {})
+        # the published figures are transductive (MAML's batch norm, the Reptile paper's row
+        # this project tracks); none stands beside a non-transductive evaluation
+        published = PUBLISHED_ACCURACY.get((task.ways, shots), {}) if ev.transductive else {}
         result: dict[str, Any] = {
             "experiment": self.name, "metric": "accuracy (%)", "steps": list(range(steps + 1)),
             **curve, "tasks": tasks, "ways": task.ways, "shots": shots,
             "queries_per_class": queries, "seed": seed,
             "inner_lr": lr if not isinstance(lr, dict) else "learned (Meta-SGD)",
-            "inner_optimizer": config.adaptation.inner_optimizer,
+            "inner_optimizer": config.adaptation.inner_optimizer, "transductive": ev.transductive,
             "checkpoint_iteration": state["iteration"], "method": config.adaptation.method,
             "test_characters": len(pool), "baselines": {}, "published": published,
             "device": str(device),
@@ -539,7 +548,8 @@ class OmniglotExperiment(Experiment):
                                     batch.to(device), cross_entropy, steps=steps, lr=lr,
                                     moments=inner_moments(config, state, device),
                                     minibatches=None if minibatches is None
-                                    else minibatches.to(device)).cpu()
+                                    else minibatches.to(device),
+                                    transductive=config.evaluation.transductive).cpu()
         before, after = outputs[:, 0].argmax(-1), outputs[:, -1].argmax(-1)
         shown_classes = min(task.ways, 10)
         rows_per_task = 3
