@@ -776,26 +776,40 @@ def test_reptile_paper_training_anneals_its_step_and_resumes_with_the_inner_adam
     assert all(bool((v > 0).any()) for v in moments.values())
 
 
-def test_a_reptile_run_adapts_at_test_time_from_its_inner_adams_state(tmp_path, monkeypatch):
-    """evaluate and render adapt with the run's inner Adam, from the state it trained to (the
-    Reptile authors evaluate that way); a run of gradient steps passes none."""
+def _trained_once(config):
+    """The experiment and the state of a run of ``config`` one meta-iteration in."""
     import metarl.supervised.omniglot_experiment as omniglot_experiment
-    from metarl.experiment import EvaluateOptions, RenderOptions
 
-    config = _reptile_paper_config(monkeypatch)
     experiment = omniglot_experiment.OmniglotExperiment()
     trainer = experiment.make_trainer(config)
     trainer.train_iteration(0)
-    state = {"trainer": trainer.state_dict(), "iteration": 1}
-    given = []
+    return experiment, {"trainer": trainer.state_dict(), "iteration": 1}
+
+
+def _record_adaptation_calls(monkeypatch, record):
+    """Call ``record(args, kwargs)`` on each call evaluate and render make to
+    adaptation_curve and query_predictions, which still run."""
+    import metarl.supervised.omniglot_experiment as omniglot_experiment
+
     for name in ("adaptation_curve", "query_predictions"):
         real = getattr(omniglot_experiment, name)
 
         def recording(*args, real=real, **kwargs):
-            given.append(kwargs["moments"])
+            record(args, kwargs)
             return real(*args, **kwargs)
 
         monkeypatch.setattr(omniglot_experiment, name, recording)
+
+
+def test_a_reptile_run_adapts_at_test_time_from_its_inner_adams_state(tmp_path, monkeypatch):
+    """evaluate and render adapt with the run's inner Adam, from the state it trained to (the
+    Reptile authors evaluate that way); a run of gradient steps passes none."""
+    from metarl.experiment import EvaluateOptions, RenderOptions
+
+    config = _reptile_paper_config(monkeypatch)
+    experiment, state = _trained_once(config)
+    given = []
+    _record_adaptation_calls(monkeypatch, lambda args, kwargs: given.append(kwargs["moments"]))
     result = experiment.evaluate(config, state, tmp_path, EvaluateOptions(tasks=2, steps=2))
     experiment.render(config, state, tmp_path, RenderOptions(tasks=1, steps=2,
                                                              output=tmp_path / "r.png"))
@@ -815,24 +829,14 @@ def test_evaluation_inner_batch_size_adapts_test_tasks_on_minibatches(tmp_path, 
     """evaluation.inner_batch_size: evaluate and render adapt each test task on shuffled
     minibatches of its support set, drawn from the evaluation seed for all tasks at once, so
     that the result does not depend on evaluation.chunk_tasks; without it, the whole set."""
-    import metarl.supervised.omniglot_experiment as omniglot_experiment
     from metarl.experiment import EvaluateOptions, RenderOptions
 
     config = _reptile_paper_config(monkeypatch, task={"shots": 2},
                                    evaluation={"inner_batch_size": 4})
-    experiment = omniglot_experiment.OmniglotExperiment()
-    trainer = experiment.make_trainer(config)
-    trainer.train_iteration(0)
-    state = {"trainer": trainer.state_dict(), "iteration": 1}
+    experiment, state = _trained_once(config)
     given = []
-    for name in ("adaptation_curve", "query_predictions"):
-        real = getattr(omniglot_experiment, name)
-
-        def recording(*args, real=real, **kwargs):
-            given.append(kwargs["minibatches"])
-            return real(*args, **kwargs)
-
-        monkeypatch.setattr(omniglot_experiment, name, recording)
+    _record_adaptation_calls(monkeypatch,
+                             lambda args, kwargs: given.append(kwargs["minibatches"]))
 
     def evaluated(cfg):
         return experiment.evaluate(cfg, state, tmp_path, EvaluateOptions(tasks=5, steps=3))
@@ -871,19 +875,10 @@ def test_evaluation_shots_tests_a_run_on_another_k(tmp_path, monkeypatch, capsys
     from metarl.experiment import EvaluateOptions, RenderOptions
 
     config = _reptile_paper_config(monkeypatch, evaluation={"shots": 3})
-    experiment = omniglot_experiment.OmniglotExperiment()
-    trainer = experiment.make_trainer(config)
-    trainer.train_iteration(0)
-    state = {"trainer": trainer.state_dict(), "iteration": 1}
+    experiment, state = _trained_once(config)
     support_sizes = []
-    for name in ("adaptation_curve", "query_predictions"):
-        real = getattr(omniglot_experiment, name)
-
-        def recording(model, params, batch, *args, real=real, **kwargs):
-            support_sizes.append((batch.support_x.shape[1], batch.query_x.shape[1]))
-            return real(model, params, batch, *args, **kwargs)
-
-        monkeypatch.setattr(omniglot_experiment, name, recording)
+    _record_adaptation_calls(monkeypatch, lambda args, kwargs: support_sizes.append(
+        (args[2].support_x.shape[1], args[2].query_x.shape[1])))
     result = experiment.evaluate(config, state, tmp_path, EvaluateOptions(tasks=4, steps=1))
     experiment.render(config, state, tmp_path, RenderOptions(tasks=1, steps=1,
                                                              output=tmp_path / "r.png"))
