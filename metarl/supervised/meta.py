@@ -126,11 +126,7 @@ def reptile_adaptation(model: nn.Module, params: Params, batch: TaskBatch, loss_
 
     Args:
         minibatches: ``(T, steps, B)`` indices of the support examples of each step (see
-            :func:`minibatch_indices`); None: the whole support set at every step. ``on_steps(n)``
-    is called as ``n`` more task-steps are done (for a progress bar; ``T * steps`` in all).
-    ``transductive=False`` scores each query beside the support set alone
-    (:func:`query_outputs`), where a model that normalizes with its batch's statistics
-    otherwise sees all the queries at once.
+            :func:`minibatch_indices`); None: the whole support set at every step.
         moments: the inner Adam's state at the start of this meta-batch; None: gradient
             steps with ``lr`` (see :func:`metarl.adaptation.detached_step`).
 
@@ -244,7 +240,11 @@ def adaptation_curve(model: nn.Module, params: Params, batch: TaskBatch, loss_fn
     The steps are gradient steps, or with ``moments`` steps of the inner Adam, each task
     starting from that state (a Reptile run adapts as it trained). ``minibatches``:
     ``(T, steps, B)`` indices of the support examples each step trains on (see
-    :func:`minibatch_indices`); None: the whole support set at every step.
+    :func:`minibatch_indices`); None: the whole support set at every step. ``on_steps(n)``
+    is called as ``n`` more task-steps are done (for a progress bar; ``T * steps`` in all).
+    ``transductive=False`` scores each query beside the support set alone
+    (:func:`query_outputs`), where a model that normalizes with its batch's statistics
+    otherwise sees all the queries at once.
 
     Returns a detached tensor of shape ``(T, steps + 1)``; column s is the metric after s steps.
     Raises :class:`NonFiniteLossError` when a step leaves a weight or the metric nan or inf

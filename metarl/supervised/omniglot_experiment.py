@@ -89,9 +89,9 @@ class OmniglotDataConfig:
     cache_dir: str | None = param(
         None, "where the decoded image array is cached (null: $XDG_CACHE_HOME/metarl/omniglot, "
         "else ~/.cache/metarl/omniglot)")
-    image_size: int = param(28, "images are resized to image_size x image_size pixels (at "
-                            "most 105, the drawings' own size)", ge=8, le=105,
-        bound_reason="the drawings are 105 x 105 pixels")
+    image_size: int = param(
+        28, "images are resized to image_size x image_size pixels (at most 105, the drawings' "
+        "own size)", ge=8, le=105, bound_reason="the drawings are 105 x 105 pixels")
     train_characters: int = param(
         1200, "characters for meta-training; the other 1623 - n are test characters",
         ge=20, le=1603)
