@@ -194,15 +194,15 @@ def with_evaluation_overrides(experiment: Experiment, config: Any, overrides: Se
     """``config`` with ``evaluation.KEY=VALUE`` overrides (and, with ``baselines``, those of
     the experiment's baseline section, such as ``baselines.oracle_iterations=500``) applied
     and validated (``metarl evaluate --set``; ``metarl render --set`` without baselines).
-    The experiment's ``location_keys`` (where it computes and its data lives) are accepted
-    too. Other keys are refused: they would change what the run trained, not how it is
-    evaluated."""
+    The experiment's ``location_keys`` (where it computes and its data lives) and
+    ``run.progress`` (whether a progress bar shows) are accepted too. Other keys are refused:
+    they would change what the run trained, not how it is evaluated."""
     sections: tuple[str, ...] = ("evaluation",)
     if baselines and experiment.baseline_section:
         sections += (experiment.baseline_section,)
     for text in overrides:
         path, _ = parse_override(text)
-        if ".".join(path) in experiment.location_keys:
+        if ".".join(path) in (*experiment.location_keys, "run.progress"):
             continue
         if len(path) < 2 or path[0] not in sections:
             allowed = " and ".join(f"{name}.*" for name in sections)
@@ -210,7 +210,8 @@ def with_evaluation_overrides(experiment: Experiment, config: Any, overrides: Se
                     f"{', '.join(experiment.location_keys)}"
                     if experiment.location_keys else "")
             raise ConfigError(f"--set {text!r}: --set changes only {allowed} keys, how the "
-                              f"run is evaluated{also} (e.g. evaluation.later_lr_scale=0.25)")
+                              f"run is evaluated{also}, and run.progress (e.g. "
+                              "evaluation.later_lr_scale=0.25)")
         if path[0] == "evaluation" and len(path) == 2 and path[1] in COMMAND_LINE_KEYS:
             raise ConfigError(f"--set {text!r}: give --{path[1]} {path[1].upper()} instead")
     if not overrides:

@@ -59,6 +59,11 @@ def test_evaluation_overrides_take_location_keys_and_baselines_only_where_drawn(
     moved = with_evaluation_overrides(omniglot, config, ["data.root=/elsewhere",
                                                          "data.cache_dir=/cache"])
     assert (moved.data.root, moved.data.cache_dir) == ("/elsewhere", "/cache")
+    # whether a progress bar shows changes nothing about the run
+    assert not with_evaluation_overrides(omniglot, config, ["run.progress=false"]).run.progress
+    with pytest.raises(ConfigError, match=r"how the run is evaluated, and where it computes.*"
+                                          r"and run\.progress"):
+        with_evaluation_overrides(omniglot, config, ["run.checkpoint_every=3"])
     meta_rl = get_experiment("meta_rl")
     _, rl = config_from_data({"experiment": "meta_rl"})
     assert with_evaluation_overrides(
