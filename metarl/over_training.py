@@ -149,10 +149,11 @@ def _reference(result: dict[str, Any], config: Any, steps: int) -> dict[str, Any
 
 def _evaluated_as(experiment: Experiment, point_config: Any, run_config: Any) -> Any:
     """A snapshot's config with the run's evaluation section, device and data location
-    (``experiment.location_keys``): what it trained stays the snapshot's own."""
+    (``experiment.location_keys``) and ``run.progress``: what it trained stays the
+    snapshot's own."""
     data, run_data = to_dict(point_config), to_dict(run_config)
     data["evaluation"] = run_data["evaluation"]
-    for key in experiment.location_keys:
+    for key in (*experiment.location_keys, "run.progress"):
         *sections, name = key.split(".")
         into, source = data, run_data
         for section in sections:

@@ -374,8 +374,11 @@ def test_a_snapshot_is_evaluated_where_the_runs_data_now_lives():
     run = from_dict(OmniglotConfig, {
         "device": "cuda:1",
         "data": {"root": "/new/omniglot", "cache_dir": "/new/cache", "download": True},
-        "training": {"meta_batch_size": 7}, "evaluation": {"tasks": 80}})
+        "training": {"meta_batch_size": 7}, "evaluation": {"tasks": 80},
+        "run": {"progress": False, "checkpoint_every": 9}})
     evaluated = _evaluated_as(omniglot, snapshot, run)
+    assert evaluated.run.progress is False, "evaluate --set run.progress=false, for every point"
+    assert evaluated.run.checkpoint_every == snapshot.run.checkpoint_every
     assert (evaluated.data.root, evaluated.data.cache_dir) == ("/new/omniglot", "/new/cache")
     assert evaluated.data.download is True and evaluated.evaluation.tasks == 80
     assert evaluated.device == "cuda:1" and snapshot.device == "cpu"
