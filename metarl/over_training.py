@@ -249,7 +249,8 @@ def evaluate_over_training(run_dir: str | Path, options: EvaluateOptions,
     plot_over_training(summary, written_to / PLOT_NAME,
                        title=f"{run_dir.resolve().name} ({describe_result(latest_result)}): "
                        f"{tasks} test tasks"
-                       + "".join(f", {text}" for text in overrides),
+                       + "".join(f", {text}" for text in overrides
+                                 if not text.startswith("run.progress")),  # display only
                        shown=shown_steps(summary["steps"]),
                        log_y=summary["metric"] == "mse")
     return summary

@@ -204,7 +204,8 @@ def test_meta_rl_baselines_evaluated_elsewhere_leave_the_run_as_it_was(tmp_path)
                                                                       "pretrained.pt"]
 
 
-def test_snapshots_evaluated_into_an_output_dir_leave_the_run_as_it_was(tmp_path, capsys):
+def test_snapshots_evaluated_into_an_output_dir_leave_the_run_as_it_was(tmp_path, capsys,
+                                                                        monkeypatch):
     """--snapshots --output-dir: every checkpoint's evaluation.json (the snapshots' under
     OUT/snapshots/iteration-N/) and the over-training summary go to OUT; the run's files stay
     byte for byte; a second call reuses what OUT holds."""
@@ -226,6 +227,14 @@ def test_snapshots_evaluated_into_an_output_dir_leave_the_run_as_it_was(tmp_path
     assert summary["iterations"] == [1, 2] and summary["evaluation_config"]["later_lr_scale"] == 0.5
     snapshot = json.loads((out / "snapshots" / "iteration-1" / "evaluation.json").read_text())
     assert snapshot["checkpoint_iteration"] == 1
+    import metarl.plots
+
+    titles = []
+    monkeypatch.setattr(metarl.plots, "plot_over_training",
+                        lambda summary, output, **kwargs: titles.append(kwargs["title"]))
     assert main(["evaluate", str(run), "--snapshots", "--steps", "1", "--tasks", "10",
-                 "--output-dir", str(out), "--set", "evaluation.later_lr_scale=0.5"]) == 0
+                 "--output-dir", str(out), "--set", "evaluation.later_lr_scale=0.5",
+                 "--set", "run.progress=false"]) == 0
     assert capsys.readouterr().err.count("metarl: reusing the evaluation of") == 2
+    # the title names what changes the numbers, not a display setting
+    assert titles == ["run (sine, maml): 10 test tasks, evaluation.later_lr_scale=0.5"]
