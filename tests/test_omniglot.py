@@ -673,6 +673,10 @@ def test_omniglot_evaluation_follows_its_seed_and_learning_rates(tmp_path, monke
     assert result["inner_lr"] == [0.2, 0.1]
     logits = torch.tensor([[2.0, 1.0], [2.0, 1.0]])
     assert float(omniglot_experiment.percent_accuracy(logits, torch.tensor([0, 1]))) == 50.0
+    # three of twenty right is 15.0 exactly (100 x the float32 mean 0.15 is 15.000001)
+    twenty = torch.eye(20)
+    labels = torch.tensor([0, 1, 2] + [0] * 17)  # rows 0-2 right, the others wrong
+    assert float(omniglot_experiment.percent_accuracy(twenty, labels)) == 15.0
 
 
 def test_omniglot_render_shows_the_last_steps_predictions_of_the_seeds_tasks(
