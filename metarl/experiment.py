@@ -189,6 +189,11 @@ def baseline_section(experiment: Experiment, config: Any) -> Any:
     return getattr(config, name) if name else None
 
 
+DISPLAY_KEYS = ("run.progress",)
+"""Keys that change only what a command shows, never a number: evaluate and render take
+them, and titles that name a run's overrides leave them out."""
+
+
 def with_evaluation_overrides(experiment: Experiment, config: Any, overrides: Sequence[str],
                               *, baselines: bool = True) -> Any:
     """``config`` with ``evaluation.KEY=VALUE`` overrides (and, with ``baselines``, those of
@@ -202,7 +207,7 @@ def with_evaluation_overrides(experiment: Experiment, config: Any, overrides: Se
         sections += (experiment.baseline_section,)
     for text in overrides:
         path, _ = parse_override(text)
-        if ".".join(path) in (*experiment.location_keys, "run.progress"):
+        if ".".join(path) in (*experiment.location_keys, *DISPLAY_KEYS):
             continue
         if len(path) < 2 or path[0] not in sections:
             allowed = " and ".join(f"{name}.*" for name in sections)

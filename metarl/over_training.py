@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from metarl.checkpoint import atomic_write_text
-from metarl.config import ConfigError, from_dict, to_dict
+from metarl.config import ConfigError, from_dict, parse_override, to_dict
 from metarl.evaluation import (
     EVALUATION_NAME,
     checkpoint_fingerprint,
@@ -27,6 +27,7 @@ from metarl.evaluation import (
     shown_steps,
 )
 from metarl.experiment import (
+    DISPLAY_KEYS,
     EvaluateOptions,
     Experiment,
     baseline_section,
@@ -153,7 +154,7 @@ def _evaluated_as(experiment: Experiment, point_config: Any, run_config: Any) ->
     snapshot's own."""
     data, run_data = to_dict(point_config), to_dict(run_config)
     data["evaluation"] = run_data["evaluation"]
-    for key in (*experiment.location_keys, "run.progress"):
+    for key in (*experiment.location_keys, *DISPLAY_KEYS):
         *sections, name = key.split(".")
         into, source = data, run_data
         for section in sections:
@@ -250,7 +251,7 @@ def evaluate_over_training(run_dir: str | Path, options: EvaluateOptions,
                        title=f"{run_dir.resolve().name} ({describe_result(latest_result)}): "
                        f"{tasks} test tasks"
                        + "".join(f", {text}" for text in overrides
-                                 if not text.startswith("run.progress")),  # display only
+                                 if ".".join(parse_override(text)[0]) not in DISPLAY_KEYS),
                        shown=shown_steps(summary["steps"]),
                        log_y=summary["metric"] == "mse")
     return summary
