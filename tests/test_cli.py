@@ -338,6 +338,23 @@ def test_navigation_train_evaluate_render(tmp_path, capsys, monkeypatch):
     assert not list(tmp_path.glob("*.mp4")) and not list(tmp_path.glob(".metarl-write-check*"))
 
 
+def test_meta_rl_evaluate_shows_its_progress_per_policy_and_sampling(tmp_path, capsys):
+    run = tmp_path / "nav"
+    assert main(["train", "navigation2d", "--run-dir", str(run), *TINY_RL,
+                 "--set", "training.iterations=1"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--steps", "2", "--baselines", "random,oracle",
+                 "--set", "run.progress=true"]) == 0
+    frames = capsys.readouterr().err.split("\r")
+    # 3 samplings for maml and for random init (before and after 2 steps), 1 for the oracle:
+    # each policy's name shows with the samplings done before it
+    for name, done in [("maml", 0), ("random init", 3), ("oracle", 6)]:
+        assert any(frame.startswith(f"evaluating {name} on 3 test tasks: ")
+                   and f" {done}/7 [" in frame for frame in frames), (name, frames)
+    assert main(["evaluate", str(run), "--steps", "1"]) == 0  # run.progress: false
+    assert "evaluating" not in capsys.readouterr().err
+
+
 def test_meta_rl_config_rejects_reptile(tmp_path, capsys):
     run = tmp_path / "nav"
     assert main(["train", "navigation2d", "--run-dir", str(run), "--set",

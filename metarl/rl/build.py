@@ -4,6 +4,7 @@ test tasks and evaluation rollouts."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 from metarl.adaptation import Params, test_time_learning_rates
@@ -162,9 +163,11 @@ def target_range_note(config: MetaRLConfig) -> str:
 def evaluation_rollouts(config: MetaRLConfig, params: Params, *, tasks: int, steps: int,
                         seed: int, episodes_per_task: int | None = None,
                         family: EnvFamily | None = None,
+                        on_sampled: Callable[[], object] | None = None,
                         ) -> tuple[list[dict[str, Any]], Rollouts]:
     """Test tasks from ``seed``, sampled before adaptation and after each of ``steps`` steps
-    (in ``family``'s environments, by default the config's evaluation environments)."""
+    (in ``family``'s environments, by default the config's evaluation environments);
+    ``on_sampled`` is called after each of the ``steps + 1`` batches."""
     config = validate_config(config)
     family = family or evaluation_family(config)
     test_tasks = sample_test_tasks(config, tasks, seed)
@@ -176,5 +179,5 @@ def evaluation_rollouts(config: MetaRLConfig, params: Params, *, tasks: int, ste
         learning_rates=evaluation_learning_rates(config, steps),
         advantages=advantage_settings(config),
         generator=torch_generator(seed, "evaluate-actions"), action_scale=action_scale(config),
-        step_budget=step_budget(config))
+        step_budget=step_budget(config), on_sampled=on_sampled)
     return test_tasks, rollouts

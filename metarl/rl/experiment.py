@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from metarl.adaptation import Params
 from metarl.config import ConfigError, to_dict
@@ -122,17 +123,28 @@ class MetaRLExperiment(Experiment):
         curves: dict[str, dict[str, Any]] = {}
         episodes_sampled: list[float] = []
         test_tasks: list[dict[str, Any]] = []
-        for name, (params, policy_family, policy_steps) in policies.items():
-            test_tasks, rollouts = evaluation_rollouts(config, params, tasks=tasks,
-                                                       steps=policy_steps, seed=seed,
-                                                       family=policy_family)
-            # (tasks, steps + 1): each task's mean episode return before and after each step
-            per_task = torch.stack([e.task_returns() for e in rollouts.episodes], dim=1)
-            curves[name] = {**summarize(per_task.numpy()),
-                            "task_returns": per_task.double().tolist()}
-            if name == config.adaptation.method:
-                episodes_sampled = [float(e.num_episodes().float().mean())
-                                    for e in rollouts.episodes]
+        batches = sum(policy_steps + 1 for _, _, policy_steps in policies.values())
+        # one update per sampled batch: before adaptation and after each step, per policy
+        def what(name: str) -> str:
+            return f"evaluating {BASELINE_LABELS.get(name, name)} on {tasks} test tasks"
+
+        with tqdm(total=batches, desc=what(config.adaptation.method), unit="sampling",
+                  disable=not config.run.progress, dynamic_ncols=True, mininterval=0.5,
+                  leave=False) as bar:
+            for name, (params, policy_family, policy_steps) in policies.items():
+                bar.set_description(what(name))
+                test_tasks, rollouts = evaluation_rollouts(config, params, tasks=tasks,
+                                                           steps=policy_steps, seed=seed,
+                                                           family=policy_family,
+                                                           on_sampled=bar.update)
+                # (tasks, steps + 1): each task's mean episode return before and after
+                # each step
+                per_task = torch.stack([e.task_returns() for e in rollouts.episodes], dim=1)
+                curves[name] = {**summarize(per_task.numpy()),
+                                "task_returns": per_task.double().tolist()}
+                if name == config.adaptation.method:
+                    episodes_sampled = [float(e.num_episodes().float().mean())
+                                        for e in rollouts.episodes]
         main = curves[config.adaptation.method]
         # The paper's returns are sums over its episode length; other lengths are not comparable.
         # Nor are returns on other test targets (evaluation.test_velocities).

@@ -149,11 +149,13 @@ def rollouts_with_adaptation(env: BatchedEnv, policy: PolicyFn, params: Params, 
                              learning_rates: Sequence[float], advantages: AdvantageSettings,
                              generator: torch.Generator, action_scale: float = 1.0,
                              step_budget: bool = False,
-                             timings: dict[str, float] | None = None) -> Rollouts:
+                             timings: dict[str, float] | None = None,
+                             on_sampled: Callable[[], object] | None = None) -> Rollouts:
     """Sample with θ, adapt, sample with φ_1, adapt, ... (len(learning_rates) steps).
 
     ``step_budget``: sample ``episodes_per_task · max_steps`` steps per task rather than
-    ``episodes_per_task`` episodes (see :func:`sample_episodes`).
+    ``episodes_per_task`` episodes (see :func:`sample_episodes`). ``on_sampled`` is called
+    after each of the ``len(learning_rates) + 1`` batches is sampled (a progress bar's).
 
     Returns :class:`Rollouts`: every sampled batch of episodes (``len(learning_rates) + 1``
     of them), the support batches used for the steps, and the detached task-batched weights
@@ -173,6 +175,8 @@ def rollouts_with_adaptation(env: BatchedEnv, policy: PolicyFn, params: Params, 
                                 step_budget=step_budget)
         timings["sampling"] = timings.get("sampling", 0.0) + time.perf_counter() - start
         episodes.append(batch)
+        if on_sampled is not None:
+            on_sampled()
         if step == len(learning_rates):
             break
         start = time.perf_counter()
