@@ -1016,7 +1016,8 @@ def test_video_panels_use_the_weights_of_their_step(tmp_path, monkeypatch):
 
     used, reset_seeds = [], []
 
-    def fake_episode(env, policy, params, *, steps, seed, generator, action_scale):
+    def fake_episode(env, policy, params, *, steps, seed, generator, action_scale,
+                     on_frame=None):
         used.append(float(params["b0"][0, 0]))
         reset_seeds.append(seed)
         frame = np.full((video.PANEL_HEIGHT, video.PANEL_WIDTH, 3), 100, np.uint8)
@@ -1051,7 +1052,8 @@ def test_video_at_100_steps_per_second_plays_in_real_time(tmp_path, monkeypatch,
         made_with.update(gym_kwargs or {})
         return FakeRenderEnv(0.01)
 
-    def fake_episode(env, policy, params, *, steps, seed, generator, action_scale):
+    def fake_episode(env, policy, params, *, steps, seed, generator, action_scale,
+                     on_frame=None):
         frames = [np.full((video.PANEL_HEIGHT, video.PANEL_WIDTH, 3), 10 * i, np.uint8)
                   for i in range(steps + 1)]
         return frames, np.ones(steps)
@@ -1591,9 +1593,12 @@ def test_run_episode_samples_scaled_actions_until_the_episode_ends():
     params = expand_params(init_policy_params(2, 2, [4], init_std=0.5,
                                               generator=torch.Generator().manual_seed(0)), 1)
     env = _CountingEnv(length=3)
+    rendered = []
     frames, rewards = run_episode(env, policy_distribution, params, steps=10, seed=0,
-                                  generator=torch.Generator().manual_seed(4), action_scale=0.1)
+                                  generator=torch.Generator().manual_seed(4), action_scale=0.1,
+                                  on_frame=lambda: rendered.append(len(env.actions)))
     assert [int(f[0, 0, 0]) for f in frames] == [0, 1, 2, 3] and rewards.tolist() == [1.5] * 3
+    assert rendered == [0, 1, 2, 3]  # once per frame, after it is rendered
     dist = policy_distribution(params, torch.zeros(1, 1, 2))
     noise = torch.randn((3, *dist.mean.shape), generator=torch.Generator().manual_seed(4))
     expected = (dist.mean + dist.stddev * noise).view(3, 2) * 0.1  # same observation each step
@@ -1607,6 +1612,43 @@ def test_run_episode_samples_scaled_actions_until_the_episode_ends():
         run_episode(_CountingEnv(frames=False), policy_distribution, params, steps=2, seed=0,
                     generator=torch.Generator())
     assert not isinstance(error.value, RenderBackendError)
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_a_videos_progress_bar_counts_every_frame_of_every_episode(monkeypatch, tmp_path,
+                                                                  capsys, progress):
+    """The bar ends at its total, episodes that end early included (their frames are not
+    rendered but counted done), and shows only with ``progress``."""
+    import metarl.rl.video as video
+
+    class RenderEnv(_CountingEnv):
+        unwrapped = type("Unwrapped", (), {"dt": 0.05})()
+
+        def close(self):
+            pass
+
+    bars, updates = [], []
+
+    class RecordingBar(video.tqdm):
+        def __init__(self, *args, **kwargs):
+            bars.append((kwargs["total"], kwargs["desc"]))
+            super().__init__(*args, **kwargs)
+
+        def update(self, n=1):
+            updates.append(n)
+            return super().update(n)
+
+    monkeypatch.setattr(video, "tqdm", RecordingBar)
+    monkeypatch.setattr(video, "make_render_env", lambda *a, **k: RenderEnv(length=3))
+    monkeypatch.setattr(video, "write_video", lambda frames, output, *, fps: None)
+    params = expand_params(init_policy_params(2, 2, [4], init_std=0.5,
+                                              generator=torch.Generator().manual_seed(0)), 1)
+    video.record_adaptation_video("metarl/HalfCheetahDir-v0", {"direction": 1.0},
+                                  policy_distribution, [params, params], tmp_path / "v.gif",
+                                  episode_steps=5, seed=0, progress=progress)
+    # two episodes of 5 steps: 12 frames, 4 of each rendered (each ends after 3 steps)
+    assert bars == [(12, "rendering 2 episodes")] and sum(updates) == 12
+    assert ("rendering 2 episodes" in capsys.readouterr().err) == progress
 
 
 def test_choose_gl_backend_keeps_a_set_backend_and_picks_egl_without_a_display(monkeypatch):
@@ -1651,7 +1693,8 @@ def test_video_frames_say_the_task_step_time_and_return_so_far(tmp_path, monkeyp
 
     seeds, texts = [], []
 
-    def fake_episode(env, policy, params, *, steps, seed, generator, action_scale):
+    def fake_episode(env, policy, params, *, steps, seed, generator, action_scale,
+                     on_frame=None):
         seeds.append(generator.initial_seed())
         frame = np.zeros((video.PANEL_HEIGHT, video.PANEL_WIDTH, 3), np.uint8)
         return [frame] * 3, np.array([1.0, 2.5])
@@ -1708,7 +1751,8 @@ def test_video_panels_show_their_own_frames_side_by_side(tmp_path, monkeypatch):
 
     calls = []
 
-    def fake_episode(env, policy, params, *, steps, seed, generator, action_scale):
+    def fake_episode(env, policy, params, *, steps, seed, generator, action_scale,
+                     on_frame=None):
         calls.append(None)
         step = len(calls) - 1  # panel s: frames of value 10 s + t, 2 + s frames (ends early)
         frames = [np.full((video.PANEL_HEIGHT, video.PANEL_WIDTH, 3), 10 * step + t, np.uint8)

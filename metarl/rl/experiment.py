@@ -310,4 +310,5 @@ def render_video(config: MetaRLConfig, params: Params, output: Path, *, task: st
     return record_adaptation_video(
         family.gym_id, chosen, make_policy(config), rollouts.weights, output,
         episode_steps=episode_length(config), seed=seed, title=f"{env_title(config)}, {title}",
-        action_scale=action_scale(config), gym_kwargs=family.gym_kwargs, mujoco=family.mujoco)
+        action_scale=action_scale(config), gym_kwargs=family.gym_kwargs, mujoco=family.mujoco,
+        progress=config.run.progress)

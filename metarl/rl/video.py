@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+from tqdm import tqdm
 
 from metarl.adaptation import Params
 from metarl.config import ConfigError
@@ -176,15 +177,19 @@ def annotate(frame: np.ndarray, lines: Sequence[str]) -> np.ndarray:
 
 
 def run_episode(env: gym.Env, policy: PolicyFn, params: Params, *, steps: int, seed: int,
-                generator: torch.Generator,
-                action_scale: float = 1.0) -> tuple[list[np.ndarray], np.ndarray]:
+                generator: torch.Generator, action_scale: float = 1.0,
+                on_frame: Callable[[], object] | None = None,
+                ) -> tuple[list[np.ndarray], np.ndarray]:
     """One episode of ``env`` with actions sampled from the policy (task-batched ``params``
-    with T = 1) and multiplied by ``action_scale``.
+    with T = 1) and multiplied by ``action_scale``; ``on_frame`` is called after each frame
+    is rendered (a progress bar's).
 
     Returns the frames ``(H, W, 3)`` uint8 after reset and after each step taken, and the
     rewards ``(steps_taken,)``."""
     observation, _ = env.reset(seed=seed)
     frames = [_first_frame(env)]
+    if on_frame is not None:
+        on_frame()
     rewards = []
     for _ in range(steps):
         with torch.no_grad():
@@ -195,6 +200,8 @@ def run_episode(env: gym.Env, policy: PolicyFn, params: Params, *, steps: int, s
             action.view(-1).numpy() * action_scale)
         rewards.append(reward)
         frames.append(np.asarray(env.render()))
+        if on_frame is not None:
+            on_frame()
         if terminated or truncated:
             break
     return frames, np.asarray(rewards)
@@ -205,7 +212,7 @@ def record_adaptation_video(gym_id: str, task: dict[str, Any], policy: PolicyFn,
                             episode_steps: int, seed: int, title: str = "",
                             task_index: int = 0, action_scale: float = 1.0,
                             gym_kwargs: Mapping[str, Any] | None = None,
-                            mujoco: bool = True) -> Path:
+                            mujoco: bool = True, progress: bool = False) -> Path:
     """Write ``output`` (.mp4 or .gif): one episode per adaptation step, side by side, in
     real time (above :data:`MAX_VIDEO_FPS` control steps per second, every k-th step's
     frame, the last one always).
@@ -217,27 +224,35 @@ def record_adaptation_video(gym_id: str, task: dict[str, Any], policy: PolicyFn,
         gym_kwargs: keyword arguments of the Gymnasium form (``{"frame_skip": 1}``).
         mujoco: rendered by MuJoCo (else drawn by the environment), see
             :func:`make_render_env`.
+        progress: show a progress bar over the frames rendered (software rendering takes
+            tens of milliseconds a frame).
     """
     panels = []
     fps = 20.0
-    for step, weights in enumerate(weights_per_step):
-        params = {k: v[task_index:task_index + 1] for k, v in weights.items()}
-        env = make_render_env(gym_id, task, episode_steps=episode_steps, gym_kwargs=gym_kwargs,
-                              mujoco=mujoco)
-        # MuJoCo's control step in real time; navigation at its render_fps
-        fps = (1.0 / env.unwrapped.dt if hasattr(env.unwrapped, "dt")
-               else float(env.metadata.get("render_fps", fps)))
-        try:
-            frames, rewards = run_episode(env, policy, params, steps=episode_steps,
-                                          seed=seed, action_scale=action_scale,
-                                          generator=torch.Generator().manual_seed(seed + step))
-        finally:
-            env.close()
-        label = "before adaptation" if step == 0 else f"after {step} step{'s' * (step > 1)}"
-        returns_so_far = np.concatenate([[0.0], np.cumsum(rewards)])
-        panels.append([annotate(frame, [f"{describe_task(task)}, {label}",
-                                        f"t = {i:3d}   return {returns_so_far[i]:8.1f}"])
-                       for i, frame in enumerate(frames)])
+    with tqdm(total=len(weights_per_step) * (episode_steps + 1), unit="frame",
+              desc=f"rendering {len(weights_per_step)} episodes", disable=not progress,
+              dynamic_ncols=True, mininterval=0.5, leave=False) as bar:
+        for step, weights in enumerate(weights_per_step):
+            params = {k: v[task_index:task_index + 1] for k, v in weights.items()}
+            env = make_render_env(gym_id, task, episode_steps=episode_steps,
+                                  gym_kwargs=gym_kwargs, mujoco=mujoco)
+            # MuJoCo's control step in real time; navigation at its render_fps
+            fps = (1.0 / env.unwrapped.dt if hasattr(env.unwrapped, "dt")
+                   else float(env.metadata.get("render_fps", fps)))
+            try:
+                frames, rewards = run_episode(
+                    env, policy, params, steps=episode_steps, seed=seed,
+                    action_scale=action_scale, on_frame=bar.update,
+                    generator=torch.Generator().manual_seed(seed + step))
+            finally:
+                env.close()
+            # an episode that ended early leaves its frames not rendered done
+            bar.update(episode_steps + 1 - len(frames))
+            label = "before adaptation" if step == 0 else f"after {step} step{'s' * (step > 1)}"
+            returns_so_far = np.concatenate([[0.0], np.cumsum(rewards)])
+            panels.append([annotate(frame, [f"{describe_task(task)}, {label}",
+                                            f"t = {i:3d}   return {returns_so_far[i]:8.1f}"])
+                           for i, frame in enumerate(frames)])
     length = max(len(p) for p in panels)
     video = []
     for i in range(length):
