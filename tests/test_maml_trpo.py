@@ -1025,7 +1025,7 @@ def test_the_step_budget_worst_case_script_makes_every_episode_end_after_one_ste
 
 def test_the_kl_hessian_product_raises_no_warning_of_torchs_own():
     """torch.func.jvp warns that torch.jit.script is deprecated the first time it runs (a
-    FutureWarning, shown to every user, from torch 2.14): the product keeps it quiet."""
+    DeprecationWarning in torch 2.13): the product keeps it quiet."""
     code = textwrap.dedent("""
         import warnings
         import torch

@@ -54,8 +54,9 @@ class AdvantageSettings:
 @functools.cache
 def _load_jvp_rules_quietly() -> None:
     """Run ``torch.func.jvp`` once without the warning torch raises on its first call: it
-    loads its jvp decompositions with ``torch.jit.script``, deprecated (a FutureWarning,
-    shown to every user, from torch 2.14). Later calls raise none."""
+    loads its jvp decompositions with ``torch.jit.script``, which is deprecated (in torch
+    2.13 a DeprecationWarning, which pytest and ``python -W`` show; filtered by its message,
+    so a FutureWarning, which every user sees, is kept quiet too). Later calls raise none."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated")
         torch.func.jvp(torch.sin, (torch.zeros(1),), (torch.ones(1),))
