@@ -63,11 +63,11 @@ def random_steps(seed, n=N):
 
 
 
-def problem(inner_steps, mode="second_order", policy=POLICY):
+def problem(inner_steps, mode="second_order", policy=POLICY, valid=None):
     params = tiny_params()
     support = [random_steps(10 + s) for s in range(inner_steps)]
     lrs = [0.2, 0.1][:inner_steps]
-    valid = random_steps(20)
+    valid = random_steps(20) if valid is None else valid
     fast_old = detached(adapt_policy(policy, expand_params(detached(params), T), support, lrs,
                                      "detached"))
     old = policy(fast_old, valid.observations)
@@ -159,6 +159,23 @@ def test_kl_hessian_product_through_adaptation_matches_explicit_matrix(inner_ste
     for _ in range(3):
         v = torch.randn(theta.numel(), generator=gen, dtype=torch.float64)
         torch.testing.assert_close(product(v), hessian @ v + 1e-3 * v, rtol=1e-7, atol=1e-10)
+
+
+def test_a_task_without_post_adaptation_steps_adds_nothing_to_the_kl_curvature():
+    """Its mean KL counts as 0 in the mean over tasks, so its standard deviation's Fisher
+    term must be 0 too: the product stays the explicit Hessian of the mean KL."""
+    empty = random_steps(20)
+    empty.mask[1] = 0.0
+    empty = StepBatch(empty.observations, empty.actions, empty.advantages * empty.mask,
+                      empty.mask, empty.log_probs)
+    params, support, lrs, valid, _, kl = problem(1, valid=empty)
+    theta = flatten(params).detach()
+    hessian = torch.autograd.functional.hessian(kl, theta)
+    product = meta_fisher_product(POLICY, params, support, lrs, valid, mode="second_order",
+                                  damping=0.0)
+    v = torch.randn(theta.numel(), generator=torch.Generator().manual_seed(1),
+                    dtype=torch.float64)
+    torch.testing.assert_close(product(v), hessian @ v, rtol=1e-7, atol=1e-10)
 
 
 @pytest.mark.parametrize("inner_steps", [1, 2])
@@ -901,11 +918,12 @@ def test_train_iteration_uses_the_configured_advantage_and_trpo_settings(monkeyp
         "training": {"meta_batch_size": 2, "episodes_per_task": 3, "discount": 0.9,
                      "gae_lambda": 0.8, "normalize_advantages": False},
         "trpo": {"max_kl": 0.03, "cg_iterations": 7, "cg_damping": 1e-3,
-                 "backtrack_ratio": 0.6, "max_backtracks": 9},
+                 "backtrack_ratio": 0.6, "max_backtracks": 9, "curvature_stride": 4},
         "run": {"progress": False, "tensorboard": False}})
     trainer = make_trainer(config)
-    settings, updates = [], []
+    settings, updates, fishers = [], [], []
     real_advantages, real_update = maml_trpo.compute_advantages, maml_trpo.trpo_update
+    real_fisher = maml_trpo.meta_fisher_product
 
     def recording_advantages(episodes, advantage_settings):
         settings.append(advantage_settings)
@@ -915,10 +933,19 @@ def test_train_iteration_uses_the_configured_advantage_and_trpo_settings(monkeyp
         updates.append(kwargs)
         return real_update(*args, **kwargs)
 
+    def recording_fisher(*args, **kwargs):
+        fishers.append(kwargs)
+        return real_fisher(*args, **kwargs)
+
     monkeypatch.setattr(maml_trpo, "compute_advantages", recording_advantages)
     monkeypatch.setattr(maml_trpo, "trpo_update", recording_update)
+    monkeypatch.setattr(maml_trpo, "meta_fisher_product", recording_fisher)
     trainer.train_iteration(0)
     assert len(settings) == 3  # two support batches and the validation batch
+    # trpo_update is given this product, so its own cg_damping goes unused: the product's
+    # damping and stride are the ones that shape the step
+    assert len(fishers) == 1
+    assert (fishers[0]["damping"], fishers[0]["curvature_stride"]) == (1e-3, 4)
     assert all(s == AdvantageSettings(discount=0.9, gae_lambda=0.8, normalize=False)
                for s in settings)
     assert len(updates) == 1

@@ -144,6 +144,18 @@ def test_minibatches_go_through_shuffles_of_the_support_set_in_order(support, st
                                                       torch.Generator().manual_seed(1)))
 
 
+def test_each_task_and_each_pass_over_its_support_set_is_shuffled_anew():
+    """One permutation reused for every task, or for every pass, would still be a
+    permutation in each stretch: the tasks' rows and a task's passes must differ."""
+    support, passes = 10, 3
+    indices = minibatch_indices(4, support, passes * support // 5, 5,
+                                torch.Generator().manual_seed(3)).reshape(4, -1)
+    assert len({tuple(row.tolist()) for row in indices}) == 4
+    for row in indices:
+        assert len({tuple(row[start: start + support].tolist())
+                    for start in range(0, passes * support, support)}) == passes
+
+
 def test_zero_steps_take_no_minibatches():
     empty = minibatch_indices(3, 6, 0, 4, torch.Generator().manual_seed(0))
     assert empty.shape == (3, 0, 4) and empty.dtype == torch.long

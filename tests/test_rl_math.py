@@ -231,6 +231,14 @@ def test_normalize_per_task_divides_by_each_tasks_population_std():
     torch.testing.assert_close(normalize_per_task(values, mask), expected, rtol=1e-7, atol=1e-7)
 
 
+def test_normalize_per_task_gives_unit_std_to_a_tiny_spread():
+    """(x - mean) / (std + 1e-8), as rllab: advantages that differ by 1e-5 still come out
+    with unit standard deviation (ε added to the variance instead would shrink it)."""
+    values = torch.tensor([[[1.0, 1.0 + 2e-5, 1.0 - 2e-5, 1.0]]], dtype=torch.float64)
+    normalized = normalize_per_task(values, torch.ones_like(values))
+    assert float(normalized.pow(2).mean().sqrt()) == pytest.approx(1.0, abs=1e-3)
+
+
 def test_baseline_features_are_o_o2_s_s2_s3_1_with_observations_clipped():
     # rllab's LinearFeatureBaseline: o = clip(obs, -10, 10), s = t / 100,
     # features [o, o², s, s², s³, 1]; padding rows are zero.
@@ -417,6 +425,24 @@ def test_trpo_leaves_the_parameters_when_the_curvature_is_not_positive_or_not_fi
         assert not step.accepted and step.backtracks == 0
         assert searched == [True]  # no candidate was tried
         assert torch.equal(theta.detach(), theta0)
+
+
+def test_trpo_at_a_stationary_point_tries_no_step():
+    """A zero gradient makes the search direction 0 and sᵀFs exactly 0: the step stops
+    there, rather than dividing 0 by 0 into candidates of NaN parameters."""
+    theta = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    calls = []
+
+    def loss_and_kl(differentiable):
+        calls.append(differentiable)
+        with torch.set_grad_enabled(differentiable):
+            if not bool(torch.isfinite(theta).all()):
+                raise ValueError("parameters are not finite")  # as a Normal policy's would
+            return (theta ** 2).sum(), 0.5 * (theta ** 2).sum()
+
+    step = trpo_update([theta], loss_and_kl, max_kl=0.01)
+    assert not step.accepted and step.backtracks == 0 and calls == [True]
+    assert torch.equal(theta.detach(), torch.zeros(2, dtype=torch.float64))
 
 
 def test_linear_baseline_raises_the_ridge_tenfold_while_the_system_is_singular(monkeypatch):
