@@ -476,7 +476,8 @@ def test_meta_iteration_is_deterministic_and_accepted_steps_keep_kl_bound(sampli
     assert c.train_iteration(3) == a.train_iteration(3)
 
 
-def test_sampler_scales_actions_for_the_environment_and_keeps_policy_units():
+@pytest.mark.parametrize("step_budget", [False, True])
+def test_sampler_scales_actions_for_the_environment_and_keeps_policy_units(step_budget):
     env = BatchedNavigation2D(torch.tensor([[0.45, 0.45]], dtype=torch.float64))
     params = expand_params(init_policy_params(2, 2, [4], init_std=1e-4,
                                               generator=torch.Generator().manual_seed(0)), 1)
@@ -485,10 +486,13 @@ def test_sampler_scales_actions_for_the_environment_and_keeps_policy_units():
         params["b1"].fill_(0.5)  # mean action 0.5 in policy units
     episodes = sample_episodes(env, POLICY, params, num_tasks=1, episodes_per_task=1,
                                max_steps=3, generator=torch.Generator().manual_seed(0),
-                               action_scale=0.1)
+                               action_scale=0.1, step_budget=step_budget)
     torch.testing.assert_close(episodes.actions[0, 0, 0], torch.tensor([0.5, 0.5]),
                                atol=1e-3, rtol=0)
+    # 0.1 · 0.5 per step (unscaled, 0.5 would be clipped to the bound 0.1)
     torch.testing.assert_close(episodes.observations[0, 0, 1], torch.tensor([0.05, 0.05]),
+                               atol=1e-3, rtol=0)
+    torch.testing.assert_close(episodes.observations[0, 0, 2], torch.tensor([0.10, 0.10]),
                                atol=1e-3, rtol=0)
 
 

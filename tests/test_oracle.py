@@ -48,6 +48,9 @@ def test_task_observations_append_each_tasks_features_to_its_environments():
     where = torch.tensor([True, False, False, False, False, True])
     restarted = wrapped.restart(where)
     assert torch.equal(restarted[where, :2], torch.zeros(2, 2))
+    # the others are not reset: they stay where their episodes are
+    assert torch.equal(restarted[~where, :2], observed[~where, :2])
+    assert (observed[~where, :2] != 0).all()
     torch.testing.assert_close(restarted[:, 2:], expected_features)
 
 

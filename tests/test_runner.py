@@ -280,6 +280,22 @@ def test_load_or_compute_reuses_the_cache_only_for_the_same_key(tmp_path):
     assert float(load_or_compute(path, {"seed": 1}, compute)["w"]) == 3.0
 
 
+def test_load_or_compute_reads_the_read_only_caches_before_its_own(tmp_path):
+    """An evaluation written elsewhere uses the run's cached baseline (``also_read``) first,
+    as the docstring promises, even where its own folder holds one for the same key."""
+    from metarl.checkpoint import load_or_compute, save_checkpoint
+
+    own, runs = tmp_path / "out" / "oracle.pt", tmp_path / "run" / "oracle.pt"
+    save_checkpoint(own, {"key": {"seed": 0}, "value": "written here"})
+    save_checkpoint(runs, {"key": {"seed": 0}, "value": "the run's"})
+
+    def compute():
+        raise AssertionError("a matching cache exists")
+
+    assert load_or_compute(own, {"seed": 0}, compute, also_read=[runs]) == "the run's"
+    assert load_or_compute(own, {"seed": 0}, compute) == "written here"
+
+
 @pytest.mark.parametrize("content", [b"", b"garbage\n", b"PK\x03\x04 not a zip"])
 def test_a_damaged_checkpoint_is_a_clear_error(tmp_path, content):
     from metarl.checkpoint import UnreadableCheckpointError
