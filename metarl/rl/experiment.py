@@ -123,11 +123,11 @@ class MetaRLExperiment(Experiment):
         curves: dict[str, dict[str, Any]] = {}
         episodes_sampled: list[float] = []
         test_tasks: list[dict[str, Any]] = []
-        batches = sum(policy_steps + 1 for _, _, policy_steps in policies.values())
-        # one update per sampled batch: before adaptation and after each step, per policy
         def what(name: str) -> str:
             return f"evaluating {BASELINE_LABELS.get(name, name)} on {tasks} test tasks"
 
+        # one update per sampled batch: before adaptation and after each step, per policy
+        batches = sum(policy_steps + 1 for _, _, policy_steps in policies.values())
         with tqdm(total=batches, desc=what(config.adaptation.method), unit="sampling",
                   disable=not config.run.progress, dynamic_ncols=True, mininterval=0.5,
                   leave=False) as bar:
