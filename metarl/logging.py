@@ -39,6 +39,13 @@ def truncate_metrics(path: Path, last_iteration: int) -> None:
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
+def work_bar(total: int, description: str, unit: str, *, enabled: bool) -> tqdm:
+    """A progress bar with ETA over one piece of work (an evaluation, a video), cleared from
+    the terminal when it ends; ``enabled`` is ``run.progress``. Use it as a context manager."""
+    return tqdm(total=total, desc=description, unit=unit, disable=not enabled,
+                dynamic_ncols=True, mininterval=0.5, leave=False)
+
+
 class RunLogger:
     """Logs one record per meta-iteration to every sink a run has.
 

@@ -1629,7 +1629,9 @@ def test_a_videos_progress_bar_counts_every_frame_of_every_episode(monkeypatch, 
 
     bars, updates = [], []
 
-    class RecordingBar(video.tqdm):
+    import metarl.logging
+
+    class RecordingBar(metarl.logging.tqdm):
         def __init__(self, *args, **kwargs):
             bars.append((kwargs["total"], kwargs["desc"]))
             super().__init__(*args, **kwargs)
@@ -1638,7 +1640,7 @@ def test_a_videos_progress_bar_counts_every_frame_of_every_episode(monkeypatch, 
             updates.append(n)
             return super().update(n)
 
-    monkeypatch.setattr(video, "tqdm", RecordingBar)
+    monkeypatch.setattr(metarl.logging, "tqdm", RecordingBar)
     monkeypatch.setattr(video, "make_render_env", lambda *a, **k: RenderEnv(length=3))
     monkeypatch.setattr(video, "write_video", lambda frames, output, *, fps: None)
     params = expand_params(init_policy_params(2, 2, [4], init_std=0.5,

@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from metarl.adaptation import Params
 from metarl.config import ConfigError, to_dict
@@ -22,6 +21,7 @@ from metarl.experiment import (
     RenderOptions,
     baseline_section,
 )
+from metarl.logging import work_bar
 from metarl.plots import plot_adaptation_curves
 from metarl.rl.baseline_policies import oracle_params, pretrained_params
 from metarl.rl.build import (
@@ -128,9 +128,8 @@ class MetaRLExperiment(Experiment):
 
         # one update per sampled batch: before adaptation and after each step, per policy
         batches = sum(policy_steps + 1 for _, _, policy_steps in policies.values())
-        with tqdm(total=batches, desc=what(config.adaptation.method), unit="sampling",
-                  disable=not config.run.progress, dynamic_ncols=True, mininterval=0.5,
-                  leave=False) as bar:
+        with work_bar(batches, what(config.adaptation.method), "sampling",
+                      enabled=config.run.progress) as bar:
             for name, (params, policy_family, policy_steps) in policies.items():
                 bar.set_description(what(name))
                 test_tasks, rollouts = evaluation_rollouts(config, params, tasks=tasks,

@@ -24,11 +24,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
-from tqdm import tqdm
 
 from metarl.adaptation import Params
 from metarl.config import ConfigError
 from metarl.envs.gl_backend import windowless_glfw
+from metarl.logging import work_bar
 from metarl.rl.episodes import PolicyFn
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
@@ -229,9 +229,9 @@ def record_adaptation_video(gym_id: str, task: dict[str, Any], policy: PolicyFn,
     """
     panels = []
     fps = 20.0
-    with tqdm(total=len(weights_per_step) * (episode_steps + 1), unit="frame",
-              desc=f"rendering {len(weights_per_step)} episodes", disable=not progress,
-              dynamic_ncols=True, mininterval=0.5, leave=False) as bar:
+    with work_bar(len(weights_per_step) * (episode_steps + 1),
+                  f"rendering {len(weights_per_step)} episodes", "frame",
+                  enabled=progress) as bar:
         for step, weights in enumerate(weights_per_step):
             params = {k: v[task_index:task_index + 1] for k, v in weights.items()}
             env = make_render_env(gym_id, task, episode_steps=episode_steps,

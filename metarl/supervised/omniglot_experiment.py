@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from tqdm import tqdm
 
 from metarl.adaptation import AdamMoments, LearningRate, Params, test_time_learning_rates
 from metarl.checkpoint import atomic_write_text
@@ -29,6 +28,7 @@ from metarl.config import (
 from metarl.devices import DEVICE_CHOICES, check_device_setting, resolve_device
 from metarl.evaluation import format_table, summarize, write_evaluation
 from metarl.experiment import EvaluateOptions, Experiment, Panel, RenderOptions
+from metarl.logging import work_bar
 from metarl.plots import plot_adaptation_curves, wrapped_title
 from metarl.seeding import torch_generator
 from metarl.supervised.meta import adaptation_curve, minibatch_indices, query_predictions
@@ -478,9 +478,8 @@ class OmniglotExperiment(Experiment):
                                        torch_generator(seed, "evaluate-batches"))
         chunks = []
         what = f"evaluating {tasks} test tasks, {steps} step{'s' * (steps != 1)} each"
-        with tqdm(total=tasks * steps, desc=what, unit="step",
-                  disable=not config.run.progress or steps == 0,
-                  dynamic_ncols=True, mininterval=0.5, leave=False) as bar:
+        with work_bar(tasks * steps, what, "step",
+                      enabled=config.run.progress and steps > 0) as bar:
             for start in range(0, tasks, ev.chunk_tasks):
                 end = start + ev.chunk_tasks
                 chunks.append(adaptation_curve(
